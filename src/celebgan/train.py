@@ -1,0 +1,48 @@
+"""Train a GAN: `python -m celebgan.train [overrides]`, e.g. `model=spectral data=celeba32`.
+
+train(cfg) holds the logic (tests call it with a composed config); main() is the Hydra wrapper.
+"""
+import logging
+import sys
+
+import hydra
+import lightning as L
+from omegaconf import DictConfig, OmegaConf
+
+from celebgan.callbacks import AtomicCheckpointIO, RunConfig
+from celebgan.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit the configured model on the configured data; returns the final logged metrics."""
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.setup("fit")  # a missing or malformed dataset fails here, before any training
+    model = hydra.utils.instantiate(cfg.model)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    callbacks = [hydra.utils.instantiate(c) for c in cfg.get("callbacks", {}).values()]
+    logger = hydra.utils.instantiate(cfg.logger) if cfg.get("logger") else False
+    trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=[*callbacks, RunConfig(config)], logger=logger, plugins=[AtomicCheckpointIO()]
+    )
+    if logger:
+        logger.log_hyperparams(config)
+    log.info("Run directory: %s", cfg.paths.output_dir)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("resume"))
+    return {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    try:
+        train(cfg)
+    except UserError as err:
+        log.error("%s", err)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
