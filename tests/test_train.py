@@ -93,3 +93,12 @@ def test_missing_celeba_root_is_one_clear_error_from_the_command_line(tmp_path):
     assert "data=synthetic" in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_unsupported_img_size_is_one_clear_error_from_the_command_line(tmp_path):
+    cmd = [sys.executable, "-m", "celebgan.train", "data=synthetic", "data.img_size=48",
+           f"hydra.run.dir={tmp_path / 'run'}"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert "img_size=48 is not supported" in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr

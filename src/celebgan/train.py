@@ -7,6 +7,7 @@ import sys
 
 import hydra
 import lightning as L
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from celebgan.callbacks import AtomicCheckpointIO, RunConfig
@@ -15,17 +16,28 @@ from celebgan.errors import UserError
 log = logging.getLogger(__name__)
 
 
+def instantiate(node, **kwargs):
+    """hydra.utils.instantiate, except that a UserError raised by a constructor stays a UserError
+    (Hydra wraps it), so the command line can print its message alone."""
+    try:
+        return hydra.utils.instantiate(node, **kwargs)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, UserError):
+            raise err.__cause__ from None
+        raise
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the configured model on the configured data; returns the final logged metrics."""
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
-    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule = instantiate(cfg.data)
     datamodule.setup("fit")  # a missing or malformed dataset fails here, before any training
-    model = hydra.utils.instantiate(cfg.model)
+    model = instantiate(cfg.model)
     config = OmegaConf.to_container(cfg, resolve=True)
-    callbacks = [hydra.utils.instantiate(c) for c in cfg.get("callbacks", {}).values()]
-    logger = hydra.utils.instantiate(cfg.logger) if cfg.get("logger") else False
-    trainer = hydra.utils.instantiate(
+    callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
+    logger = instantiate(cfg.logger) if cfg.get("logger") else False
+    trainer = instantiate(
         cfg.trainer, callbacks=[*callbacks, RunConfig(config)], logger=logger, plugins=[AtomicCheckpointIO()]
     )
     if logger:

@@ -1,0 +1,64 @@
+"""Every model x data combination composes, instantiates and sizes its networks from data.img_size."""
+from pathlib import Path
+
+import hydra
+import pytest
+import torch
+
+from celebgan.data import CelebADataModule, SyntheticDataModule
+from celebgan.module import GAN
+from conftest import compose_config
+
+MODELS = sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "model").glob("*.yaml"))
+DATA = sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "data").glob("*.yaml"))
+
+
+def test_presets_exist():
+    assert {"vanilla", "label_smoothing", "spectral"} <= set(MODELS)
+    assert {"celeba64", "celeba32", "synthetic"} <= set(DATA)
+
+
+@pytest.mark.parametrize("data", DATA)
+@pytest.mark.parametrize("model", MODELS)
+def test_every_combination_composes_and_instantiates(tmp_path, model, data):
+    cfg = compose_config([f"model={model}", f"data={data}"], tmp_path)
+    dm = hydra.utils.instantiate(cfg.data)
+    gan = hydra.utils.instantiate(cfg.model)
+    assert isinstance(dm, CelebADataModule if data.startswith("celeba") else SyntheticDataModule)
+    assert isinstance(gan, GAN)
+    size = cfg.data.img_size
+    assert size == {"celeba64": 64, "celeba32": 32}.get(data, size)
+    with torch.no_grad():
+        x = gan.generator(torch.randn(2, gan.generator.nz))
+        assert x.shape == (2, 3, size, size)
+        assert gan.discriminator.eval()(x).shape == (2,)
+    trainer = hydra.utils.instantiate(cfg.trainer, logger=False)
+    assert trainer.max_epochs == cfg.trainer.max_epochs
+
+
+def test_variants_are_deltas_on_vanilla(tmp_path):
+    vanilla = compose_config(["model=vanilla"], tmp_path).model
+    smooth = compose_config(["model=label_smoothing"], tmp_path).model
+    spectral = compose_config(["model=spectral"], tmp_path).model
+    assert vanilla.real_label == 1.0 and smooth.real_label == 0.9
+    assert {k for k in vanilla if vanilla[k] != smooth[k]} == {"real_label"}
+    assert spectral.discriminator.spectral_norm and not vanilla.discriminator.spectral_norm
+    gan = hydra.utils.instantiate(spectral)
+    assert any(hasattr(m, "parametrizations") for m in gan.discriminator.modules())
+
+
+def test_paper_defaults(tmp_path):
+    cfg = compose_config([], tmp_path)
+    gan = hydra.utils.instantiate(cfg.model)
+    g_opt, d_opt = gan.configure_optimizers()
+    for opt in (g_opt, d_opt):
+        assert isinstance(opt, torch.optim.Adam)
+        assert opt.defaults["lr"] == 2e-4 and tuple(opt.defaults["betas"]) == (0.5, 0.999)
+    assert cfg.data.batch_size == 128 and cfg.model.generator.nz == 100
+    assert {id(p) for p in g_opt.param_groups[0]["params"]} == {id(p) for p in gan.generator.parameters()}
+
+
+def test_separate_learning_rates(tmp_path):
+    cfg = compose_config(["model.g_optimizer.lr=1e-4", "model.d_optimizer.lr=4e-4"], tmp_path)
+    g_opt, d_opt = hydra.utils.instantiate(cfg.model).configure_optimizers()
+    assert g_opt.defaults["lr"] == 1e-4 and d_opt.defaults["lr"] == 4e-4

@@ -1,0 +1,191 @@
+"""CelebA layouts on a miniature tree, transforms, bad input, and the synthetic faces."""
+import logging
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from celebgan.data import CelebADataModule, ImageFiles, SyntheticDataModule, face_transform, find_layout, list_images
+from celebgan.errors import UserError
+from celebgan.synthetic import ATTR_NAMES, render_faces
+from conftest import ATTRS, make_celeba
+
+
+def dm(root, **kw) -> CelebADataModule:
+    kw = {"img_size": 32, "batch_size": 2, "num_workers": 0, **kw}
+    m = CelebADataModule(root=str(root), **kw)
+    m.setup("fit")
+    return m
+
+
+@pytest.mark.parametrize("layout", ["torchvision", "kaggle"])
+def test_both_layouts_select_the_official_split(tmp_path, layout):
+    names = make_celeba(tmp_path, layout, per_split=3)
+    assert find_layout(tmp_path).kind == layout
+    for split, idx in [("train", range(0, 3)), ("valid", range(3, 6)), ("test", range(6, 9)), ("all", range(9))]:
+        files, attrs, attr_names = list_images(tmp_path, split)
+        assert [f.name for f in files] == [names[i] for i in idx]
+        assert attr_names == ATTRS and attrs.shape == (len(idx), len(ATTRS))
+        assert set(attrs.unique().tolist()) <= {0, 1}  # CelebA's -1/1 become 0/1
+
+
+def test_attributes_follow_the_file(tmp_path):
+    make_celeba(tmp_path, "torchvision")
+    lines = (tmp_path / "celeba" / "list_attr_celeba.txt").read_text().splitlines()
+    first = [int(v) for v in lines[2].split()[1:]]
+    _, attrs, _ = list_images(tmp_path, "train")
+    assert attrs[0].tolist() == [int(v > 0) for v in first]
+
+
+@pytest.mark.parametrize("crop,flip", [("full", False), ("face", False), ("full", True)])
+def test_batches_are_images_in_minus_one_one(celeba_root, crop, flip):
+    m = dm(celeba_root, crop=crop, flip=flip)
+    x, attrs = next(iter(m.train_dataloader()))
+    assert x.shape == (2, 3, 32, 32) and x.dtype == torch.float32
+    assert x.min() >= -1 and x.max() <= 1 and x.max() > 0.5 and x.min() < -0.5
+    assert attrs.shape == (2, len(ATTRS))
+
+
+def test_crop_modes_take_the_centre_square():
+    # A 178x218 image whose border band (outside the central 108x108) is red and centre green.
+    arr = np.zeros((218, 178, 3), np.uint8)
+    arr[..., 0] = 255
+    arr[55:163, 35:143] = (0, 255, 0)
+    img = Image.fromarray(arr)
+    face = face_transform(16, "face", flip=False)(img)
+    full = face_transform(16, "full", flip=False)(img)
+    assert face[1].min() > 0.9 and face[0].max() < -0.9  # all green: only the face square
+    assert full[0].max() > 0.9  # the wider crop still holds red border
+
+
+def test_flip_mirrors_about_half_the_time():
+    # Left half dark, right half bright; a flipped image is bright on the left.
+    arr = np.zeros((218, 178, 3), np.uint8)
+    arr[:, 89:] = 255
+    img = Image.fromarray(arr)
+    t = face_transform(16, "full", flip=True)
+    torch.manual_seed(0)
+    flipped = [bool(t(img)[:, :, 0].mean() > 0) for _ in range(400)]
+    assert 0.4 < np.mean(flipped) < 0.6
+    assert all(face_transform(16, "full", flip=False)(img)[:, :, 0].mean() < 0 for _ in range(20))
+
+
+def test_plain_folder_trains_on_every_image_and_converts_modes(tmp_path):
+    rgb = np.full((40, 30, 3), 128, np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "a.jpg")
+    Image.fromarray(rgb[..., 0], "L").save(tmp_path / "gray.png")
+    Image.fromarray(np.dstack([rgb, np.full((40, 30), 7, np.uint8)]), "RGBA").save(tmp_path / "rgba.png")
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "sub_cmyk.jpg")
+    files, attrs, _ = list_images(tmp_path, "train")
+    assert len(files) == 4 and attrs is None
+    ds = ImageFiles(files, None, face_transform(16, "full", flip=False))
+    for i in range(4):
+        x, a = ds[i]
+        assert x.shape == (3, 16, 16) and a.numel() == 0
+    with pytest.raises(UserError, match="plain folder"):
+        list_images(tmp_path, "test")
+
+
+def test_missing_root_names_the_path_layouts_and_synthetic(tmp_path):
+    missing = tmp_path / "no_such_dir"
+    with pytest.raises(UserError) as err:
+        dm(missing)
+    msg = str(err.value)
+    assert str(missing) in msg and "torchvision" in msg and "Kaggle" in msg and "data=synthetic" in msg
+
+
+def test_folder_without_images_is_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("no images here")
+    with pytest.raises(UserError, match="No images found"):
+        dm(tmp_path)
+
+
+def test_half_downloaded_celeba_is_refused(celeba_root):
+    (celeba_root / "celeba" / "img_align_celeba" / "000002.jpg").unlink()
+    with pytest.raises(UserError, match=r"1 of the 3 images of split 'train'.*000002.jpg.*incomplete"):
+        dm(celeba_root)
+
+
+def test_missing_partition_file_needs_split_all(celeba_root):
+    (celeba_root / "celeba" / "list_eval_partition.txt").unlink()
+    with pytest.raises(UserError, match="data.split=all"):
+        dm(celeba_root)
+    assert len(dm(celeba_root, split="all").train_set) == 9
+
+
+def test_corrupt_truncated_and_empty_files_are_skipped_and_reported(celeba_root, caplog):
+    img_dir = celeba_root / "celeba" / "img_align_celeba"
+    (img_dir / "000001.jpg").write_bytes(b"")  # zero bytes
+    data = (img_dir / "000002.jpg").read_bytes()
+    (img_dir / "000002.jpg").write_bytes(data[: len(data) // 3])  # truncated
+    (img_dir / "000003.jpg").write_bytes(b"this is not a jpeg" * 10)  # corrupt
+    caplog.set_level(logging.WARNING)
+    m = dm(celeba_root, split="all")
+    assert len(m.train_set) == 8  # the empty file is left out up front
+    assert "000001.jpg" in caplog.text
+    xs = [m.train_set[i][0] for i in range(len(m.train_set))]  # an epoch does not crash
+    assert all(x.shape == (3, 32, 32) for x in xs)
+    assert "000002.jpg" in caplog.text and "000003.jpg" in caplog.text
+    assert m.train_set.skipped == {str(img_dir / "000002.jpg"), str(img_dir / "000003.jpg")}
+
+
+def test_bad_split_and_crop_values(celeba_root):
+    with pytest.raises(UserError, match="data.split='training'"):
+        dm(celeba_root, split="training")
+    with pytest.raises(UserError, match="data.crop='tight'"):
+        CelebADataModule(root=str(celeba_root), crop="tight")
+    with pytest.raises(ValueError, match="img_size=48"):
+        CelebADataModule(root=str(celeba_root), img_size=48)
+
+
+def test_dataset_smaller_than_a_batch_is_refused(celeba_root):
+    with pytest.raises(UserError, match="fewer than one batch"):
+        dm(celeba_root, batch_size=64)
+
+
+# --- synthetic faces ---------------------------------------------------------------------------
+
+def test_synthetic_faces_are_deterministic_per_seed_and_index():
+    a, la = render_faces(6, 32, seed=3)
+    b, lb = render_faces(6, 32, seed=3)
+    c, _ = render_faces(6, 32, seed=4)
+    assert torch.equal(a, b) and torch.equal(la, lb)
+    assert not torch.equal(a, c)
+    # Image i depends only on (seed, split, i): a longer draw starts with the same images.
+    d, _ = render_faces(8, 32, seed=3)
+    assert torch.equal(d[:6], a)
+    t, _ = render_faces(6, 32, seed=3, split="test")
+    assert not torch.equal(t, a)
+
+
+@pytest.mark.parametrize("img_size", [16, 32, 64, 128])
+def test_synthetic_faces_at_every_size(img_size):
+    x, attrs = render_faces(4, img_size)
+    assert x.shape == (4, 3, img_size, img_size) and x.dtype == torch.uint8
+
+
+def test_synthetic_attributes_are_celeba_style_and_varied():
+    x, attrs = render_faces(300, 32, seed=0)
+    assert attrs.shape == (300, len(ATTR_NAMES)) and set(attrs.unique().tolist()) == {0, 1}
+    rates = attrs.float().mean(0)
+    assert ((rates > 0.05) & (rates < 0.95)).all()  # every attribute occurs, none always
+    hair = attrs[:, [ATTR_NAMES.index(n) for n in ["Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair"]]]
+    bald = attrs[:, ATTR_NAMES.index("Bald")]
+    assert torch.equal(hair.sum(1), 1 - bald)  # exactly one hair colour unless bald
+    # The labels describe the pixels: smiling mouths show white teeth in the lower face.
+    smiling = attrs[:, ATTR_NAMES.index("Smiling")].bool()
+    lower = x[:, :, 18:26, 10:22].float()
+    white = ((lower > 235).all(1)).float().mean((1, 2))
+    assert white[smiling].mean() > 3 * white[~smiling].mean()
+    # A crowd, not one face: images differ a lot from each other.
+    assert x.float().std(0).mean() > 30
+
+
+def test_synthetic_datamodule_batches(tmp_path):
+    m = SyntheticDataModule(num_images=32, img_size=16, batch_size=8, num_workers=0)
+    m.setup("fit")
+    x, attrs = next(iter(m.train_dataloader()))
+    assert x.shape == (8, 3, 16, 16) and x.min() >= -1 and x.max() <= 1
+    assert attrs.shape == (8, len(ATTR_NAMES))
+    assert m.attr_names == ATTR_NAMES
