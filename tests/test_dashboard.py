@@ -21,15 +21,24 @@ from celebgan.plot import HEIGHT_PER_PANEL, PANELS, WIDTH, plot_run, read_scalar
 from celebgan.train import train
 
 EPOCHS = 2
+RUN, OTHER = "0_model=spectral/tensorboard", "1_model=vanilla/tensorboard"  # TensorBoard's run names
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
+def sweep(tmp_path_factory) -> Path:
+    """Two runs side by side, as a sweep lays them out: 0_model=spectral (the one most tests read)
+    and 1_model=vanilla (one epoch, to tell the HParams rows apart)."""
     torch.set_num_threads(2)
-    cfg = compose_config([*TINY, f"trainer.max_epochs={EPOCHS}", "model=spectral"],
-                         tmp_path_factory.mktemp("dashboard") / "run")
-    train(cfg)
-    return Path(cfg.paths.output_dir)
+    root = tmp_path_factory.mktemp("sweep")
+    for name, overrides in [("0_model=spectral", ["model=spectral", f"trainer.max_epochs={EPOCHS}"]),
+                            ("1_model=vanilla", ["trainer.max_epochs=1", "data.num_images=32"])]:
+        train(compose_config([*TINY, *overrides], root / name))
+    return root
+
+
+@pytest.fixture(scope="module")
+def run(sweep) -> Path:
+    return sweep / "0_model=spectral"
 
 
 def test_plot_draws_every_curve_of_the_run(run, tmp_path):
@@ -70,9 +79,9 @@ def get(url: str, body: dict | None = None):
     return json.loads(raw) if response.headers.get_content_type() == "application/json" else raw
 
 
-def test_tensorboard_serves_scalars_images_and_hparams(run):
+def test_tensorboard_serves_scalars_images_and_hparams(sweep, run):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", str(run), "--host", "127.0.0.1", "--port", "0",
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(sweep), "--host", "127.0.0.1", "--port", "0",
          "--load_fast=false", "--reload_interval", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -88,18 +97,18 @@ def test_tensorboard_serves_scalars_images_and_hparams(run):
         # The first load of the logs is asynchronous: poll until the run's tags appear.
         while True:
             scalars = get(f"{base}/data/plugin/scalars/tags")
-            if scalars.get("tensorboard", {}).keys() >= set(FINAL_METRICS):
+            if all(scalars.get(r, {}).keys() >= set(FINAL_METRICS) for r in (RUN, OTHER)):
                 break
             assert time.monotonic() < deadline, f"scalars never served: {scalars}"
             time.sleep(0.5)
-        tags = scalars["tensorboard"]
+        tags = scalars[RUN]
         for name in ["d_loss", "g_loss", "D_x", "D_G_z1", "D_G_z2"]:
             assert f"train/{name}_step" in tags and f"train/{name}_epoch" in tags
-        points = get(f"{base}/data/plugin/scalars/scalars?run=tensorboard&tag=train/d_loss_step")
+        points = get(f"{base}/data/plugin/scalars/scalars?run={RUN}&tag=train/d_loss_step")
         assert len(points) == EPOCHS * 64 // 16
 
-        assert "samples" in get(f"{base}/data/plugin/images/tags")["tensorboard"]
-        grids = get(f"{base}/data/plugin/images/images?run=tensorboard&tag=samples")
+        assert "samples" in get(f"{base}/data/plugin/images/tags")[RUN]
+        grids = get(f"{base}/data/plugin/images/images?run={RUN}&tag=samples")
         assert [g["step"] for g in grids] == list(range(EPOCHS))
         png = get(f"{base}/data/plugin/images/individualImage?{grids[-1]['query']}")
         assert Image.open(io.BytesIO(png)).size == Image.open(run / "samples" / "epoch_0001.png").size
@@ -111,13 +120,17 @@ def test_tensorboard_serves_scalars_images_and_hparams(run):
         groups = get(f"{base}/data/plugin/hparams/session_groups", {
             "experimentName": "", "startIndex": 0, "sliceSize": 100,
             "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]})
-        (group,) = groups["sessionGroups"]
-        assert group["hparams"]["data/img_size"] == 16
-        assert group["hparams"]["model/discriminator/spectral_norm"] in (True, 1.0)
-        final = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
-        scalars_on_disk = read_scalars(run)
-        for name, source in FINAL_METRICS.items():
-            assert final[name] == pytest.approx(scalars_on_disk[source][-1][1])
+        # One row per run of the sweep, each with its own config values and final metrics.
+        rows = {g["sessions"][0]["name"]: g for g in groups["sessionGroups"]}
+        assert set(rows) == {RUN, OTHER}
+        assert rows[RUN]["hparams"]["model/discriminator/spectral_norm"] == 1  # bools arrive as 1.0 / 0.0
+        assert rows[OTHER]["hparams"]["model/discriminator/spectral_norm"] == 0
+        assert rows[RUN]["hparams"]["data/num_images"] == 64 and rows[OTHER]["hparams"]["data/num_images"] == 32
+        for run_name, path in [(RUN, run), (OTHER, sweep / "1_model=vanilla")]:
+            final = {m["name"]["tag"]: m["value"] for m in rows[run_name]["metricValues"]}
+            on_disk = read_scalars(path)
+            for name, source in FINAL_METRICS.items():
+                assert final[name] == pytest.approx(on_disk[source][-1][1])
     finally:
         proc.kill()
         proc.wait(timeout=30)
