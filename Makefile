@@ -34,3 +34,10 @@ tb:  ## TensorBoard over every run under outputs/
 clean:  ## remove caches (outputs/ is kept)
 	rm -rf .pytest_cache src/*.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+.PHONY: sample plot
+sample:  ## look at a checkpoint, e.g. make sample ARGS="ckpt=RUN/checkpoints/last.ckpt mode=interpolate"
+	$(PY) -m celebgan.sample $(ARGS)
+
+plot:  ## loss and D(x)/D(G(z)) curves of a run as a PNG, e.g. make plot ARGS="run=RUN"
+	$(PY) -m celebgan.plot $(ARGS)

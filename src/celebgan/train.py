@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from celebgan.callbacks import AtomicCheckpointIO, RunConfig
 from celebgan.errors import UserError
+from celebgan.hparams import log_final_metrics, log_hparams
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +42,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
         cfg.trainer, callbacks=[*callbacks, RunConfig(config)], logger=logger, plugins=[AtomicCheckpointIO()]
     )
     if logger:
-        logger.log_hyperparams(config)
+        log_hparams(logger, config)
     log.info("Run directory: %s", cfg.paths.output_dir)
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("resume"))
+    if logger:
+        log_final_metrics(logger, trainer)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
 

@@ -1,0 +1,216 @@
+"""Latent vector arithmetic with face attributes (Radford et al. 2016, section 6.3).
+
+A small CNN learns the attributes from real images and their labels (CelebA's list_attr, or the
+synthetic faces' labels); it is trained once per dataset and cached. It labels generated samples,
+and the difference of the mean latents of the faces with and without an attribute is that
+attribute's direction: adding it to a latent should add the attribute to the face.
+"""
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from celebgan.callbacks import atomic_path
+from celebgan.checkpoint import build_datamodule
+from celebgan.errors import UserError
+from celebgan.module import GAN
+from celebgan.sample import generate, latents, save_png, to_grid
+
+log = logging.getLogger(__name__)
+
+# Data settings that change how images are served, not which images and labels there are.
+LOADER_KEYS = {"split", "flip", "batch_size", "num_workers", "pin_memory"}
+
+
+class AttributeClassifier(nn.Module):
+    """(B, 3, S, S) in [-1, 1] -> (B, num_attrs) logits: three stride-2 convs and a global average
+    pool, enough for coarse attributes at 16-64px and fast to train on a CPU."""
+
+    def __init__(self, *, num_attrs: int, width: int = 32):
+        super().__init__()
+        layers, c_in = [], 3
+        for c_out in (width, 2 * width, 4 * width):
+            layers += [nn.Conv2d(c_in, c_out, 3, 2, 1), nn.BatchNorm2d(c_out), nn.ReLU(True)]
+            c_in = c_out
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(c_in, num_attrs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def fingerprint(data_config: dict[str, Any], classifier: dict[str, Any]) -> str:
+    """A short hash of what decides the classifier: the dataset (root made absolute, image size,
+    crop, ...) and the classifier's own settings."""
+    data = {k: v for k, v in data_config.items() if k not in LOADER_KEYS}
+    if data.get("root") is not None:
+        data["root"] = str(Path(data["root"]).expanduser().resolve())
+    blob = json.dumps({"data": data, "classifier": classifier}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def labelled_split(data_config: dict[str, Any], split: str, max_images: int, seed: int):
+    """(dataset of (image, labels), attribute names), at most max_images of a split, seeded subset."""
+    overrides: dict[str, Any] = {"split": split, "flip": False, "batch_size": 1}
+    if "num_images" in data_config:  # a rendered set: render only what is used
+        overrides["num_images"] = max_images  # draws of one distribution: more than the run used is fine
+    dm = build_datamodule({"data": data_config}, **overrides)
+    dm.setup("fit")
+    if not dm.attr_names:
+        raise UserError("The attributes mode needs attribute labels, and this run's dataset has none. "
+                        "For CelebA, put list_attr_celeba.txt (or the Kaggle .csv) next to the images.")
+    dataset = dm.train_set
+    if len(dataset) > max_images:
+        index = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:max_images]
+        dataset = Subset(dataset, index.tolist())
+    return dataset, list(dm.attr_names)
+
+
+def _loader(dataset, batch_size: int, num_workers: int, shuffle: bool, seed: int = 0) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
+                      generator=torch.Generator().manual_seed(seed) if shuffle else None)
+
+
+def train_classifier(data_config: dict[str, Any], *, max_train: int, max_eval: int, epochs: int,
+                     batch_size: int, lr: float, width: int, seed: int = 0,
+                     device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Fit the classifier on the train split; its accuracy per attribute on the held-out test split.
+    Returns the cache record: state_dict, attr_names, width, accuracy, majority (the accuracy of
+    always answering the more common label, the bar to beat)."""
+    torch.manual_seed(seed)
+    train_set, attr_names = labelled_split(data_config, "train", max_train, seed)
+    test_set, _ = labelled_split(data_config, "test", max_eval, seed)
+    workers = data_config.get("num_workers", 0)
+    model = AttributeClassifier(num_attrs=len(attr_names), width=width).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for epoch in range(epochs):
+        batches = tqdm(_loader(train_set, batch_size, workers, True, seed + epoch),
+                       desc=f"attribute classifier, epoch {epoch + 1}/{epochs}", unit="batch", leave=False)
+        for images, labels in batches:
+            loss = F.binary_cross_entropy_with_logits(model(images.to(device)), labels.to(device).float())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    model.eval()
+    correct, positives, total = torch.zeros(len(attr_names)), torch.zeros(len(attr_names)), 0
+    with torch.no_grad():
+        for images, labels in _loader(test_set, batch_size, workers, False):
+            pred = model(images.to(device)).cpu() > 0
+            correct += (pred == labels.bool()).sum(0)
+            positives += labels.sum(0)
+            total += len(labels)
+    accuracy = correct / total
+    majority = torch.maximum(positives, total - positives) / total
+    return {
+        "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+        "attr_names": attr_names,
+        "width": width,
+        "accuracy": dict(zip(attr_names, accuracy.tolist())),
+        "majority": dict(zip(attr_names, majority.tolist())),
+        "num_train": len(train_set),
+        "num_eval": total,
+    }
+
+
+def cached_classifier(data_config: dict[str, Any], cache_dir: str | Path, settings: dict[str, Any],
+                      device: torch.device | str = "cpu") -> tuple[AttributeClassifier, dict[str, Any]]:
+    """(classifier in eval mode, its record), trained on first use for this dataset, then read back."""
+    path = Path(cache_dir).expanduser() / f"attr_classifier_{fingerprint(data_config, settings)}.pt"
+    record = None
+    if path.is_file():
+        try:
+            record = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # a damaged cache is rebuilt, never fatal
+            log.warning("Retraining the attribute classifier: cache %s is unreadable (%s)", path, err)
+    if record is None:
+        log.info("Training the attribute classifier (once for this dataset; cached at %s)", path)
+        record = train_classifier(data_config, device=device, **settings)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = atomic_path(path)
+        try:
+            torch.save(record, tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    model = AttributeClassifier(num_attrs=len(record["attr_names"]), width=record["width"])
+    model.load_state_dict(record["state_dict"])
+    return model.to(device).eval(), {**record, "path": path}
+
+
+@torch.no_grad()
+def attribute_scores(classifier: AttributeClassifier, images: torch.Tensor, index: int,
+                     batch_size: int = 256) -> torch.Tensor:
+    """(N,) probability of attribute `index` for (N, 3, S, S) images in [-1, 1]."""
+    device = next(classifier.parameters()).device
+    return torch.cat([torch.sigmoid(classifier(b.to(device))[:, index]).cpu() for b in images.split(batch_size)])
+
+
+@torch.no_grad()
+def attribute_direction(gan: GAN, classifier: AttributeClassifier, index: int, z: torch.Tensor,
+                        batch_size: int = 256) -> torch.Tensor:
+    """(nz, 1, 1): mean latent of the samples the classifier calls positive minus the mean latent
+    of the negative ones, the paper's averaged-exemplar arithmetic.
+
+    When the generator (early in training, or for a rare attribute) gives fewer than 5% of its
+    samples to one side, the top and bottom quarters by score stand in for the two sides.
+    """
+    if len(z) < 8:
+        raise UserError(f"attributes.num_latents={len(z)} is too few to find a direction; use hundreds.")
+    scores = attribute_scores(classifier, generate(gan, z, batch_size, progress=True), index, batch_size)
+    positive = scores > 0.5
+    if min(int(positive.sum()), int((~positive).sum())) < 0.05 * len(z):
+        log.warning("Only %d of %d generated faces score above 0.5 for the attribute; using the top and "
+                    "bottom quarters by score instead.", int(positive.sum()), len(z))
+        order = scores.argsort()
+        return z[order[-(len(z) // 4):]].mean(0) - z[order[:len(z) // 4]].mean(0)
+    return z[positive].mean(0) - z[~positive].mean(0)
+
+
+def edit_latents(z: torch.Tensor, direction: torch.Tensor, strengths: torch.Tensor) -> torch.Tensor:
+    """(R, nz, 1, 1) latents -> (R * len(strengths), nz, 1, 1): row r holds z[r] + s * direction."""
+    return (z[:, None] + strengths[None, :, None, None, None] * direction).flatten(0, 1)
+
+
+def write_attribute_edits(gan: GAN, config: dict[str, Any], cfg: DictConfig, out: Path) -> dict[str, Any]:
+    """A grid whose rows move faces along the attribute's direction, from -strength to +strength."""
+    acfg = cfg.attributes
+    data_config = dict(config["data"])
+    if cfg.compare.data_root is not None:
+        data_config["root"] = cfg.compare.data_root
+    device = next(gan.parameters()).device
+    classifier, record = cached_classifier(data_config, acfg.cache_dir, dict(acfg.classifier), device)
+    names = record["attr_names"]
+    if acfg.attribute not in names:
+        raise UserError(f"attributes.attribute={acfg.attribute!r} is not one of this dataset's attributes: {names}.")
+    index = names.index(acfg.attribute)
+    log.info("Attribute classifier: held-out accuracy %.3f on %s (always-majority: %.3f; mean over all %d "
+             "attributes %.3f), from %s", record["accuracy"][acfg.attribute], acfg.attribute,
+             record["majority"][acfg.attribute], len(names), sum(record["accuracy"].values()) / len(names),
+             record["path"])
+    nz = gan.generator.nz
+    z_all = latents(cfg.rows + acfg.num_latents, nz, cfg.seed)
+    rows, pool = z_all[:cfg.rows], z_all[cfg.rows:]
+    direction = attribute_direction(gan, classifier, index, pool, cfg.batch_size)
+    strengths = torch.linspace(-acfg.strength, acfg.strength, cfg.steps)
+    images = generate(gan, edit_latents(rows, direction, strengths), cfg.batch_size)
+    scores = attribute_scores(classifier, images, index).view(cfg.rows, cfg.steps).mean(0)
+    log.info("Mean %s score along the direction: %s", acfg.attribute,
+             "  ".join(f"{s:+.1f}: {p:.2f}" for s, p in zip(strengths.tolist(), scores.tolist())))
+    return {
+        "out": save_png(to_grid(images, cfg.steps), out),
+        "accuracy": record["accuracy"][acfg.attribute],
+        "majority": record["majority"][acfg.attribute],
+        "direction": direction,
+        "strengths": strengths,
+        "scores": scores,
+    }

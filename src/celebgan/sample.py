@@ -1,0 +1,211 @@
+"""Look at a trained generator: `python -m celebgan.sample ckpt=PATH mode=grid|images|interpolate|...`.
+
+sample(cfg) holds the logic (tests call it with a composed config); main() is the Hydra wrapper.
+Every image comes from the EMA generator in eval mode; latents come from `seed` alone.
+"""
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig
+from PIL import Image
+from torchvision.utils import make_grid, save_image
+from tqdm import tqdm
+
+from celebgan.callbacks import atomic_path
+from celebgan.checkpoint import build_datamodule, load_gan
+from celebgan.errors import UserError
+from celebgan.module import GAN
+
+log = logging.getLogger(__name__)
+
+MODES = ("grid", "images", "interpolate", "progress", "compare", "attributes")
+DEFAULT_NAMES = {"images": "images", "progress": "progress.gif"}
+
+
+def latents(n: int, nz: int, seed: int) -> torch.Tensor:
+    """(n, nz, 1, 1) standard normal latents, the same for a seed on every machine (drawn on the CPU)."""
+    return torch.randn(n, nz, 1, 1, generator=torch.Generator().manual_seed(seed))
+
+
+@torch.no_grad()
+def generate(gan: GAN, z: torch.Tensor, batch_size: int = 256, progress: bool = False) -> torch.Tensor:
+    """(N, nz, 1, 1) latents -> (N, 3, S, S) CPU images in [-1, 1], batch by batch."""
+    chunks = z.split(batch_size)
+    return torch.cat([gan.sample(c).cpu() for c in tqdm(chunks, desc="generating", disable=not progress)])
+
+
+def slerp(z0: torch.Tensor, z1: torch.Tensor, t: float) -> torch.Tensor:
+    """Spherical interpolation (Shoemake 1985), row by row: Gaussian latents live near a sphere, and
+    a straight line between two of them passes through low-norm latents that G rarely saw."""
+    a, b = z0.flatten(1), z1.flatten(1)
+    cos = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))
+    omega = torch.arccos(cos.clamp(-1.0, 1.0))[:, None]
+    so = torch.sin(omega)
+    # t=0 and t=1 give sin(omega)/sin(omega) = 1 exactly, so the endpoints are z0 and z1.
+    out = torch.where(so.abs() > 1e-6, (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / so,
+                      (1 - t) * a + t * b)  # (anti)parallel: no unique great circle, fall back to a line
+    return out.view_as(z0)
+
+
+def to_grid(images: torch.Tensor, nrow: int) -> torch.Tensor:
+    """(N, 3, S, S) in [-1, 1] -> (3, H, W) in [0, 1], 2px gaps."""
+    return make_grid(images, nrow=nrow, normalize=True, value_range=(-1, 1))
+
+
+def save_png(grid: torch.Tensor, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = atomic_path(path)
+    try:
+        save_image(grid, tmp, format="png")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_grid(gan: GAN, cfg: DictConfig, out: Path) -> dict[str, Any]:
+    z = latents(cfg.n, gan.generator.nz, cfg.seed)
+    return {"out": save_png(to_grid(generate(gan, z, cfg.batch_size), cfg.nrow), out)}
+
+
+def write_images(gan: GAN, cfg: DictConfig, out: Path) -> dict[str, Any]:
+    """n PNGs 000000.png ... in a folder that appears complete or not at all."""
+    if out.exists():
+        raise UserError(f"out={str(out)!r} already exists; choose another out, or delete it to write it again.")
+    z = latents(cfg.n, gan.generator.nz, cfg.seed)
+    tmp = atomic_path(out)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        i = 0
+        for chunk in tqdm(z.split(cfg.batch_size), desc="images", unit="batch"):
+            for img in gan.sample(chunk).cpu():
+                save_image(img, tmp / f"{i:06d}.png", normalize=True, value_range=(-1, 1))
+                i += 1
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"out": out, "count": cfg.n}
+
+
+def interpolation_latents(nz: int, rows: int, steps: int, seed: int) -> torch.Tensor:
+    """(rows * steps, nz, 1, 1): row r runs from latents(2 rows)[r] to latents(2 rows)[rows + r]."""
+    z = latents(2 * rows, nz, seed)
+    z0, z1 = z[:rows], z[rows:]
+    ts = torch.linspace(0, 1, steps).tolist()
+    return torch.stack([slerp(z0, z1, t) for t in ts], dim=1).flatten(0, 1)
+
+
+def write_interpolation(gan: GAN, cfg: DictConfig, out: Path) -> dict[str, Any]:
+    if cfg.steps < 2:
+        raise UserError(f"steps={cfg.steps}: an interpolation needs at least its two endpoints (steps>=2).")
+    z = interpolation_latents(gan.generator.nz, cfg.rows, cfg.steps, cfg.seed)
+    return {"out": save_png(to_grid(generate(gan, z, cfg.batch_size), cfg.steps), out)}
+
+
+def write_progress(run: Path, out: Path, frame_ms: int) -> dict[str, Any]:
+    """An animated GIF of a run's per-epoch grids of the fixed latents, looping forever."""
+    frames = sorted((run / "samples").glob("epoch_*.png"))
+    if not frames:
+        raise UserError(f"No progress grids in {run / 'samples'}: progress needs the run directory of a "
+                        "celebgan.train run (set run=RUN_DIR, or ckpt=RUN_DIR/checkpoints/last.ckpt).")
+    images = [Image.open(p).convert("RGB") for p in frames]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = atomic_path(out)
+    try:
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=frame_ms, loop=0)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return {"out": out, "frames": len(images)}
+
+
+def real_images(config: dict[str, Any], n: int, seed: int, split: str, data_root: str | None) -> torch.Tensor:
+    """(n, 3, S, S) real images in [-1, 1], unflipped, a seeded random subset of one split."""
+    overrides: dict[str, Any] = {"split": split, "flip": False, "num_workers": 0, "batch_size": 1}
+    if data_root is not None:
+        overrides["root"] = data_root
+    if "num_images" in config["data"]:
+        overrides["num_images"] = n  # a rendered set: render only what is shown
+    dm = build_datamodule(config, **overrides)
+    dm.setup("fit")
+    dataset = dm.train_set
+    if len(dataset) < n:
+        raise UserError(f"Split {split!r} holds {len(dataset)} images, fewer than n={n}; lower n.")
+    index = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n]
+    return torch.stack([dataset[int(i)][0] for i in index])
+
+
+def write_comparison(gan: GAN, config: dict[str, Any], cfg: DictConfig, out: Path) -> dict[str, Any]:
+    """Real images (left) and generated ones (right), two equal grids with a white band between."""
+    real = to_grid(real_images(config, cfg.n, cfg.seed, cfg.compare.split, cfg.compare.data_root), cfg.nrow)
+    fake = to_grid(generate(gan, latents(cfg.n, gan.generator.nz, cfg.seed), cfg.batch_size), cfg.nrow)
+    band = torch.ones(3, real.shape[1], max(8, gan.img_size // 2))
+    return {"out": save_png(torch.cat([real, band, fake], dim=2), out)}
+
+
+def default_out(cfg: DictConfig) -> Path:
+    name = DEFAULT_NAMES.get(cfg.mode, f"{cfg.mode}.png")
+    if cfg.mode == "attributes":
+        name = f"attributes_{cfg.attributes.attribute}.png"
+    return Path(cfg.out_dir) / name
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def sample(cfg: DictConfig) -> dict[str, Any]:
+    """Run one mode; returns what it wrote ({"out": path, ...})."""
+    if cfg.mode not in MODES:
+        raise UserError(f"mode={cfg.mode!r} is not one of {list(MODES)}.")
+    for key in ("n", "rows", "steps", "nrow", "batch_size"):
+        if cfg[key] < 1:
+            raise UserError(f"{key}={cfg[key]} must be at least 1.")
+    out = Path(cfg.out) if cfg.out is not None else default_out(cfg)
+    if cfg.mode == "progress" and cfg.progress.run is not None:
+        result = write_progress(Path(cfg.progress.run), out, cfg.progress.frame_ms)
+        log.info("Wrote %s", result["out"])
+        return result
+    if cfg.ckpt is None:
+        raise UserError(f"mode={cfg.mode} needs a checkpoint: ckpt=RUN_DIR/checkpoints/last.ckpt.")
+    gan, config = load_gan(cfg.ckpt, img_size=cfg.img_size)
+    gan.to(pick_device(cfg.device))
+    if cfg.mode == "grid":
+        result = write_grid(gan, cfg, out)
+    elif cfg.mode == "images":
+        result = write_images(gan, cfg, out)
+    elif cfg.mode == "interpolate":
+        result = write_interpolation(gan, cfg, out)
+    elif cfg.mode == "progress":
+        # checkpoints/last.ckpt sits one folder below its run directory.
+        result = write_progress(Path(cfg.ckpt).expanduser().resolve().parent.parent, out, cfg.progress.frame_ms)
+    elif cfg.mode == "compare":
+        result = write_comparison(gan, config, cfg, out)
+    else:
+        from celebgan.attributes import write_attribute_edits
+
+        result = write_attribute_edits(gan, config, cfg, out)
+    log.info("Wrote %s", result["out"])
+    return result
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="sample")
+def main(cfg: DictConfig) -> None:
+    try:
+        sample(cfg)
+    except UserError as err:
+        log.error("%s", err)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""celebgan.sample on a tiny checkpoint trained once for the module: every mode, and the errors."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import CONF_DIR, TINY, compose_config
+from hydra import compose, initialize_config_dir
+from PIL import Image
+
+from celebgan.attributes import attribute_scores, cached_classifier, edit_latents
+from celebgan.checkpoint import load_gan
+from celebgan.errors import UserError
+from celebgan.sample import generate, latents, sample, slerp
+from celebgan.train import train
+
+EPOCHS = 2
+PAD = 2  # make_grid's gap between tiles, and around them
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    torch.set_num_threads(2)
+    cfg = compose_config([*TINY, "data.num_images=128", f"trainer.max_epochs={EPOCHS}"],
+                         tmp_path_factory.mktemp("sample") / "run")
+    train(cfg)
+    return Path(cfg.paths.output_dir)
+
+
+@pytest.fixture(scope="module")
+def ckpt(run) -> Path:
+    return run / "checkpoints" / "last.ckpt"
+
+
+def sample_cfg(ckpt: Path | None, out: Path, *overrides: str):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name="sample", overrides=[f"ckpt={ckpt}" if ckpt else "ckpt=null",
+                                                        f"out={out}", "device=cpu", *overrides])
+
+
+def pixels(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def tile(grid: np.ndarray, row: int, col: int, size: int = 16) -> np.ndarray:
+    y, x = PAD + row * (size + PAD), PAD + col * (size + PAD)
+    return grid[y:y + size, x:x + size]
+
+
+def as_uint8(images: torch.Tensor) -> np.ndarray:
+    """(N, 3, S, S) in [-1, 1] -> (N, S, S, 3) uint8, rounded as save_image rounds."""
+    x = ((images + 1) / 2).clamp(0, 1).mul(255).add(0.5).clamp(0, 255).to(torch.uint8)
+    return x.permute(0, 2, 3, 1).numpy()
+
+
+def test_grid_has_the_right_size_and_is_reproducible_for_a_seed(ckpt, tmp_path):
+    a = sample(sample_cfg(ckpt, tmp_path / "a.png", "n=12", "nrow=4", "seed=3"))["out"]
+    b = sample(sample_cfg(ckpt, tmp_path / "b.png", "n=12", "nrow=4", "seed=3"))["out"]
+    c = sample(sample_cfg(ckpt, tmp_path / "c.png", "n=12", "nrow=4", "seed=4"))["out"]
+    assert Image.open(a).size == (PAD + 4 * (16 + PAD), PAD + 3 * (16 + PAD))  # 4 columns, 3 rows
+    assert a.read_bytes() == b.read_bytes()
+    assert not np.array_equal(pixels(a), pixels(c))
+    assert not list(tmp_path.glob(".*tmp*"))  # no temporary file left behind
+
+
+def test_images_writes_n_pngs_in_a_new_folder_and_refuses_to_overwrite(ckpt, tmp_path):
+    out = tmp_path / "fid"
+    result = sample(sample_cfg(ckpt, out, "mode=images", "n=10", "batch_size=4", "seed=3"))
+    files = sorted(out.iterdir())
+    assert result["count"] == 10 and [f.name for f in files] == [f"{i:06d}.png" for i in range(10)]
+    assert all(Image.open(f).size == (16, 16) for f in files)
+    # Image i is sample i of the seed's latents, whatever the batching.
+    gan, _ = load_gan(ckpt)
+    expected = as_uint8(generate(gan, latents(10, gan.generator.nz, 3)))
+    for f, want in zip(files, expected):
+        assert np.abs(pixels(f).astype(int) - want).max() <= 1
+    with pytest.raises(UserError, match="already exists"):
+        sample(sample_cfg(ckpt, out, "mode=images", "n=2"))
+    assert len(list(out.iterdir())) == 10
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fid"]
+
+
+def test_slerp_endpoints_and_norm():
+    z = latents(6, 100, 0)
+    z0, z1 = z[:3], z[3:]
+    assert torch.equal(slerp(z0, z1, 0.0), z0)
+    assert torch.allclose(slerp(z0, z1, 1.0), z1, atol=1e-6)
+    mid = slerp(z0, z1, 0.5).flatten(1).norm(dim=1)
+    lerp_mid = ((z0 + z1) / 2).flatten(1).norm(dim=1)
+    assert (mid > lerp_mid).all()  # the arc keeps the norm the straight line loses
+
+
+def test_interpolation_rows_start_and_end_at_the_endpoint_samples(ckpt, tmp_path):
+    rows, steps, seed = 3, 5, 7
+    out = sample(sample_cfg(ckpt, tmp_path / "interp.png", "mode=interpolate", f"rows={rows}",
+                            f"steps={steps}", f"seed={seed}"))["out"]
+    grid = pixels(out)
+    assert grid.shape[:2] == (PAD + rows * (16 + PAD), PAD + steps * (16 + PAD))
+    gan, _ = load_gan(ckpt)
+    ends = as_uint8(generate(gan, latents(2 * rows, gan.generator.nz, seed)))  # z0 rows, then z1 rows
+    for r in range(rows):
+        assert np.abs(tile(grid, r, 0).astype(int) - ends[r]).max() <= 1
+        assert np.abs(tile(grid, r, steps - 1).astype(int) - ends[rows + r]).max() <= 1
+        assert not np.array_equal(tile(grid, r, 0), tile(grid, r, steps // 2))
+
+
+def test_progress_gif_has_one_frame_per_epoch(ckpt, run, tmp_path):
+    out = sample(sample_cfg(ckpt, tmp_path / "progress.gif", "mode=progress"))["out"]
+    with Image.open(out) as gif:
+        assert gif.n_frames == EPOCHS
+        assert gif.size == Image.open(run / "samples" / "epoch_0000.png").size
+        assert gif.info["loop"] == 0
+    # From the run directory alone, without a checkpoint.
+    out2 = sample(sample_cfg(None, tmp_path / "p2.gif", "mode=progress", f"progress.run={run}"))["out"]
+    assert Image.open(out2).n_frames == EPOCHS
+    with pytest.raises(UserError, match="No progress grids"):
+        sample(sample_cfg(None, tmp_path / "p3.gif", "mode=progress", f"progress.run={tmp_path}"))
+
+
+def test_compare_puts_real_images_left_of_generated_ones(ckpt, tmp_path):
+    out = sample(sample_cfg(ckpt, tmp_path / "compare.png", "mode=compare", "n=8", "nrow=4", "seed=1"))["out"]
+    img = pixels(out)
+    side = PAD + 4 * (16 + PAD)
+    assert img.shape[:2] == (PAD + 2 * (16 + PAD), 2 * side + 8)
+    gan, config = load_gan(ckpt)
+    fake = as_uint8(generate(gan, latents(8, gan.generator.nz, 1)))
+    assert np.abs(tile(img[:, side + 8:], 0, 0).astype(int) - fake[0]).max() <= 1
+    # The left half holds real synthetic faces, which the right half (a 2-epoch generator) does not match.
+    assert not np.array_equal(img[:, :side], img[:, side + 8:])
+    assert (img[:, side:side + 8] == 255).all()
+
+
+CLASSIFIER = {"max_train": 1000, "max_eval": 400, "epochs": 3, "batch_size": 64, "lr": 2e-3, "width": 16}
+
+
+@pytest.fixture(scope="module")
+def classifier_cache(ckpt, tmp_path_factory) -> tuple[Path, dict]:
+    """A cache directory holding the run's attribute classifier, trained once for the module."""
+    cache = tmp_path_factory.mktemp("attr_cache")
+    _, config = load_gan(ckpt)
+    _, record = cached_classifier(config["data"], cache, CLASSIFIER)
+    return cache, record
+
+
+def test_attribute_classifier_beats_the_majority_guess_and_is_cached(ckpt, classifier_cache):
+    cache, record = classifier_cache
+    assert record["path"].is_file() and record["path"].parent == cache and record["num_eval"] == 400
+    for name in ("Smiling", "Black_Hair", "Blond_Hair"):
+        assert record["accuracy"][name] > record["majority"][name] + 0.05, (name, record["accuracy"])
+    mtime = record["path"].stat().st_mtime_ns
+    _, config = load_gan(ckpt)
+    clf, record2 = cached_classifier(config["data"], cache, CLASSIFIER)
+    assert record2["path"] == record["path"] and record2["path"].stat().st_mtime_ns == mtime  # read back
+    assert record2["accuracy"] == record["accuracy"]
+    # Another dataset (image size) or other classifier settings get their own cache entry.
+    tiny = {**CLASSIFIER, "max_train": 64, "max_eval": 64, "epochs": 1}
+    _, record3 = cached_classifier({**config["data"], "img_size": 32}, cache, tiny)
+    _, record4 = cached_classifier(config["data"], cache, tiny)
+    assert len({record["path"], record3["path"], record4["path"]}) == 3
+    assert not list(cache.glob(".*tmp*"))
+
+
+@pytest.mark.parametrize("attribute", ["Smiling", "Black_Hair"])
+def test_moving_along_an_attribute_direction_raises_its_score(ckpt, tmp_path, classifier_cache, attribute):
+    cache, _ = classifier_cache
+    settings = [f"attributes.classifier.{k}={v}" for k, v in CLASSIFIER.items()]
+    cfg = sample_cfg(ckpt, tmp_path / "attr.png", "mode=attributes", f"attributes.attribute={attribute}",
+                     "rows=4", "steps=5", "attributes.num_latents=400", f"attributes.cache_dir={cache}",
+                     "seed=0", *settings)
+    result = sample(cfg)
+    assert Image.open(result["out"]).size == (PAD + 5 * (16 + PAD), PAD + 4 * (16 + PAD))
+    assert result["scores"][-1] > result["scores"][0]
+    # On latents the direction was not fitted on: +1 direction raises the mean score.
+    gan, config = load_gan(ckpt)
+    clf, record = cached_classifier(config["data"], cache, CLASSIFIER)
+    index = record["attr_names"].index(attribute)
+    z = latents(300, gan.generator.nz, seed=12345)
+    moved = edit_latents(z, result["direction"], torch.tensor([0.0, 1.0])).view(300, 2, -1, 1, 1)
+    before = attribute_scores(clf, generate(gan, moved[:, 0]), index)
+    after = attribute_scores(clf, generate(gan, moved[:, 1]), index)
+    assert after.mean() > before.mean()
+
+
+def test_unknown_attribute_is_a_clear_error(ckpt, tmp_path, classifier_cache):
+    cache, _ = classifier_cache
+    settings = [f"attributes.classifier.{k}={v}" for k, v in CLASSIFIER.items()]
+    with pytest.raises(UserError, match="Smiling"):  # the message lists the attributes there are
+        sample(sample_cfg(ckpt, tmp_path / "a.png", "mode=attributes", "attributes.attribute=Wings",
+                          f"attributes.cache_dir={cache}", *settings))
+
+
+def test_bad_checkpoints_get_one_clear_error(ckpt, tmp_path):
+    not_ckpt = tmp_path / "notes.ckpt"
+    not_ckpt.write_text("not a checkpoint")
+    with pytest.raises(UserError, match="not a readable PyTorch checkpoint"):
+        load_gan(not_ckpt)
+    with pytest.raises(UserError, match="not found"):
+        load_gan(tmp_path / "missing.ckpt")
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(1)}}, foreign)
+    with pytest.raises(UserError, match="not written by celebgan.train"):
+        load_gan(foreign)
+    with pytest.raises(UserError, match="trained on 16px images, but 64px"):
+        load_gan(ckpt, img_size=64)
+    # Another model: weights that do not fit the model its config describes.
+    full = torch.load(ckpt, map_location="cpu", weights_only=True)
+    full["celebgan_config"]["model"]["generator"]["ngf"] = 32
+    other = tmp_path / "other.ckpt"
+    torch.save(full, other)
+    with pytest.raises(UserError, match="do not fit the model"):
+        load_gan(other)
+    full["celebgan_config"]["model"]["_target_"] = "somewhere.Classifier"
+    torch.save(full, other)
+    with pytest.raises(UserError, match="not celebgan's GAN"):
+        load_gan(other)
+
+
+def test_command_line_error_has_no_traceback(ckpt, tmp_path):
+    cmd = [sys.executable, "-m", "celebgan.sample", f"ckpt={ckpt}", "img_size=32",
+           f"out={tmp_path / 'g.png'}", f"hydra.run.dir={tmp_path / 'hydra'}"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert "trained on 16px images, but 32px" in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "g.png").exists()
