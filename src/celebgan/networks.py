@@ -5,13 +5,15 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
+from celebgan.errors import UserError
+
 SUPPORTED_SIZES = (16, 32, 64, 128)
 
 
 def num_stages(img_size: int) -> int:
     """Stride-2 stages between 4x4 and img_size (64px -> 4), or a clear error."""
     if img_size not in SUPPORTED_SIZES:
-        raise ValueError(
+        raise UserError(
             f"img_size={img_size} is not supported: DCGAN needs a power of two in "
             f"{SUPPORTED_SIZES}. Set data.img_size to one of these (32 and 64 are the presets)."
         )

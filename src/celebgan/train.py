@@ -7,16 +7,26 @@ import sys
 
 import hydra
 import lightning as L
-from omegaconf import DictConfig, OmegaConf
+from hydra.errors import InstantiationException
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from celebgan import resume
 from celebgan.callbacks import AtomicCheckpointIO, RunConfig
 from celebgan.errors import UserError
+from celebgan.guards import check_devices
 
 log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the configured model on the configured data; returns the final logged metrics."""
+    check_devices(cfg.trainer.get("accelerator", "auto"), cfg.trainer.get("devices", 1))
+    ckpt_path, original_run = resume.resolve(cfg.get("resume"), OmegaConf.to_container(cfg, resolve=True))
+    if original_run is not None:  # continue in the run's own folder: one TensorBoard run, one last.ckpt
+        log.info("Resuming %s; this invocation's own log stays in %s", ckpt_path, cfg.paths.output_dir)
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(original_run)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     datamodule = hydra.utils.instantiate(cfg.data)
@@ -25,13 +35,19 @@ def train(cfg: DictConfig) -> dict[str, float]:
     config = OmegaConf.to_container(cfg, resolve=True)
     callbacks = [hydra.utils.instantiate(c) for c in cfg.get("callbacks", {}).values()]
     logger = hydra.utils.instantiate(cfg.logger) if cfg.get("logger") else False
-    trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=[*callbacks, RunConfig(config)], logger=logger, plugins=[AtomicCheckpointIO()]
-    )
+    try:
+        trainer = hydra.utils.instantiate(
+            cfg.trainer, callbacks=[*callbacks, RunConfig(config), resume.RNGState()], logger=logger,
+            plugins=[AtomicCheckpointIO()],
+        )
+    except InstantiationException as err:
+        if isinstance(err.__cause__, MisconfigurationException):  # e.g. devices this machine lacks
+            raise UserError(f"The trainer config cannot run here: {err.__cause__}") from None
+        raise
     if logger:
         logger.log_hyperparams(config)
     log.info("Run directory: %s", cfg.paths.output_dir)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("resume"))
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
 
@@ -39,8 +55,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
 def main(cfg: DictConfig) -> None:
     try:
         train(cfg)
-    except UserError as err:
-        log.error("%s", err)
+    except (UserError, InstantiationException) as err:
+        # Hydra wraps errors raised by the constructors it calls; a UserError inside is still one.
+        cause = err if isinstance(err, UserError) else err.__cause__
+        if not isinstance(cause, UserError):
+            raise
+        log.error("%s", cause)
         sys.exit(2)
 
 
