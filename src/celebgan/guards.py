@@ -8,8 +8,11 @@ from lightning import Callback, LightningModule, Trainer
 from celebgan.errors import UserError
 
 
-def check_devices(accelerator: str, devices) -> None:
+def check_devices(accelerator: str, devices, sync_batchnorm: bool = False) -> None:
     """A device request this machine cannot meet fails here, before any data is read."""
+    if sync_batchnorm and (accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())):
+        raise UserError("trainer.sync_batchnorm=true needs GPUs: PyTorch's SyncBatchNorm does not run on CPU. "
+                        "Drop it on CPU; each process then normalises with its own batch statistics.")
     if not isinstance(devices, int) and not (isinstance(devices, str) and devices.lstrip("-").isdigit()):
         return  # "auto" or a list of device ids: Lightning checks those itself
     devices = int(devices)

@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the configured model on the configured data; returns the final logged metrics."""
-    check_devices(cfg.trainer.get("accelerator", "auto"), cfg.trainer.get("devices", 1))
+    check_devices(cfg.trainer.get("accelerator", "auto"), cfg.trainer.get("devices", 1),
+                  cfg.trainer.get("sync_batchnorm", False))
     ckpt_path, original_run = resume.resolve(cfg.get("resume"), OmegaConf.to_container(cfg, resolve=True))
     if original_run is not None:  # continue in the run's own folder: one TensorBoard run, one last.ckpt
         log.info("Resuming %s; this invocation's own log stays in %s", ckpt_path, cfg.paths.output_dir)
