@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from lightning import Callback, LightningModule, Trainer
+from lightning import Callback
 
 from celebgan.errors import UserError
 
@@ -119,16 +119,13 @@ class RNGState(Callback):
     never stopped. Lightning restores weights, optimizers, scaler and loops, but not these."""
 
     def state_dict(self) -> dict:
-        return {"ranks": getattr(self, "_gathered", [])}
-
-    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict) -> None:
+        # Lightning asks every rank for this state (rank 0 then writes it), so gathering is safe here.
         state = _rng_state()
-        if dist.is_available() and dist.is_initialized():  # every rank runs this hook; rank 0 writes
+        if dist.is_available() and dist.is_initialized():
             gathered = [None] * dist.get_world_size()
             dist.all_gather_object(gathered, state)
-        else:
-            gathered = [state]
-        self._gathered = gathered
+            return {"ranks": gathered}
+        return {"ranks": [state]}
 
     def load_state_dict(self, state_dict: dict) -> None:
         # Lightning restores callbacks after the processes have joined and before the first epoch's
