@@ -31,3 +31,27 @@ class Probe(Callback):
         torch.save({"state_dict": state, "params": sorted(params), "batch_sums": self.batch_sums,
                     "d_loss": self.d_loss, "world_size": trainer.world_size},
                    self.dirpath / f"rank{trainer.global_rank}.pt")
+
+
+class Poison(Callback):
+    """Sets one discriminator weight to NaN at the start of `at_epoch`: the losses go non-finite."""
+
+    def __init__(self, *, at_epoch: int = 1):
+        self.at_epoch = at_epoch
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.at_epoch:
+            with torch.no_grad():
+                next(pl_module.discriminator.parameters()).view(-1)[0] = float("nan")
+
+
+class Exploit:
+    """Pickles to a call of os.system: what a malicious checkpoint would hold."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
