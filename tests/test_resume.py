@@ -73,8 +73,6 @@ def test_killed_then_resumed_run_equals_straight_run(tmp_path, precision):
     run(cli_cmd(*RUN, f"trainer.precision={precision}", f"hydra.run.dir={second}", "resume=auto"), tmp_path)
     resumed = torch.load(first / "checkpoints" / "last.ckpt", weights_only=True)
     assert_same_training_state(straight, resumed)
-    if precision == "16-mixed":
-        assert resumed["MixedPrecision"] == straight["MixedPrecision"]
 
     # One TensorBoard run, continued in place: every step once, as in the straight run.
     assert scalar_steps(first / "tensorboard", "train/d_loss_step") == scalar_steps(
