@@ -107,3 +107,23 @@ def pytest_collection_modifyitems(config, items):
 
 
 os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+
+
+# Subprocess runs through the user's entry point, with tests/ importable (for tests/probe.py) and one
+# thread per process so that two DDP ranks fit the machine and results do not depend on its size.
+TESTS_DIR = Path(__file__).resolve().parent
+TINY_CLI = [o for o in TINY if not o.startswith("trainer.enable_model_summary")] + ["trainer.enable_model_summary=false"]
+
+
+def cli_env() -> dict:
+    env = dict(os.environ)
+    src = str(TESTS_DIR.parent / "src")
+    env["PYTHONPATH"] = os.pathsep.join([src, str(TESTS_DIR), env.get("PYTHONPATH", "")])
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def cli_cmd(*overrides: str) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "celebgan.train", *TINY_CLI, *overrides]

@@ -7,6 +7,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torchvision.utils import make_grid, save_image
 
+from celebgan.errors import UserError
+
 
 def atomic_path(path: str | os.PathLike) -> Path:
     """A temporary sibling of `path`: write there, then os.replace() it into place."""
@@ -57,5 +59,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         try:
             super().save_checkpoint(checkpoint, tmp, storage_options)
             os.replace(tmp, path)
+        except OSError as err:  # a full disk, a quota, a vanished mount: the old file is intact
+            raise UserError(f"Could not write checkpoint {path}: {err}. The previous checkpoint there, "
+                            "if any, is intact; free space (or set callbacks.model_checkpoint.dirpath) "
+                            "and resume from it with resume=auto.") from err
         finally:
             tmp.unlink(missing_ok=True)
+
+    def load_checkpoint(self, path, map_location=None, weights_only: bool | None = True):
+        # Tensors and plain containers only: a checkpoint from an untrusted place cannot run code.
+        return super().load_checkpoint(path, map_location=map_location, weights_only=True)

@@ -1,10 +1,13 @@
 """The GAN LightningModule: alternating D and G steps under manual optimization."""
 import copy
 from collections.abc import Callable
+from contextlib import nullcontext
 
 import torch
+import torch.distributed as dist
 from lightning import LightningModule
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from celebgan.errors import UserError
 from celebgan.losses import OBJECTIVES
@@ -94,6 +97,7 @@ class GAN(LightningModule):
             d_loss = self.d_loss(d_real_logits, d_fake_logits, self.real_label)
             d_opt.zero_grad(set_to_none=True)
             self.manual_backward(d_loss)
+            self.average_gradients(self.discriminator)
             d_opt.step()
 
         # Optimize generator: non-saturating, the same fakes scored by the updated D.
@@ -102,6 +106,7 @@ class GAN(LightningModule):
             g_loss = self.g_loss(g_fake_logits)
             g_opt.zero_grad(set_to_none=True)
             self.manual_backward(g_loss)
+            self.average_gradients(self.generator)
             g_opt.step()
 
         # global_step counts optimizer steps, two per training step; batches are equal (drop_last).
@@ -119,6 +124,28 @@ class GAN(LightningModule):
             },
             on_step=True, on_epoch=True, prog_bar=False, sync_dist=True,
         )
+
+    def manual_backward(self, loss: torch.Tensor, *args, **kwargs) -> None:
+        # DDP's reducer expects every parameter to get a gradient in every backward, but the D step
+        # leaves G's untouched and the G step D's. Its sync is switched off here and each network's
+        # gradients are averaged by average_gradients() instead, so any DDP flavour works
+        # (find_unused_parameters true or false, ddp or ddp_spawn) with no strategy settings.
+        model = self.trainer.strategy.model
+        with model.no_sync() if isinstance(model, DistributedDataParallel) else nullcontext():
+            super().manual_backward(loss, *args, **kwargs)
+
+    @torch.no_grad()
+    def average_gradients(self, network: nn.Module) -> None:
+        """Average `network`'s gradients over the processes (one all-reduce); a no-op on one process."""
+        world_size = self.trainer.world_size
+        if world_size == 1 or not dist.is_available() or not dist.is_initialized():
+            return
+        grads = [p.grad for p in network.parameters() if p.grad is not None]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= world_size
+        for g, avg in zip(grads, flat.split([g.numel() for g in grads])):
+            g.copy_(avg.view_as(g))
 
     @torch.no_grad()
     def update_ema(self, batch_images: int, images_seen: int) -> None:

@@ -8,10 +8,13 @@ import sys
 import hydra
 import lightning as L
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig, OmegaConf
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from celebgan import resume
 from celebgan.callbacks import AtomicCheckpointIO, RunConfig
 from celebgan.errors import UserError
+from celebgan.guards import check_devices
 from celebgan.hparams import log_final_metrics, log_hparams
 
 log = logging.getLogger(__name__)
@@ -30,6 +33,13 @@ def instantiate(node, **kwargs):
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the configured model on the configured data; returns the final logged metrics."""
+    check_devices(cfg.trainer.get("accelerator", "auto"), cfg.trainer.get("devices", 1),
+                  cfg.trainer.get("sync_batchnorm", False))
+    ckpt_path, original_run = resume.resolve(cfg.get("resume"), OmegaConf.to_container(cfg, resolve=True))
+    if original_run is not None:  # continue in the run's own folder: one TensorBoard run, one last.ckpt
+        log.info("Resuming %s; this invocation's own log stays in %s", ckpt_path, cfg.paths.output_dir)
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(original_run)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
@@ -38,13 +48,19 @@ def train(cfg: DictConfig) -> dict[str, float]:
     config = OmegaConf.to_container(cfg, resolve=True)
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
-    trainer = instantiate(
-        cfg.trainer, callbacks=[*callbacks, RunConfig(config)], logger=logger, plugins=[AtomicCheckpointIO()]
-    )
+    try:
+        trainer = hydra.utils.instantiate(
+            cfg.trainer, callbacks=[*callbacks, RunConfig(config), resume.RNGState()], logger=logger,
+            plugins=[AtomicCheckpointIO()],
+        )
+    except InstantiationException as err:
+        if isinstance(err.__cause__, MisconfigurationException):  # e.g. devices this machine lacks
+            raise UserError(f"The trainer config cannot run here: {err.__cause__}") from None
+        raise
     if logger:
         log_hparams(logger, config)
     log.info("Run directory: %s", cfg.paths.output_dir)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("resume"))
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     if logger:
         log_final_metrics(logger, trainer)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -54,8 +70,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
 def main(cfg: DictConfig) -> None:
     try:
         train(cfg)
-    except UserError as err:
-        log.error("%s", err)
+    except (UserError, InstantiationException) as err:
+        # Hydra wraps errors raised by the constructors it calls; a UserError inside is still one.
+        cause = err if isinstance(err, UserError) else err.__cause__
+        if not isinstance(cause, UserError):
+            raise
+        log.error("%s", cause)
         sys.exit(2)
 
 

@@ -1,0 +1,160 @@
+"""Continuing a run exactly: which checkpoint to resume (`resume=PATH` or `resume=auto`), whether it
+fits the current config, and the RNG streams that Lightning does not save."""
+import logging
+import pickle
+import random
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from lightning import Callback
+
+from celebgan.errors import UserError
+
+log = logging.getLogger(__name__)
+
+# Keys that may differ between a checkpoint and the run resuming it: where the data lives and how
+# it is loaded change nothing in what is trained.
+LOADING_KEYS = {"data.root", "data.num_workers", "data.pin_memory"}
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """torch.load with weights_only=True: tensors and plain containers only, so a checkpoint from an
+    untrusted place cannot run code while it loads. Bad files raise a UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"Checkpoint not found: {str(path)!r}. Pass the path of a .ckpt file "
+                        "(RUN_DIR/checkpoints/last.ckpt) or resume=auto for the newest run of this config.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as err:
+        raise UserError(
+            f"Refusing to load {path}: it holds objects other than tensors and plain containers, "
+            f"which could run code on load ({str(err).splitlines()[0]}). "
+            "Only checkpoints written by celebgan load; do not trust this file.") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as err:
+        raise UserError(f"{path} is not a readable checkpoint (truncated or corrupt?): {err}") from None
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def differences(saved: dict, current: dict, sections: tuple[str, ...]) -> list[str]:
+    """`key: saved -> current` for each key under `sections` that differs (dotted keys)."""
+    saved = {k: v for k, v in _flatten(saved).items() if k.split(".")[0] in sections or k in sections}
+    current = {k: v for k, v in _flatten(current).items() if k.split(".")[0] in sections or k in sections}
+    return [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in sorted(saved.keys() | current.keys())
+            if k not in LOADING_KEYS and saved.get(k) != current.get(k)]
+
+
+def check_compatible(path: str | Path, saved: dict, current: dict) -> None:
+    """A checkpoint resumes only into the model and image size it was trained with."""
+    diffs = differences(saved, current, ("model", "data.img_size"))
+    if diffs:
+        raise UserError(
+            f"resume={str(path)!r} belongs to a different model or image size:\n  " + "\n  ".join(diffs[:10])
+            + "\nResume with the checkpoint's own settings (its run's .hydra/overrides.yaml), "
+            "or start a new run without resume.")
+
+
+def is_same_run(saved: dict, current: dict) -> bool:
+    """resume=auto's notion of the same config: same model, same data (up to where it is stored and how
+    it is loaded) and same seed. Trainer settings (max_epochs, devices, precision) may change."""
+    return not differences(saved, current, ("model", "data", "seed"))
+
+
+def find_latest(runs_root: Path, current: dict, exclude: Path | None = None) -> Path | None:
+    """The newest RUN/checkpoints/last.ckpt under runs_root whose config is the same run's."""
+    candidates = sorted(runs_root.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in candidates:
+        if exclude is not None and path.parents[1] == exclude:
+            continue
+        try:
+            saved = load_checkpoint(path).get("celebgan_config")
+        except UserError as err:
+            log.warning("resume=auto skips %s: %s", path, err)
+            continue
+        if saved is not None and is_same_run(saved, current):
+            return path
+    return None
+
+
+def resolve(resume: str | None, config: dict) -> tuple[str | None, Path | None]:
+    """(checkpoint to resume or None, run directory to continue in or None) for `resume`.
+
+    Runs before any data is read, so a wrong path or model fails at once. `config` is the resolved
+    current config; runs are looked for next to its run directory (outputs/runs/)."""
+    if resume in (None, ""):
+        return None, None
+    run_dir = Path(config["paths"]["output_dir"])
+    if resume == "auto":
+        path = find_latest(run_dir.parent, config, exclude=run_dir)
+        if path is None:
+            log.info("resume=auto: no earlier run of this config under %s; starting a new run.", run_dir.parent)
+            return None, None
+        log.info("resume=auto: continuing %s", path)
+    else:
+        path = Path(resume).expanduser().resolve()
+    saved = load_checkpoint(path).get("celebgan_config")
+    if saved is None:
+        raise UserError(f"{path} was not written by celebgan (it has no celebgan_config); it cannot be resumed.")
+    check_compatible(path, saved, config)
+    # RUN/checkpoints/X.ckpt continues in RUN: the same TensorBoard run, samples and checkpoints.
+    original = path.parents[1] if path.parent.name == "checkpoints" else None
+    return str(path), original
+
+
+class RNGState(Callback):
+    """Saves every process's torch, CUDA, numpy and Python RNG states in each checkpoint and restores
+    them on resume, so the latents, flips and the DataLoader's shuffling continue as if the run had
+    never stopped. Lightning restores weights, optimizers, scaler and loops, but not these."""
+
+    def state_dict(self) -> dict:
+        # Lightning asks every rank for this state (rank 0 then writes it), so gathering is safe here.
+        state = _rng_state()
+        if dist.is_available() and dist.is_initialized():
+            gathered = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, state)
+            return {"ranks": gathered}
+        return {"ranks": [state]}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        # Lightning restores callbacks after the processes have joined and before the first epoch's
+        # DataLoader iterator draws its seed; nothing random runs in between.
+        ranks = state_dict.get("ranks", [])
+        distributed = dist.is_available() and dist.is_initialized()
+        world_size, rank = (dist.get_world_size(), dist.get_rank()) if distributed else (1, 0)
+        if len(ranks) != world_size:
+            log.warning("The checkpoint holds RNG states of %d processes, this run has %d: random streams "
+                        "restart (weights and optimizers are restored exactly).", len(ranks), world_size)
+            return
+        _set_rng_state(ranks[rank])
+
+
+def _rng_state() -> dict:
+    mt, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        # numpy's and Python's states as tensors and ints: weights_only loading accepts them.
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss, "gauss": gauss},
+        "python": {"version": random.getstate()[0], "state": list(random.getstate()[1])},
+    }
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    random.setstate((state["python"]["version"], tuple(state["python"]["state"]), None))

@@ -1,0 +1,92 @@
+"""Real 2-process DDP on CPU (gloo) through `python -m celebgan.train`, as a user runs it."""
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import cli_cmd, cli_env
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+
+def run_ddp(tmp_path: Path, *overrides: str) -> tuple[Path, dict, dict]:
+    run, probe = tmp_path / "run", tmp_path / "probe"
+    cmd = cli_cmd(
+        "data.num_images=64", "data.batch_size=8", "trainer.accelerator=cpu", "trainer.devices=2",
+        f"hydra.run.dir={run}", "+callbacks.probe._target_=probe.Probe", f"+callbacks.probe.dirpath={probe}",
+        *overrides,
+    )
+    result = subprocess.run(cmd, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    ranks = [torch.load(probe / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    return run, ranks[0], ranks[1]
+
+
+def test_two_process_ddp_one_run_folder_same_weights_reduced_metrics(tmp_path):
+    # trainer.strategy stays auto: the documented `trainer.devices=2` alone must work.
+    run, r0, r1 = run_ddp(tmp_path)
+
+    # One run folder, written by rank 0: no per-rank Hydra folder, no stray outputs/ or lightning_logs/.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["probe", "run"]
+    assert sorted(p.name for p in run.iterdir()) == [
+        ".hydra", "checkpoints", "samples", "tensorboard", "train.log", "train_ddp_process_1.log"]
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["epoch_0000.png"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]
+    events = list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(events) == 1
+
+    # Each rank trained on its own half of the data: 64 images / (2 ranks x 8) = 4 steps each.
+    assert r0["world_size"] == r1["world_size"] == 2
+    assert len(r0["batch_sums"]) == len(r1["batch_sums"]) == 4
+    assert not set(r0["batch_sums"]) & set(r1["batch_sums"])
+
+    # Gradients were averaged: every parameter (G, D, EMA) is bit-identical on both ranks, as are
+    # the fixed latents; the checkpoint holds the same weights.
+    assert r0["params"] == r1["params"] and len(r0["params"]) > 10
+    for name in r0["params"]:
+        assert torch.equal(r0["state_dict"][name], r1["state_dict"][name]), name
+    assert torch.equal(r0["state_dict"]["fixed_z"], r1["state_dict"]["fixed_z"])
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 2 * 4
+    for name in r0["params"]:
+        assert torch.equal(ckpt["state_dict"][name], r0["state_dict"][name]), name
+
+    # Logged losses are reduced over ranks: both ranks hold the same value each step although
+    # their batches differ, and TensorBoard got that value.
+    assert r0["d_loss"] == pytest.approx(r1["d_loss"], rel=1e-6)
+    acc = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    logged = [e.value for e in acc.Scalars("train/d_loss_step")]
+    assert logged == pytest.approx(r0["d_loss"], rel=1e-5)
+
+
+def test_ddp_explicit_strategy_without_unused_parameter_detection(tmp_path):
+    # Plain "ddp" (find_unused_parameters=False) is what raised "unused parameters" with a GAN's two
+    # backward passes; the module averages gradients itself, so it trains and the ranks agree.
+    _, r0, r1 = run_ddp(tmp_path, "trainer.strategy=ddp", "model=spectral")
+    for name in r0["params"]:
+        assert torch.equal(r0["state_dict"][name], r1["state_dict"][name]), name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["label_smoothing", "vanilla"])
+def test_ddp_every_variant_with_unused_parameter_detection(tmp_path, model):
+    _, r0, r1 = run_ddp(tmp_path, f"model={model}", "trainer.strategy=ddp_find_unused_parameters_true")
+    for name in r0["params"]:
+        assert torch.equal(r0["state_dict"][name], r1["state_dict"][name]), name
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_ddp_sync_batchnorm_on_two_gpus(tmp_path):
+    _, r0, r1 = run_ddp(tmp_path, "trainer.accelerator=gpu", "trainer.sync_batchnorm=true")
+    # SyncBatchNorm normalises with both ranks' batch statistics, so even the running statistics agree.
+    for name, value in r0["state_dict"].items():
+        assert torch.allclose(value, r1["state_dict"][name]), name
+
+
+def test_sync_batchnorm_on_cpu_is_one_clear_error(make_cfg):
+    from celebgan.errors import UserError
+    from celebgan.train import train
+
+    with pytest.raises(UserError, match="trainer.sync_batchnorm=true needs GPUs"):
+        train(make_cfg("trainer.devices=2", "trainer.sync_batchnorm=true"))

@@ -1,0 +1,25 @@
+"""Mixed precision: bf16-mixed on CPU here (its exact resume is in test_resume.py), 16-mixed on a GPU."""
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from celebgan.train import train
+
+
+def test_bf16_mixed_trains_on_cpu(make_cfg):
+    metrics = train(make_cfg("trainer.precision=bf16-mixed"))
+    assert math.isfinite(metrics["train/d_loss_epoch"]) and math.isfinite(metrics["train/g_loss_epoch"])
+
+
+@pytest.mark.gpu
+def test_16_mixed_trains_with_a_grad_scaler_on_gpu(make_cfg):
+    cfg = make_cfg("trainer.accelerator=gpu", "trainer.precision=16-mixed", "trainer.max_epochs=2")
+    metrics = train(cfg)
+    assert math.isfinite(metrics["train/d_loss_epoch"]) and math.isfinite(metrics["train/g_loss_epoch"])
+    ckpt = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
+    scaler = ckpt["MixedPrecision"]  # saved with the run, restored on resume
+    assert scaler["scale"] > 0 and scaler["_growth_tracker"] >= 0
+    # Both optimizers stepped: Adam state exists for G and D.
+    assert all(len(opt["state"]) > 0 for opt in ckpt["optimizer_states"])

@@ -1,0 +1,82 @@
+"""Exact resume: N steps straight equal N/2 steps, SIGKILL, resume to N, bit for bit on CPU."""
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import cli_cmd, cli_env
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+# 2 epochs of 4 steps; the kill comes after epoch 0's last.ckpt, at the start of epoch 1.
+RUN = ["data.num_images=64", "data.batch_size=16", "trainer.max_epochs=2"]
+
+
+def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def scalar_steps(logdir: Path, tag: str) -> list[int]:
+    acc = EventAccumulator(str(logdir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return sorted(e.step for e in acc.Scalars(tag))
+
+
+def assert_same_training_state(a: dict, b: dict) -> None:
+    assert a["global_step"] == b["global_step"] and a["epoch"] == b["epoch"]
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for k in a["state_dict"]:  # G, D, EMA, BatchNorm statistics, fixed latents
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+    assert len(a["optimizer_states"]) == len(b["optimizer_states"]) == 2
+    for oa, ob in zip(a["optimizer_states"], b["optimizer_states"]):
+        assert oa["param_groups"] == ob["param_groups"]
+        for pid in oa["state"]:
+            for key, value in oa["state"][pid].items():
+                assert torch.equal(value, ob["state"][pid][key]), (pid, key)
+    assert a.get("lr_schedulers") == b.get("lr_schedulers")
+    assert a["loops"]["fit_loop"]["epoch_progress"] == b["loops"]["fit_loop"]["epoch_progress"]
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_killed_then_resumed_run_equals_straight_run(tmp_path, precision):
+    straight_dir = tmp_path / "straight"
+    run(cli_cmd(*RUN, f"trainer.precision={precision}", f"hydra.run.dir={straight_dir}"), tmp_path)
+    straight = torch.load(straight_dir / "checkpoints" / "last.ckpt", weights_only=True)
+
+    # The same run, SIGKILLed once epoch 0's checkpoint is on disk.
+    runs, probe = tmp_path / "runs", tmp_path / "probe"
+    probe.mkdir()
+    first = runs / "first"
+    proc = subprocess.Popen(
+        cli_cmd(*RUN, f"trainer.precision={precision}", f"hydra.run.dir={first}",
+                "+callbacks.probe._target_=probe.Probe", f"+callbacks.probe.dirpath={probe}",
+                "+callbacks.probe.block_at_epoch=1"),
+        cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (probe / "blocked").exists():
+            assert proc.poll() is None, proc.stderr.read()[-4000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    halfway = torch.load(first / "checkpoints" / "last.ckpt", weights_only=True)
+    assert halfway["global_step"] == straight["global_step"] // 2
+
+    # resume=auto finds the killed run (same model and data) and continues in its folder.
+    second = runs / "second"
+    run(cli_cmd(*RUN, f"trainer.precision={precision}", f"hydra.run.dir={second}", "resume=auto"), tmp_path)
+    resumed = torch.load(first / "checkpoints" / "last.ckpt", weights_only=True)
+    assert_same_training_state(straight, resumed)
+
+    # One TensorBoard run, continued in place: every step once, as in the straight run.
+    assert scalar_steps(first / "tensorboard", "train/d_loss_step") == scalar_steps(
+        straight_dir / "tensorboard", "train/d_loss_step") == list(range(8))
+    assert sorted(p.name for p in (first / "samples").iterdir()) == ["epoch_0000.png", "epoch_0001.png"]
+    assert not (second / "checkpoints").exists() and not (second / "tensorboard").exists()
+    assert "Resuming" in (second / "train.log").read_text()
