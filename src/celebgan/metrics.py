@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -114,9 +115,13 @@ class RandomFeatures(nn.Module):
         torch_state = torch.random.get_rng_state()
         torch.manual_seed(seed)  # restored below: building it must not move the caller's RNG
         self.net = nn.Sequential(
-            nn.Conv2d(3, 32, 3, 1, 1), nn.ReLU(), nn.Conv2d(32, num_features, 3, 2, 1), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.Conv2d(3, 32, 3, 1, 1), nn.ReLU(), nn.Conv2d(32, 64, 3, 2, 1), nn.ReLU(),
+            nn.Conv2d(64, num_features, 3, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
         ).requires_grad_(False).eval()
+        # Zero-mean first-layer filters are random edge detectors: without them the pooled
+        # features see little but mean colour, and barely notice blur.
+        first = self.net[0].weight
+        first.sub_(first.mean(dim=(1, 2, 3), keepdim=True)).mul_(4)
         torch.random.set_rng_state(torch_state)
 
     def train(self, mode: bool = True) -> "RandomFeatures":
@@ -148,8 +153,10 @@ class FeatureDistances(nn.Module):
     def __init__(self, num_features: int, *, kid_subset_size: int = 1000, kid_subsets: int = 100):
         super().__init__()
         self.fid = FrechetInceptionDistance(feature=_Precomputed(num_features), reset_real_features=False)
-        self.kid = KernelInceptionDistance(feature=_Precomputed(num_features), reset_real_features=False,
-                                           subset_size=kid_subset_size, subsets=kid_subsets)
+        with warnings.catch_warnings():  # "will save all extracted features": it is meant to
+            warnings.filterwarnings("ignore", message=".*save all extracted features.*")
+            self.kid = KernelInceptionDistance(feature=_Precomputed(num_features), reset_real_features=False,
+                                               subset_size=kid_subset_size, subsets=kid_subsets)
 
     def add_real(self, features: torch.Tensor) -> None:
         for chunk in features.split(4096):
@@ -312,9 +319,18 @@ class QualityMetrics(Callback):
         self.distances: FeatureDistances | None = None
         self.num_real = 0
 
+    @staticmethod
+    def _rng_kept(device: torch.device):
+        # Data loaders draw their base seed from the global RNG: measuring must leave the training
+        # run exactly as it would be without metrics.
+        return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.extractor is None:
-            return
+        if self.extractor is not None:
+            with self._rng_kept(pl_module.device):
+                self._load_real(trainer, pl_module)
+
+    def _load_real(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.extractor.to(pl_module.device)
         datamodule = trainer.datamodule
         if trainer.is_global_zero:  # one rank computes the cache, the others then read it
@@ -333,6 +349,10 @@ class QualityMetrics(Callback):
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.distances is None or (trainer.current_epoch + 1) % self.every_n_epochs:
             return
+        with self._rng_kept(pl_module.device):
+            self._measure(trainer, pl_module)
+
+    def _measure(self, trainer: Trainer, pl_module: LightningModule) -> None:
         rank, world = trainer.global_rank, trainer.world_size
         n_local = self.n_samples // world + (rank < self.n_samples % world)
         fake = generator_features(pl_module, self.extractor, n_local, batch_size=self.batch_size,
