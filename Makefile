@@ -3,7 +3,7 @@ PY     ?= .venv/bin/python
 PYTHON ?= python3
 ARGS   ?=
 
-.PHONY: help install demo train test test-all bench tb clean
+.PHONY: help install demo train test test-all bench tb clean bench-quality
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -35,9 +35,12 @@ clean:  ## remove caches (outputs/ is kept)
 	rm -rf .pytest_cache src/*.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-.PHONY: sample plot
+.PHONY: sample plot bench-quality
 sample:  ## look at a checkpoint, e.g. make sample ARGS="ckpt=RUN/checkpoints/last.ckpt mode=interpolate"
 	$(PY) -m celebgan.sample $(ARGS)
 
 plot:  ## loss and D(x)/D(G(z)) curves of a run as a PNG, e.g. make plot ARGS="run=RUN"
 	$(PY) -m celebgan.plot $(ARGS)
+
+bench-quality:  ## FID/KID of vanilla, label_smoothing, spectral, regularized on synthetic 32px (~30 min CPU)
+	$(PY) benchmarks/quality.py $(ARGS)

@@ -25,6 +25,7 @@ TINY = [
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
 ]
+TINY.append("metrics=none")  # Inception runs at a few img/s on a CPU; metric tests turn it on
 
 
 @pytest.fixture(autouse=True)

@@ -68,7 +68,7 @@ def test_multirun_gives_each_job_its_own_run_directory(tmp_path):
         "model=vanilla,spectral",
         "data=synthetic", "data.img_size=16", "data.num_images=32", "data.batch_size=16",
         "model.generator.ngf=8", "model.discriminator.ndf=8", "model.num_fixed=4",
-        "trainer.max_epochs=1", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
+        "trainer.max_epochs=1", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "metrics=none",
         f"hydra.sweep.dir={sweep}",
     ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)

@@ -3,6 +3,7 @@
 Nothing here downloads: CelebA must already be on disk, and `data=synthetic` needs nothing.
 """
 import csv
+import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -222,6 +223,14 @@ class FaceDataModule(LightningDataModule):
     def build_dataset(self) -> Dataset:
         raise NotImplementedError
 
+    # The real side of FID/KID: `limit` unflipped images of a split, and a description of exactly
+    # what they are computed from, which keys the cache of their features (celebgan.metrics).
+    def eval_dataset(self, split: str, limit: int | None = None) -> Dataset:
+        raise NotImplementedError
+
+    def fingerprint(self, split: str, limit: int | None = None) -> dict:
+        raise NotImplementedError
+
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:  # idempotent: train() may call it early to validate
             self.train_set = self.build_dataset()
@@ -249,6 +258,30 @@ class CelebADataModule(FaceDataModule):
         log.info("CelebA: %d images of split %r from %s", len(files), self.split, self.root)
         return ImageFiles(files, attrs, face_transform(self.img_size, self.crop, self.flip))
 
+    def _eval_files(self, split: str, limit: int | None) -> tuple[list[Path], list[Path]]:
+        """(every file of the split, the seeded random subset of `limit` of them that is measured)."""
+        files, _, _ = list_images(self.root, split)
+        if limit is None or limit >= len(files):
+            return files, files
+        # CelebA's files are not in random order; a seeded subset is a fair sample of the split.
+        keep = torch.randperm(len(files), generator=torch.Generator().manual_seed(0))[:limit].sort().values
+        return files, [files[i] for i in keep.tolist()]
+
+    def eval_dataset(self, split: str, limit: int | None = None) -> Dataset:
+        _, chosen = self._eval_files(split, limit)
+        return ImageFiles(chosen, None, face_transform(self.img_size, self.crop, flip=False))
+
+    def fingerprint(self, split: str, limit: int | None = None) -> dict:
+        files, chosen = self._eval_files(split, limit)
+        # Names, sizes and modification times of the whole split: an added, removed or rewritten
+        # image changes the subset or its pixels, and so the statistics.
+        h = hashlib.sha256()
+        for p in files:
+            st = p.stat()
+            h.update(f"{os.path.relpath(p, self.root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return {"dataset": "celeba", "split": split, "crop": self.crop, "img_size": self.img_size,
+                "num_images": len(chosen), "split_size": len(files), "files_sha256": h.hexdigest()}
+
 
 class SyntheticDataModule(FaceDataModule):
     attr_names = SYNTHETIC_ATTR_NAMES
@@ -261,3 +294,13 @@ class SyntheticDataModule(FaceDataModule):
         images, attrs = render_faces(self.num_images, self.img_size, seed=self.seed, split=self.split)
         log.info("Synthetic faces: %d images of %dpx, split %r", len(images), self.img_size, self.split)
         return TensorFaces(images, attrs, flip=self.flip)
+
+    def eval_dataset(self, split: str, limit: int | None = None) -> Dataset:
+        images, attrs = render_faces(limit or self.num_images, self.img_size, seed=self.seed, split=split)
+        return TensorFaces(images, attrs, flip=False)
+
+    def fingerprint(self, split: str, limit: int | None = None) -> dict:
+        # Image i depends on (seed, split, i) and on the renderer's code, nothing else.
+        renderer = hashlib.sha256(Path(render_faces.__code__.co_filename).read_bytes()).hexdigest()
+        return {"dataset": "synthetic", "split": split, "crop": "full", "img_size": self.img_size,
+                "num_images": limit or self.num_images, "seed": self.seed, "renderer_sha256": renderer}

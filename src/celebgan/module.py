@@ -24,6 +24,10 @@ class GAN(LightningModule):
     ema_rampup: early on, the half-life is at most this fraction of the images seen so far, so the
         EMA does not drag the random initial weights along (StyleGAN's 0.05); null disables it.
     num_fixed / fixed_seed: the latent batch drawn once for every progress grid of the run.
+    instance_noise / instance_noise_steps: std of Gaussian noise added to every image D sees (real
+        and fake, in [-1, 1] units), annealed linearly to 0 over that many training steps; 0 is off.
+    lr_scheduler: a partial LR scheduler, one built per optimizer and stepped once per epoch
+        (e.g. StepLR, or LinearLR to 0 over the run); None keeps the learning rates constant.
     """
 
     def __init__(
@@ -39,6 +43,9 @@ class GAN(LightningModule):
         ema_rampup: float | None = 0.05,
         num_fixed: int = 64,
         fixed_seed: int = 0,
+        instance_noise: float = 0.0,
+        instance_noise_steps: int = 0,
+        lr_scheduler: Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler] | None = None,
     ):
         super().__init__()
         if objective not in OBJECTIVES:
@@ -50,10 +57,16 @@ class GAN(LightningModule):
         if generator.img_size != discriminator.img_size:
             raise UserError(f"generator.img_size={generator.img_size} differs from "
                             f"discriminator.img_size={discriminator.img_size}.")
-        self.save_hyperparameters(ignore=["generator", "discriminator", "g_optimizer", "d_optimizer"], logger=False)
+        if instance_noise < 0 or (instance_noise > 0 and instance_noise_steps <= 0):
+            raise UserError(f"model.instance_noise={instance_noise} needs instance_noise >= 0 and, when on, "
+                            f"model.instance_noise_steps > 0 (got {instance_noise_steps}).")
+        self.save_hyperparameters(ignore=["generator", "discriminator", "g_optimizer", "d_optimizer", "lr_scheduler"],
+                                  logger=False)
         self.automatic_optimization = False
         self.generator, self.discriminator = generator, discriminator
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
+        self.lr_scheduler = lr_scheduler
+        self.instance_noise, self.instance_noise_steps = instance_noise, instance_noise_steps
         self.d_loss, self.g_loss = OBJECTIVES[objective]
         self.real_label = real_label
         self.ema_half_life, self.ema_rampup = ema_half_life, ema_rampup
@@ -82,18 +95,38 @@ class GAN(LightningModule):
             g.train(was_training)
 
     def configure_optimizers(self):
-        return self.g_optimizer(self.generator.parameters()), self.d_optimizer(self.discriminator.parameters())
+        optimizers = [self.g_optimizer(self.generator.parameters()), self.d_optimizer(self.discriminator.parameters())]
+        if self.lr_scheduler is None:
+            return optimizers
+        # Lightning saves and restores the schedulers with the checkpoint; stepping is ours (manual).
+        return optimizers, [self.lr_scheduler(opt) for opt in optimizers]
+
+    def on_train_epoch_end(self) -> None:
+        for scheduler in self.lr_schedulers() or []:  # None without schedulers, else one per optimizer
+            scheduler.step()
+
+    def instance_noise_std(self, step: int) -> float:
+        """The instance-noise std at training step `step`: linear from instance_noise down to 0."""
+        if self.instance_noise == 0:
+            return 0.0
+        return self.instance_noise * max(0.0, 1.0 - step / self.instance_noise_steps)
+
+    def noisy(self, images: torch.Tensor, std: float) -> torch.Tensor:
+        # Blurs the real and fake distributions into overlap, so D cannot separate them perfectly
+        # early on (Sonderby et al. 2017). No draw at all when off: the seeds' runs stay exact.
+        return images + std * torch.randn_like(images) if std > 0 else images
 
     def training_step(self, batch, batch_idx: int) -> None:
         real = batch[0] if isinstance(batch, (tuple, list)) else batch  # (B, 3, S, S) in [-1, 1]
         g_opt, d_opt = self.optimizers()
         z = torch.randn(real.size(0), self.generator.nz, 1, 1, device=real.device)
         fake = self.generator(z)  # one forward, reused: detached for D, attached for G
+        noise_std = self.instance_noise_std(self.trainer.global_step // 2)
 
         # Optimize discriminator: a real and a separate fake mini-batch, losses summed.
         with self.toggled_optimizer(d_opt):
-            d_real_logits = self.discriminator(real)
-            d_fake_logits = self.discriminator(fake.detach())
+            d_real_logits = self.discriminator(self.noisy(real, noise_std))
+            d_fake_logits = self.discriminator(self.noisy(fake.detach(), noise_std))
             d_loss = self.d_loss(d_real_logits, d_fake_logits, self.real_label)
             d_opt.zero_grad(set_to_none=True)
             self.manual_backward(d_loss)
@@ -102,7 +135,7 @@ class GAN(LightningModule):
 
         # Optimize generator: non-saturating, the same fakes scored by the updated D.
         with self.toggled_optimizer(g_opt):
-            g_fake_logits = self.discriminator(fake)
+            g_fake_logits = self.discriminator(self.noisy(fake, noise_std))
             g_loss = self.g_loss(g_fake_logits)
             g_opt.zero_grad(set_to_none=True)
             self.manual_backward(g_loss)
@@ -124,6 +157,8 @@ class GAN(LightningModule):
             },
             on_step=True, on_epoch=True, prog_bar=False, sync_dist=True,
         )
+        if self.instance_noise > 0:
+            self.log("train/instance_noise_std", noise_std, on_step=True, on_epoch=False)
 
     def manual_backward(self, loss: torch.Tensor, *args, **kwargs) -> None:
         # DDP's reducer expects every parameter to get a gradient in every backward, but the D step

@@ -1,0 +1,113 @@
+"""Evaluate a checkpoint: `python -m celebgan.evaluate ckpt=PATH [n_samples=50000 ...]`.
+
+FID and KID (torchmetrics) and precision/recall (Kynkaanniemi et al. 2019) of the checkpoint's
+EMA generator in eval mode against cached features of real images of its data set; prints the
+protocol with the numbers and writes them as JSON.
+"""
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig
+
+from celebgan.callbacks import atomic_path
+from celebgan.errors import UserError
+from celebgan.metrics import FeatureDistances, RealFeatureCache, generator_features, precision_recall
+
+log = logging.getLogger(__name__)
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
+    """(the GAN of a celebgan checkpoint with its weights loaded, the run's config)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"Checkpoint not found: ckpt={str(path)!r}. Pass a file written by celebgan.train, "
+                        "e.g. ckpt=outputs/runs/RUN/checkpoints/best.ckpt.")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise UserError(f"{path} could not be read as a checkpoint ({err}).") from err
+    config = ckpt.get("celebgan_config") if isinstance(ckpt, dict) else None
+    if config is None:
+        raise UserError(f"{path} holds no celebgan_config: it was not written by celebgan.train.")
+    model = hydra.utils.instantiate(config["model"])
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval(), config
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    """Compute and print the metrics of cfg.ckpt; returns the JSON-ready results."""
+    for key in ("n_samples", "pr_samples"):
+        if cfg[key] < 2:
+            raise UserError(f"{key}={cfg[key]} must be at least 2.")
+    model, config = load_checkpoint(cfg.ckpt)
+    data_cfg = dict(config["data"])
+    if cfg.data_root is not None:
+        data_cfg["root"] = cfg.data_root
+    datamodule = hydra.utils.instantiate(data_cfg)
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if cfg.device == "auto" else cfg.device)
+    extractor = hydra.utils.instantiate(cfg.metrics.feature_extractor)().to(device)
+    model.to(device)
+
+    real = RealFeatureCache(cfg.metrics.cache_dir).get(
+        datamodule, cfg.real_split, cfg.n_real, extractor, batch_size=cfg.metrics.batch_size, device=device)
+    fake = generator_features(model, extractor, cfg.n_samples, batch_size=cfg.metrics.batch_size,
+                              seed=cfg.metrics.seed)
+    distances = FeatureDistances(real.shape[1], kid_subsets=cfg.metrics.kid_subsets,
+                                 kid_subset_size=min(cfg.metrics.kid_subset_size, len(real), len(fake)))
+    distances.add_real(real)
+    distances.add_fake(fake)
+    scores = distances.compute()
+    n_pr = min(cfg.pr_samples, len(real), len(fake))
+    scores.update(precision_recall(real[:n_pr], fake[:n_pr], k=cfg.pr_k))
+
+    data = config["data"]
+    protocol = {
+        "checkpoint": str(Path(cfg.ckpt).expanduser().resolve()),
+        "generator": "EMA" if model.generator_ema is not None else "G (no EMA)",
+        "dataset": data["_target_"].rsplit(".", 1)[-1].replace("DataModule", ""),
+        "img_size": data["img_size"],
+        "crop": data.get("crop", "full"),
+        "real_split": cfg.real_split,
+        "num_real": len(real),
+        "num_fake": len(fake),
+        "feature_extractor": getattr(extractor, "name", type(extractor).__name__),
+        "kid_subsets": f"{cfg.metrics.kid_subsets} x {distances.kid.subset_size}",
+        "precision_recall": f"k={cfg.pr_k} on {n_pr} real and {n_pr} generated",
+    }
+    results = {"protocol": protocol, "metrics": scores}
+    width = max(map(len, protocol))
+    print("Protocol")
+    for key, value in protocol.items():
+        print(f"  {key:<{width}}  {value}")
+    print("Results")
+    print(f"  FID        {scores['fid']:.3f}")
+    print(f"  KID        {scores['kid']:.5f} +- {scores['kid_std']:.5f}")
+    print(f"  precision  {scores['precision']:.4f}")
+    print(f"  recall     {scores['recall']:.4f}")
+
+    out = Path(cfg.output).expanduser() if cfg.output else Path(cfg.ckpt).expanduser().with_suffix(".eval.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = atomic_path(out)
+    tmp.write_text(json.dumps(results, indent=2) + "\n")
+    os.replace(tmp, out)
+    print(f"Wrote {out}")
+    return results
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    try:
+        evaluate(cfg)
+    except UserError as err:
+        log.error("%s", err)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

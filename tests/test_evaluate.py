@@ -1,0 +1,64 @@
+"""`python -m celebgan.evaluate`: metrics of a checkpoint, the protocol printout and the JSON."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+
+from celebgan.errors import UserError
+from celebgan.evaluate import evaluate
+from celebgan.train import train
+
+from conftest import CONF_DIR
+
+
+def eval_cfg(*overrides: str):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="evaluate", overrides=list(overrides))
+    with open_dict(cfg):
+        cfg.metrics.feature_extractor = {"_target_": "celebgan.metrics.RandomFeatures", "_partial_": True}
+    return cfg
+
+
+def test_evaluate_a_tiny_run_prints_the_protocol_and_writes_json(make_cfg, tmp_path, capsys):
+    run_cfg = make_cfg()
+    train(run_cfg)
+    ckpt = Path(run_cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    cfg = eval_cfg(f"ckpt={ckpt}", "n_samples=40", "n_real=30", "pr_samples=20", "real_split=test",
+                   f"metrics.cache_dir={tmp_path / 'cache'}", "metrics.batch_size=16")
+    results = evaluate(cfg)
+    out = capsys.readouterr().out
+    for text in ["num_real", "30", "num_fake", "40", "real_split", "test", "random-conv-64",
+                 "EMA", "FID", "KID", "precision", "recall", "k=3 on 20 real and 20 generated"]:
+        assert text in out, text
+    saved = json.loads((ckpt.parent / "last.eval.json").read_text())
+    assert saved == results
+    m = results["metrics"]
+    assert m["fid"] > 0 and 0 <= m["precision"] <= 1 and 0 <= m["recall"] <= 1
+    assert results["protocol"]["num_real"] == 30 and results["protocol"]["num_fake"] == 40
+    assert results["protocol"]["kid_subsets"] == "100 x 30"
+    # The generated images are the same at every call (fixed seed): the numbers repeat.
+    again = evaluate(cfg)
+    assert again["metrics"]["fid"] == pytest.approx(m["fid"], rel=1e-6)
+
+
+def test_evaluate_rejects_a_file_that_is_not_a_celebgan_checkpoint(tmp_path):
+    import torch
+
+    path = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {}}, path)
+    with pytest.raises(UserError, match="celebgan_config"):
+        evaluate(eval_cfg(f"ckpt={path}"))
+
+
+def test_evaluate_missing_checkpoint_is_one_clear_error_from_the_command_line(tmp_path):
+    missing = tmp_path / "none.ckpt"
+    result = subprocess.run([sys.executable, "-m", "celebgan.evaluate", f"ckpt={missing}"],
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 2
+    assert str(missing) in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing written
