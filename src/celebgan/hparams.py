@@ -1,7 +1,7 @@
 """The TensorBoard HParams table: one row per run, its config values and its final metrics."""
 from typing import Any
 
-from lightning import Trainer
+from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import Logger
 
 # HParams columns -> the logged metric whose last value fills them at the end of training.
@@ -11,6 +11,8 @@ FINAL_METRICS = {
     "final/D_x": "train/D_x_epoch",
     "final/D_G_z1": "train/D_G_z1_epoch",
     "final/D_G_z2": "train/D_G_z2_epoch",
+    "final/fid": "metrics/fid",
+    "final/kid": "metrics/kid",
 }
 
 
@@ -24,9 +26,12 @@ def log_hparams(logger: Logger, config: dict[str, Any]) -> None:
     logger.log_hyperparams(config, metrics={name: float("nan") for name in FINAL_METRICS})
 
 
-def log_final_metrics(logger: Logger, trainer: Trainer) -> None:
-    metrics = trainer.callback_metrics
-    final = {name: float(metrics[key]) for name, key in FINAL_METRICS.items() if key in metrics}
-    if final:
-        logger.log_metrics(final, step=trainer.global_step)
-        logger.save()
+class FinalMetrics(Callback):
+    """Fills the HParams metric columns with the last logged values when training ends (before
+    Lightning closes the loggers, so the run keeps one event file)."""
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        metrics = trainer.callback_metrics
+        final = {name: float(metrics[key]) for name, key in FINAL_METRICS.items() if key in metrics}
+        for logger in trainer.loggers if final else []:
+            logger.log_metrics(final, step=trainer.global_step)

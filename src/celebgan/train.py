@@ -15,7 +15,7 @@ from celebgan import resume
 from celebgan.callbacks import AtomicCheckpointIO, RunConfig
 from celebgan.errors import UserError
 from celebgan.guards import check_devices
-from celebgan.hparams import log_final_metrics, log_hparams
+from celebgan.hparams import FinalMetrics, log_hparams
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     try:
         trainer = hydra.utils.instantiate(
-            cfg.trainer, callbacks=[*callbacks, RunConfig(config), resume.RNGState()], logger=logger,
+            cfg.trainer, callbacks=[*callbacks, RunConfig(config), resume.RNGState(), FinalMetrics()],
+            logger=logger,
             plugins=[AtomicCheckpointIO()],
         )
     except InstantiationException as err:
@@ -61,8 +62,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
         log_hparams(logger, config)
     log.info("Run directory: %s", cfg.paths.output_dir)
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    if logger:
-        log_final_metrics(logger, trainer)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
 
