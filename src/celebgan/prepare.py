@@ -89,15 +89,6 @@ class Prepared:
     skipped: list[str]
 
 
-def _npy_shape(path: Path) -> tuple[tuple[int, ...], np.dtype]:
-    with open(path, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        shape, fortran, dtype = np.lib.format._read_array_header(f, version)
-    if fortran:
-        raise ValueError("Fortran order")
-    return shape, dtype
-
-
 def check_prepared(prepared_dir: str | os.PathLike, source: Source) -> tuple[Prepared | None, str]:
     """(the prepared split, "") when its record matches `source` and its arrays are whole;
     (None, "") when there is none; (None, why) when one exists but must not be used."""
@@ -119,13 +110,11 @@ def check_prepared(prepared_dir: str | os.PathLike, source: Source) -> tuple[Pre
         if not path.is_file():
             return None, f"{path.name} is missing"
         try:
-            got, dtype = _npy_shape(path)
+            array = np.load(path, mmap_mode="r")  # reads the header; fails on a file cut short
         except (OSError, ValueError, SyntaxError) as err:
-            return None, f"{path.name} has no valid .npy header ({err})"
-        expected_bytes = int(np.prod(shape))
-        if tuple(got) != shape or dtype != np.uint8 or path.stat().st_size < expected_bytes:
-            return None, (f"{path.name} is damaged: {tuple(got)} {dtype}, {path.stat().st_size} bytes, "
-                          f"expected {shape} uint8 of at least {expected_bytes} bytes")
+            return None, f"{path.name} is damaged ({err})"
+        if array.shape != shape or array.dtype != np.uint8:
+            return None, f"{path.name} is damaged: it holds {array.shape} {array.dtype}, expected {shape} uint8"
     return Prepared(images, attrs, source.attr_names, n, meta.get("skipped", [])), ""
 
 
@@ -185,8 +174,9 @@ def build(source: Source, prepared_dir: str | os.PathLike, *, root: str = "", wo
             if workers == 1:
                 results = map(_decode_chunk, tasks)
             else:
-                # spawn: workers start clean, whatever threads torch runs in this process.
-                pool = multiprocessing.get_context("spawn").Pool(min(workers, len(tasks)))
+                # fork starts workers at once; they run PIL only, never torch's thread pools.
+                method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+                pool = multiprocessing.get_context(method).Pool(min(workers, len(tasks)))
                 results = pool.imap_unordered(_decode_chunk, tasks)
             try:
                 for count, chunk_bad in results:
@@ -206,7 +196,8 @@ def build(source: Source, prepared_dir: str | os.PathLike, *, root: str = "", wo
             attrs, n = attrs[keep], len(keep)
         if n == 0:
             raise UserError(f"None of the {len(source.files)} images could be read (first: {source.files[0]}).")
-        np.save(tmp_attrs, attrs)
+        with open(tmp_attrs, "wb") as f:  # a file object: np.save would append .npy to the name
+            np.save(f, attrs)
         os.replace(tmp_images, images_path)
         os.replace(tmp_attrs, attrs_path)
         meta = {
