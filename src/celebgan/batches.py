@@ -97,8 +97,7 @@ def batch_loader(dataset: ArrayFaces, batch_size: int, *, shuffle: bool = True, 
 def to_model_input(images: torch.Tensor, flip: bool) -> torch.Tensor:
     """(B, 3, S, S) uint8 -> float in [-1, 1] (G's tanh range), channels last; with flip, each
     image is mirrored left-right with probability 1/2."""
-    x = images.float().mul_(1 / 127.5).sub_(1.0)
-    if flip:
-        mirrored = torch.rand(x.size(0), device=x.device) < 0.5
-        x = torch.where(mirrored[:, None, None, None], x.flip(-1), x)
-    return x.contiguous(memory_format=torch.channels_last)
+    if flip:  # on uint8, before the conversion: a quarter of the bytes to move
+        mirrored = torch.rand(images.size(0), device=images.device) < 0.5
+        images = torch.where(mirrored[:, None, None, None], images.flip(-1), images)
+    return images.float().mul_(1 / 127.5).sub_(1.0).contiguous(memory_format=torch.channels_last)
