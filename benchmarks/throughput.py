@@ -191,7 +191,6 @@ def row_data_prepared(work: Path, s: dict, num_workers: int | None = None) -> di
             yield images
 
     rate = timed_epochs(epoch)
-    del loader
     return {"images_per_s": rate, "notes": f"uint8 memmap slices, {loader.num_workers} worker process(es), "
                                            f"convert+flip on {DEVICE.type}"}
 
