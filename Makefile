@@ -3,7 +3,7 @@ PY     ?= .venv/bin/python
 PYTHON ?= python3
 ARGS   ?=
 
-.PHONY: help install demo train test test-all bench tb clean bench-quality
+.PHONY: help install demo train prepare test test-all bench tb clean bench-quality
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -22,11 +22,17 @@ demo:  ## train on the built-in synthetic faces (32px, about 5 minutes on a 2-co
 train:  ## train with Hydra overrides, e.g. make train ARGS="model=spectral data=celeba32"
 	$(PY) -m celebgan.train $(ARGS)
 
+prepare:  ## decode CelebA once into data.prepared_dir, e.g. make prepare ARGS="data=celeba32"
+	$(PY) -m celebgan.prepare $(ARGS)
+
 test:  ## the test suite (CPU; slow and gpu tests excluded)
 	$(PY) -m pytest -m "not slow and not gpu" $(ARGS)
 
 test-all:  ## every test, slow ones too (gpu tests skip without a GPU)
 	$(PY) -m pytest $(ARGS)
+
+bench:  ## data-loader and training-step throughput into benchmarks/RESULTS.md (ARGS=--quick: a few minutes)
+	$(PY) benchmarks/throughput.py $(ARGS)
 
 tb:  ## TensorBoard over every run under outputs/
 	$(PY) -m tensorboard.main --logdir outputs

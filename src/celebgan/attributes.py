@@ -64,11 +64,10 @@ def labelled_split(data_config: dict[str, Any], split: str, max_images: int, see
     if "num_images" in data_config:  # a rendered set: render only what is used
         overrides["num_images"] = max_images  # draws of one distribution: more than the run used is fine
     dm = build_datamodule({"data": data_config}, **overrides)
-    dm.setup("fit")
+    dataset = dm.eval_dataset(split)
     if not dm.attr_names:
         raise UserError("The attributes mode needs attribute labels, and this run's dataset has none. "
                         "For CelebA, put list_attr_celeba.txt (or the Kaggle .csv) next to the images.")
-    dataset = dm.train_set
     if len(dataset) > max_images:
         index = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:max_images]
         dataset = Subset(dataset, index.tolist())

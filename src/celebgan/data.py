@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torchvision.transforms as T
 import torchvision.transforms.functional as TF
@@ -16,8 +17,10 @@ from lightning import LightningDataModule
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from celebgan.batches import ArrayFaces, batch_loader, to_model_input
 from celebgan.errors import UserError
 from celebgan.networks import num_stages
+from celebgan.prepare import build, check_prepared, record_path, source_of
 from celebgan.synthetic import ATTR_NAMES as SYNTHETIC_ATTR_NAMES
 from celebgan.synthetic import render_faces
 
@@ -192,33 +195,38 @@ class ImageFiles(Dataset):
 
 
 class TensorFaces(Dataset):
-    """(image (3, S, S) in [-1, 1], attributes) from an in-memory uint8 tensor (N, 3, S, S)."""
+    """(image (3, S, S) in [-1, 1], attributes) from an in-memory uint8 tensor (N, 3, S, S), one
+    image at a time: the evaluation path (metrics, real-image grids, the attribute classifier)."""
 
-    def __init__(self, images: torch.Tensor, attrs: torch.Tensor, flip: bool = True):
-        self.images, self.attrs, self.flip = images, attrs, flip
+    def __init__(self, images: torch.Tensor, attrs: torch.Tensor):
+        self.images, self.attrs = images, attrs
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, index: int):
-        img = self.images[index].float().div_(127.5).sub_(1.0)
-        if self.flip and torch.rand(()) < 0.5:
-            img = img.flip(-1)
-        return img, self.attrs[index]
+        return self.images[index].float().div_(127.5).sub_(1.0), self.attrs[index]
 
 
 class FaceDataModule(LightningDataModule):
-    """Shared loader settings; subclasses say how to build the dataset of one split."""
+    """Shared loader settings; subclasses say how to build the dataset of one split.
+
+    An ArrayFaces dataset (prepared CelebA, synthetic faces) is read a whole batch at a time as
+    uint8; on_after_batch_transfer turns it into the model's float input on the training device.
+    on_device=True copies the whole uint8 array to that device once and slices batches there.
+    """
 
     attr_names: list[str] = []
+    flip: bool = True
 
     def __init__(self, *, img_size: int = 64, batch_size: int = 128, num_workers: int = 2,
-                 pin_memory: bool = True):
+                 pin_memory: bool = True, on_device: bool = False):
         super().__init__()
         num_stages(img_size)  # an unsupported size fails here, before any data is read
         self.img_size, self.batch_size = img_size, batch_size
-        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.num_workers, self.pin_memory, self.on_device = num_workers, pin_memory, on_device
         self.train_set: Dataset | None = None
+        self._device_images: torch.Tensor | None = None
 
     def build_dataset(self) -> Dataset:
         raise NotImplementedError
@@ -239,6 +247,11 @@ class FaceDataModule(LightningDataModule):
                                 f"(data.batch_size={self.batch_size}); lower data.batch_size.")
 
     def train_dataloader(self) -> DataLoader:
+        if isinstance(self.train_set, ArrayFaces):
+            # No worker processes: slicing a batch costs less than handing it over from a worker
+            # (benchmarks/throughput.py, "prepared loader" rows: about 2.5x more images/s).
+            return batch_loader(self.train_set, self.batch_size, num_workers=0,
+                                pin_memory=self.pin_memory and torch.cuda.is_available() and not self.on_device)
         return DataLoader(
             self.train_set, batch_size=self.batch_size, shuffle=True,
             drop_last=True,  # equal batches keep BatchNorm statistics and the step count regular
@@ -246,33 +259,82 @@ class FaceDataModule(LightningDataModule):
             pin_memory=self.pin_memory and torch.cuda.is_available(),
         )
 
+    def on_after_batch_transfer(self, batch, dataloader_idx: int = 0):
+        images, attrs = batch
+        if images.dim() == 1:  # on_device: the batch's indices into the array kept on this device
+            images = self.device_images(images.device).index_select(0, images).permute(0, 3, 1, 2)
+        if images.dtype == torch.uint8:
+            images = to_model_input(images, self.flip)  # (B, 3, S, S) float in [-1, 1]
+        return images, attrs
+
+    def device_images(self, device: torch.device) -> torch.Tensor:
+        """(N, S, S, 3) uint8 copy of the training array on `device`, made on first use."""
+        if self._device_images is None or self._device_images.device != device:
+            log.info("Copying the %d training images (%.2f GB uint8) to %s", len(self.train_set),
+                     self.train_set.images.nbytes / 1e9, device)
+            self._device_images = self.train_set.images.to(device)
+        return self._device_images
+
 
 class CelebADataModule(FaceDataModule):
-    def __init__(self, *, root: str, split: str = "train", crop: str = "full", flip: bool = True, **loader):
+    """CelebA from its image files, or from the prepared array of the same split when one exists.
+
+    prepared: "auto" uses a prepared file that matches these settings and the files on disk,
+        reads the JPEGs when there is none, and refuses a stale or damaged one; True builds or
+        rebuilds it first (celebgan.prepare); False always reads the JPEGs.
+    prepared_dir: where prepared files live (data.prepared_dir, by default ROOT/prepared).
+    """
+
+    def __init__(self, *, root: str, split: str = "train", crop: str = "full", flip: bool = True,
+                 prepared: str | bool = "auto", prepared_dir: str | None = None, **loader):
         super().__init__(**loader)
         self.root, self.split, self.crop, self.flip = root, split, crop, flip
         face_transform(self.img_size, crop, flip)  # a bad crop name fails at construction
+        if prepared not in ("auto", True, False):
+            raise UserError(f"data.prepared={prepared!r} must be auto, true or false.")
+        self.prepared = prepared
+        self.prepared_dir = prepared_dir if prepared_dir is not None else str(Path(root).expanduser() / "prepared")
 
     def build_dataset(self) -> Dataset:
-        files, attrs, self.attr_names = list_images(self.root, self.split)
+        source = source_of(self.root, self.split, self.crop, self.img_size)
+        files, attrs, self.attr_names = source.files, source.attrs, source.attr_names
+        if self.prepared is not False:
+            prepared, why = check_prepared(self.prepared_dir, source)
+            record = record_path(self.prepared_dir, source)
+            command = (f"python -m celebgan.prepare data.root={self.root} data.split={self.split} "
+                       f"data.crop={self.crop} data.img_size={self.img_size} data.prepared_dir={self.prepared_dir}")
+            if why and self.prepared == "auto":
+                raise UserError(f"The prepared file {record} does not match data.root: {why}. Rebuild it with\n"
+                                f"  {command}\nor train with data.prepared=true (rebuilds it first) or "
+                                "data.prepared=false (reads the JPEGs).")
+            if prepared is None and self.prepared is True:
+                prepared = build(source, self.prepared_dir, root=str(self.root))
+            if prepared is not None:
+                log.info("CelebA: %d images of split %r from the prepared file %s", prepared.num_images,
+                         self.split, prepared.images)
+                attrs = torch.from_numpy(np.load(prepared.attrs))
+                return ArrayFaces(prepared.images, attrs, gather=not self.on_device)
+            log.info("No prepared file at %s: decoding JPEGs every epoch. `%s` (or `make prepare`) "
+                     "decodes them once, for a much faster loader.", record, command)
         log.info("CelebA: %d images of split %r from %s", len(files), self.split, self.root)
         return ImageFiles(files, attrs, face_transform(self.img_size, self.crop, self.flip))
 
-    def _eval_files(self, split: str, limit: int | None) -> tuple[list[Path], list[Path]]:
-        """(every file of the split, the seeded random subset of `limit` of them that is measured)."""
-        files, _, _ = list_images(self.root, split)
+    def _eval_subset(self, split: str, limit: int | None) -> tuple[list[Path], torch.Tensor | None, list[int]]:
+        """(every file of the split, their attributes or None, the seeded subset of `limit` measured)."""
+        files, attrs, self.attr_names = list_images(self.root, split)
         if limit is None or limit >= len(files):
-            return files, files
+            return files, attrs, list(range(len(files)))
         # CelebA's files are not in random order; a seeded subset is a fair sample of the split.
         keep = torch.randperm(len(files), generator=torch.Generator().manual_seed(0))[:limit].sort().values
-        return files, [files[i] for i in keep.tolist()]
+        return files, attrs, keep.tolist()
 
     def eval_dataset(self, split: str, limit: int | None = None) -> Dataset:
-        _, chosen = self._eval_files(split, limit)
-        return ImageFiles(chosen, None, face_transform(self.img_size, self.crop, flip=False))
+        files, attrs, keep = self._eval_subset(split, limit)
+        return ImageFiles([files[i] for i in keep], attrs[keep] if attrs is not None else None,
+                          face_transform(self.img_size, self.crop, flip=False))
 
     def fingerprint(self, split: str, limit: int | None = None) -> dict:
-        files, chosen = self._eval_files(split, limit)
+        files, _, keep = self._eval_subset(split, limit)
         # Names, sizes and modification times of the whole split: an added, removed or rewritten
         # image changes the subset or its pixels, and so the statistics.
         h = hashlib.sha256()
@@ -280,7 +342,7 @@ class CelebADataModule(FaceDataModule):
             st = p.stat()
             h.update(f"{os.path.relpath(p, self.root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         return {"dataset": "celeba", "split": split, "crop": self.crop, "img_size": self.img_size,
-                "num_images": len(chosen), "split_size": len(files), "files_sha256": h.hexdigest()}
+                "num_images": len(keep), "split_size": len(files), "files_sha256": h.hexdigest()}
 
 
 class SyntheticDataModule(FaceDataModule):
@@ -293,11 +355,12 @@ class SyntheticDataModule(FaceDataModule):
     def build_dataset(self) -> Dataset:
         images, attrs = render_faces(self.num_images, self.img_size, seed=self.seed, split=self.split)
         log.info("Synthetic faces: %d images of %dpx, split %r", len(images), self.img_size, self.split)
-        return TensorFaces(images, attrs, flip=self.flip)
+        # (N, 3, S, S) -> (N, S, S, 3): ArrayFaces keeps images channels last, as prepared files do.
+        return ArrayFaces(images.permute(0, 2, 3, 1).contiguous(), attrs, gather=not self.on_device)
 
     def eval_dataset(self, split: str, limit: int | None = None) -> Dataset:
         images, attrs = render_faces(limit or self.num_images, self.img_size, seed=self.seed, split=split)
-        return TensorFaces(images, attrs, flip=False)
+        return TensorFaces(images, attrs)
 
     def fingerprint(self, split: str, limit: int | None = None) -> dict:
         # Image i depends on (seed, split, i) and on the renderer's code, nothing else.

@@ -133,9 +133,7 @@ def real_images(config: dict[str, Any], n: int, seed: int, split: str, data_root
         overrides["root"] = data_root
     if "num_images" in config["data"]:
         overrides["num_images"] = n  # a rendered set: render only what is shown
-    dm = build_datamodule(config, **overrides)
-    dm.setup("fit")
-    dataset = dm.train_set
+    dataset = build_datamodule(config, **overrides).eval_dataset(split)
     if len(dataset) < n:
         raise UserError(f"Split {split!r} holds {len(dataset)} images, fewer than n={n}; lower n.")
     index = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n]

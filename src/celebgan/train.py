@@ -7,6 +7,7 @@ import sys
 
 import hydra
 import lightning as L
+import torch
 from hydra.errors import InstantiationException
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -31,6 +32,16 @@ def instantiate(node, **kwargs):
         raise
 
 
+def default_precision(accelerator: str) -> str:
+    """trainer.precision=auto: bf16-mixed where it runs fast (a CUDA GPU with bf16), else 32-true.
+
+    On CPUs without native bf16 (no AVX512-BF16/AMX) autocast to bf16 is emulated: a DCGAN-64
+    step measured 8-25x slower than fp32 on the 2-core AMD EPYC this was developed on.
+    """
+    gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return "bf16-mixed" if gpu and torch.cuda.is_bf16_supported() else "32-true"
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the configured model on the configured data; returns the final logged metrics."""
     check_devices(cfg.trainer.get("accelerator", "auto"), cfg.trainer.get("devices", 1),
@@ -48,11 +59,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
     config = OmegaConf.to_container(cfg, resolve=True)
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
+    precision = cfg.trainer.get("precision", "auto")
+    if precision == "auto":
+        precision = default_precision(str(cfg.trainer.get("accelerator", "auto")))
+        log.info("trainer.precision=auto: training with %s", precision)
     try:
         trainer = hydra.utils.instantiate(
             cfg.trainer, callbacks=[*callbacks, RunConfig(config), resume.RNGState(), FinalMetrics()],
-            logger=logger,
-            plugins=[AtomicCheckpointIO()],
+            logger=logger, plugins=[AtomicCheckpointIO()], precision=precision,
         )
     except InstantiationException as err:
         if isinstance(err.__cause__, MisconfigurationException):  # e.g. devices this machine lacks

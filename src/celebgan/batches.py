@@ -1,0 +1,103 @@
+"""Whole-batch loading from a uint8 image array: one slice per batch, no per-sample Python.
+
+The host moves uint8 batches only; the float conversion and the random flips run on whole
+batches after the transfer (FaceDataModule.on_after_batch_transfer), on the GPU when there is one.
+"""
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+
+class ArrayFaces(Dataset):
+    """Batches of (images (B, 3, S, S) uint8, attributes (B, A)) sliced from an (N, S, S, 3) array.
+
+    images: the array in memory, or the path of a .npy that each process memory-maps on first use
+        (a worker process receives the path, not a copy of the data).
+    gather=False yields the batch's indices in place of its images, for an array that a
+        FaceDataModule keeps on the GPU (data.on_device) and slices there.
+    __getitem__ takes a list of indices, as a BatchSampler yields them.
+    """
+
+    def __init__(self, images: torch.Tensor | str | os.PathLike, attrs: torch.Tensor, *, gather: bool = True):
+        self.path = None if isinstance(images, torch.Tensor) else Path(images)
+        self._images = images if isinstance(images, torch.Tensor) else None
+        self.attrs, self.gather = attrs, gather
+        self._len = len(images) if self.path is None else np.load(self.path, mmap_mode="r").shape[0]
+        if len(attrs) != self._len:
+            raise ValueError(f"{len(attrs)} attribute rows for {self._len} images")
+
+    def __len__(self) -> int:
+        return self._len
+
+    @property
+    def images(self) -> torch.Tensor:
+        """(N, S, S, 3) uint8; memory-mapped when it lives in a file."""
+        if self._images is None:
+            # "c": copy-on-write, so torch gets a writable view and nothing is ever written back.
+            self._images = torch.from_numpy(np.load(self.path, mmap_mode="c"))
+        return self._images
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        if self.path is not None:
+            state["_images"] = None  # workers map the file themselves
+        return state
+
+    def __getitem__(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
+        # Sorted: neighbouring rows read together from the memory map; order within a batch is free.
+        index = torch.as_tensor(indices, dtype=torch.long).sort().values
+        attrs = self.attrs.index_select(0, index)
+        if not self.gather:
+            return index, attrs
+        return self.images.index_select(0, index).permute(0, 3, 1, 2), attrs  # channels-last strides
+
+
+class ShuffledBatches(Sampler[list[int]]):
+    """Index batches of a fresh permutation each epoch, seeded by (seed, epoch).
+
+    Every DDP rank draws the same permutation, so the DistributedSamplerWrapper that Lightning puts
+    around this sampler hands each rank a disjoint share of the batches.
+    """
+
+    def __init__(self, num_items: int, batch_size: int, *, seed: int = 0, shuffle: bool = True, drop_last: bool = True):
+        self.num_items, self.batch_size, self.seed = num_items, batch_size, seed
+        self.shuffle, self.drop_last = shuffle, drop_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.num_items, self.batch_size)
+        return full + (rest > 0 and not self.drop_last)
+
+    def __iter__(self):
+        if self.shuffle:
+            order = torch.randperm(self.num_items, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        else:
+            order = torch.arange(self.num_items)
+        for batch in order[: len(self) * self.batch_size].split(self.batch_size):
+            yield batch.tolist()
+
+
+def batch_loader(dataset: ArrayFaces, batch_size: int, *, shuffle: bool = True, drop_last: bool = True,
+                 num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
+    """A DataLoader whose every fetch is one ArrayFaces slice (batch_size=None: no collation)."""
+    seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # set by seed_everything; the same on every rank
+    return DataLoader(
+        dataset, batch_size=None,
+        sampler=ShuffledBatches(len(dataset), batch_size, seed=seed, shuffle=shuffle, drop_last=drop_last),
+        num_workers=num_workers, persistent_workers=num_workers > 0, pin_memory=pin_memory,
+    )
+
+
+def to_model_input(images: torch.Tensor, flip: bool) -> torch.Tensor:
+    """(B, 3, S, S) uint8 -> float in [-1, 1] (G's tanh range), channels last; with flip, each
+    image is mirrored left-right with probability 1/2."""
+    if flip:  # on uint8, before the conversion: a quarter of the bytes to move
+        mirrored = torch.rand(images.size(0), device=images.device) < 0.5
+        images = torch.where(mirrored[:, None, None, None], images.flip(-1), images)
+    return images.float().mul_(1 / 127.5).sub_(1.0).contiguous(memory_format=torch.channels_last)

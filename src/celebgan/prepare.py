@@ -1,0 +1,284 @@
+"""Decode, crop and resize a CelebA split once into a uint8 array file that training memory-maps.
+
+    python -m celebgan.prepare data=celeba64 [--workers N] [--force] [other Hydra overrides]
+
+A prepared split is three files in data.prepared_dir (by default DATA_ROOT/prepared):
+    celeba_{split}_{crop}_{size}.json                the record: fingerprint, shapes, file names
+    celeba_{split}_{crop}_{size}.{build}.images.npy  (N, S, S, 3) uint8, channels last
+    celeba_{split}_{crop}_{size}.{build}.attrs.npy   (N, A) uint8 0/1 attributes (A may be 0)
+The arrays are written under temporary names and renamed into place before the record, which is
+renamed last: a crash or kill at any moment leaves the previous complete build or none, never a
+record that points at a half-written array. The fingerprint covers the image list with each
+file's size and mtime, the attribute file, crop, size, split and this file's format version, so a
+changed dataset or setting is noticed before training uses the file.
+"""
+import argparse
+import functools
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from celebgan.callbacks import atomic_path
+from celebgan.errors import UserError
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1  # bump when the decoding (crop, resize filter, layout) changes
+CHUNK = 256  # images per worker task: large enough to amortise IPC, small enough for a smooth bar
+
+
+@dataclass
+class Source:
+    """What a prepared split is built from: the checked file list of one CelebA split."""
+
+    files: list[Path]
+    attrs: torch.Tensor | None  # (N, A) 0/1
+    attr_names: list[str]
+    split: str
+    crop: str
+    img_size: int
+
+    @property
+    def key(self) -> str:
+        return f"celeba_{self.split}_{self.crop}_{self.img_size}"
+
+    def fingerprint(self) -> str:
+        """A digest of everything the prepared array depends on; cheap (one stat per file)."""
+        h = hashlib.sha256()
+        h.update(json.dumps([FORMAT_VERSION, self.split, self.crop, self.img_size, self.attr_names]).encode())
+        common = os.path.commonpath([str(p) for p in self.files]) if len(self.files) > 1 else ""
+        for p in self.files:
+            st = os.stat(p)
+            h.update(f"{os.path.relpath(p, common) if common else p.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        if self.attrs is not None:
+            h.update(np.ascontiguousarray(self.attrs.numpy().astype(np.uint8)).tobytes())
+        return h.hexdigest()
+
+
+def source_of(root: str | os.PathLike, split: str, crop: str, img_size: int) -> Source:
+    from celebgan.data import face_transform, list_images
+
+    face_transform(img_size, crop)  # a bad crop name fails here
+    files, attrs, attr_names = list_images(root, split)
+    return Source(files, attrs, attr_names, split, crop, img_size)
+
+
+def record_path(prepared_dir: str | os.PathLike, source: Source) -> Path:
+    return Path(prepared_dir).expanduser() / f"{source.key}.json"
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a prepared split
+
+
+@dataclass
+class Prepared:
+    images: Path  # (N, S, S, 3) uint8 .npy
+    attrs: Path  # (N, A) uint8 .npy
+    attr_names: list[str]
+    num_images: int
+    skipped: list[str]
+
+
+def check_prepared(prepared_dir: str | os.PathLike, source: Source) -> tuple[Prepared | None, str]:
+    """(the prepared split, "") when its record matches `source` and its arrays are whole;
+    (None, "") when there is none; (None, why) when one exists but must not be used."""
+    record = record_path(prepared_dir, source)
+    if not record.is_file():
+        return None, ""
+    try:
+        meta = json.loads(record.read_text())
+        images, attrs = record.parent / meta["images"], record.parent / meta["attrs"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return None, f"its record {record} is unreadable ({err})"
+    if meta.get("format_version") != FORMAT_VERSION:
+        return None, f"it was written by format version {meta.get('format_version')}, this celebgan reads {FORMAT_VERSION}"
+    if meta.get("fingerprint") != source.fingerprint():
+        return None, (f"its source changed: it was built from {meta.get('num_source_files')} files of "
+                      f"{meta.get('root')!r}, and the file list, a file's size or mtime, or the attributes now differ")
+    n, s = meta["num_images"], source.img_size
+    for path, shape in ((images, (n, s, s, 3)), (attrs, (n, len(source.attr_names)))):
+        if not path.is_file():
+            return None, f"{path.name} is missing"
+        try:
+            array = np.load(path, mmap_mode="r")  # reads the header; fails on a file cut short
+        except (OSError, ValueError, SyntaxError) as err:
+            return None, f"{path.name} is damaged ({err})"
+        if array.shape != shape or array.dtype != np.uint8:
+            return None, f"{path.name} is damaged: it holds {array.shape} {array.dtype}, expected {shape} uint8"
+    return Prepared(images, attrs, source.attr_names, n, meta.get("skipped", [])), ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing a prepared split
+
+
+@functools.cache
+def _crop_resize(crop: str, img_size: int):
+    from celebgan.data import face_transform
+
+    return face_transform(img_size, crop, flip=False).transforms[:2]
+
+
+def decode(path: Path, crop: str, img_size: int) -> np.ndarray:
+    """(S, S, 3) uint8: the JPEG path's decoding (face_transform) minus its flip and scaling."""
+    with Image.open(path) as im:
+        img = im.convert("RGB")
+    for t in _crop_resize(crop, img_size):
+        img = t(img)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def _decode_chunk(args) -> tuple[int, list[int]]:
+    """Decode files[start:start+len] into rows of the array at `out`; returns (count, bad indices)."""
+    out, start, files, crop, img_size = args
+    images = np.load(out, mmap_mode="r+")
+    bad = []
+    for i, path in enumerate(files, start):
+        try:
+            images[i] = decode(path, crop, img_size)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            images[i] = 0
+            bad.append(i)
+    images.flush()
+    return len(files), bad
+
+
+def build(source: Source, prepared_dir: str | os.PathLike, *, root: str = "", workers: int = 0,
+          progress: bool = True) -> Prepared:
+    """Decode `source` into a prepared split in `prepared_dir` (workers=0: one per core)."""
+    from tqdm import tqdm
+
+    record = record_path(prepared_dir, source)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    fingerprint = source.fingerprint()
+    n, s = len(source.files), source.img_size
+    stem = f"{source.key}.{fingerprint[:12]}"
+    images_path, attrs_path = record.parent / f"{stem}.images.npy", record.parent / f"{stem}.attrs.npy"
+    tmp_images, tmp_attrs, tmp_record = atomic_path(images_path), atomic_path(attrs_path), atomic_path(record)
+    workers = workers or os.cpu_count() or 1
+    try:
+        np.lib.format.open_memmap(tmp_images, mode="w+", dtype=np.uint8, shape=(n, s, s, 3)).flush()
+        tasks = [(tmp_images, i, source.files[i:i + CHUNK], source.crop, s) for i in range(0, n, CHUNK)]
+        bad: list[int] = []
+        with tqdm(total=n, desc=f"prepare {source.key}", unit="img", disable=not progress) as bar:
+            if workers == 1:
+                results = map(_decode_chunk, tasks)
+            else:
+                # fork starts workers at once; they run PIL only, never torch's thread pools.
+                method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+                pool = multiprocessing.get_context(method).Pool(min(workers, len(tasks)))
+                results = pool.imap_unordered(_decode_chunk, tasks)
+            try:
+                for count, chunk_bad in results:
+                    bad += chunk_bad
+                    bar.update(count)
+            finally:
+                if workers != 1:
+                    pool.terminate()
+        attrs = (source.attrs.numpy() if source.attrs is not None else np.zeros((n, 0))).astype(np.uint8)
+        skipped = []
+        if bad:
+            bad_set = set(bad)
+            skipped = [str(source.files[i]) for i in sorted(bad)]
+            log.warning("Skipping %d unreadable images: %s", len(bad), ", ".join(skipped[:10]))
+            keep = np.array([i for i in range(n) if i not in bad_set], dtype=np.int64)
+            _compact(tmp_images, keep)
+            attrs, n = attrs[keep], len(keep)
+        if n == 0:
+            raise UserError(f"None of the {len(source.files)} images could be read (first: {source.files[0]}).")
+        with open(tmp_attrs, "wb") as f:  # a file object: np.save would append .npy to the name
+            np.save(f, attrs)
+        os.replace(tmp_images, images_path)
+        os.replace(tmp_attrs, attrs_path)
+        meta = {
+            "format_version": FORMAT_VERSION, "fingerprint": fingerprint, "root": str(root),
+            "split": source.split, "crop": source.crop, "img_size": s, "num_images": n,
+            "num_source_files": len(source.files), "attr_names": source.attr_names, "skipped": skipped,
+            "images": images_path.name, "attrs": attrs_path.name,
+        }
+        tmp_record.write_text(json.dumps(meta, indent=1))
+        old = _referenced(record)
+        os.replace(tmp_record, record)  # the switch: from here on the new build is the one in use
+    finally:
+        for tmp in (tmp_images, tmp_attrs, tmp_record):
+            tmp.unlink(missing_ok=True)
+    for name in old - {images_path.name, attrs_path.name}:
+        (record.parent / name).unlink(missing_ok=True)
+    log.info("Prepared %d images of split %r at %dpx (%s crop) into %s", n, source.split, s, source.crop, images_path)
+    return Prepared(images_path, attrs_path, source.attr_names, n, skipped)
+
+
+def _referenced(record: Path) -> set[str]:
+    try:
+        meta = json.loads(record.read_text())
+        return {meta["images"], meta["attrs"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+
+
+def _compact(path: Path, keep: np.ndarray) -> None:
+    """Rewrite the array at `path` with only the rows in `keep`, through a second temporary file."""
+    images = np.load(path, mmap_mode="r")
+    tmp = path.with_name(path.name + ".compact")
+    try:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(keep), *images.shape[1:]))
+        for i in range(0, len(keep), 4096):
+            out[i:i + 4096] = images[keep[i:i + 4096]]
+        out.flush()
+        del out, images
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def prepare(root: str, split: str, crop: str, img_size: int, prepared_dir: str, *, workers: int = 0,
+            force: bool = False, progress: bool = True) -> Prepared:
+    """The prepared split for these settings: the existing one when it matches, else a new build."""
+    source = source_of(root, split, crop, img_size)
+    if not force:
+        prepared, why = check_prepared(prepared_dir, source)
+        if prepared is not None:
+            log.info("Up to date: %s (%d images)", record_path(prepared_dir, source), prepared.num_images)
+            return prepared
+        if why:
+            log.info("Rebuilding %s: %s", record_path(prepared_dir, source), why)
+    return build(source, prepared_dir, root=str(root), workers=workers, progress=progress)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from hydra import compose, initialize_config_dir
+
+    parser = argparse.ArgumentParser(
+        description="Decode a CelebA split once into a memory-mappable uint8 array (see data.prepared_dir).",
+        epilog="Other arguments are Hydra overrides, as for celebgan.train: data=celeba32 data.crop=face ...")
+    parser.add_argument("--workers", type=int, default=0, help="decoding processes (default: one per core)")
+    parser.add_argument("--force", action="store_true", help="rebuild even when the prepared file is up to date")
+    args, overrides = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    conf_dir = str(Path(__file__).resolve().parents[2] / "conf")
+    with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    data = cfg.data
+    try:
+        if "root" not in data:
+            raise UserError(f"data={data._target_} needs no preparing: only CelebA data (data=celeba64, "
+                            "data=celeba32) is read from image files.")
+        prepare(data.root, data.split, data.crop, data.img_size, data.prepared_dir,
+                workers=args.workers, force=args.force)
+    except UserError as err:
+        log.error("%s", err)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""Prepared CelebA arrays: content, fingerprints, damage and interrupted builds."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from celebgan import prepare as prep
+from celebgan.batches import ArrayFaces
+from celebgan.data import CelebADataModule, ImageFiles, face_transform, list_images
+from celebgan.errors import UserError
+from conftest import make_celeba
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def build_files(prepared_dir: Path) -> list[str]:
+    return sorted(p.name for p in prepared_dir.iterdir())
+
+
+def datamodule(root, prepared_dir, prepared="auto", **kw):
+    return CelebADataModule(root=str(root), img_size=16, batch_size=2, num_workers=0, prepared=prepared,
+                            prepared_dir=str(prepared_dir), **kw)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_round_trip_matches_the_jpeg_path(celeba_root, tmp_path, workers):
+    out = tmp_path / "prepared"
+    prepared = prep.prepare(str(celeba_root), "all", "face", 16, str(out), workers=workers, progress=False)
+    files, attrs, names = list_images(celeba_root, "all")
+    images = np.load(prepared.images)
+    assert images.shape == (len(files), 16, 16, 3) and images.dtype == np.uint8
+    jpeg = ImageFiles(files, attrs, face_transform(16, "face", flip=False))
+    for i in range(len(files)):
+        expected = jpeg[i][0].add(1).mul(127.5)  # (3, S, S) back to 0..255
+        got = torch.from_numpy(images[i]).permute(2, 0, 1).float()
+        assert (got - expected).abs().max() <= 1.0  # one uint8 step: rounding of the [-1, 1] scaling
+    assert torch.equal(torch.from_numpy(np.load(prepared.attrs)).long(), attrs)
+    assert prepared.attr_names == names
+
+
+def test_training_uses_a_matching_prepared_file_and_says_so(celeba_root, tmp_path, caplog):
+    out = tmp_path / "prepared"
+    dm = datamodule(celeba_root, out)
+    with caplog.at_level("INFO"):
+        dm.setup("fit")
+    assert isinstance(dm.train_set, ImageFiles)  # none yet: the JPEGs, with a hint
+    assert "celebgan.prepare" in caplog.text
+
+    prep.prepare(str(celeba_root), "train", "full", 16, str(out), workers=1, progress=False)
+    caplog.clear()
+    dm = datamodule(celeba_root, out)
+    with caplog.at_level("INFO"):
+        dm.setup("fit")
+    assert isinstance(dm.train_set, ArrayFaces) and len(dm.train_set) == 3
+    assert "prepared file" in caplog.text
+    images, attrs = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())))
+    assert images.shape == (2, 3, 16, 16) and images.dtype == torch.float32 and attrs.shape == (2, 4)
+
+    assert isinstance(datamodule(celeba_root, out, prepared=False).build_dataset(), ImageFiles)
+
+
+def test_a_changed_source_is_refused_and_rebuilt_on_request(celeba_root, tmp_path):
+    out = tmp_path / "prepared"
+    first = prep.prepare(str(celeba_root), "train", "full", 16, str(out), workers=1, progress=False)
+    image = celeba_root / "celeba" / "img_align_celeba" / "000002.jpg"
+    st = image.stat()
+    os.utime(image, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the file was replaced
+
+    source = prep.source_of(celeba_root, "train", "full", 16)
+    prepared, why = prep.check_prepared(out, source)
+    assert prepared is None and "source changed" in why
+    with pytest.raises(UserError, match="(?s)celebgan.prepare.*data.prepared=true"):
+        datamodule(celeba_root, out).setup("fit")
+
+    dm = datamodule(celeba_root, out, prepared=True)
+    dm.setup("fit")  # rebuilds
+    assert isinstance(dm.train_set, ArrayFaces)
+    assert prep.check_prepared(out, source)[0] is not None
+    assert not first.images.exists()  # the old build is gone, the new one replaced it
+    assert build_files(out) == sorted([dm.train_set.path.name, dm.train_set.path.name.replace("images", "attrs"),
+                                       "celeba_train_full_16.json"])
+
+
+def test_a_damaged_file_is_refused(celeba_root, tmp_path):
+    out = tmp_path / "prepared"
+    prepared = prep.prepare(str(celeba_root), "train", "full", 16, str(out), workers=1, progress=False)
+    with open(prepared.images, "r+b") as f:
+        f.truncate(prepared.images.stat().st_size - 100)
+    prepared, why = prep.check_prepared(out, prep.source_of(celeba_root, "train", "full", 16))
+    assert prepared is None and "damaged" in why
+    with pytest.raises(UserError, match="damaged"):
+        datamodule(celeba_root, out).setup("fit")
+
+    (out / "celeba_train_full_16.json").write_text("{not json")
+    with pytest.raises(UserError, match="unreadable"):
+        datamodule(celeba_root, out).setup("fit")
+
+
+def test_an_unreadable_image_is_left_out(celeba_root, tmp_path):
+    (celeba_root / "celeba" / "img_align_celeba" / "000002.jpg").write_bytes(b"not a jpeg")
+    prepared = prep.prepare(str(celeba_root), "train", "full", 16, str(tmp_path / "p"), workers=1, progress=False)
+    assert prepared.num_images == 2 and prepared.skipped[0].endswith("000002.jpg")
+    assert np.load(prepared.images).shape == (2, 16, 16, 3)
+    files, attrs, _ = list_images(celeba_root, "train")
+    assert torch.equal(torch.from_numpy(np.load(prepared.attrs)).long(), attrs[[0, 2]])
+
+
+def test_an_error_mid_build_leaves_the_previous_build_in_place(celeba_root, tmp_path, monkeypatch):
+    out = tmp_path / "prepared"
+    prep.prepare(str(celeba_root), "train", "full", 16, str(out), workers=1, progress=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    calls = []
+
+    def failing_decode(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # as if stopped mid-build
+        return np.zeros((16, 16, 3), np.uint8)
+
+    monkeypatch.setattr(prep, "decode", failing_decode)
+    with pytest.raises(KeyboardInterrupt):
+        prep.prepare(str(celeba_root), "train", "full", 16, str(out), workers=1, force=True, progress=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no temporary left, nothing changed
+
+
+def test_a_killed_build_leaves_no_half_file_in_place(tmp_path):
+    root = tmp_path / "celeba_root"
+    make_celeba(root, per_split=20)
+    out = tmp_path / "prepared"
+    # The child decodes slowly, so the kill lands while the temporary array is half written.
+    script = (
+        "import sys, time; from celebgan import prepare as p\n"
+        "decode = p.decode\n"
+        "p.decode = lambda *a: (time.sleep(0.2), decode(*a))[1]\n"
+        f"p.prepare({str(root)!r}, 'train', 'full', 16, {str(out)!r}, workers=1, progress=False)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": SRC})
+    deadline = time.monotonic() + 120
+    while not any(".tmp" in p.name for p in out.glob("*")) and time.monotonic() < deadline:
+        assert child.poll() is None, "the build ended before it could be killed"
+        time.sleep(0.05)
+    time.sleep(0.5)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    names = build_files(out)
+    assert names and all(".tmp" in n for n in names)  # only the temporary exists, under its own name
+    source = prep.source_of(root, "train", "full", 16)
+    assert prep.check_prepared(out, source) == (None, "")  # so training sees no prepared file
+    prepared = prep.prepare(str(root), "train", "full", 16, str(out), workers=1, progress=False)
+    assert prepared.num_images == 20
+
+
+def test_prepare_command(celeba_root, tmp_path, caplog):
+    out = tmp_path / "prepared"
+    args = ["data=celeba32", f"data.root={celeba_root}", "data.img_size=16", f"data.prepared_dir={out}", "--workers", "1"]
+    prep.main(args)
+    meta = json.loads((out / "celeba_train_full_16.json").read_text())
+    assert meta["num_images"] == 3 and meta["img_size"] == 16
+    with caplog.at_level("INFO"):
+        prep.main(args)
+    assert "Up to date" in caplog.text
+
+    with pytest.raises(SystemExit) as exit_:
+        prep.main([*args, f"data.root={tmp_path / 'nowhere'}"])
+    assert exit_.value.code == 2 and "not found" in caplog.text
