@@ -41,7 +41,7 @@ clean:  ## remove caches (outputs/ is kept)
 	rm -rf .pytest_cache src/*.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-.PHONY: sample plot bench-quality
+.PHONY: sample plot
 sample:  ## look at a checkpoint, e.g. make sample ARGS="ckpt=RUN/checkpoints/last.ckpt mode=interpolate"
 	$(PY) -m celebgan.sample $(ARGS)
 

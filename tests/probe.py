@@ -42,7 +42,8 @@ class Poison(Callback):
     def on_train_epoch_start(self, trainer, pl_module):
         if trainer.current_epoch == self.at_epoch:
             with torch.no_grad():
-                next(pl_module.discriminator.parameters()).view(-1)[0] = float("nan")
+                weight = next(pl_module.discriminator.parameters())
+                weight[(0,) * weight.dim()] = float("nan")
 
 
 class Exploit:

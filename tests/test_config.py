@@ -7,6 +7,7 @@ import torch
 
 from celebgan.data import CelebADataModule, SyntheticDataModule
 from celebgan.module import GAN
+from celebgan.train import default_precision
 from conftest import compose_config
 
 MODELS = sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "model").glob("*.yaml"))
@@ -32,7 +33,8 @@ def test_every_combination_composes_and_instantiates(tmp_path, model, data):
         x = gan.generator(torch.randn(2, gan.generator.nz))
         assert x.shape == (2, 3, size, size)
         assert gan.discriminator.eval()(x).shape == (2,)
-    trainer = hydra.utils.instantiate(cfg.trainer, logger=False)
+    precision = default_precision(cfg.trainer.accelerator)  # what train() does with precision=auto
+    trainer = hydra.utils.instantiate(cfg.trainer, logger=False, precision=precision)
     assert trainer.max_epochs == cfg.trainer.max_epochs
 
 

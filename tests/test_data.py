@@ -185,7 +185,9 @@ def test_synthetic_attributes_are_celeba_style_and_varied():
 def test_synthetic_datamodule_batches(tmp_path):
     m = SyntheticDataModule(num_images=32, img_size=16, batch_size=8, num_workers=0)
     m.setup("fit")
-    x, attrs = next(iter(m.train_dataloader()))
-    assert x.shape == (8, 3, 16, 16) and x.min() >= -1 and x.max() <= 1
+    raw, attrs = next(iter(m.train_dataloader()))
+    assert raw.dtype == torch.uint8  # converted on the training device, after the transfer
+    x, attrs = m.on_after_batch_transfer((raw, attrs))
+    assert x.shape == (8, 3, 16, 16) and x.dtype == torch.float32 and x.min() >= -1 and x.max() <= 1
     assert attrs.shape == (8, len(ATTR_NAMES))
     assert m.attr_names == ATTR_NAMES
