@@ -26,7 +26,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
 from celebgan.data import SyntheticDataModule
-from celebgan.evaluate import load_checkpoint
+from celebgan.checkpoint import load_gan
 from celebgan.metrics import FeatureDistances, InceptionFeatures, RealFeatureCache, generator_features
 from celebgan.train import train
 
@@ -102,7 +102,7 @@ def main() -> None:
             t0 = time.monotonic()
             train(cfg)
             train_s = time.monotonic() - t0
-            gan, _ = load_checkpoint(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
+            gan, _ = load_gan(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
             rows.append((variant, f"{train_s / 60:.1f}",
                          score(generator_features(gan, extractor, n, batch_size=50))))
             print(f"{variant}: trained in {train_s:.0f} s, FID {rows[-1][2]['fid']:.2f}", flush=True)

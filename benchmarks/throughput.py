@@ -175,7 +175,6 @@ def row_data_jpeg(work: Path, s: dict) -> dict:
             yield x.to(DEVICE, non_blocking=True)
 
     rate = timed_epochs(epoch)
-    del loader
     return {"images_per_s": rate, "notes": f"ImageFolder + PIL, num_workers={CORES}"}
 
 

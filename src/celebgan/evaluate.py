@@ -15,28 +15,11 @@ import torch
 from omegaconf import DictConfig
 
 from celebgan.callbacks import atomic_path
+from celebgan.checkpoint import build_datamodule, load_gan
 from celebgan.errors import UserError
 from celebgan.metrics import FeatureDistances, RealFeatureCache, generator_features, precision_recall
 
 log = logging.getLogger(__name__)
-
-
-def load_checkpoint(path: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
-    """(the GAN of a celebgan checkpoint with its weights loaded, the run's config)."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise UserError(f"Checkpoint not found: ckpt={str(path)!r}. Pass a file written by celebgan.train, "
-                        "e.g. ckpt=outputs/runs/RUN/checkpoints/best.ckpt.")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise UserError(f"{path} could not be read as a checkpoint ({err}).") from err
-    config = ckpt.get("celebgan_config") if isinstance(ckpt, dict) else None
-    if config is None:
-        raise UserError(f"{path} holds no celebgan_config: it was not written by celebgan.train.")
-    model = hydra.utils.instantiate(config["model"])
-    model.load_state_dict(ckpt["state_dict"])
-    return model.eval(), config
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -44,11 +27,8 @@ def evaluate(cfg: DictConfig) -> dict:
     for key in ("n_samples", "pr_samples"):
         if cfg[key] < 2:
             raise UserError(f"{key}={cfg[key]} must be at least 2.")
-    model, config = load_checkpoint(cfg.ckpt)
-    data_cfg = dict(config["data"])
-    if cfg.data_root is not None:
-        data_cfg["root"] = cfg.data_root
-    datamodule = hydra.utils.instantiate(data_cfg)
+    model, config = load_gan(cfg.ckpt)
+    datamodule = build_datamodule(config, root=cfg.data_root)
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                           "cpu" if cfg.device == "auto" else cfg.device)
     extractor = hydra.utils.instantiate(cfg.metrics.feature_extractor)().to(device)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from lightning import Callback, LightningModule, Trainer
 from torch import nn
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 

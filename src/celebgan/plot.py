@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     unknown = set(args) - {"run", "out", "smoothing"}
     try:
         if "run" not in args or unknown:
-            raise UserError(f"Usage: python -m celebgan.plot run=RUN_DIR [out=PATH] [smoothing=0.9]"
+            raise UserError("Usage: python -m celebgan.plot run=RUN_DIR [out=PATH] [smoothing=0.9]"
                             + (f"; unknown keys: {sorted(unknown)}" if unknown else ""))
         out = plot_run(str(args.run), args.get("out"), float(args.get("smoothing", 0.9)))
     except UserError as err:
