@@ -121,7 +121,8 @@ def main() -> None:
         f"(batch {args.batch_size}, {args.num_images // args.batch_size * args.epochs} steps); "
         f"FID and KID ({kid_subset}-sample subsets) of {n} EMA-generator images against {n} held-out "
         f"real images (split=test), features of {extractor.name}. FIDs of {n} samples are biased "
-        "upwards: compare rows, not with published numbers.",
+        "upwards: compare rows, not with published numbers."
+        + (" With subsets as large as the sample, KID's spread over subsets is 0." if kid_subset >= n else ""),
         "",
         "| model | train (min) | FID | KID x 1000 |",
         "|---|---:|---:|---:|",
@@ -129,8 +130,9 @@ def main() -> None:
           for name, minutes, r in rows],
         "",
         f"Best variant: **{best[0]}**, FID {best[2]['fid']:.2f} against {second[2]['fid']:.2f} for "
-        f"{second[0]}, the runner-up ({second[2]['fid'] / best[2]['fid']:.2f}x), and "
-        f"{next(r[2]['fid'] for r in rows if r[0] == 'vanilla'):.2f} for vanilla.",
+        f"{second[0]}, the runner-up ({second[2]['fid'] / best[2]['fid']:.2f}x)"
+        + ("." if "vanilla" in (best[0], second[0]) else
+           f", and {next(r[2]['fid'] for r in rows if r[0] == 'vanilla'):.2f} for vanilla."),
         "",
     ]
     table = "\n".join(lines)

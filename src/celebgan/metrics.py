@@ -326,6 +326,10 @@ class QualityMetrics(Callback):
         return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.extractor is not None and pl_module.device.type == "cpu" and self.n_samples >= 1000:
+            log.warning("FID/KID on a CPU: Inception runs at a few images/s, so each evaluation of "
+                        "metrics.n_samples=%d images takes tens of minutes. On a CPU use metrics=none "
+                        "or lower metrics.n_samples.", self.n_samples)
         if self.extractor is not None:
             with self._rng_kept(pl_module.device):
                 self._load_real(trainer, pl_module)
