@@ -54,7 +54,9 @@ def find_layout(root: str | os.PathLike) -> Layout:
     """Which of the accepted layouts `root` holds, or one UserError that lists them."""
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise UserError(f"CelebA folder not found: data.root={str(root)!r} does not exist.\n{LAYOUTS_HELP}")
+        where = "" if root.is_absolute() else f" (from {Path.cwd()})"
+        raise UserError(f"CelebA folder not found: data.root={str(root)!r}{where} does not exist. Point "
+                        f"data.root (or CELEBA_ROOT) at your copy.\n{LAYOUTS_HELP}")
     # torchvision's layout, with root pointing at the folder above `celeba/` or at `celeba/` itself.
     for base in (root / "celeba", root):
         if (base / "img_align_celeba").is_dir() and not (base / "img_align_celeba" / "img_align_celeba").is_dir():
