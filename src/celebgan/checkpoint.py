@@ -12,18 +12,31 @@ from celebgan.errors import UserError
 from celebgan.module import GAN
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint dict of a celebgan training run, or one UserError that says what is wrong."""
+def load_checkpoint(path: str | Path, *, hint: str = "") -> dict[str, Any]:
+    """torch.load with weights_only=True: tensors and plain containers only, so a checkpoint from an
+    untrusted place cannot run code while it loads. Every bad file is one UserError; `hint` ends
+    the not-found message (what to pass instead)."""
     path = Path(path).expanduser()
     if not path.is_file():
-        hint = " (a run keeps it at RUN_DIR/checkpoints/last.ckpt)" if path.is_dir() else ""
-        raise UserError(f"Checkpoint not found: ckpt={str(path)!r} is not a file{hint}.")
+        where = " (a run keeps it at RUN_DIR/checkpoints/last.ckpt)" if path.is_dir() else ""
+        raise UserError(f"Checkpoint not found: {str(path)!r} is not a file{where}.{hint}")
     try:
-        # weights_only: a checkpoint is data, never code to run.
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, OSError) as err:
-        raise UserError(f"ckpt={str(path)!r} is not a readable PyTorch checkpoint ({type(err).__name__}). "
-                        "Point ckpt at a checkpoints/*.ckpt file written by celebgan.train.") from None
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as err:
+        if "Weights only load failed" not in str(err):  # not a pickle at all
+            raise UserError(f"{str(path)!r} is not a readable PyTorch checkpoint ({err}).") from None
+        raise UserError(
+            f"Refusing to load {path}: it holds objects other than tensors and plain containers, "
+            f"which could run code on load ({str(err).splitlines()[0]}). "
+            "Only checkpoints written by celebgan load; do not trust this file.") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
+        raise UserError(f"{str(path)!r} is not a readable PyTorch checkpoint (truncated or corrupt?): "
+                        f"{str(err).splitlines()[0]}") from None
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint dict of a celebgan training run, or one UserError that says what is wrong."""
+    ckpt = load_checkpoint(path, hint=" Point ckpt at a checkpoints/*.ckpt file written by celebgan.train.")
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise UserError(f"ckpt={str(path)!r} is not a Lightning checkpoint (no state_dict). "
                         "Point ckpt at a checkpoints/*.ckpt file written by celebgan.train.")

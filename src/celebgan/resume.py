@@ -1,9 +1,7 @@
 """Continuing a run exactly: which checkpoint to resume (`resume=PATH` or `resume=auto`), whether it
 fits the current config, and the RNG streams that Lightning does not save."""
 import logging
-import pickle
 import random
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +9,7 @@ import torch
 import torch.distributed as dist
 from lightning import Callback
 
+from celebgan.checkpoint import load_checkpoint
 from celebgan.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -18,24 +17,6 @@ log = logging.getLogger(__name__)
 # Keys that may differ between a checkpoint and the run resuming it: where the data lives and how
 # it is loaded change nothing in what is trained.
 LOADING_KEYS = {"data.root", "data.num_workers", "data.pin_memory"}
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    """torch.load with weights_only=True: tensors and plain containers only, so a checkpoint from an
-    untrusted place cannot run code while it loads. Bad files raise a UserError."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"Checkpoint not found: {str(path)!r}. Pass the path of a .ckpt file "
-                        "(RUN_DIR/checkpoints/last.ckpt) or resume=auto for the newest run of this config.")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except pickle.UnpicklingError as err:
-        raise UserError(
-            f"Refusing to load {path}: it holds objects other than tensors and plain containers, "
-            f"which could run code on load ({str(err).splitlines()[0]}). "
-            "Only checkpoints written by celebgan load; do not trust this file.") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as err:
-        raise UserError(f"{path} is not a readable checkpoint (truncated or corrupt?): {err}") from None
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -79,7 +60,8 @@ def find_latest(runs_root: Path, current: dict, exclude: Path | None = None) -> 
         if exclude is not None and path.parents[1] == exclude:
             continue
         try:
-            saved = load_checkpoint(path).get("celebgan_config")
+            saved = load_checkpoint(path, hint=" Pass the path of a .ckpt file (RUN_DIR/checkpoints/last.ckpt) "
+                            "or resume=auto for the newest run of this config.").get("celebgan_config")
         except UserError as err:
             log.warning("resume=auto skips %s: %s", path, err)
             continue
@@ -104,7 +86,8 @@ def resolve(resume: str | None, config: dict) -> tuple[str | None, Path | None]:
         log.info("resume=auto: continuing %s", path)
     else:
         path = Path(resume).expanduser().resolve()
-    saved = load_checkpoint(path).get("celebgan_config")
+    saved = load_checkpoint(path, hint=" Pass the path of a .ckpt file (RUN_DIR/checkpoints/last.ckpt) "
+                            "or resume=auto for the newest run of this config.").get("celebgan_config")
     if saved is None:
         raise UserError(f"{path} was not written by celebgan (it has no celebgan_config); it cannot be resumed.")
     check_compatible(path, saved, config)
