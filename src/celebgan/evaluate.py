@@ -7,7 +7,6 @@ protocol with the numbers and writes them as JSON.
 import json
 import logging
 import os
-import sys
 from pathlib import Path
 
 import hydra
@@ -16,7 +15,7 @@ from omegaconf import DictConfig
 
 from celebgan.callbacks import atomic_path
 from celebgan.checkpoint import build_datamodule, load_gan
-from celebgan.errors import UserError
+from celebgan.errors import UserError, exit_on_user_error
 from celebgan.metrics import FeatureDistances, RealFeatureCache, generator_features, precision_recall
 
 log = logging.getLogger(__name__)
@@ -82,11 +81,8 @@ def evaluate(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    try:
+    with exit_on_user_error(log):
         evaluate(cfg)
-    except UserError as err:
-        log.error("%s", err)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw, ImageFont
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from celebgan.callbacks import atomic_path
-from celebgan.errors import UserError
+from celebgan.errors import UserError, exit_on_user_error
 
 log = logging.getLogger(__name__)
 
@@ -128,14 +128,11 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = OmegaConf.from_cli(sys.argv[1:] if argv is None else argv)
     unknown = set(args) - {"run", "out", "smoothing"}
-    try:
+    with exit_on_user_error(log):
         if "run" not in args or unknown:
             raise UserError("Usage: python -m celebgan.plot run=RUN_DIR [out=PATH] [smoothing=0.9]"
                             + (f"; unknown keys: {sorted(unknown)}" if unknown else ""))
         out = plot_run(str(args.run), args.get("out"), float(args.get("smoothing", 0.9)))
-    except UserError as err:
-        log.error("%s", err)
-        sys.exit(2)
     log.info("Wrote %s", out)
 
 

@@ -19,7 +19,6 @@ import json
 import logging
 import multiprocessing
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import torch
 from PIL import Image
 
 from celebgan.callbacks import atomic_path
-from celebgan.errors import UserError
+from celebgan.errors import UserError, exit_on_user_error
 
 log = logging.getLogger(__name__)
 
@@ -269,15 +268,12 @@ def main(argv: list[str] | None = None) -> None:
     with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
     data = cfg.data
-    try:
+    with exit_on_user_error(log):
         if "root" not in data:
             raise UserError(f"data={data._target_} needs no preparing: only CelebA data (data=celeba64, "
                             "data=celeba32) is read from image files.")
         prepare(data.root, data.split, data.crop, data.img_size, data.prepared_dir,
                 workers=args.workers, force=args.force)
-    except UserError as err:
-        log.error("%s", err)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

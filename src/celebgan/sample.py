@@ -6,7 +6,6 @@ Every image comes from the EMA generator in eval mode; latents come from `seed` 
 import logging
 import os
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from tqdm import tqdm
 
 from celebgan.callbacks import atomic_path
 from celebgan.checkpoint import build_datamodule, load_gan
-from celebgan.errors import UserError
+from celebgan.errors import UserError, exit_on_user_error
 from celebgan.module import GAN
 
 log = logging.getLogger(__name__)
@@ -198,11 +197,8 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="sample")
 def main(cfg: DictConfig) -> None:
-    try:
+    with exit_on_user_error(log):
         sample(cfg)
-    except UserError as err:
-        log.error("%s", err)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@
 train(cfg) holds the logic (tests call it with a composed config); main() is the Hydra wrapper.
 """
 import logging
-import sys
 
 import hydra
 import lightning as L
@@ -14,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from celebgan import resume
 from celebgan.callbacks import AtomicCheckpointIO, RunConfig
-from celebgan.errors import UserError
+from celebgan.errors import UserError, exit_on_user_error
 from celebgan.guards import check_devices
 from celebgan.hparams import FinalMetrics, log_hparams
 
@@ -81,15 +80,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    try:
+    with exit_on_user_error(log):
         train(cfg)
-    except (UserError, InstantiationException) as err:
-        # Hydra wraps errors raised by the constructors it calls; a UserError inside is still one.
-        cause = err if isinstance(err, UserError) else err.__cause__
-        if not isinstance(cause, UserError):
-            raise
-        log.error("%s", cause)
-        sys.exit(2)
 
 
 if __name__ == "__main__":
