@@ -31,10 +31,10 @@ def test_d_sees_a_real_batch_then_a_separate_fake_batch_then_g_step(make_cfg):
 
 @pytest.mark.parametrize("real_label", [1.0, 0.9])
 def test_real_label_reaches_the_d_loss(make_cfg, real_label):
-    gan, dm, trainer = fit_steps(make_cfg, 1, f"model.real_label={real_label}")
+    gan, dm, trainer = fit_steps(make_cfg, 1, f"model.d_loss.real_label={real_label}")
     seen = []
-    loss = gan.d_loss
-    gan.d_loss = lambda r, f, t: seen.append(t) or loss(r, f, t)
+    loss = gan.d_loss_fn
+    gan.d_loss_fn = lambda r, f: seen.append(loss.keywords["real_label"]) or loss(r, f)
     trainer.fit(gan, datamodule=dm)
     assert seen == [real_label]
 
@@ -62,9 +62,9 @@ def test_fixed_latents_are_a_buffer_drawn_once(make_cfg):
 def test_bad_model_values_are_clear_errors(make_cfg):
     from celebgan.train import instantiate
 
-    with pytest.raises(UserError, match="model.objective='wgan'"):
-        instantiate(make_cfg("model.objective=wgan").model)
-    with pytest.raises(UserError, match="only applies to the bce objective"):
-        instantiate(make_cfg("model.objective=hinge", "model.real_label=0.9").model)
-    with pytest.raises(UserError, match="must lie in"):
-        instantiate(make_cfg("model.real_label=1.5").model)
+    with pytest.raises(UserError, match="model.n_dis=0"):
+        instantiate(make_cfg("model.n_dis=0").model)
+    with pytest.raises(UserError, match="model.augment='colour'.*unknown DiffAugment op"):
+        instantiate(make_cfg("model.augment=colour").model)
+    with pytest.raises(UserError, match="model.instance_noise"):
+        instantiate(make_cfg("model.instance_noise=0.1").model)

@@ -54,7 +54,7 @@ class NonFiniteGuard(Callback):
         if self.first_bad is None:
             self.first_bad = torch.full((), -1, dtype=torch.long, device=losses.device)
             self.bad_values = torch.zeros_like(losses)
-        step = trainer.global_step // 2  # two optimizer steps per training step
+        step = pl_module.steps_done
         new = (~torch.isfinite(losses).all()) & (self.first_bad < 0)
         self.first_bad = torch.where(new, torch.full_like(self.first_bad, step), self.first_bad)
         self.bad_values = torch.where(new, losses, self.bad_values)

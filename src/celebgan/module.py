@@ -1,6 +1,8 @@
 """The GAN LightningModule: alternating D and G steps under manual optimization."""
 import copy
-from collections.abc import Callable
+import functools
+import inspect
+from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 
 import torch
@@ -10,7 +12,16 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from celebgan.errors import UserError
-from celebgan.losses import OBJECTIVES
+from celebgan.augment import DiffAugment
+from celebgan.losses import d_bce, g_nonsaturating
+
+
+def plain_partial(fn: Callable) -> Callable:
+    """A Hydra partial as a plain functools.partial. Hydra's own re-checks its target policy on
+    every call (about 2 ms on a CPU), too slow for a function called every training step."""
+    if isinstance(fn, functools.partial):
+        return functools.partial(fn.func, *fn.args, **fn.keywords)
+    return fn
 
 
 class GAN(LightningModule):
@@ -18,8 +29,12 @@ class GAN(LightningModule):
 
     generator / discriminator: the networks (Hydra builds them from model.generator / .discriminator).
     g_optimizer / d_optimizer: partial optimizers, bound to each network's parameters here.
-    objective: a key of celebgan.losses.OBJECTIVES ("bce" is the paper's).
-    real_label: target of real images in the D loss; 0.9 is one-sided label smoothing.
+    d_loss / g_loss: the objective, functions of D's logits from celebgan.losses (config group
+        model/loss). A G loss with a `real_logits` parameter (RpGAN) also gets D's real logits.
+    penalties: named gradient penalties from celebgan.penalties (model/penalty), each added to the D
+        loss on one D step in its `every`, times `every`.
+    augment: a DiffAugment policy ("color,translation,cutout") applied to every image D sees; "" is off.
+    n_dis: D steps per G step; each D step takes a fresh real batch (WGAN-GP's critic iterations).
     ema_half_life: half-life of the generator EMA in images (StyleGAN's 10k); 0 turns EMA off.
     ema_rampup: early on, the half-life is at most this fraction of the images seen so far, so the
         EMA does not drag the random initial weights along (StyleGAN's 0.05); null disables it.
@@ -29,6 +44,8 @@ class GAN(LightningModule):
     lr_scheduler: a partial LR scheduler, one built per optimizer and stepped once per epoch
         (e.g. StepLR, or LinearLR to 0 over the run); None keeps the learning rates constant.
     compile: torch.compile G and D (in place: checkpoints keep their plain parameter names).
+
+    A training step is one real batch: one D step, and a G step on every n_dis-th.
     """
 
     def __init__(
@@ -38,8 +55,11 @@ class GAN(LightningModule):
         discriminator: nn.Module,
         g_optimizer: Callable[..., torch.optim.Optimizer],
         d_optimizer: Callable[..., torch.optim.Optimizer],
-        objective: str = "bce",
-        real_label: float = 1.0,
+        d_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = d_bce,
+        g_loss: Callable[..., torch.Tensor] = g_nonsaturating,
+        penalties: Mapping[str, Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]] | None = None,
+        augment: str = "",
+        n_dis: int = 1,
         ema_half_life: float = 10_000,
         ema_rampup: float | None = 0.05,
         num_fixed: int = 64,
@@ -50,20 +70,20 @@ class GAN(LightningModule):
         compile: bool = False,
     ):
         super().__init__()
-        if objective not in OBJECTIVES:
-            raise UserError(f"model.objective={objective!r} is not one of {sorted(OBJECTIVES)}.")
-        if objective != "bce" and real_label != 1.0:
-            raise UserError(f"model.real_label={real_label} (label smoothing) only applies to the bce objective.")
-        if not 0.0 < real_label <= 1.0:
-            raise UserError(f"model.real_label={real_label} must lie in (0, 1]; 0.9 is one-sided label smoothing.")
         if generator.img_size != discriminator.img_size:
             raise UserError(f"generator.img_size={generator.img_size} differs from "
                             f"discriminator.img_size={discriminator.img_size}.")
         if instance_noise < 0 or (instance_noise > 0 and instance_noise_steps <= 0):
             raise UserError(f"model.instance_noise={instance_noise} needs instance_noise >= 0 and, when on, "
                             f"model.instance_noise_steps > 0 (got {instance_noise_steps}).")
-        self.save_hyperparameters(ignore=["generator", "discriminator", "g_optimizer", "d_optimizer", "lr_scheduler"],
-                                  logger=False)
+        if not isinstance(n_dis, int) or n_dis < 1:
+            raise UserError(f"model.n_dis={n_dis!r} must be a whole number >= 1 (D steps per G step).")
+        try:
+            self.augment = DiffAugment(augment or "")
+        except ValueError as err:
+            raise UserError(f"model.augment={augment!r}: {err}.") from None
+        self.save_hyperparameters(ignore=["generator", "discriminator", "g_optimizer", "d_optimizer", "d_loss",
+                                          "g_loss", "penalties", "lr_scheduler"], logger=False)
         self.automatic_optimization = False
         # channels_last: the memory format whose convolution kernels are fastest on tensor cores
         # and in oneDNN on CPU; inputs are converted to it in training_step.
@@ -71,10 +91,12 @@ class GAN(LightningModule):
         discriminator.to(memory_format=torch.channels_last)
         self.generator, self.discriminator = generator, discriminator
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
+        self.d_loss_fn, self.g_loss_fn = plain_partial(d_loss), plain_partial(g_loss)
+        self.g_loss_needs_real = "real_logits" in inspect.signature(g_loss).parameters
+        self.penalties = dict(penalties or {})
+        self.n_dis = n_dis
         self.lr_scheduler = lr_scheduler
         self.instance_noise, self.instance_noise_steps = instance_noise, instance_noise_steps
-        self.d_loss, self.g_loss = OBJECTIVES[objective]
-        self.real_label = real_label
         self.ema_half_life, self.ema_rampup = ema_half_life, ema_rampup
         self.generator_ema = copy.deepcopy(generator).requires_grad_(False) if ema_half_life > 0 else None
         fixed_z = torch.randn(num_fixed, generator.nz, 1, 1, generator=torch.Generator().manual_seed(fixed_seed))
@@ -82,6 +104,16 @@ class GAN(LightningModule):
         if compile:
             generator.compile()
             discriminator.compile()
+
+    @property
+    def steps_done(self) -> int:
+        """Training steps (real batches) completed so far in the run.
+
+        Lightning's global_step counts optimizer steps: one D step per training step plus a G step
+        on every n_dis-th, so after b steps it is b + b // n_dis, which inverts exactly.
+        """
+        optimizer_steps = self.trainer.global_step
+        return optimizer_steps - optimizer_steps // (self.n_dis + 1)
 
     @property
     def img_size(self) -> int:
@@ -125,48 +157,63 @@ class GAN(LightningModule):
         # early on (Sonderby et al. 2017). No draw at all when off: the seeds' runs stay exact.
         return images + std * torch.randn_like(images) if std > 0 else images
 
+    def d_view(self, images: torch.Tensor, noise_std: float) -> torch.Tensor:
+        """Images as D sees them: augmented (DiffAugment), then instance-noised."""
+        return self.noisy(self.augment(images) if self.augment else images, noise_std)
+
     def training_step(self, batch, batch_idx: int) -> None:
         real = batch[0] if isinstance(batch, (tuple, list)) else batch  # (B, 3, S, S) in [-1, 1]
         real = real.contiguous(memory_format=torch.channels_last)  # a no-op for the batch loaders' output
         g_opt, d_opt = self.optimizers()
+        step = self.steps_done
+        g_step = (step + 1) % self.n_dis == 0
         z = torch.randn(real.size(0), self.generator.nz, 1, 1, device=real.device)
-        fake = self.generator(z)  # one forward, reused: detached for D, attached for G
-        noise_std = self.instance_noise_std(self.trainer.global_step // 2)
+        with torch.set_grad_enabled(g_step):  # no graph through G on D-only steps
+            fake = self.generator(z)  # one forward, reused: detached for D, attached for G
+        noise_std = self.instance_noise_std(step)
+        logs = {}
 
         # Optimize discriminator: a real and a separate fake mini-batch, losses summed.
         with self.toggled_optimizer(d_opt):
-            d_real_logits = self.discriminator(self.noisy(real, noise_std))
-            d_fake_logits = self.discriminator(self.noisy(fake.detach(), noise_std))
-            d_loss = self.d_loss(d_real_logits, d_fake_logits, self.real_label)
+            d_real_in, d_fake_in = self.d_view(real, noise_std), self.d_view(fake.detach(), noise_std)
+            d_real_logits = self.discriminator(d_real_in)
+            d_fake_logits = self.discriminator(d_fake_in)
+            d_loss = self.d_loss_fn(d_real_logits, d_fake_logits)
+            logs["train/d_loss"] = d_loss.detach()
+            for name, penalty in self.penalties.items():
+                if step % penalty.every == 0:
+                    value = penalty(self.discriminator, d_real_in, d_fake_in)
+                    d_loss = d_loss + penalty.every * value
+                    logs[f"train/penalty/{name}"] = value.detach()
             d_opt.zero_grad(set_to_none=True)
             self.manual_backward(d_loss)
             self.average_gradients(self.discriminator)
             d_opt.step()
 
-        # Optimize generator: non-saturating, the same fakes scored by the updated D.
-        with self.toggled_optimizer(g_opt):
-            g_fake_logits = self.discriminator(self.noisy(fake, noise_std))
-            g_loss = self.g_loss(g_fake_logits)
-            g_opt.zero_grad(set_to_none=True)
-            self.manual_backward(g_loss)
-            self.average_gradients(self.generator)
-            g_opt.step()
+        # Optimize generator, on every n_dis-th step: the same fakes, scored by the updated D.
+        if g_step:
+            with self.toggled_optimizer(g_opt):
+                g_fake_logits = self.discriminator(self.d_view(fake, noise_std))
+                if self.g_loss_needs_real:  # relativistic: D's view of the real batch, as of now
+                    real_logits = self.discriminator(self.d_view(real, noise_std))
+                    g_loss = self.g_loss_fn(g_fake_logits, real_logits=real_logits)
+                else:
+                    g_loss = self.g_loss_fn(g_fake_logits)
+                g_opt.zero_grad(set_to_none=True)
+                self.manual_backward(g_loss)
+                self.average_gradients(self.generator)
+                g_opt.step()
+            # Batches are equal (drop_last); the EMA advances by the images of the n_dis steps.
+            batch_images = real.size(0) * self.trainer.world_size
+            self.update_ema(batch_images * self.n_dis, images_seen=(step + 1) * batch_images)
+            logs["train/g_loss"] = g_loss.detach()
+            logs["train/D_G_z2"] = torch.sigmoid(g_fake_logits.detach()).mean()
 
-        # global_step counts optimizer steps, two per training step; batches are equal (drop_last).
-        batch_images = real.size(0) * self.trainer.world_size
-        self.update_ema(batch_images, images_seen=self.trainer.global_step // 2 * batch_images)
         # D_x, D_G_z1 (fakes before the D update) and D_G_z2 (after it, as G sees them) follow
         # pytorch/examples' DCGAN printout. Tensors, not .item(): no host sync in the step.
-        self.log_dict(
-            {
-                "train/d_loss": d_loss.detach(),
-                "train/g_loss": g_loss.detach(),
-                "train/D_x": torch.sigmoid(d_real_logits.detach()).mean(),
-                "train/D_G_z1": torch.sigmoid(d_fake_logits.detach()).mean(),
-                "train/D_G_z2": torch.sigmoid(g_fake_logits.detach()).mean(),
-            },
-            on_step=True, on_epoch=True, prog_bar=False, sync_dist=True,
-        )
+        logs["train/D_x"] = torch.sigmoid(d_real_logits.detach()).mean()
+        logs["train/D_G_z1"] = torch.sigmoid(d_fake_logits.detach()).mean()
+        self.log_dict(logs, on_step=True, on_epoch=True, prog_bar=False, sync_dist=True)
         if self.instance_noise > 0:
             self.log("train/instance_noise_std", noise_std, on_step=True, on_epoch=False)
 
