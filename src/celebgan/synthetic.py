@@ -155,8 +155,8 @@ def render_face(rng: np.random.Generator, img_size: int) -> tuple[Image.Image, n
     # Light: mostly from above and in front, from a random side; its strength varies per image.
     light = np.array([rng.uniform(-0.8, 0.8), rng.uniform(-0.7, 0.15), rng.uniform(0.6, 1.0)], dtype=np.float32)
     light /= np.linalg.norm(light)
-    ambient = rng.uniform(0.45, 0.65)
-    gain = rng.uniform(0.55, 0.8)
+    ambient = rng.uniform(0.4, 0.6)
+    gain = rng.uniform(1.0, 1.15) - ambient  # full light at most a little above the albedo
 
     # Background: a gradient between two muted colours, brighter towards the light, plus blurry blobs.
     base = rng.integers(40, 230, 3).astype(np.float32)
@@ -302,14 +302,15 @@ def render_face(rng: np.random.Generator, img_size: int) -> tuple[Image.Image, n
     Xw, Yw = cv.xy(win)
     if smiling:
         top = my - ry * 0.08
-        _, v, _, sd = _ellipse(Xw, Yw, cx, top, mw, ry * 0.21)
+        _, v, _, sd = _ellipse(Xw, Yw, cx, top, mw, ry * 0.24)
         upper_cut = Yw - top  # the flat top of the arc
-        cv.over(_soft(np.maximum(sd, -upper_cut + ry * 0.0), edge), lips * mouth_light, win)
-        _, _, _, sd = _ellipse(Xw, Yw, cx, top, mw * 0.88, ry * 0.16)
+        cv.over(_soft(np.maximum(sd, -upper_cut), edge), lips * mouth_light, win)
+        _, _, _, sd = _ellipse(Xw, Yw, cx, top, mw * 0.88, ry * 0.2)
         cv.over(_soft(np.maximum(sd, -upper_cut + 0.5 * edge), edge), (0.22, 0.07, 0.07), win)
-        _, _, _, sd = _ellipse(Xw, Yw, cx, top, mw * 0.84, ry * 0.12)
+        _, _, _, sd = _ellipse(Xw, Yw, cx, top, mw * 0.85, ry * 0.18)
         teeth = _soft(np.maximum(sd, -upper_cut + 0.5 * edge), edge)
-        cv.over(teeth, np.array([0.99, 0.98, 0.95], np.float32) * min(1.0, 0.25 + mouth_light), win)
+        # Wet enamel catches the light: teeth are the brightest part of a face and often clip to white.
+        cv.over(teeth, np.array([1.0, 0.99, 0.96], np.float32) * rng.uniform(1.15, 1.35), win)
     else:
         _, _, _, sd = _ellipse(Xw, Yw, cx, my, mw * 0.85, ry * 0.05)
         cv.over(_soft(sd, edge), lips * mouth_light, win)
@@ -368,7 +369,7 @@ def render_face(rng: np.random.Generator, img_size: int) -> tuple[Image.Image, n
     img *= (1.0 - 0.25 * ((X - 0.5) ** 2 + (Y - 0.5) ** 2))[..., None]
     f = S // img_size
     img = img.reshape(img_size, f, img_size, f, 3).mean((1, 3))
-    img = _camera_blur(img, rng.uniform(0.45, 0.8))
+    img = _camera_blur(img, rng.uniform(0.3, 0.6))
     noise = rng.uniform(0.004, 0.016)
     img = img + noise * rng.standard_normal(img.shape).astype(np.float32) * np.sqrt(np.clip(img, 0.05, 1.0))
     pixels = np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
