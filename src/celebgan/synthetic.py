@@ -53,7 +53,10 @@ def _basis(size: int, k: int) -> np.ndarray:
 
 def _field(rng: np.random.Generator, size: int, ky: int, kx: int) -> np.ndarray:
     """(size, size) smooth random field of about unit spread with ky x kx degrees of freedom."""
-    f = _basis(size, ky) @ rng.standard_normal((ky, kx)).astype(np.float32) @ _basis(size, kx).T
+    coeffs = rng.standard_normal((ky, kx)).astype(np.float32)
+    # einsum rather than @: these products are tiny, and BLAS threads stall when the cores are busy.
+    rows = np.einsum("kl,jl->kj", coeffs, _basis(size, kx))  # (ky, size)
+    f = np.einsum("ik,kj->ij", _basis(size, ky), rows)
     return f / (f.std() + 1e-6)
 
 
@@ -228,7 +231,8 @@ def render_face(rng: np.random.Generator, img_size: int) -> tuple[Image.Image, n
         win = cv.window(ex, ey, erx, ery)
         Xw, Yw = cv.xy(win)
         u, v, _, sd = _ellipse(Xw, Yw, ex, ey, erx, ery)
-        shade = _lambert(0.6 * u + 0.5 * side, 0.6 * v, light, ambient, gain) * (1.0 - 0.25 * _blob(u, v, 0, 0, 0.4, 0.6))
+        shade = _lambert(0.6 * u + 0.5 * side, 0.6 * v, light, ambient, gain)
+        shade = shade * (1.0 - 0.25 * _blob(u, v, 0, 0, 0.4, 0.6))  # the hollow of the ear
         cv.over(_soft(sd, edge), skin * 0.93 * _warm(shade), win)
 
     # Face: an ellipsoid with a tapered chin, lit, with low-frequency skin variation.
@@ -302,15 +306,19 @@ def render_face(rng: np.random.Generator, img_size: int) -> tuple[Image.Image, n
     Xw, Yw = cv.xy(win)
     if smiling:
         top = my - ry * 0.08
-        _, v, _, sd = _ellipse(Xw, Yw, cx, top, mw, ry * 0.24)
+        _, _, _, sd = _ellipse(Xw, Yw, cx, top, mw, ry * 0.24)
         upper_cut = Yw - top  # the flat top of the arc
         cv.over(_soft(np.maximum(sd, -upper_cut), edge), lips * mouth_light, win)
         _, _, _, sd = _ellipse(Xw, Yw, cx, top, mw * 0.88, ry * 0.2)
         cv.over(_soft(np.maximum(sd, -upper_cut + 0.5 * edge), edge), (0.22, 0.07, 0.07), win)
-        _, _, _, sd = _ellipse(Xw, Yw, cx, top, mw * 0.85, ry * 0.18)
+        u, _, _, sd = _ellipse(Xw, Yw, cx, top, mw * 0.85, ry * 0.18)
         teeth = _soft(np.maximum(sd, -upper_cut + 0.5 * edge), edge)
-        # Wet enamel catches the light: teeth are the brightest part of a face and often clip to white.
-        cv.over(teeth, np.array([1.0, 0.99, 0.96], np.float32) * rng.uniform(1.15, 1.35), win)
+        # Wet enamel catches the light: front teeth are the brightest part of a face and often clip
+        # to white; the side teeth recede into the mouth's shadow.
+        enamel = rng.uniform(1.15, 1.35) * (1.0 - 0.45 * np.clip(u * u, 0, 1))
+        cv.over(teeth, enamel[..., None] * np.array([1.0, 0.99, 0.96], np.float32), win)
+        sd = _capsule(Xw, Yw, cx - mw * 0.9, top, cx + mw * 0.9, top, 0.3 * edge)
+        cv.over(0.8 * _soft(sd, edge), lips * mouth_light, win)  # the upper lip
     else:
         _, _, _, sd = _ellipse(Xw, Yw, cx, my, mw * 0.85, ry * 0.05)
         cv.over(_soft(sd, edge), lips * mouth_light, win)
@@ -352,7 +360,8 @@ def render_face(rng: np.random.Generator, img_size: int) -> tuple[Image.Image, n
             rims = np.minimum(rims, np.abs(sd) - half)
             rims = np.minimum(rims, _capsule(Xw, Yw, ex + side * eye_r * 1.6, eye_y - eye_r * 0.2,
                                              cx + side * rx * 0.98, eye_y - eye_r * 0.1, half * 0.8))
-        rims = np.minimum(rims, _capsule(Xw, Yw, cx - eye_dx + eye_r * 1.6, eye_y, cx + eye_dx - eye_r * 1.6, eye_y, half))
+        inner = eye_dx - eye_r * 1.6
+        rims = np.minimum(rims, _capsule(Xw, Yw, cx - inner, eye_y, cx + inner, eye_y, half))  # the bridge
         cv.over(_soft(rims, edge), frame * (ambient + gain * 0.5), win)
 
     labels = {
