@@ -144,10 +144,10 @@ def main() -> None:
     print(f"Wrote {args.results}")
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace this benchmark's section of RESULTS.md (up to the next '## '), or append it."""
+def write_section(path: Path, section: str, heading: str = SECTION) -> None:
+    """Replace the section under `heading` in RESULTS.md (up to the next '## '), or append it."""
     text = path.read_text() if path.is_file() else "# Benchmark results\n\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
+    pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", re.S | re.M)
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(text)

@@ -6,10 +6,12 @@ the un-augmented distribution. Written here in a few lines rather than taken fro
 policy is the paper's (three ops, each drawn per image), it needs nothing beyond torch, and
 every op is plain arithmetic and indexing, so double backward works (R1 on augmented images).
 
-A policy is a comma-separated string of op names, e.g. "color,translation,cutout" (the paper's
-choice for small data); "" is off. Random draws use torch's global generator, which Lightning
+A policy is a list of op names, e.g. [color, translation, cutout] (the paper's choice for small
+data), or the paper's comma-separated string "color,translation,cutout"; empty is off. Random draws use torch's global generator, which Lightning
 seeds and celebgan's checkpoints save, so runs and resumes stay exact.
 """
+from collections.abc import Sequence
+
 import torch
 
 
@@ -63,8 +65,9 @@ OPS = {"color": color, "translation": translation, "cutout": cutout}
 class DiffAugment:
     """images (B, C, H, W) -> the same shape, each op of the policy applied with its own draws."""
 
-    def __init__(self, policy: str = ""):
-        self.ops = [name.strip() for name in policy.split(",") if name.strip()]
+    def __init__(self, policy: str | Sequence[str] = ()):
+        names = policy.split(",") if isinstance(policy, str) else policy
+        self.ops = [str(name).strip() for name in names if str(name).strip()]
         unknown = [name for name in self.ops if name not in OPS]
         if unknown:
             raise ValueError(f"unknown DiffAugment op(s) {unknown}; the ops are {sorted(OPS)}")

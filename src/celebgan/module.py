@@ -2,7 +2,7 @@
 import copy
 import functools
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 
 import torch
@@ -33,7 +33,7 @@ class GAN(LightningModule):
         model/loss). A G loss with a `real_logits` parameter (RpGAN) also gets D's real logits.
     penalties: named gradient penalties from celebgan.penalties (model/penalty), each added to the D
         loss on one D step in its `every`, times `every`.
-    augment: a DiffAugment policy ("color,translation,cutout") applied to every image D sees; "" is off.
+    augment: a DiffAugment policy ([color, translation, cutout]) applied to every image D sees; [] is off.
     n_dis: D steps per G step; each D step takes a fresh real batch (WGAN-GP's critic iterations).
     ema_half_life: half-life of the generator EMA in images (StyleGAN's 10k); 0 turns EMA off.
     ema_rampup: early on, the half-life is at most this fraction of the images seen so far, so the
@@ -58,7 +58,7 @@ class GAN(LightningModule):
         d_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = d_bce,
         g_loss: Callable[..., torch.Tensor] = g_nonsaturating,
         penalties: Mapping[str, Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]] | None = None,
-        augment: str = "",
+        augment: str | Sequence[str] = (),
         n_dis: int = 1,
         ema_half_life: float = 10_000,
         ema_rampup: float | None = 0.05,
@@ -79,9 +79,10 @@ class GAN(LightningModule):
         if not isinstance(n_dis, int) or n_dis < 1:
             raise UserError(f"model.n_dis={n_dis!r} must be a whole number >= 1 (D steps per G step).")
         try:
-            self.augment = DiffAugment(augment or "")
+            self.augment = DiffAugment(augment or ())
         except ValueError as err:
-            raise UserError(f"model.augment={augment!r}: {err}.") from None
+            raise UserError(f"model.augment={list(augment) if not isinstance(augment, str) else augment!r}: "
+                            f"{err}.") from None
         self.save_hyperparameters(ignore=["generator", "discriminator", "g_optimizer", "d_optimizer", "d_loss",
                                           "g_loss", "penalties", "lr_scheduler"], logger=False)
         self.automatic_optimization = False

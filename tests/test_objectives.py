@@ -1,0 +1,175 @@
+"""Objectives, penalties, DiffAugment and n_dis inside the training step, and composed with the rest."""
+import subprocess
+from pathlib import Path
+
+import hydra
+import lightning as L
+import pytest
+import torch
+from conftest import CONF_DIR, cli_cmd, cli_env
+
+from celebgan import losses
+from celebgan.data import SyntheticDataModule
+
+LOSS_FILES = sorted(p.stem for p in (Path(CONF_DIR) / "model" / "loss").glob("*.yaml"))
+# Every new term at once: a G loss that reads D(real), two lazy penalties, augmentation, 2 D steps per G step.
+EVERYTHING = ["model/loss=rpgan", "model/penalty=[r1,r2]", "model.penalties.r1.every=2",
+              "model.augment=[color,translation,cutout]", "model.n_dis=2"]
+
+
+def fit(make_cfg, steps: int, *overrides: str, callbacks=()):
+    cfg = make_cfg(*overrides)
+    L.seed_everything(0)
+    gan = hydra.utils.instantiate(cfg.model)
+    dm = SyntheticDataModule(num_images=64, img_size=16, batch_size=8)
+    trainer = L.Trainer(max_steps=steps + steps // gan.n_dis, accelerator="cpu", logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=list(callbacks))
+    trainer.fit(gan, datamodule=dm)
+    return gan, trainer
+
+
+def test_every_loss_file_names_its_own_pair_of_functions(make_cfg):
+    assert {"bce", "minimax", "lsgan", "wgan", "hinge", "rpgan"} <= set(LOSS_FILES)
+    for name in LOSS_FILES:
+        gan = hydra.utils.instantiate(make_cfg(f"model/loss={name}").model)
+        expected_g = {"bce": "g_nonsaturating"}.get(name, f"g_{name}")
+        assert gan.d_loss_fn.func is getattr(losses, "d_bce" if name == "minimax" else f"d_{name}")
+        assert gan.g_loss_fn.func is getattr(losses, expected_g)
+
+
+@pytest.mark.parametrize("name", LOSS_FILES)
+def test_each_objective_trains(make_cfg, name):
+    gan, trainer = fit(make_cfg, 2, f"model/loss={name}")
+    metrics = trainer.callback_metrics
+    assert trainer.global_step == 4
+    assert torch.isfinite(metrics["train/d_loss_step"]) and torch.isfinite(metrics["train/g_loss_step"])
+
+
+def test_relativistic_g_step_scores_the_real_batch_too(make_cfg):
+    calls = []
+
+    class Hook(L.Callback):
+        def on_train_start(self, trainer, gan):
+            gan.discriminator.register_forward_hook(lambda m, inp, out: calls.append(inp[0].requires_grad))
+
+    fit(make_cfg, 1, "model/loss=rpgan", callbacks=[Hook()])
+    # D step: real, fake.detach(); G step: fake (with grad to G), then real.
+    assert calls == [False, False, True, False]
+
+
+def test_n_dis_takes_that_many_d_steps_per_g_step(make_cfg):
+    g_changes, d_changes = [], []
+
+    class Watch(L.Callback):
+        def on_train_batch_start(self, trainer, gan, batch, batch_idx):
+            self.g = gan.generator.main[0].weight.clone()
+            self.d = gan.discriminator.main[0].weight.clone()
+
+        def on_train_batch_end(self, trainer, gan, outputs, batch, batch_idx):
+            g_changes.append(not torch.equal(self.g, gan.generator.main[0].weight))
+            d_changes.append(not torch.equal(self.d, gan.discriminator.main[0].weight))
+            assert gan.steps_done == batch_idx + 1
+
+    gan, trainer = fit(make_cfg, 6, "model.n_dis=3", callbacks=[Watch()])
+    assert d_changes == [True] * 6
+    assert g_changes == [False, False, True, False, False, True]
+    assert trainer.global_step == 8  # 6 D steps + 2 G steps
+
+
+def test_lazy_penalty_runs_every_k_steps_on_what_d_saw(make_cfg):
+    seen = []
+
+    class Hook(L.Callback):
+        def on_train_start(self, trainer, gan):
+            penalty = gan.penalties["r1"]
+            gan.discriminator.register_forward_pre_hook(lambda m, args: seen.append(("D", args[0])))
+
+            def record(d, real, fake):
+                seen.append(("R1", real))
+                return penalty(d, real, fake)
+
+            record.every = penalty.every
+            gan.penalties["r1"] = record
+
+    fit(make_cfg, 4, "model/penalty=r1", "model.penalties.r1.every=2", "model.augment=[translation,cutout]",
+        callbacks=[Hook()])
+    r1_calls = [i for i, (who, _) in enumerate(seen) if who == "R1"]
+    assert len(r1_calls) == 2  # steps 0 and 2 of 4
+    for i in r1_calls:  # D step: D(real view), D(fake view), then R1 on that very real view
+        assert seen[i - 2][0] == "D" and seen[i][1] is seen[i - 2][1]
+
+
+class WeightSum:
+    """A penalty whose gradient is known: d/dw sum(w) = 1 for D's first conv weight."""
+
+    def __init__(self, every: int, scale: float):
+        self.every, self.scale = every, scale
+
+    def __call__(self, discriminator, real, fake):
+        return self.scale * discriminator.main[0].weight.sum()
+
+
+@pytest.mark.parametrize("every", [1, 4])
+def test_lazy_penalty_is_scaled_by_its_interval(make_cfg, every):
+    def first_d_weight_after_one_step(scale: float) -> torch.Tensor:
+        class Inject(L.Callback):
+            def on_train_start(self, trainer, gan):
+                gan.penalties = {"w": WeightSum(every, scale)}
+
+        gan, _ = fit(make_cfg, 1, "model.d_optimizer._target_=torch.optim.SGD", "~model.d_optimizer.betas",
+                     "model.d_optimizer.lr=1.0", callbacks=[Inject()])
+        return gan.discriminator.main[0].weight.detach()
+
+    # SGD with lr 1: the penalty's share of the step is exactly every * scale * d sum(w)/dw = every * scale.
+    delta = first_d_weight_after_one_step(0.0) - first_d_weight_after_one_step(0.5)
+    assert torch.allclose(delta, torch.full_like(delta, every * 0.5), atol=1e-5)
+
+
+def test_augment_reaches_every_d_input(make_cfg):
+    inputs = []
+
+    class Hook(L.Callback):
+        def on_train_start(self, trainer, gan):
+            gan.discriminator.register_forward_pre_hook(lambda m, args: inputs.append(args[0].detach()))
+
+    fit(make_cfg, 1, "model.augment=[cutout]", callbacks=[Hook()])
+    assert len(inputs) == 3  # D step real and fake, G step fake
+    for x in inputs:  # cutout: a zeroed square of at least 2x2 (of 8x8 at most) in every image
+        zero_px = (x == 0).all(1).flatten(1).sum(1)
+        assert (zero_px >= 4).all() and (zero_px <= 64).all()
+
+
+def test_everything_at_once_is_exact_in_bf16_ema_and_resume(tmp_path):
+    """The new terms compose with bf16-mixed, the EMA and exact resume, through the command line."""
+    run_args = ["data.num_images=64", "data.batch_size=16", *EVERYTHING, "trainer.precision=bf16-mixed"]
+
+    def run(*extra: str) -> None:
+        result = subprocess.run(cli_cmd(*run_args, *extra), cwd=tmp_path, env=cli_env(), capture_output=True,
+                                text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    run("trainer.max_epochs=2", f"hydra.run.dir={tmp_path / 'straight'}")
+    run("trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'first'}")
+    run("trainer.max_epochs=2", f"hydra.run.dir={tmp_path / 'second'}",
+        f"resume={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}")
+    straight = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=True)
+    resumed = torch.load(tmp_path / "first" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert straight["global_step"] == resumed["global_step"] == 8 + 4  # 8 D steps, 4 G steps
+    for k, v in straight["state_dict"].items():
+        assert torch.equal(v, resumed["state_dict"][k]), k
+    ema = {k: v for k, v in straight["state_dict"].items() if k.startswith("generator_ema.") and "weight" in k}
+    live = {k.replace("generator_ema.", "generator."): v for k, v in ema.items()}
+    assert ema and any(not torch.equal(v, straight["state_dict"][k]) for k, v in live.items())
+
+
+def test_everything_at_once_under_two_process_ddp(tmp_path):
+    run = tmp_path / "run"
+    result = subprocess.run(
+        cli_cmd("data.num_images=64", "data.batch_size=8", "trainer.accelerator=cpu", "trainer.devices=2",
+                *EVERYTHING, f"hydra.run.dir={run}"),
+        cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 4 + 2  # 64 images / (2 ranks x 8) = 4 D steps, 2 G steps
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
