@@ -1,12 +1,22 @@
-"""Sample quality of the DCGAN variants on the synthetic faces, with the standard Inception FID/KID.
+"""Sample quality of the model presets on the synthetic faces: standard Inception FID/KID, 3 seeds.
 
-Trains vanilla, label_smoothing, spectral and regularized at 32px for the same number of images,
-then measures each EMA generator against held-out synthetic images (split=test), beside floor and
-ceiling rows: real-vs-real (the valid split), blurred and colour-shifted real images, and an
-untrained generator. Writes its table to benchmarks/RESULTS.md (its own section).
+Every preset of conf/model/ (or those named with --variants) trains from each seed for the same
+image budget, and each EMA generator's images are measured against held-out synthetic faces
+(split=test). Anchor rows bound the scale: real vs real (the valid split against the test split)
+and an untrained generator; --full adds blurred and colour-shifted real images. Each variant's row
+is the mean and the spread (standard deviation over seeds) of FID and KID. The table goes to
+benchmarks/RESULTS.md (its own section) with the date, the machine and the command.
 
-    python benchmarks/quality.py            # the full run: about 30 minutes on a 2-core CPU
-    python benchmarks/quality.py --quick    # a smoke run of the plumbing (minutes; not a result)
+    python benchmarks/quality.py                                   # every preset, 3 seeds (CPU: hours)
+    python benchmarks/quality.py --variants vanilla dcgan_r1_aug   # the headline pair (CPU: ~1 hour)
+    python benchmarks/quality.py --ckpt outputs/runs/RUN/checkpoints/last.ckpt   # add an existing run
+    python benchmarks/quality.py --full                            # a GPU-sized budget, 64px
+    python benchmarks/quality.py --quick                           # plumbing only, not a result
+
+The default budget is the demo's (experiment=demo: 32px, its widths, batch and epochs), so the
+recommended preset's row is what `make demo` trains, and every variant gets the same images.
+Inception runs at about 3-6 images/s on a 2-core CPU: each row costs n_eval / rate seconds on top
+of training, which is why the CPU default measures 1,000 images and a GPU run should use --full.
 """
 import argparse
 import datetime
@@ -14,6 +24,7 @@ import logging
 import os
 import platform
 import re
+import statistics
 import sys
 import tempfile
 import time
@@ -25,30 +36,31 @@ import torchvision.transforms.functional as TF
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
-from celebgan.data import SyntheticDataModule
 from celebgan.checkpoint import load_gan
+from celebgan.data import SyntheticDataModule
 from celebgan.metrics import FeatureDistances, InceptionFeatures, RealFeatureCache, generator_features
 from celebgan.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = ["vanilla", "label_smoothing", "spectral", "regularized"]
 SECTION = "## Sample quality (benchmarks/quality.py)"
+ALL_VARIANTS = sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml"))
 
 
-def run_config(variant: str, args, out_dir: Path):
-    steps = args.num_images // args.batch_size * args.epochs
+def compose_run(variant: str, seed: int, args, out_dir: Path):
+    """The demo's config with another model preset, seed and (optionally) budget."""
     overrides = [
-        f"model={variant}", "data=synthetic", "data.img_size=32", f"data.num_images={args.num_images}",
-        f"data.batch_size={args.batch_size}", f"trainer.max_epochs={args.epochs}", "metrics=none",
-        "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
-        "callbacks.sample_grid.every_n_epochs=1000",
+        "experiment=demo", f"model={variant}", f"seed={seed}", f"data.img_size={args.img_size}",
+        "trainer.accelerator=auto", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+        "callbacks.sample_grid.every_n_epochs=1000", "logger=null",
     ]
-    if variant == "regularized":  # the preset anneals over 5000 steps; here over the first half of the run
-        overrides.append(f"model.instance_noise_steps={max(1, steps // 2)}")
+    overrides += [f"data.num_images={args.num_images}"] if args.num_images else []
+    overrides += [f"trainer.max_epochs={args.epochs}"] if args.epochs else []
+    overrides += [f"data.batch_size={args.batch_size}"] if args.batch_size else []
+    overrides += args.override
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
     with open_dict(cfg):
-        cfg.paths.output_dir = str(out_dir / variant)
+        cfg.paths.output_dir = str(out_dir / f"{variant}_seed{seed}")
     return cfg
 
 
@@ -56,29 +68,49 @@ def images_of(dataset) -> torch.Tensor:
     return dataset.images.float() / 127.5 - 1  # (N, 3, S, S) uint8 -> [-1, 1]
 
 
+def mean_spread(values: list[float], scale: float = 1.0) -> str:
+    values = [v * scale for v in values]
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} +- {statistics.stdev(values):.2f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", nargs="+", default=ALL_VARIANTS, help=f"presets (default: all, {ALL_VARIANTS})")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--n-eval", type=int, default=1000, help="generated and held-out real images per FID/KID")
+    parser.add_argument("--img-size", type=int, default=32)
+    parser.add_argument("--num-images", type=int, help="synthetic training images (default: the demo's)")
+    parser.add_argument("--epochs", type=int, help="epochs (default: the demo's)")
+    parser.add_argument("--batch-size", type=int, help="batch size (default: the demo's)")
+    parser.add_argument("--override", action="append", default=[], help="a Hydra override for every run")
+    parser.add_argument("--ckpt", nargs="*", default=[], help="also measure these checkpoints (e.g. the demo's)")
+    parser.add_argument("--full", action="store_true",
+                        help="GPU budget: 64px, 50,000 images x 20 epochs, 10,000 vs 10,000 images, more anchors")
     parser.add_argument("--quick", action="store_true", help="tiny budget: checks the plumbing, measures nothing")
-    parser.add_argument("--num-images", type=int, default=8000, help="synthetic training images")
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--n-eval", type=int, default=500, help="generated and real images per FID/KID")
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
     parser.add_argument("--write", action="store_true", help="with --quick: write RESULTS.md anyway")
     args = parser.parse_args()
+    if args.full:
+        args.img_size, args.n_eval = 64, 10_000
+        args.num_images, args.epochs = args.num_images or 50_000, args.epochs or 20
     if args.quick:
-        args.num_images, args.epochs, args.n_eval = 256, 1, 24
+        args.num_images, args.epochs, args.n_eval, args.seeds = 256, 1, 24, min(args.seeds, 2)
+        args.override = [*args.override, "model.generator.ngf=8", "model.discriminator.ndf=8"]
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)))
     start = time.monotonic()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
 
-    extractor = InceptionFeatures()
+    extractor = InceptionFeatures().to(device)
     n = args.n_eval
     kid_subset = min(1000, n)
-    data = SyntheticDataModule(num_images=args.num_images, img_size=32, batch_size=args.batch_size)
+    data = SyntheticDataModule(num_images=n, img_size=args.img_size, batch_size=64)
+    rows: list[tuple[str, str, list[dict]]] = []  # (name, train minutes, one result per seed)
     with tempfile.TemporaryDirectory(prefix="celebgan-quality-") as tmp:
         tmp = Path(tmp)
-        real = RealFeatureCache(tmp / "cache").get(data, "test", n, extractor, batch_size=50)
+        real = RealFeatureCache(tmp / "cache").get(data, "test", n, extractor, batch_size=50, device=device)
         distances = FeatureDistances(real.shape[1], kid_subset_size=kid_subset, kid_subsets=100)
         distances.add_real(real)
 
@@ -88,53 +120,80 @@ def main() -> None:
             distances.reset()
             return result
 
-        rows = []
-        valid = images_of(data.eval_dataset("valid", n))
-        rows.append(("real vs real (valid split)", "-", score(extractor(valid))))
-        rows.append(("real, Gaussian blur sigma 1", "-", score(extractor(TF.gaussian_blur(valid, 5, 1.0)))))
-        shift = torch.tensor([0.25, 0.0, -0.25])[:, None, None]  # warmer colours, an eighth of the range
-        rows.append(("real, colour-shifted", "-", score(extractor((valid + shift).clamp(-1, 1)))))
-        torch.manual_seed(0)
-        untrained = hydra.utils.instantiate(run_config("vanilla", args, tmp).model)
-        rows.append(("untrained generator", "0", score(generator_features(untrained, extractor, n, batch_size=50))))
-        for variant in VARIANTS:
-            cfg = run_config(variant, args, tmp)
-            t0 = time.monotonic()
-            train(cfg)
-            train_s = time.monotonic() - t0
-            gan, _ = load_gan(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
-            rows.append((variant, f"{train_s / 60:.1f}",
-                         score(generator_features(gan, extractor, n, batch_size=50))))
-            print(f"{variant}: trained in {train_s:.0f} s, FID {rows[-1][2]['fid']:.2f}", flush=True)
+        def features_of(images: torch.Tensor) -> torch.Tensor:
+            return torch.cat([extractor(b.to(device)).float().cpu() for b in images.split(50)])
 
-    trained = sorted((r for r in rows if r[0] in VARIANTS), key=lambda r: r[2]["fid"])
-    best, second = trained[0], trained[1]
+        valid = images_of(data.eval_dataset("valid", n))
+        rows.append(("real vs real (valid split)", "-", [score(features_of(valid))]))
+        if args.full:
+            rows.append(("real, Gaussian blur sigma 1", "-", [score(features_of(TF.gaussian_blur(valid, 5, 1.0)))]))
+            shift = torch.tensor([0.25, 0.0, -0.25])[:, None, None]  # warmer colours, an eighth of the range
+            rows.append(("real, colour-shifted", "-", [score(features_of((valid + shift).clamp(-1, 1)))]))
+        torch.manual_seed(0)
+        untrained = hydra.utils.instantiate(compose_run("vanilla", 0, args, tmp).model).to(device)
+        rows.append(("untrained generator", "0", [score(generator_features(untrained, extractor, n, batch_size=50))]))
+        print(f"anchors done in {time.monotonic() - start:.0f} s: real vs real FID {rows[0][2][0]['fid']:.2f}, "
+              f"untrained {rows[-1][2][0]['fid']:.2f}", flush=True)
+
+        budget = None
+        for variant in args.variants:
+            results, minutes = [], []
+            for seed in range(args.seeds):
+                cfg = compose_run(variant, seed, args, tmp)
+                budget = budget or (cfg.data.num_images, cfg.trainer.max_epochs, cfg.data.batch_size)
+                t0 = time.monotonic()
+                train(cfg)
+                minutes.append((time.monotonic() - t0) / 60)
+                gan, _ = load_gan(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
+                results.append(score(generator_features(gan.to(device), extractor, n, batch_size=50)))
+                print(f"{variant} seed {seed}: trained in {minutes[-1]:.1f} min, FID {results[-1]['fid']:.2f}, "
+                      f"KID x 1000 {1000 * results[-1]['kid']:.2f} ({(time.monotonic() - start) / 60:.0f} min in all)",
+                      flush=True)
+            rows.append((variant, f"{statistics.mean(minutes):.1f}", results))
+        for path in args.ckpt:
+            gan, config = load_gan(path)
+            rows.append((f"checkpoint {Path(path).parent.parent.name} ({config['model'].get('_target_', '?')})",
+                         "-", [score(generator_features(gan.to(device), extractor, n, batch_size=50))]))
+
+    write_table(args, rows, budget, kid_subset, extractor.name, time.monotonic() - start)
+
+
+def write_table(args, rows, budget, kid_subset: int, extractor_name: str, seconds: float) -> None:
+    n = args.n_eval
+    floor = rows[0][2][0]["fid"]
+    trained = [(name, statistics.mean(r["fid"] for r in results), results) for name, _, results in rows
+               if name in args.variants]
+    trained.sort(key=lambda t: t[1])
+    num_images, epochs, batch = budget or ("-", "-", "-")
     lines = [
-        SECTION,
-        "",
+        SECTION, "",
         f"{datetime.date.today()}, {platform.node() or 'unknown host'} ({os.cpu_count()} CPUs, "
-        f"{platform.processor() or platform.machine()}), torch {torch.__version__}, "
-        f"{'QUICK SMOKE RUN, NOT A RESULT, ' if args.quick else ''}{(time.monotonic() - start) / 60:.0f} min in all.",
-        f"Command: `python benchmarks/quality.py {' '.join(sys.argv[1:])}`".rstrip(),
+        f"{platform.processor() or platform.machine()}"
+        f"{', ' + torch.cuda.get_device_name() if torch.cuda.is_available() else ', no GPU'}), torch {torch.__version__}, "
+        f"{'QUICK SMOKE RUN, NOT A RESULT, ' if args.quick else ''}{seconds / 60:.0f} min in all.",
+        f"Command: `python benchmarks/quality.py {' '.join(sys.argv[1:])}`".rstrip(), "",
+        f"Each variant trained from seeds 0..{args.seeds - 1} on {num_images} synthetic {args.img_size}px faces "
+        f"for {epochs} epochs (batch {batch}: the demo's budget unless overridden{'; ' + ' '.join(args.override) if args.override else ''}); "
+        f"FID and KID ({kid_subset}-image subsets) of {n} EMA-generator images against {n} held-out real images "
+        f"(split=test), features of {extractor_name}. Variant rows: mean +- standard deviation over seeds; "
+        f"anchor rows: one measurement. FIDs of {n} images are biased upwards: compare rows, not with published numbers.",
         "",
-        f"Each variant trained on {args.num_images} synthetic 32px faces for {args.epochs} epochs "
-        f"(batch {args.batch_size}, {args.num_images // args.batch_size * args.epochs} steps); "
-        f"FID and KID ({kid_subset}-sample subsets) of {n} EMA-generator images against {n} held-out "
-        f"real images (split=test), features of {extractor.name}. FIDs of {n} samples are biased "
-        "upwards: compare rows, not with published numbers."
-        + (" With subsets as large as the sample, KID's spread over subsets is 0." if kid_subset >= n else ""),
-        "",
-        "| model | train (min) | FID | KID x 1000 |",
-        "|---|---:|---:|---:|",
-        *[f"| {name} | {minutes} | {r['fid']:.2f} | {1000 * r['kid']:.2f} +- {1000 * r['kid_std']:.2f} |"
-          for name, minutes, r in rows],
-        "",
-        f"Best variant: **{best[0]}**, FID {best[2]['fid']:.2f} against {second[2]['fid']:.2f} for "
-        f"{second[0]}, the runner-up ({second[2]['fid'] / best[2]['fid']:.2f}x)"
-        + ("." if "vanilla" in (best[0], second[0]) else
-           f", and {next(r[2]['fid'] for r in rows if r[0] == 'vanilla'):.2f} for vanilla."),
+        "| model | train (min) | FID | KID x 1000 | FID / real-vs-real |",
+        "|---|---:|---:|---:|---:|",
+        *[f"| {name} | {minutes} | {mean_spread([r['fid'] for r in results])} | "
+          f"{mean_spread([r['kid'] for r in results], 1000)} | "
+          f"{statistics.mean(r['fid'] for r in results) / floor:.1f}x |" for name, minutes, results in rows],
         "",
     ]
+    if len(trained) >= 2:
+        (best, best_fid, best_r), (second, second_fid, second_r) = trained[0], trained[1]
+        best_hi = best_fid + (statistics.stdev(r["fid"] for r in best_r) if len(best_r) > 1 else 0)
+        second_lo = second_fid - (statistics.stdev(r["fid"] for r in second_r) if len(second_r) > 1 else 0)
+        lines += [f"Best: **{best}**, FID {best_fid:.2f}, against {second_fid:.2f} for {second} "
+                  f"({second_fid / best_fid:.2f}x; the spreads {'do not ' if best_hi < second_lo else ''}overlap).", ""]
+        vanilla = next((t for t in trained if t[0] == "vanilla"), None)
+        if vanilla and best != "vanilla":
+            lines += [f"{best} vs vanilla: {vanilla[1] / best_fid:.2f}x lower FID.", ""]
     table = "\n".join(lines)
     print(table)
     if args.quick and not args.write:
