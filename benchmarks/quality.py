@@ -27,7 +27,9 @@ from omegaconf import open_dict
 
 from celebgan.data import SyntheticDataModule
 from celebgan.checkpoint import load_gan
-from celebgan.metrics import FeatureDistances, InceptionFeatures, RealFeatureCache, generator_features
+from celebgan.feature_cache import RealFeatureCache
+from celebgan.features import InceptionFeatures, generator_features
+from celebgan.metrics import FeatureDistances
 from celebgan.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
