@@ -29,6 +29,7 @@ from celebgan.data import SyntheticDataModule
 from celebgan.checkpoint import load_gan
 from celebgan.feature_cache import RealFeatureCache
 from celebgan.features import InceptionFeatures, generator_features
+from celebgan.io import atomic_write
 from celebgan.metrics import FeatureDistances
 from celebgan.train import train
 
@@ -151,9 +152,8 @@ def write_section(path: Path, section: str) -> None:
     text = path.read_text() if path.is_file() else "# Benchmark results\n\n"
     pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        tmp.write_text(text)
 
 
 if __name__ == "__main__":

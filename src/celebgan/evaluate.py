@@ -72,10 +72,14 @@ def evaluate(cfg: DictConfig) -> dict:
     print(f"  recall     {scores['recall']:.4f}")
 
     out = Path(cfg.output).expanduser() if cfg.output else Path(cfg.ckpt).expanduser().with_suffix(".eval.json")
+    print(f"Wrote {write_results(results, out)}")
+    return results
+
+
+def write_results(results: dict, out: Path) -> Path:
     with atomic_write(out) as tmp:
         tmp.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"Wrote {out}")
-    return results
+    return out
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="evaluate")
