@@ -38,7 +38,10 @@ from omegaconf import open_dict
 
 from celebgan.checkpoint import load_gan
 from celebgan.data import SyntheticDataModule
-from celebgan.metrics import FeatureDistances, InceptionFeatures, RealFeatureCache, generator_features
+from celebgan.feature_cache import RealFeatureCache
+from celebgan.features import InceptionFeatures, generator_features
+from celebgan.io import atomic_write
+from celebgan.metrics import FeatureDistances
 from celebgan.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -208,9 +211,8 @@ def write_section(path: Path, section: str, heading: str = SECTION) -> None:
     text = path.read_text() if path.is_file() else "# Benchmark results\n\n"
     pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", re.S | re.M)
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        tmp.write_text(text)
 
 
 if __name__ == "__main__":

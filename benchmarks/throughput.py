@@ -32,6 +32,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
+from celebgan.io import atomic_write  # noqa: E402  (found through the path above, installed or not)
 
 CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if CUDA else "cpu")
@@ -216,12 +217,12 @@ def row_scale(work: Path, s: dict) -> dict:
         path = work / f"scale_{n}.npy"
         if not path.exists():
             tile = synthetic_uint8(1024).permute(0, 2, 3, 1).numpy()
-            out = np.lib.format.open_memmap(path.with_suffix(".tmp"), mode="w+", dtype=np.uint8, shape=(n, 64, 64, 3))
-            for i in range(0, n, 1024):
-                out[i:i + 1024] = tile[: min(1024, n - i)]
-            out.flush()
-            del out
-            os.replace(path.with_suffix(".tmp"), path)
+            with atomic_write(path) as tmp:
+                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, 64, 64, 3))
+                for i in range(0, n, 1024):
+                    out[i:i + 1024] = tile[: min(1024, n - i)]
+                out.flush()
+                del out
         loader = batch_loader(ArrayFaces(path, torch.zeros(n, 0)), 128)
         for _ in loader:  # page cache warm-up, as in any epoch after the first
             pass
@@ -434,7 +435,8 @@ def write_results(section: str) -> None:
     pattern = re.compile(rf"^{heading}\n.*?(?=^## |\Z)", re.S | re.M)
     block = f"{heading}\n\n{section}\n\n"
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + block
-    path.write_text(text)
+    with atomic_write(path) as tmp:
+        tmp.write_text(text)
 
 
 def main() -> None:

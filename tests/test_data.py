@@ -6,7 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from celebgan.data import CelebADataModule, ImageFiles, SyntheticDataModule, face_transform, find_layout, list_images
+from celebgan.celeba import face_transform, find_layout, list_images
+from celebgan.data import CelebADataModule, ImageFiles, SyntheticDataModule
 from celebgan.errors import UserError
 from celebgan.synthetic import ATTR_NAMES, render_faces
 from conftest import ATTRS, make_celeba

@@ -10,8 +10,9 @@ import torch
 from conftest import cli_cmd, cli_env, make_celeba
 from PIL import Image
 
-from celebgan.callbacks import AtomicCheckpointIO
-from celebgan.data import CelebADataModule, ImageFiles, face_transform, list_images
+from celebgan.checkpoint import AtomicCheckpointIO
+from celebgan.celeba import face_transform, list_images
+from celebgan.data import CelebADataModule, ImageFiles
 from celebgan.errors import UserError
 from celebgan.train import train
 
@@ -27,7 +28,7 @@ def test_kill_during_checkpoint_write_leaves_previous_last_ckpt_valid(tmp_path):
     script = textwrap.dedent(f"""
         import os, signal, torch
         from lightning.pytorch.plugins.io import TorchCheckpointIO
-        from celebgan.callbacks import AtomicCheckpointIO
+        from celebgan.checkpoint import AtomicCheckpointIO
         io = AtomicCheckpointIO()
         path = {str(tmp_path / "last.ckpt")!r}
         io.save_checkpoint({{"step": 1, "w": torch.ones(1000)}}, path)

@@ -16,12 +16,13 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 
 from celebgan.data import CelebADataModule, SyntheticDataModule
 from celebgan.errors import UserError
-from celebgan.metrics import (FeatureDistances, InceptionFeatures, RandomFeatures, RealFeatureCache,
-                              default_inception_weights, extract_features, precision_recall)
+from celebgan.feature_cache import RealFeatureCache
+from celebgan.features import InceptionFeatures, RandomFeatures, default_inception_weights, extract_features
+from celebgan.metrics import FeatureDistances, precision_recall
 from celebgan.networks import Generator
 from celebgan.train import train
 
-RANDOM_FEATURES = {"_target_": "celebgan.metrics.RandomFeatures", "_partial_": True}
+RANDOM_FEATURES = {"_target_": "celebgan.features.RandomFeatures", "_partial_": True}
 
 
 def reference_fid(a: torch.Tensor, b: torch.Tensor) -> float:

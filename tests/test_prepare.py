@@ -13,7 +13,8 @@ import torch
 
 from celebgan import prepare as prep
 from celebgan.batches import ArrayFaces
-from celebgan.data import CelebADataModule, ImageFiles, face_transform, list_images
+from celebgan.celeba import face_transform, list_images
+from celebgan.data import CelebADataModule, ImageFiles
 from celebgan.errors import UserError
 from conftest import make_celeba
 

@@ -13,7 +13,8 @@ from PIL import Image
 from celebgan.attributes import attribute_scores, cached_classifier, edit_latents
 from celebgan.checkpoint import load_gan
 from celebgan.errors import UserError
-from celebgan.sample import generate, latents, sample, slerp
+from celebgan.images import generate, latents
+from celebgan.sample import sample, slerp
 from celebgan.train import train
 
 EPOCHS = 2

@@ -8,7 +8,6 @@ attribute's direction: adding it to a latent should add the attribute to the fac
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +18,12 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from celebgan.callbacks import atomic_path
+from celebgan.batches import seeded_subset
 from celebgan.checkpoint import build_datamodule
 from celebgan.errors import UserError
+from celebgan.images import generate, latents, save_png, to_grid
+from celebgan.io import atomic_write
 from celebgan.module import GAN
-from celebgan.sample import generate, latents, save_png, to_grid
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def labelled_split(data_config: dict[str, Any], split: str, max_images: int, see
         raise UserError("The attributes mode needs attribute labels, and this run's dataset has none. "
                         "For CelebA, put list_attr_celeba.txt (or the Kaggle .csv) next to the images.")
     if len(dataset) > max_images:
-        index = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:max_images]
+        index = seeded_subset(len(dataset), max_images, seed)
         dataset = Subset(dataset, index.tolist())
     return dataset, list(dm.attr_names)
 
@@ -134,13 +134,8 @@ def cached_classifier(data_config: dict[str, Any], cache_dir: str | Path, settin
     if record is None:
         log.info("Training the attribute classifier (once for this dataset; cached at %s)", path)
         record = train_classifier(data_config, device=device, **settings)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = atomic_path(path)
-        try:
+        with atomic_write(path) as tmp:
             torch.save(record, tmp)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
     model = AttributeClassifier(num_attrs=len(record["attr_names"]), width=record["width"])
     model.load_state_dict(record["state_dict"])
     return model.to(device).eval(), {**record, "path": path}

@@ -101,3 +101,9 @@ def to_model_input(images: torch.Tensor, flip: bool) -> torch.Tensor:
         mirrored = torch.rand(images.size(0), device=images.device) < 0.5
         images = torch.where(mirrored[:, None, None, None], images.flip(-1), images)
     return images.float().mul_(1 / 127.5).sub_(1.0).contiguous(memory_format=torch.channels_last)
+
+
+def seeded_subset(n: int, k: int, seed: int) -> torch.Tensor:
+    """(min(n, k),) distinct indices into n items, in random order, the same for a seed on every
+    machine (drawn on the CPU with its own generator, so the global RNG is left alone)."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:k]

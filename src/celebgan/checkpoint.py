@@ -1,4 +1,9 @@
-"""Rebuild a trained GAN, and the data it was trained on, from a checkpoint alone."""
+"""The checkpoint contract: what celebgan writes into a checkpoint and how it reads one back.
+
+Lightning writes each checkpoint through AtomicCheckpointIO, and RunConfig adds the run's resolved
+config under CONFIG_KEY, so a checkpoint alone rebuilds its model and data. Everything that reads
+a checkpoint (resume, sample, evaluate, benchmarks, the notebook) goes through this module.
+"""
 import pickle
 import zipfile
 from pathlib import Path
@@ -6,10 +11,43 @@ from typing import Any
 
 import hydra
 import torch
-from lightning import LightningDataModule
+from lightning import Callback, LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from celebgan.errors import UserError
+from celebgan.io import atomic_write
 from celebgan.module import GAN
+
+CONFIG_KEY = "celebgan_config"
+# Ends the message of a checkpoint that cannot be used: what to pass instead.
+CKPT_HINT = " Point ckpt at a checkpoints/*.ckpt file written by celebgan.train."
+RESUME_HINT = (" Pass the path of a .ckpt file (RUN_DIR/checkpoints/last.ckpt) "
+               "or resume=auto for the newest run of this config.")
+
+
+class RunConfig(Callback):
+    """Stores the run's resolved config in every checkpoint, so a checkpoint alone rebuilds its model."""
+
+    def __init__(self, *, config: dict):
+        self.config = config
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict) -> None:
+        checkpoint[CONFIG_KEY] = self.config
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary name and renames it into place, so a crash or kill
+    mid-write leaves the previous checkpoint intact."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        hint = (" The previous checkpoint there, if any, is intact; free space (or set "
+                "callbacks.model_checkpoint.dirpath) and resume from it with resume=auto.")
+        with atomic_write(path, hint=hint) as tmp:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+
+    def load_checkpoint(self, path, map_location=None, weights_only: bool | None = True):
+        # Tensors and plain containers only: a checkpoint from an untrusted place cannot run code.
+        return super().load_checkpoint(path, map_location=map_location, weights_only=True)
 
 
 def load_checkpoint(path: str | Path, *, hint: str = "") -> dict[str, Any]:
@@ -34,16 +72,27 @@ def load_checkpoint(path: str | Path, *, hint: str = "") -> dict[str, Any]:
                         f"{str(err).splitlines()[0]}") from None
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint dict of a celebgan training run, or one UserError that says what is wrong."""
-    ckpt = load_checkpoint(path, hint=" Point ckpt at a checkpoints/*.ckpt file written by celebgan.train.")
+def read_checkpoint(path: str | Path, *, arg: str = "ckpt", hint: str = CKPT_HINT) -> dict[str, Any]:
+    """The checkpoint dict of a celebgan training run, or one UserError that says what is wrong.
+    `arg` names the setting that gave the path (ckpt, resume) in the messages."""
+    ckpt = load_checkpoint(path, hint=hint)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise UserError(f"ckpt={str(path)!r} is not a Lightning checkpoint (no state_dict). "
-                        "Point ckpt at a checkpoints/*.ckpt file written by celebgan.train.")
-    if "celebgan_config" not in ckpt:
-        raise UserError(f"ckpt={str(path)!r} was not written by celebgan.train (it holds no celebgan_config), "
+        raise UserError(f"{arg}={str(path)!r} is not a Lightning checkpoint (no state_dict).{hint}")
+    if CONFIG_KEY not in ckpt:
+        raise UserError(f"{arg}={str(path)!r} was not written by celebgan.train (it holds no {CONFIG_KEY}), "
                         "so its model cannot be rebuilt. Use a checkpoint of a celebgan run.")
     return ckpt
+
+
+def run_config(path: str | Path, *, arg: str = "ckpt", hint: str = CKPT_HINT) -> dict[str, Any]:
+    """The resolved config of the run that wrote the checkpoint at `path`."""
+    return read_checkpoint(path, arg=arg, hint=hint)[CONFIG_KEY]
+
+
+def run_dir(path: str | Path) -> Path | None:
+    """The run folder of a checkpoint: RUN for RUN/checkpoints/X.ckpt, None for one kept elsewhere."""
+    path = Path(path).expanduser().resolve()
+    return path.parents[1] if path.parent.name == "checkpoints" else None
 
 
 def load_gan(path: str | Path, *, img_size: int | None = None) -> tuple[GAN, dict[str, Any]]:
@@ -52,7 +101,7 @@ def load_gan(path: str | Path, *, img_size: int | None = None) -> tuple[GAN, dic
     img_size: when given, a checkpoint trained at another size is refused.
     """
     ckpt = read_checkpoint(path)
-    config = ckpt["celebgan_config"]
+    config = ckpt[CONFIG_KEY]
     model_cfg = config.get("model", {})
     if model_cfg.get("_target_") != f"{GAN.__module__}.{GAN.__qualname__}":
         raise UserError(f"ckpt={str(path)!r} holds a model of type {model_cfg.get('_target_')!r}, "

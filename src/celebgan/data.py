@@ -1,23 +1,20 @@
-"""CelebA (three on-disk layouts) and the synthetic faces, as LightningDataModules.
+"""CelebA and the synthetic faces, as LightningDataModules.
 
-Nothing here downloads: CelebA must already be on disk, and `data=synthetic` needs nothing.
+Nothing here downloads: CelebA must already be on disk (its layouts and list files: celeba.py),
+and `data=synthetic` needs nothing.
 """
-import csv
 import hashlib
 import logging
-import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision.transforms as T
-import torchvision.transforms.functional as TF
 from lightning import LightningDataModule
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from celebgan.batches import ArrayFaces, batch_loader, to_model_input
+from celebgan.batches import ArrayFaces, batch_loader, seeded_subset, to_model_input
+from celebgan.celeba import face_transform, hash_files, list_images
 from celebgan.errors import UserError
 from celebgan.networks import num_stages
 from celebgan.prepare import build, check_prepared, record_path, source_of
@@ -25,144 +22,6 @@ from celebgan.synthetic import ATTR_NAMES as SYNTHETIC_ATTR_NAMES
 from celebgan.synthetic import render_faces
 
 log = logging.getLogger(__name__)
-
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
-SPLITS = {"train": 0, "valid": 1, "test": 2, "all": None}
-# Side of the centre square crop as a fraction of the image's shorter side. On CelebA's aligned
-# 178x218 images: `full` is 178x178, `face` is the 108x108 crop of the original DCGAN preprocessing.
-CROPS = {"full": 1.0, "face": 108 / 178}
-LAYOUTS_HELP = (
-    "Accepted layouts under data.root:\n"
-    "  torchvision: ROOT/celeba/img_align_celeba/*.jpg and ROOT/celeba/list_eval_partition.txt "
-    "(ROOT/celeba/list_attr_celeba.txt optional)\n"
-    "  Kaggle:      ROOT/img_align_celeba/img_align_celeba/*.jpg and ROOT/list_eval_partition.csv "
-    "(ROOT/list_attr_celeba.csv optional)\n"
-    "  plain:       any folder of images (no split files: every image trains)\n"
-    "No dataset at hand? `data=synthetic` trains on built-in procedural faces, offline."
-)
-
-
-@dataclass
-class Layout:
-    kind: str  # torchvision | kaggle | plain
-    image_dir: Path
-    partition_file: Path | None = None
-    attr_file: Path | None = None
-
-
-def find_layout(root: str | os.PathLike) -> Layout:
-    """Which of the accepted layouts `root` holds, or one UserError that lists them."""
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        where = "" if root.is_absolute() else f" (from {Path.cwd()})"
-        raise UserError(f"CelebA folder not found: data.root={str(root)!r}{where} does not exist. Point "
-                        f"data.root (or CELEBA_ROOT) at your copy.\n{LAYOUTS_HELP}")
-    # torchvision's layout, with root pointing at the folder above `celeba/` or at `celeba/` itself.
-    for base in (root / "celeba", root):
-        if (base / "img_align_celeba").is_dir() and not (base / "img_align_celeba" / "img_align_celeba").is_dir():
-            partition = base / "list_eval_partition.txt"
-            attr = base / "list_attr_celeba.txt"
-            return Layout("torchvision", base / "img_align_celeba", partition if partition.is_file() else None,
-                          attr if attr.is_file() else None)
-    if (root / "img_align_celeba" / "img_align_celeba").is_dir():
-        partition, attr = root / "list_eval_partition.csv", root / "list_attr_celeba.csv"
-        return Layout("kaggle", root / "img_align_celeba" / "img_align_celeba",
-                      partition if partition.is_file() else None, attr if attr.is_file() else None)
-    return Layout("plain", root)
-
-
-def _read_table(path: Path) -> tuple[list[str], dict[str, list[str]]]:
-    """(column names, {filename: values}) of a CelebA list file in its .txt or Kaggle .csv form."""
-    if path.suffix == ".csv":
-        with open(path, newline="") as f:
-            rows = list(csv.reader(f))
-        header, body = rows[0][1:], rows[1:]
-    else:
-        lines = path.read_text().splitlines()
-        if path.name.startswith("list_attr"):  # count line, then the attribute names
-            header, body = lines[1].split(), [ln.split() for ln in lines[2:]]
-        else:
-            header, body = ["partition"], [ln.split() for ln in lines]
-    return header, {row[0]: row[1:] for row in body if row}
-
-
-def list_images(root: str | os.PathLike, split: str = "train") -> tuple[list[Path], torch.Tensor | None, list[str]]:
-    """Image paths of one split, their 0/1 attributes (or None) and the attribute names.
-
-    Zero-byte files are left out with a warning. Checks run before any training starts, so a wrong
-    or incomplete folder fails at once with a message that says what to do.
-    """
-    if split not in SPLITS:
-        raise UserError(f"data.split={split!r} is not one of {list(SPLITS)}.")
-    layout = find_layout(root)
-    if layout.kind == "plain":
-        files = sorted(p for p in layout.image_dir.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
-        if not files:
-            raise UserError(f"No images found under data.root={str(root)!r}.\n{LAYOUTS_HELP}")
-        if split not in ("train", "all"):
-            raise UserError(f"data.split={split!r} needs CelebA's partition file, but {root} is a plain "
-                            "folder of images with no split: use data.split=train or data.split=all.")
-        names, attrs, attr_names = files, None, []
-    else:
-        present = {e.name for e in os.scandir(layout.image_dir) if e.is_file()}
-        if layout.partition_file is None and split != "all":
-            raise UserError(
-                f"{layout.image_dir} looks like CelebA ({layout.kind} layout) but its "
-                f"list_eval_partition file is missing, so data.split={split!r} cannot be selected. "
-                "Restore the file (the download may be incomplete) or train on every image with data.split=all.")
-        if layout.partition_file is not None:
-            _, part = _read_table(layout.partition_file)
-            wanted = [n for n, (p, *_) in part.items() if SPLITS[split] is None or int(p) == SPLITS[split]]
-        else:
-            wanted = sorted(n for n in present if Path(n).suffix.lower() in IMAGE_EXTS)
-        missing = [n for n in wanted if n not in present]
-        if missing:
-            raise UserError(
-                f"{len(missing)} of the {len(wanted)} images of split {split!r} listed in "
-                f"{layout.partition_file.name} are missing from {layout.image_dir} (first: {missing[0]}). "
-                "The download or extraction looks incomplete: download it again.")
-        if not wanted:
-            raise UserError(f"Split {split!r} of {layout.image_dir} holds no images.\n{LAYOUTS_HELP}")
-        names = [layout.image_dir / n for n in wanted]
-        attrs, attr_names = None, []
-        if layout.attr_file is not None:
-            attr_names, table = _read_table(layout.attr_file)
-            rows = [table.get(n) for n in wanted]
-            if any(r is None for r in rows):
-                log.warning("%s lacks some images of the split; attributes are not used.", layout.attr_file)
-            else:
-                attrs = (torch.tensor([[int(v) for v in r] for r in rows]) > 0).long()  # -1/1 -> 0/1
-    keep = [i for i, p in enumerate(names) if os.path.getsize(p) > 0]
-    if len(keep) < len(names):
-        kept = set(keep)
-        empty = [str(p) for i, p in enumerate(names) if i not in kept]
-        log.warning("Skipping %d empty (zero-byte) image files: %s", len(empty), ", ".join(empty[:10]))
-        names = [names[i] for i in keep]
-        attrs = attrs[keep] if attrs is not None else None
-    return names, attrs, attr_names
-
-
-class CenterSquareCrop:
-    """Centre square of `fraction` x the shorter side (CelebA 178x218: 178 full, 108 face)."""
-
-    def __init__(self, fraction: float):
-        self.fraction = fraction
-
-    def __call__(self, img: Image.Image) -> Image.Image:
-        side = round(min(img.size) * self.fraction)
-        return TF.center_crop(img, [side, side])
-
-
-def face_transform(img_size: int, crop: str = "full", flip: bool = True) -> T.Compose:
-    if crop not in CROPS:
-        raise UserError(f"data.crop={crop!r} is not one of {list(CROPS)}.")
-    return T.Compose([
-        CenterSquareCrop(CROPS[crop]),
-        T.Resize(img_size, antialias=True),
-        *([T.RandomHorizontalFlip()] if flip else []),
-        T.ToTensor(),
-        T.Normalize([0.5] * 3, [0.5] * 3),  # [0, 1] -> [-1, 1], the range of G's tanh
-    ])
 
 
 class ImageFiles(Dataset):
@@ -327,8 +186,7 @@ class CelebADataModule(FaceDataModule):
         if limit is None or limit >= len(files):
             return files, attrs, list(range(len(files)))
         # CelebA's files are not in random order; a seeded subset is a fair sample of the split.
-        keep = torch.randperm(len(files), generator=torch.Generator().manual_seed(0))[:limit].sort().values
-        return files, attrs, keep.tolist()
+        return files, attrs, seeded_subset(len(files), limit, seed=0).sort().values.tolist()
 
     def eval_dataset(self, split: str, limit: int | None = None) -> Dataset:
         files, attrs, keep = self._eval_subset(split, limit)
@@ -339,10 +197,7 @@ class CelebADataModule(FaceDataModule):
         files, _, keep = self._eval_subset(split, limit)
         # Names, sizes and modification times of the whole split: an added, removed or rewritten
         # image changes the subset or its pixels, and so the statistics.
-        h = hashlib.sha256()
-        for p in files:
-            st = p.stat()
-            h.update(f"{os.path.relpath(p, self.root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        h = hash_files(files, relative_to=self.root)
         return {"dataset": "celeba", "split": split, "crop": self.crop, "img_size": self.img_size,
                 "num_images": len(keep), "split_size": len(files), "files_sha256": h.hexdigest()}
 

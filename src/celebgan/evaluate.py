@@ -6,17 +6,18 @@ protocol with the numbers and writes them as JSON.
 """
 import json
 import logging
-import os
 from pathlib import Path
 
 import hydra
 import torch
 from omegaconf import DictConfig
 
-from celebgan.callbacks import atomic_path
 from celebgan.checkpoint import build_datamodule, load_gan
 from celebgan.errors import UserError, exit_on_user_error
-from celebgan.metrics import FeatureDistances, RealFeatureCache, generator_features, precision_recall
+from celebgan.io import atomic_write
+from celebgan.feature_cache import RealFeatureCache
+from celebgan.features import generator_features
+from celebgan.metrics import FeatureDistances, precision_recall
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +72,14 @@ def evaluate(cfg: DictConfig) -> dict:
     print(f"  recall     {scores['recall']:.4f}")
 
     out = Path(cfg.output).expanduser() if cfg.output else Path(cfg.ckpt).expanduser().with_suffix(".eval.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic_path(out)
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
-    os.replace(tmp, out)
-    print(f"Wrote {out}")
+    print(f"Wrote {write_results(results, out)}")
     return results
+
+
+def write_results(results: dict, out: Path) -> Path:
+    with atomic_write(out) as tmp:
+        tmp.write_text(json.dumps(results, indent=2) + "\n")
+    return out
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="evaluate")

@@ -13,8 +13,8 @@ from omegaconf import OmegaConf
 from PIL import Image, ImageDraw, ImageFont
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from celebgan.callbacks import atomic_path
 from celebgan.errors import UserError, exit_on_user_error
+from celebgan.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -114,13 +114,8 @@ def plot_run(run: str | os.PathLike, out: str | os.PathLike | None = None, smoot
         draw_panel(draw, i * HEIGHT_PER_PANEL, title, y_range,
                    [(tag, label, colour, scalars[tag]) for tag, label, colour in series], smoothing, font, x_max)
     out = Path(out) if out is not None else Path(run) / "training_curves.png"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic_path(out)
-    try:
+    with atomic_write(out) as tmp:
         image.save(tmp, format="png")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out
 
 

@@ -24,10 +24,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from hydra import compose, initialize_config_dir
 from PIL import Image
+from tqdm import tqdm
 
-from celebgan.callbacks import atomic_path
+from celebgan.celeba import crop_resize, hash_files, list_images
 from celebgan.errors import UserError, exit_on_user_error
+from celebgan.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -54,19 +57,16 @@ class Source:
         """A digest of everything the prepared array depends on; cheap (one stat per file)."""
         h = hashlib.sha256()
         h.update(json.dumps([FORMAT_VERSION, self.split, self.crop, self.img_size, self.attr_names]).encode())
-        common = os.path.commonpath([str(p) for p in self.files]) if len(self.files) > 1 else ""
-        for p in self.files:
-            st = os.stat(p)
-            h.update(f"{os.path.relpath(p, common) if common else p.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        # Names relative to the files' common folder: moving the dataset keeps its prepared files.
+        common = os.path.commonpath([str(p) for p in self.files]) if len(self.files) > 1 else None
+        hash_files(self.files, relative_to=common, h=h)
         if self.attrs is not None:
             h.update(np.ascontiguousarray(self.attrs.numpy().astype(np.uint8)).tobytes())
         return h.hexdigest()
 
 
 def source_of(root: str | os.PathLike, split: str, crop: str, img_size: int) -> Source:
-    from celebgan.data import face_transform, list_images
-
-    face_transform(img_size, crop)  # a bad crop name fails here
+    crop_resize(img_size, crop)  # a bad crop name fails here
     files, attrs, attr_names = list_images(root, split)
     return Source(files, attrs, attr_names, split, crop, img_size)
 
@@ -121,18 +121,15 @@ def check_prepared(prepared_dir: str | os.PathLike, source: Source) -> tuple[Pre
 # Writing a prepared split
 
 
-@functools.cache
-def _crop_resize(crop: str, img_size: int):
-    from celebgan.data import face_transform
-
-    return face_transform(img_size, crop, flip=False).transforms[:2]
+# Built once per worker process, not once per image.
+_crop_resize = functools.cache(crop_resize)
 
 
 def decode(path: Path, crop: str, img_size: int) -> np.ndarray:
     """(S, S, 3) uint8: the JPEG path's decoding (face_transform) minus its flip and scaling."""
     with Image.open(path) as im:
         img = im.convert("RGB")
-    for t in _crop_resize(crop, img_size):
+    for t in _crop_resize(img_size, crop):
         img = t(img)
     return np.asarray(img, dtype=np.uint8)
 
@@ -155,17 +152,15 @@ def _decode_chunk(args) -> tuple[int, list[int]]:
 def build(source: Source, prepared_dir: str | os.PathLike, *, root: str = "", workers: int = 0,
           progress: bool = True) -> Prepared:
     """Decode `source` into a prepared split in `prepared_dir` (workers=0: one per core)."""
-    from tqdm import tqdm
-
     record = record_path(prepared_dir, source)
     record.parent.mkdir(parents=True, exist_ok=True)
     fingerprint = source.fingerprint()
     n, s = len(source.files), source.img_size
     stem = f"{source.key}.{fingerprint[:12]}"
     images_path, attrs_path = record.parent / f"{stem}.images.npy", record.parent / f"{stem}.attrs.npy"
-    tmp_images, tmp_attrs, tmp_record = atomic_path(images_path), atomic_path(attrs_path), atomic_path(record)
     workers = workers or os.cpu_count() or 1
-    try:
+    # Both arrays are renamed into place as the block ends (attrs, then images), the record after.
+    with atomic_write(images_path) as tmp_images, atomic_write(attrs_path) as tmp_attrs:
         np.lib.format.open_memmap(tmp_images, mode="w+", dtype=np.uint8, shape=(n, s, s, 3)).flush()
         tasks = [(tmp_images, i, source.files[i:i + CHUNK], source.crop, s) for i in range(0, n, CHUNK)]
         bad: list[int] = []
@@ -197,20 +192,15 @@ def build(source: Source, prepared_dir: str | os.PathLike, *, root: str = "", wo
             raise UserError(f"None of the {len(source.files)} images could be read (first: {source.files[0]}).")
         with open(tmp_attrs, "wb") as f:  # a file object: np.save would append .npy to the name
             np.save(f, attrs)
-        os.replace(tmp_images, images_path)
-        os.replace(tmp_attrs, attrs_path)
-        meta = {
-            "format_version": FORMAT_VERSION, "fingerprint": fingerprint, "root": str(root),
-            "split": source.split, "crop": source.crop, "img_size": s, "num_images": n,
-            "num_source_files": len(source.files), "attr_names": source.attr_names, "skipped": skipped,
-            "images": images_path.name, "attrs": attrs_path.name,
-        }
+    meta = {
+        "format_version": FORMAT_VERSION, "fingerprint": fingerprint, "root": str(root),
+        "split": source.split, "crop": source.crop, "img_size": s, "num_images": n,
+        "num_source_files": len(source.files), "attr_names": source.attr_names, "skipped": skipped,
+        "images": images_path.name, "attrs": attrs_path.name,
+    }
+    old = _referenced(record)
+    with atomic_write(record) as tmp_record:  # the switch: from here on the new build is the one in use
         tmp_record.write_text(json.dumps(meta, indent=1))
-        old = _referenced(record)
-        os.replace(tmp_record, record)  # the switch: from here on the new build is the one in use
-    finally:
-        for tmp in (tmp_images, tmp_attrs, tmp_record):
-            tmp.unlink(missing_ok=True)
     for name in old - {images_path.name, attrs_path.name}:
         (record.parent / name).unlink(missing_ok=True)
     log.info("Prepared %d images of split %r at %dpx (%s crop) into %s", n, source.split, s, source.crop, images_path)
@@ -255,8 +245,6 @@ def prepare(root: str, split: str, crop: str, img_size: int, prepared_dir: str, 
 
 
 def main(argv: list[str] | None = None) -> None:
-    from hydra import compose, initialize_config_dir
-
     parser = argparse.ArgumentParser(
         description="Decode a CelebA split once into a memory-mappable uint8 array (see data.prepared_dir).",
         epilog="Other arguments are Hydra overrides, as for celebgan.train: data=celeba32 data.crop=face ...")

@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 from lightning import Callback
 
-from celebgan.checkpoint import load_checkpoint
+from celebgan.checkpoint import RESUME_HINT, run_config, run_dir
 from celebgan.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -60,12 +60,11 @@ def find_latest(runs_root: Path, current: dict, exclude: Path | None = None) -> 
         if exclude is not None and path.parents[1] == exclude:
             continue
         try:
-            saved = load_checkpoint(path, hint=" Pass the path of a .ckpt file (RUN_DIR/checkpoints/last.ckpt) "
-                            "or resume=auto for the newest run of this config.").get("celebgan_config")
+            saved = run_config(path, arg="resume", hint=RESUME_HINT)
         except UserError as err:
             log.warning("resume=auto skips %s: %s", path, err)
             continue
-        if saved is not None and is_same_run(saved, current):
+        if is_same_run(saved, current):
             return path
     return None
 
@@ -77,23 +76,18 @@ def resolve(resume: str | None, config: dict) -> tuple[str | None, Path | None]:
     current config; runs are looked for next to its run directory (outputs/runs/)."""
     if resume in (None, ""):
         return None, None
-    run_dir = Path(config["paths"]["output_dir"])
+    this_run = Path(config["paths"]["output_dir"])
     if resume == "auto":
-        path = find_latest(run_dir.parent, config, exclude=run_dir)
+        path = find_latest(this_run.parent, config, exclude=this_run)
         if path is None:
-            log.info("resume=auto: no earlier run of this config under %s; starting a new run.", run_dir.parent)
+            log.info("resume=auto: no earlier run of this config under %s; starting a new run.", this_run.parent)
             return None, None
         log.info("resume=auto: continuing %s", path)
     else:
         path = Path(resume).expanduser().resolve()
-    saved = load_checkpoint(path, hint=" Pass the path of a .ckpt file (RUN_DIR/checkpoints/last.ckpt) "
-                            "or resume=auto for the newest run of this config.").get("celebgan_config")
-    if saved is None:
-        raise UserError(f"{path} was not written by celebgan (it has no celebgan_config); it cannot be resumed.")
-    check_compatible(path, saved, config)
+    check_compatible(path, run_config(path, arg="resume", hint=RESUME_HINT), config)
     # RUN/checkpoints/X.ckpt continues in RUN: the same TensorBoard run, samples and checkpoints.
-    original = path.parents[1] if path.parent.name == "checkpoints" else None
-    return str(path), original
+    return str(path), run_dir(path)
 
 
 class RNGState(Callback):

@@ -4,8 +4,6 @@ sample(cfg) holds the logic (tests call it with a composed config); main() is th
 Every image comes from the EMA generator in eval mode; latents come from `seed` alone.
 """
 import logging
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -13,30 +11,21 @@ import hydra
 import torch
 from omegaconf import DictConfig
 from PIL import Image
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import save_image
 from tqdm import tqdm
 
-from celebgan.callbacks import atomic_path
-from celebgan.checkpoint import build_datamodule, load_gan
+from celebgan.attributes import write_attribute_edits
+from celebgan.batches import seeded_subset
+from celebgan.checkpoint import build_datamodule, load_gan, run_dir
 from celebgan.errors import UserError, exit_on_user_error
+from celebgan.images import generate, latents, save_png, to_grid
+from celebgan.io import atomic_write
 from celebgan.module import GAN
 
 log = logging.getLogger(__name__)
 
 MODES = ("grid", "images", "interpolate", "progress", "compare", "attributes")
 DEFAULT_NAMES = {"images": "images", "progress": "progress.gif"}
-
-
-def latents(n: int, nz: int, seed: int) -> torch.Tensor:
-    """(n, nz, 1, 1) standard normal latents, the same for a seed on every machine (drawn on the CPU)."""
-    return torch.randn(n, nz, 1, 1, generator=torch.Generator().manual_seed(seed))
-
-
-@torch.no_grad()
-def generate(gan: GAN, z: torch.Tensor, batch_size: int = 256, progress: bool = False) -> torch.Tensor:
-    """(N, nz, 1, 1) latents -> (N, 3, S, S) CPU images in [-1, 1], batch by batch."""
-    chunks = z.split(batch_size)
-    return torch.cat([gan.sample(c).cpu() for c in tqdm(chunks, desc="generating", disable=not progress)])
 
 
 def slerp(z0: torch.Tensor, z1: torch.Tensor, t: float) -> torch.Tensor:
@@ -52,22 +41,6 @@ def slerp(z0: torch.Tensor, z1: torch.Tensor, t: float) -> torch.Tensor:
     return out.view_as(z0)
 
 
-def to_grid(images: torch.Tensor, nrow: int) -> torch.Tensor:
-    """(N, 3, S, S) in [-1, 1] -> (3, H, W) in [0, 1], 2px gaps."""
-    return make_grid(images, nrow=nrow, normalize=True, value_range=(-1, 1))
-
-
-def save_png(grid: torch.Tensor, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic_path(path)
-    try:
-        save_image(grid, tmp, format="png")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 def write_grid(gan: GAN, cfg: DictConfig, out: Path) -> dict[str, Any]:
     z = latents(cfg.n, gan.generator.nz, cfg.seed)
     return {"out": save_png(to_grid(generate(gan, z, cfg.batch_size), cfg.nrow), out)}
@@ -78,18 +51,13 @@ def write_images(gan: GAN, cfg: DictConfig, out: Path) -> dict[str, Any]:
     if out.exists():
         raise UserError(f"out={str(out)!r} already exists; choose another out, or delete it to write it again.")
     z = latents(cfg.n, gan.generator.nz, cfg.seed)
-    tmp = atomic_path(out)
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_write(out) as tmp:
+        tmp.mkdir()
         i = 0
         for chunk in tqdm(z.split(cfg.batch_size), desc="images", unit="batch"):
             for img in gan.sample(chunk).cpu():
                 save_image(img, tmp / f"{i:06d}.png", normalize=True, value_range=(-1, 1))
                 i += 1
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return {"out": out, "count": cfg.n}
 
 
@@ -115,13 +83,8 @@ def write_progress(run: Path, out: Path, frame_ms: int) -> dict[str, Any]:
         raise UserError(f"No progress grids in {run / 'samples'}: progress needs the run directory of a "
                         "celebgan.train run (set run=RUN_DIR, or ckpt=RUN_DIR/checkpoints/last.ckpt).")
     images = [Image.open(p).convert("RGB") for p in frames]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic_path(out)
-    try:
+    with atomic_write(out) as tmp:
         images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=frame_ms, loop=0)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return {"out": out, "frames": len(images)}
 
 
@@ -135,7 +98,7 @@ def real_images(config: dict[str, Any], n: int, seed: int, split: str, data_root
     dataset = build_datamodule(config, **overrides).eval_dataset(split)
     if len(dataset) < n:
         raise UserError(f"Split {split!r} holds {len(dataset)} images, fewer than n={n}; lower n.")
-    index = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n]
+    index = seeded_subset(len(dataset), n, seed)
     return torch.stack([dataset[int(i)][0] for i in index])
 
 
@@ -183,13 +146,12 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
     elif cfg.mode == "interpolate":
         result = write_interpolation(gan, cfg, out)
     elif cfg.mode == "progress":
-        # checkpoints/last.ckpt sits one folder below its run directory.
-        result = write_progress(Path(cfg.ckpt).expanduser().resolve().parent.parent, out, cfg.progress.frame_ms)
+        # A checkpoint kept outside a run folder: look next to it (and say so when nothing is there).
+        run = run_dir(cfg.ckpt) or Path(cfg.ckpt).expanduser().resolve().parent
+        result = write_progress(run, out, cfg.progress.frame_ms)
     elif cfg.mode == "compare":
         result = write_comparison(gan, config, cfg, out)
     else:
-        from celebgan.attributes import write_attribute_edits
-
         result = write_attribute_edits(gan, config, cfg, out)
     log.info("Wrote %s", result["out"])
     return result

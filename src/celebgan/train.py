@@ -12,7 +12,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from celebgan import resume
-from celebgan.callbacks import AtomicCheckpointIO, RunConfig
+from celebgan.checkpoint import AtomicCheckpointIO, RunConfig
 from celebgan.errors import UserError, exit_on_user_error
 from celebgan.guards import check_devices
 from celebgan.hparams import FinalMetrics, log_hparams
@@ -64,7 +64,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         log.info("trainer.precision=auto: training with %s", precision)
     try:
         trainer = hydra.utils.instantiate(
-            cfg.trainer, callbacks=[*callbacks, RunConfig(config), resume.RNGState(), FinalMetrics()],
+            cfg.trainer, callbacks=[*callbacks, RunConfig(config=config), resume.RNGState(), FinalMetrics()],
             logger=logger, plugins=[AtomicCheckpointIO()], precision=precision,
         )
     except InstantiationException as err:
