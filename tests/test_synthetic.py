@@ -66,3 +66,16 @@ def test_no_flat_patches_and_no_razor_edges():
     steps = torch.cat([(rgb[..., :, 1:] - rgb[..., :, :-1]).abs().amax(1).flatten(1),
                        (rgb[..., 1:, :] - rgb[..., :-1, :]).abs().amax(1).flatten(1)], 1)
     assert (steps > 60).float().mean() < 0.025
+
+
+def test_renderer_version_keys_every_cache_of_synthetic_faces(monkeypatch):
+    from celebgan import attributes, data, synthetic
+    from celebgan.data import SyntheticDataModule
+
+    dm = SyntheticDataModule(num_images=8, img_size=16, batch_size=4)
+    data_config = {"_target_": "celebgan.data.SyntheticDataModule", "img_size": 16, "seed": 0}
+    before = (dm.fingerprint("test", 8), attributes.fingerprint(data_config, {}))
+    monkeypatch.setattr(data, "RENDERER_VERSION", synthetic.RENDERER_VERSION + 1)
+    monkeypatch.setattr(attributes, "RENDERER_VERSION", synthetic.RENDERER_VERSION + 1)
+    after = (dm.fingerprint("test", 8), attributes.fingerprint(data_config, {}))
+    assert before[0] != after[0] and before[1] != after[1]  # feature cache and classifier cache

@@ -24,6 +24,7 @@ from celebgan.errors import UserError
 from celebgan.images import generate, latents, save_png, to_grid
 from celebgan.io import atomic_write
 from celebgan.module import GAN
+from celebgan.synthetic import RENDERER_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ def fingerprint(data_config: dict[str, Any], classifier: dict[str, Any]) -> str:
     data = {k: v for k, v in data_config.items() if k not in LOADER_KEYS}
     if data.get("root") is not None:
         data["root"] = str(Path(data["root"]).expanduser().resolve())
+    if str(data.get("_target_", "")).endswith("SyntheticDataModule"):  # new pixels, new classifier
+        data["renderer_version"] = RENDERER_VERSION
     blob = json.dumps({"data": data, "classifier": classifier}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

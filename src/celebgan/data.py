@@ -19,7 +19,7 @@ from celebgan.errors import UserError
 from celebgan.networks import num_stages
 from celebgan.prepare import build, check_prepared, record_path, source_of
 from celebgan.synthetic import ATTR_NAMES as SYNTHETIC_ATTR_NAMES
-from celebgan.synthetic import render_faces
+from celebgan.synthetic import RENDERER_VERSION, render_faces
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +220,9 @@ class SyntheticDataModule(FaceDataModule):
         return TensorFaces(images, attrs)
 
     def fingerprint(self, split: str, limit: int | None = None) -> dict:
-        # Image i depends on (seed, split, i) and on the renderer's code, nothing else.
+        # Image i depends on (seed, split, i) and on the renderer: its declared version, and its
+        # code's hash as a guard against a pixel change that forgot to bump the version.
         renderer = hashlib.sha256(Path(render_faces.__code__.co_filename).read_bytes()).hexdigest()
         return {"dataset": "synthetic", "split": split, "crop": "full", "img_size": self.img_size,
-                "num_images": limit or self.num_images, "seed": self.seed, "renderer_sha256": renderer}
+                "num_images": limit or self.num_images, "seed": self.seed,
+                "renderer_version": RENDERER_VERSION, "renderer_sha256": renderer}
