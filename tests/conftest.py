@@ -128,3 +128,20 @@ def cli_cmd(*overrides: str) -> list[str]:
     import sys
 
     return [sys.executable, "-m", "celebgan.train", *TINY_CLI, *overrides]
+
+
+def assert_same_training_state(a: dict, b: dict) -> None:
+    """Two checkpoints hold the same training state: counters, weights, optimizers, LR schedulers
+    and loop progress, bit for bit."""
+    assert a["global_step"] == b["global_step"] and a["epoch"] == b["epoch"]
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for k in a["state_dict"]:  # G, D, EMA, BatchNorm statistics, fixed latents
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+    assert len(a["optimizer_states"]) == len(b["optimizer_states"]) == 2
+    for oa, ob in zip(a["optimizer_states"], b["optimizer_states"]):
+        assert oa["param_groups"] == ob["param_groups"]  # learning rates included
+        for pid in oa["state"]:
+            for key, value in oa["state"][pid].items():
+                assert torch.equal(value, ob["state"][pid][key]), (pid, key)
+    assert a["lr_schedulers"] == b["lr_schedulers"]  # [] without a schedule
+    assert a["loops"]["fit_loop"]["epoch_progress"] == b["loops"]["fit_loop"]["epoch_progress"]

@@ -122,13 +122,24 @@ def test_corrupt_truncated_and_empty_files_are_skipped_and_reported(celeba_root,
     (img_dir / "000002.jpg").write_bytes(data[: len(data) // 3])  # truncated
     (img_dir / "000003.jpg").write_bytes(b"this is not a jpeg" * 10)  # corrupt
     caplog.set_level(logging.WARNING)
-    m = dm(celeba_root, split="all")
+    m = dm(celeba_root, split="all", flip=False)
     assert len(m.train_set) == 8  # the empty file is left out up front
     assert "000001.jpg" in caplog.text
-    xs = [m.train_set[i][0] for i in range(len(m.train_set))]  # an epoch does not crash
-    assert all(x.shape == (3, 32, 32) for x in xs)
+    items = [m.train_set[i] for i in range(len(m.train_set))]  # an epoch does not crash
+    assert all(x.shape == (3, 32, 32) for x, _ in items)
+    # Each unreadable file is replaced by the next readable one (000004.jpg), image and attributes.
+    for bad in (0, 1):
+        assert torch.equal(items[bad][0], items[2][0]) and torch.equal(items[bad][1], items[2][1])
     assert "000002.jpg" in caplog.text and "000003.jpg" in caplog.text
     assert m.train_set.skipped == {str(img_dir / "000002.jpg"), str(img_dir / "000003.jpg")}
+
+
+def test_a_folder_of_only_unreadable_images_is_one_clear_error(tmp_path):
+    for name in ("a.jpg", "b.jpg"):
+        (tmp_path / name).write_bytes(b"this is not a jpeg")
+    files, _, _ = list_images(tmp_path, "all")
+    with pytest.raises(UserError, match="None of the 2 images could be read"):
+        ImageFiles(files, None, face_transform(16, "full", flip=False))[0]
 
 
 def test_bad_split_and_crop_values(celeba_root):

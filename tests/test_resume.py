@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import cli_cmd, cli_env
+from conftest import assert_same_training_state, cli_cmd, cli_env
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 # 2 epochs of 4 steps; the kill comes after epoch 0's last.ckpt, at the start of epoch 1.
@@ -23,21 +23,6 @@ def scalar_steps(logdir: Path, tag: str) -> list[int]:
     acc = EventAccumulator(str(logdir), size_guidance={"scalars": 0})
     acc.Reload()
     return sorted(e.step for e in acc.Scalars(tag))
-
-
-def assert_same_training_state(a: dict, b: dict) -> None:
-    assert a["global_step"] == b["global_step"] and a["epoch"] == b["epoch"]
-    assert a["state_dict"].keys() == b["state_dict"].keys()
-    for k in a["state_dict"]:  # G, D, EMA, BatchNorm statistics, fixed latents
-        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
-    assert len(a["optimizer_states"]) == len(b["optimizer_states"]) == 2
-    for oa, ob in zip(a["optimizer_states"], b["optimizer_states"]):
-        assert oa["param_groups"] == ob["param_groups"]
-        for pid in oa["state"]:
-            for key, value in oa["state"][pid].items():
-                assert torch.equal(value, ob["state"][pid][key]), (pid, key)
-    assert a.get("lr_schedulers") == b.get("lr_schedulers")
-    assert a["loops"]["fit_loop"]["epoch_progress"] == b["loops"]["fit_loop"]["epoch_progress"]
 
 
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])

@@ -54,7 +54,7 @@ def test_training_changes_both_networks(make_cfg):
         assert not torch.allclose(sd[name], before.state_dict()[name])
 
 
-@pytest.mark.parametrize("model", ["label_smoothing", "spectral"])
+@pytest.mark.parametrize("model", ["label_smoothing"])  # spectral: test_ddp.py and test_dashboard.py
 def test_each_variant_trains(make_cfg, model):
     cfg = make_cfg(f"model={model}")
     metrics = train(cfg)
@@ -93,12 +93,3 @@ def test_missing_celeba_root_is_one_clear_error_from_the_command_line(tmp_path):
     assert "data=synthetic" in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
-
-
-def test_unsupported_img_size_is_one_clear_error_from_the_command_line(tmp_path):
-    cmd = [sys.executable, "-m", "celebgan.train", "data=synthetic", "data.img_size=48",
-           f"hydra.run.dir={tmp_path / 'run'}"]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 2
-    assert "img_size=48 is not supported" in result.stderr + result.stdout
-    assert "Traceback" not in result.stderr

@@ -1,0 +1,82 @@
+"""QualityMetrics in training: every_n_epochs > 1, and 2-process DDP, with RandomFeatures in place
+of Inception (see test_metrics.py)."""
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import cli_cmd, cli_env
+from omegaconf import open_dict
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from celebgan.checkpoint import load_gan
+from celebgan.features import RandomFeatures, generator_features
+from celebgan.metrics import FeatureDistances
+from celebgan.train import train
+
+METRICS = ["metrics=default", "metrics.n_samples=48", "metrics.n_real=48", "metrics.batch_size=16"]
+
+
+def scalars(logdir: Path, tag: str) -> list:
+    acc = EventAccumulator(str(logdir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return acc.Scalars(tag) if tag in acc.Tags()["scalars"] else []
+
+
+def ckpt(run: Path, name: str) -> dict:
+    return torch.load(run / "checkpoints" / name, map_location="cpu", weights_only=True)
+
+
+def test_every_second_epoch_measures_and_keeps_best_at_those_epochs_only(make_cfg, tmp_path):
+    cfg = make_cfg("trainer.max_epochs=3", "metrics.every_n_epochs=2", *METRICS,
+                   f"metrics.cache_dir={tmp_path / 'cache'}")
+    with open_dict(cfg):
+        cfg.metrics.feature_extractor = {"_target_": "celebgan.features.RandomFeatures", "_partial_": True}
+    train(cfg)
+    run = Path(cfg.paths.output_dir)
+    fids, kids = scalars(run / "tensorboard", "metrics/fid"), scalars(run / "tensorboard", "metrics/kid")
+    assert len(fids) == len(kids) == 1  # epoch 1 of 0, 1, 2
+    epoch_ends = [e.step for e in scalars(run / "tensorboard", "train/d_loss_epoch")]
+    assert len(epoch_ends) == 3 and fids[0].step == epoch_ends[1]  # logged at the end of epoch 1
+    best, last = ckpt(run, "best.ckpt"), ckpt(run, "last.ckpt")
+    assert best["epoch"] == 1 and best["global_step"] == 2 * 8
+    assert last["epoch"] == 2
+    state = next(v for k, v in last["callbacks"].items() if "metrics/fid" in k)
+    assert state["best_model_score"].item() == pytest.approx(fids[0].value, rel=1e-5)
+
+
+def test_two_process_ddp_logs_one_fid_per_epoch_over_both_ranks_samples(tmp_path):
+    run, probe, cache = tmp_path / "run", tmp_path / "probe", tmp_path / "cache"
+    result = subprocess.run(
+        cli_cmd("data.batch_size=8", "trainer.max_epochs=2", "trainer.accelerator=cpu", "trainer.devices=2",
+                *METRICS, f"metrics.cache_dir={cache}",
+                "metrics.feature_extractor._target_=probe.random_features", f"hydra.run.dir={run}",
+                "+callbacks.probe._target_=probe.Probe", f"+callbacks.probe.dirpath={probe}"),
+        cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+
+    # Logged once per epoch, into the one TensorBoard run that rank 0 writes.
+    assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 1
+    fids = scalars(run / "tensorboard", "metrics/fid")
+    assert len(fids) == 2
+    ranks = [torch.load(probe / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    assert ranks[0]["fid"] == ranks[1]["fid"] == pytest.approx(fids[-1].value, rel=1e-6)  # the ranks agree
+    best = ckpt(run, "best.ckpt")
+    assert best["epoch"] == min(range(2), key=lambda e: fids[e].value)
+
+    # The value is the FID of all 48 generated images (24 per rank, each rank's own latents) against
+    # all 48 cached real ones, as one process computes it from the final weights.
+    gan, _ = load_gan(run / "checkpoints" / "last.ckpt")
+    extractor = RandomFeatures()
+    fake = torch.cat([generator_features(gan, extractor, 24, batch_size=16, seed=rank) for rank in range(2)])
+    real = torch.load(next(cache.glob("real_*.pt")), weights_only=True)["features"]
+    assert real.shape == fake.shape == (48, 64)
+    distances = FeatureDistances(64, kid_subset_size=48, kid_subsets=10)
+    distances.add_real(real)
+    distances.add_fake(fake)
+    assert fids[-1].value == pytest.approx(distances.compute()["fid"], rel=1e-4)
+    # Not the FID of one rank's share: that would be another number.
+    one_rank = FeatureDistances(64, kid_subset_size=24, kid_subsets=10)
+    one_rank.add_real(real[0::2])
+    one_rank.add_fake(fake[:24])
+    assert fids[-1].value != pytest.approx(one_rank.compute()["fid"], rel=1e-3)

@@ -1,0 +1,158 @@
+"""Resume in process: resume=PATH, resume=auto past damaged checkpoints, LR schedules, and a
+change in the number of processes between save and resume."""
+import logging
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import assert_same_training_state, cli_cmd, cli_env
+from omegaconf import open_dict
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from celebgan.resume import RNGState
+from celebgan.train import train
+
+# TINY: 64 images in batches of 16, so an epoch is 4 training steps = 8 optimizer steps.
+STEPS_PER_EPOCH = 8
+
+
+def in_dir(cfg, run_dir: Path):
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(run_dir)
+    return cfg
+
+
+def last_ckpt(run_dir: Path) -> dict:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+
+
+def scalars(logdir: Path, tag: str) -> list:
+    acc = EventAccumulator(str(logdir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return acc.Scalars(tag) if tag in acc.Tags()["scalars"] else []
+
+
+def test_resume_path_continues_the_run_in_its_folder_and_equals_an_uninterrupted_run(make_cfg, tmp_path):
+    straight, first, second = tmp_path / "straight", tmp_path / "runs" / "first", tmp_path / "runs" / "second"
+    train(in_dir(make_cfg("trainer.max_epochs=2"), straight))
+    train(in_dir(make_cfg("trainer.max_epochs=1"), first))
+    assert last_ckpt(first)["global_step"] == STEPS_PER_EPOCH
+
+    resume = first / "checkpoints" / "last.ckpt"
+    train(in_dir(make_cfg("trainer.max_epochs=2", f"resume={resume}"), second))
+    resumed = last_ckpt(first)
+    assert resumed["epoch"] == 1 and resumed["global_step"] == 2 * STEPS_PER_EPOCH
+    assert_same_training_state(last_ckpt(straight), resumed)
+    # Continued in the checkpoint's run: its TensorBoard run and grids go on; the new folder holds none.
+    steps = [e.step for e in scalars(first / "tensorboard", "train/d_loss_step")]
+    assert steps == [e.step for e in scalars(straight / "tensorboard", "train/d_loss_step")] == list(range(8))
+    assert sorted(p.name for p in (first / "samples").iterdir()) == ["epoch_0000.png", "epoch_0001.png"]
+    assert not second.exists() or not {"checkpoints", "tensorboard", "samples"} & {p.name for p in second.iterdir()}
+
+
+@pytest.mark.parametrize("schedule", ["step", "linear"])
+def test_resume_with_an_lr_schedule_continues_its_learning_rates(make_cfg, tmp_path, schedule):
+    # StepLR halving every epoch, or LinearLR to 0 over the 2 epochs: the LR differs in each epoch.
+    # The interrupted run stops after epoch 0 through max_steps, so its config (and LinearLR's
+    # total_iters = max_epochs) is the uninterrupted run's.
+    run = ["trainer.max_epochs=2", f"lr_schedule={schedule}", "model=ttur",
+           "+callbacks.lr_monitor._target_=lightning.pytorch.callbacks.LearningRateMonitor",
+           "+callbacks.lr_monitor.logging_interval=epoch",
+           *(["model.lr_scheduler.step_size=1"] if schedule == "step" else [])]
+    straight, first = tmp_path / "straight", tmp_path / "runs" / "first"
+    train(in_dir(make_cfg(*run), straight))
+    train(in_dir(make_cfg(*run, f"+trainer.max_steps={STEPS_PER_EPOCH}"), first))
+    halfway = last_ckpt(first)
+    assert halfway["epoch"] == 0 and [s["last_epoch"] for s in halfway["lr_schedulers"]] == [1, 1]
+    train(in_dir(make_cfg(*run, f"resume={first / 'checkpoints' / 'last.ckpt'}"), tmp_path / "runs" / "second"))
+
+    expected, resumed = last_ckpt(straight), last_ckpt(first)
+    assert [s["last_epoch"] for s in expected["lr_schedulers"]] == [2, 2]
+    assert_same_training_state(expected, resumed)  # scheduler states and optimizer LRs included
+    factors = {"step": [1.0, 0.5], "linear": [1.0, 0.5]}[schedule]
+    for run_dir in (straight, first):
+        tags = sorted(t for t in EventAccumulator(str(run_dir / "tensorboard")).Reload().Tags()["scalars"]
+                      if t.startswith("lr-"))
+        assert len(tags) == 2, tags  # one per optimizer
+        lrs = {tag: [e.value for e in scalars(run_dir / "tensorboard", tag)] for tag in tags}
+        assert sorted(lr[0] for lr in lrs.values()) == pytest.approx([1e-4, 4e-4])
+        for lr in lrs.values():  # one value per epoch, the resumed run's continuing the same sequence
+            assert lr == pytest.approx([lr[0] * f for f in factors])
+
+
+def make_auto_runs(make_cfg, runs: Path, *, good: bool) -> None:
+    """runs/older: a finished 1-epoch run; runs/newer: the same run, newer, with its last.ckpt cut
+    short (a copy truncated mid-file). good=False truncates the older one's too."""
+    train(in_dir(make_cfg("trainer.max_epochs=1"), runs / "older"))
+    shutil.copytree(runs / "older", runs / "newer")
+    targets = [runs / "newer"] + ([] if good else [runs / "older"])
+    for run_dir in targets:
+        path = run_dir / "checkpoints" / "last.ckpt"
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    os.utime(runs / "older" / "checkpoints" / "last.ckpt", (1_000_000_000, 1_000_000_000))  # older by mtime
+
+
+def test_resume_auto_skips_a_truncated_checkpoint_and_takes_the_next_good_one(make_cfg, tmp_path, caplog):
+    runs = tmp_path / "runs"
+    make_auto_runs(make_cfg, runs, good=True)
+    damaged = (runs / "newer" / "checkpoints" / "last.ckpt").read_bytes()
+    with caplog.at_level(logging.WARNING, logger="celebgan.resume"):
+        train(in_dir(make_cfg("trainer.max_epochs=2", "resume=auto"), runs / "third"))
+    assert "resume=auto skips" in caplog.text and str(runs / "newer") in caplog.text
+    resumed = last_ckpt(runs / "older")
+    assert resumed["epoch"] == 1 and resumed["global_step"] == 2 * STEPS_PER_EPOCH  # continued, not restarted
+    assert (runs / "newer" / "checkpoints" / "last.ckpt").read_bytes() == damaged  # left as it was
+    assert not (runs / "third" / "checkpoints").exists()
+
+
+def test_resume_auto_with_only_damaged_checkpoints_starts_a_new_run(make_cfg, tmp_path, caplog):
+    runs = tmp_path / "runs"
+    make_auto_runs(make_cfg, runs, good=False)
+    with caplog.at_level(logging.WARNING, logger="celebgan.resume"):
+        train(in_dir(make_cfg("trainer.max_epochs=1", "resume=auto"), runs / "third"))
+    assert caplog.text.count("resume=auto skips") == 2
+    fresh = last_ckpt(runs / "third")
+    assert fresh["epoch"] == 0 and fresh["global_step"] == STEPS_PER_EPOCH
+
+
+# --- RNG streams and the number of processes ------------------------------------------------------
+
+def test_rng_states_of_another_process_count_leave_the_streams_alone_with_a_warning(caplog):
+    torch.manual_seed(1)
+    saved_one = RNGState().state_dict()
+    assert len(saved_one["ranks"]) == 1
+    saved_two = {"ranks": saved_one["ranks"] * 2}  # as a 2-process run writes it
+
+    torch.manual_seed(2)
+    before = torch.get_rng_state()
+    with caplog.at_level(logging.WARNING, logger="celebgan.resume"):
+        RNGState().load_state_dict(saved_two)
+    assert "RNG states of 2 processes, this run has 1" in caplog.text
+    assert torch.equal(torch.get_rng_state(), before)  # the fallback: streams restart, nothing is set
+
+    torch.manual_seed(1)
+    expected = torch.rand(3)
+    torch.manual_seed(3)
+    RNGState().load_state_dict(saved_one)  # the same count: the saved stream continues
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_checkpoint_of_a_two_process_run_resumes_on_one_process(make_cfg, tmp_path, caplog):
+    ddp_run = tmp_path / "runs" / "ddp"
+    result = subprocess.run(cli_cmd("trainer.accelerator=cpu", "trainer.devices=2", f"hydra.run.dir={ddp_run}"),
+                            cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    saved = last_ckpt(ddp_run)
+    assert saved["global_step"] == STEPS_PER_EPOCH // 2  # each of 2 ranks took half the batches
+    assert len(next(v for k, v in saved["callbacks"].items() if "RNGState" in k)["ranks"]) == 2
+
+    with caplog.at_level(logging.WARNING, logger="celebgan.resume"):
+        train(in_dir(make_cfg("trainer.max_epochs=2", f"resume={ddp_run / 'checkpoints' / 'last.ckpt'}"),
+                     tmp_path / "runs" / "single"))
+    assert "RNG states of 2 processes, this run has 1" in caplog.text
+    resumed = last_ckpt(ddp_run)
+    assert resumed["epoch"] == 1 and resumed["global_step"] == STEPS_PER_EPOCH // 2 + STEPS_PER_EPOCH
