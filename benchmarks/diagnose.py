@@ -30,6 +30,9 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from torchvision.utils import save_image
 
+from celebgan.networks import Discriminator, Generator
+from celebgan.synthetic import render_faces
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from quality import write_section  # noqa: E402  (one RESULTS.md writer for the benchmarks)
@@ -102,6 +105,28 @@ def run(model: str, overrides: list[str], steps: int, batch_size: int, seed: int
     }
 
 
+def init_probe(batch_size: int = 64, seed: int = 0) -> list[str]:
+    """D at initialisation on real synthetic faces and an untrained G's images: how far apart its
+    logits put them, and how strong a gradient G receives. Spectral norm divides each weight by
+    its largest singular value, so the N(0, 0.02) init's scale cancels: the forward pass is that of
+    any init, and the rows differ by BatchNorm alone."""
+    torch.manual_seed(seed)
+    real = render_faces(batch_size, 32)[0].float() / 127.5 - 1
+    fake = Generator(img_size=32)(torch.randn(batch_size, 100, 1, 1)).detach()
+    lines = ["| D at init | logit std (real) | mean logit gap real - fake | grad to G per image |",
+             "|---|---:|---:|---:|"]
+    for name, kwargs in [("vanilla: BatchNorm", {}), ("spectral: SN, no BatchNorm", {"spectral_norm": True, "batch_norm": False}),
+                         ("no SN, no BatchNorm", {"batch_norm": False})]:
+        torch.manual_seed(seed + 1)
+        d = Discriminator(img_size=32, **kwargs)
+        f = fake.clone().requires_grad_(True)
+        real_logits, fake_logits = d(real), d(f)
+        (grad,) = torch.autograd.grad(F.softplus(-fake_logits).mean(), f)
+        lines.append(f"| {name} | {real_logits.std():.4f} | {(real_logits.mean() - fake_logits.mean()).abs():.4f} | "
+                     f"{grad.flatten(1).norm(dim=1).mean():.2e} |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["vanilla", "label_smoothing", "spectral", "hinge", "ttur",
@@ -129,13 +154,15 @@ def main() -> None:
             f"{r['wins']:.0%} | {r['g_std']:.3f} | {r['spread']:.2f} | {r['eval_gap']:.3f} | "
             f"{r['real_flat']:.3f} / {r['fake_flat']:.3f} | {r['real_edge']:.3f} / {r['fake_edge']:.3f} |")
         print(lines[-1], flush=True)
+    probe = init_probe(args.batch_size, args.seed)
+    print("\n".join(probe))
     section = "\n".join([
         SECTION, "",
         f"{datetime.date.today()}, {platform.node() or 'unknown host'} ({os.cpu_count()} CPUs), "
         f"torch {torch.__version__}. Command: `python benchmarks/diagnose.py {' '.join(sys.argv[1:])}`".rstrip(),
         "",
         f"32px synthetic faces, batch {args.batch_size}, {args.steps} training steps, seed {args.seed}. "
-        "Columns: see the script's docstring.", "", *lines, "",
+        "Columns: see the script's docstring.", "", *lines, "", *probe, "",
     ])
     print(section)
     if not args.no_write:
