@@ -54,7 +54,7 @@ def compose_run(variant: str, seed: int, args, out_dir: Path):
     overrides = [
         "experiment=demo", f"model={variant}", f"seed={seed}", f"data.img_size={args.img_size}",
         "trainer.accelerator=auto", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
-        "callbacks.sample_grid.every_n_epochs=1000", "logger=null",
+        "callbacks.sample_grid.every_n_epochs=1000", "~logger",
     ]
     overrides += [f"data.num_images={args.num_images}"] if args.num_images else []
     overrides += [f"trainer.max_epochs={args.epochs}"] if args.epochs else []
@@ -113,7 +113,9 @@ def main() -> None:
     rows: list[tuple[str, str, list[dict]]] = []  # (name, train minutes, one result per seed)
     with tempfile.TemporaryDirectory(prefix="celebgan-quality-") as tmp:
         tmp = Path(tmp)
-        real = RealFeatureCache(tmp / "cache").get(data, "test", n, extractor, batch_size=50, device=device)
+        # The held-out features are cached (keyed by the renderer's version): a rerun skips them.
+        cache = Path(os.environ.get("CELEBGAN_CACHE", ROOT / "outputs" / "cache"))
+        real = RealFeatureCache(cache).get(data, "test", n, extractor, batch_size=50, device=device)
         distances = FeatureDistances(real.shape[1], kid_subset_size=kid_subset, kid_subsets=100)
         distances.add_real(real)
 
@@ -126,9 +128,10 @@ def main() -> None:
         def features_of(images: torch.Tensor) -> torch.Tensor:
             return torch.cat([extractor(b.to(device)).float().cpu() for b in images.split(50)])
 
-        valid = images_of(data.eval_dataset("valid", n))
-        rows.append(("real vs real (valid split)", "-", [score(features_of(valid))]))
+        valid_features = RealFeatureCache(cache).get(data, "valid", n, extractor, batch_size=50, device=device)
+        rows.append(("real vs real (valid split)", "-", [score(valid_features)]))
         if args.full:
+            valid = images_of(data.eval_dataset("valid", n))
             rows.append(("real, Gaussian blur sigma 1", "-", [score(features_of(TF.gaussian_blur(valid, 5, 1.0)))]))
             shift = torch.tensor([0.25, 0.0, -0.25])[:, None, None]  # warmer colours, an eighth of the range
             rows.append(("real, colour-shifted", "-", [score(features_of((valid + shift).clamp(-1, 1)))]))
