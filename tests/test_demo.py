@@ -25,12 +25,14 @@ def test_demo_composes_the_32px_synthetic_run_without_metrics(tmp_path):
     assert demo_overrides() == ["experiment=demo"]
     cfg = compose_config(demo_overrides(), tmp_path)
     assert cfg.data._target_ == "celebgan.data.SyntheticDataModule"  # no download
-    assert (cfg.data.img_size, cfg.data.num_images, cfg.data.batch_size) == (32, 8000, 64)
-    assert cfg.trainer.max_epochs == 8  # the length the README's demo timing was measured for
+    assert (cfg.data.img_size, cfg.data.num_images, cfg.data.batch_size) == (32, 10000, 32)
+    assert cfg.trainer.max_epochs == 30  # the length the README's demo timing was measured for
     assert cfg.metrics.every_n_epochs == 0  # no Inception on a CPU, and no best.ckpt
     assert cfg.callbacks.best_checkpoint.every_n_epochs == 0
-    vanilla = compose_config([], tmp_path).model  # the vanilla DCGAN, sized by data.img_size
-    assert OmegaConf.to_container(cfg.model) == OmegaConf.to_container(vanilla)
+    # The recommended preset at half width: the model is exactly model=high_lr but for ngf/ndf.
+    recommended = compose_config(["data.img_size=32", "model=high_lr", "model.generator.ngf=32",
+                                  "model.discriminator.ndf=32"], tmp_path).model
+    assert OmegaConf.to_container(cfg.model) == OmegaConf.to_container(recommended)
     # ARGS come after experiment=demo on the command line, and win.
     shrunk = compose_config([*demo_overrides(), "trainer.max_epochs=1", "data.num_images=64"], tmp_path)
     assert shrunk.trainer.max_epochs == 1 and shrunk.data.num_images == 64 and shrunk.data.img_size == 32
