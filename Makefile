@@ -48,5 +48,5 @@ sample:  ## look at a checkpoint, e.g. make sample ARGS="ckpt=RUN/checkpoints/la
 plot:  ## loss and D(x)/D(G(z)) curves of a run as a PNG, e.g. make plot ARGS="run=RUN"
 	$(PY) -m celebgan.plot $(ARGS)
 
-bench-quality:  ## FID/KID of vanilla, label_smoothing, spectral, regularized on synthetic 32px (~30 min CPU)
+bench-quality:  ## FID/KID of every preset x 3 seeds (~3 h CPU); ARGS="--variants vanilla high_lr": ~35 min
 	$(PY) benchmarks/quality.py $(ARGS)
