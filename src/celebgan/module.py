@@ -11,8 +11,8 @@ from lightning import LightningModule
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from celebgan.errors import UserError
 from celebgan.augment import DiffAugment
+from celebgan.errors import UserError
 from celebgan.losses import d_bce, g_nonsaturating
 
 
