@@ -6,6 +6,7 @@ import hydra
 import lightning as L
 import pytest
 import torch
+from omegaconf import OmegaConf
 from conftest import CONF_DIR, cli_cmd, cli_env
 
 from celebgan import losses
@@ -173,3 +174,20 @@ def test_everything_at_once_under_two_process_ddp(tmp_path):
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 4 + 2  # 64 images / (2 ranks x 8) = 4 D steps, 2 G steps
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("objective, real_label, d_name", [("bce", 0.9, "d_bce"), ("hinge", 1.0, "d_hinge")])
+def test_checkpoints_from_before_losses_were_config_still_load(make_cfg, tmp_path, objective, real_label, d_name):
+    from celebgan.checkpoint import CONFIG_KEY, load_gan
+
+    cfg = make_cfg()
+    gan = hydra.utils.instantiate(cfg.model)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    old_model = {k: v for k, v in config["model"].items() if k not in ("d_loss", "g_loss")}
+    config["model"] = {**old_model, "objective": objective, "real_label": real_label}  # the old shape
+    path = tmp_path / "old.ckpt"
+    torch.save({"state_dict": gan.state_dict(), CONFIG_KEY: config}, path)
+    loaded, _ = load_gan(path)
+    assert loaded.d_loss_fn.func is getattr(losses, d_name)
+    assert loaded.d_loss_fn.keywords == ({"real_label": real_label} if objective == "bce" else {})
+    assert torch.equal(loaded.sample(gan.fixed_z[:2]), gan.eval().sample(gan.fixed_z[:2]))

@@ -95,6 +95,23 @@ def run_dir(path: str | Path) -> Path | None:
     return path.parents[1] if path.parent.name == "checkpoints" else None
 
 
+def upgrade_model_config(model_cfg: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's model config in today's shape. Checkpoints written before objectives became
+    config name them `objective` (bce | hinge) with a `real_label`; today's config holds the loss
+    functions themselves (`d_loss` / `g_loss`, conf/model/loss/). Any other config is returned as is."""
+    if "objective" not in model_cfg:
+        return model_cfg
+    upgraded = {k: v for k, v in model_cfg.items() if k not in ("objective", "real_label")}
+    if model_cfg["objective"] == "hinge":
+        d_loss = {"_target_": "celebgan.losses.d_hinge", "_partial_": True}
+        g_loss = {"_target_": "celebgan.losses.g_hinge", "_partial_": True}
+    else:
+        d_loss = {"_target_": "celebgan.losses.d_bce", "_partial_": True,
+                  "real_label": model_cfg.get("real_label", 1.0)}
+        g_loss = {"_target_": "celebgan.losses.g_nonsaturating", "_partial_": True}
+    return {**upgraded, "d_loss": d_loss, "g_loss": g_loss}
+
+
 def load_gan(path: str | Path, *, img_size: int | None = None) -> tuple[GAN, dict[str, Any]]:
     """(GAN in eval mode on the CPU, the run's resolved config) from a celebgan checkpoint.
 
@@ -110,7 +127,7 @@ def load_gan(path: str | Path, *, img_size: int | None = None) -> tuple[GAN, dic
     if img_size is not None and trained_size != img_size:
         raise UserError(f"ckpt={str(path)!r} was trained on {trained_size}px images, but {img_size}px were asked "
                         f"for. Use a {img_size}px checkpoint or drop the image size setting.")
-    model = hydra.utils.instantiate(model_cfg)
+    model = hydra.utils.instantiate(upgrade_model_config(model_cfg))
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as err:
