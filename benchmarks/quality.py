@@ -158,8 +158,8 @@ def main() -> None:
             rows.append((variant, f"{statistics.mean(minutes):.1f}", results))
         for path in args.ckpt:
             gan, config = load_gan(path)
-            rows.append((f"checkpoint {Path(path).parent.parent.name} ({config['model'].get('_target_', '?')})",
-                         "-", [score(generator_features(gan.to(device), extractor, n, batch_size=50))]))
+            rows.append((f"checkpoint {Path(path).parent.parent.name}", "-",
+                         [score(generator_features(gan.to(device), extractor, n, batch_size=50))]))
 
     write_table(args, rows, budget, kid_subset, extractor.name, time.monotonic() - start)
 
@@ -213,6 +213,7 @@ def write_section(path: Path, section: str, heading: str = SECTION) -> None:
     """Replace the section under `heading` in RESULTS.md (up to the next '## '), or append it."""
     text = path.read_text() if path.is_file() else "# Benchmark results\n\n"
     pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", re.S | re.M)
+    section = section.rstrip("\n") + "\n\n"
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
     with atomic_write(path) as tmp:
         tmp.write_text(text)
