@@ -66,5 +66,7 @@ def test_bad_model_values_are_clear_errors(make_cfg):
         instantiate(make_cfg("model.n_dis=0").model)
     with pytest.raises(UserError, match=r"model.augment=\['colour'\].*unknown DiffAugment op"):
         instantiate(make_cfg("model.augment=[colour]").model)
+    with pytest.raises(UserError, match=r"model.d_loss.real_label=1.5 must lie in \(0, 1\]"):
+        instantiate(make_cfg("model.d_loss.real_label=1.5").model)
     with pytest.raises(UserError, match="model.instance_noise"):
         instantiate(make_cfg("model.instance_noise=0.1").model)

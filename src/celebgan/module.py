@@ -94,6 +94,10 @@ class GAN(LightningModule):
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
         self.d_loss_fn, self.g_loss_fn = plain_partial(d_loss), plain_partial(g_loss)
         self.g_loss_needs_real = "real_logits" in inspect.signature(g_loss).parameters
+        real_label = getattr(self.d_loss_fn, "keywords", {}).get("real_label", 1.0)
+        if not 0.0 < real_label <= 1.0:
+            raise UserError(f"model.d_loss.real_label={real_label} must lie in (0, 1]; 0.9 is one-sided "
+                            "label smoothing.")
         self.penalties = dict(penalties or {})
         self.n_dis = n_dis
         self.lr_scheduler = lr_scheduler
