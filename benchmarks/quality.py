@@ -7,8 +7,10 @@ and an untrained generator; --full adds blurred and colour-shifted real images. 
 is the mean and the spread (standard deviation over seeds) of FID and KID. The table goes to
 benchmarks/RESULTS.md (its own section) with the date, the machine and the command.
 
-    python benchmarks/quality.py                                   # every preset, 3 seeds (CPU: hours)
-    python benchmarks/quality.py --variants vanilla dcgan_r1_aug   # the headline pair (CPU: ~1 hour)
+    python benchmarks/quality.py                                   # the headline presets, 3 seeds (CPU: ~1 hour)
+    python benchmarks/quality.py --all                             # every preset, 3 seeds (CPU: ~3 hours)
+    python benchmarks/quality.py --variants vanilla high_lr        # named presets
+    python benchmarks/quality.py --all --cached-only               # the table from the runs finished so far
     python benchmarks/quality.py --ckpt outputs/runs/RUN/checkpoints/last.ckpt   # add an existing run
     python benchmarks/quality.py --full                            # a GPU-sized budget, 64px
     python benchmarks/quality.py --quick                           # plumbing only, not a result
@@ -17,13 +19,20 @@ The default budget is the demo's (experiment=demo: 32px, its widths, batch and e
 recommended preset's row is what `make demo` trains, and every variant gets the same images.
 Inception runs at about 3-6 images/s on a 2-core CPU: each row costs n_eval / rate seconds on top
 of training, which is why the CPU default measures 1,000 images and a GPU run should use --full.
+
+Each finished run's scores are kept in outputs/bench/quality/ under a key of its composed config, the
+number of images measured and the feature network, so an interrupted benchmark picks up where it
+stopped and a rerun with more variants trains only the new ones.
 """
 import argparse
 import datetime
+import hashlib
+import json
 import logging
 import os
 import platform
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -34,7 +43,7 @@ import hydra
 import torch
 import torchvision.transforms.functional as TF
 from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 from celebgan.checkpoint import load_gan
 from celebgan.data import SyntheticDataModule
@@ -47,6 +56,9 @@ from celebgan.train import train
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Sample quality (benchmarks/quality.py)"
 ALL_VARIANTS = sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml"))
+# The default set, sized for about an hour on a 2-core CPU: the baseline, the recommended preset
+# and the two regularisers that kept D from winning in the training-dynamics table.
+HEADLINE = ["vanilla", "high_lr", "r1", "diffaugment"]
 
 
 def compose_run(variant: str, seed: int, args, out_dir: Path):
@@ -67,6 +79,16 @@ def compose_run(variant: str, seed: int, args, out_dir: Path):
     return cfg
 
 
+def run_key(cfg, n_eval: int, extractor_name: str) -> str:
+    """What a run's score depends on (model, data, epochs, precision, seed, metric), not where it is written."""
+    parts = {"model": cfg.model, "data": cfg.data, "seed": cfg.seed,
+             "trainer": {k: cfg.trainer.get(k) for k in ("max_epochs", "precision")}}
+    parts = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v for k, v in parts.items()}
+    text = json.dumps(parts, sort_keys=True, default=str).replace(str(ROOT), "<root>")
+    text += f"n_eval={n_eval} features={extractor_name}"
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
 def images_of(dataset) -> torch.Tensor:
     return dataset.images.float() / 127.5 - 1  # (N, 3, S, S) uint8 -> [-1, 1]
 
@@ -80,7 +102,10 @@ def mean_spread(values: list[float], scale: float = 1.0) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variants", nargs="+", default=ALL_VARIANTS, help=f"presets (default: all, {ALL_VARIANTS})")
+    parser.add_argument("--variants", nargs="+", default=HEADLINE, help=f"presets (default: {HEADLINE})")
+    parser.add_argument("--all", action="store_true", help=f"every preset of conf/model/: {ALL_VARIANTS}")
+    parser.add_argument("--cached-only", action="store_true",
+                        help="train nothing: the table from the runs already finished (a partial ranking)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--n-eval", type=int, default=1000, help="generated and held-out real images per FID/KID")
     parser.add_argument("--img-size", type=int, default=32)
@@ -95,6 +120,11 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
     parser.add_argument("--write", action="store_true", help="with --quick: write RESULTS.md anyway")
     args = parser.parse_args()
+    if args.all:  # the headline presets first, so that a partial run has the rows that matter most
+        args.variants = [*HEADLINE, *(v for v in ALL_VARIANTS if v not in HEADLINE)]
+    unknown = sorted(set(args.variants) - set(ALL_VARIANTS))
+    if unknown:
+        parser.error(f"unknown presets {unknown}: choose from conf/model/ {ALL_VARIANTS}")
     if args.full:
         args.img_size, args.n_eval = 64, 10_000
         args.num_images, args.epochs = args.num_images or 50_000, args.epochs or 20
@@ -111,6 +141,7 @@ def main() -> None:
     kid_subset = min(1000, n)
     data = SyntheticDataModule(num_images=n, img_size=args.img_size, batch_size=64)
     rows: list[tuple[str, str, list[dict]]] = []  # (name, train minutes, one result per seed)
+    runs_dir = ROOT / "outputs" / "bench" / "quality"
     with tempfile.TemporaryDirectory(prefix="celebgan-quality-") as tmp:
         tmp = Path(tmp)
         # The held-out features are cached (keyed by the renderer's version): a rerun skips them.
@@ -147,20 +178,40 @@ def main() -> None:
             for seed in range(args.seeds):
                 cfg = compose_run(variant, seed, args, tmp)
                 budget = budget or (cfg.data.num_images, cfg.trainer.max_epochs, cfg.data.batch_size)
-                t0 = time.monotonic()
-                train(cfg)
-                minutes.append((time.monotonic() - t0) / 60)
-                gan, _ = load_gan(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
-                results.append(score(generator_features(gan.to(device), extractor, n, batch_size=50)))
-                print(f"{variant} seed {seed}: trained in {minutes[-1]:.1f} min, FID {results[-1]['fid']:.2f}, "
-                      f"KID x 1000 {1000 * results[-1]['kid']:.2f} ({(time.monotonic() - start) / 60:.0f} min in all)",
+                done = runs_dir / f"{variant}_seed{seed}_{run_key(cfg, n, extractor.name)}.json"
+                if done.is_file() and not args.quick:
+                    result = json.loads(done.read_text())
+                elif args.cached_only:
+                    continue
+                else:
+                    t0 = time.monotonic()
+                    train(cfg)
+                    result = {"minutes": (time.monotonic() - t0) / 60}
+                    gan, _ = load_gan(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
+                    result |= score(generator_features(gan.to(device), extractor, n, batch_size=50))
+                    if not args.quick:
+                        with atomic_write(done) as tmp_file:
+                            tmp_file.write_text(json.dumps(result, indent=1))
+                    shutil.rmtree(cfg.paths.output_dir, ignore_errors=True)
+                results.append(result)
+                minutes.append(result["minutes"])
+                print(f"{variant} seed {seed}: trained in {result['minutes']:.1f} min, FID {result['fid']:.2f}, "
+                      f"KID x 1000 {1000 * result['kid']:.2f} ({(time.monotonic() - start) / 60:.0f} min in all)",
                       flush=True)
-            rows.append((variant, f"{statistics.mean(minutes):.1f}", results))
+            if results:
+                seeds = "" if len(results) == args.seeds else f" ({len(results)} of {args.seeds} seeds)"
+                rows.append((variant + seeds, f"{statistics.mean(minutes):.1f}", results))
         for path in args.ckpt:
             gan, config = load_gan(path)
             rows.append((f"checkpoint {Path(path).parent.parent.name}", "-",
                          [score(generator_features(gan.to(device), extractor, n, batch_size=50))]))
 
+    # Anchors first, then the variants best first, then the checkpoints.
+    def order(row):
+        is_variant = row[0].split(" (")[0] in args.variants
+        return (0 if row[1] in ("-", "0") and not row[0].startswith("checkpoint") else 1 if is_variant else 2,
+                statistics.mean(r["fid"] for r in row[2]) if is_variant else 0)
+    rows.sort(key=order)
     write_table(args, rows, budget, kid_subset, extractor.name, time.monotonic() - start)
 
 
@@ -168,7 +219,8 @@ def write_table(args, rows, budget, kid_subset: int, extractor_name: str, second
     n = args.n_eval
     floor = rows[0][2][0]["fid"]
     trained = [(name, statistics.mean(r["fid"] for r in results), results) for name, _, results in rows
-               if name in args.variants]
+               if name.split(" (")[0] in args.variants]
+    missing = [v for v in args.variants if not any(name.split(" (")[0] == v for name, _, _ in rows)]
     trained.sort(key=lambda t: t[1])
     num_images, epochs, batch = budget or ("-", "-", "-")
     lines = [
@@ -184,6 +236,7 @@ def write_table(args, rows, budget, kid_subset: int, extractor_name: str, second
         f"(split=test), features of {extractor_name}. Variant rows: mean +- standard deviation over seeds; "
         f"anchor rows: one measurement. FIDs of {n} images are biased upwards: compare rows, not with published numbers.",
         "",
+        *([f"Not run yet: {', '.join(missing)}.", ""] if missing else []),
         "| model | train (min) | FID | KID x 1000 | FID / real-vs-real |",
         "|---|---:|---:|---:|---:|",
         *[f"| {name} | {minutes} | {mean_spread([r['fid'] for r in results])} | "
