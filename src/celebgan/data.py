@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from celebgan.batches import ArrayFaces, batch_loader, seeded_subset, to_model_input
 from celebgan.celeba import face_transform, hash_files, list_images
-from celebgan.errors import UserError
+from celebgan.errors import UserError, check_whole
 from celebgan.networks import num_stages
 from celebgan.prepare import build, check_prepared, record_path, source_of
 from celebgan.synthetic import ATTR_NAMES as SYNTHETIC_ATTR_NAMES
@@ -84,6 +84,8 @@ class FaceDataModule(LightningDataModule):
                  pin_memory: bool = True, on_device: bool = False):
         super().__init__()
         num_stages(img_size)  # an unsupported size fails here, before any data is read
+        check_whole("data.batch_size", batch_size, 1)
+        check_whole("data.num_workers", num_workers, 0, " (0 loads in the training process)")
         self.img_size, self.batch_size = img_size, batch_size
         self.num_workers, self.pin_memory, self.on_device = num_workers, pin_memory, on_device
         self.train_set: Dataset | None = None
@@ -207,6 +209,7 @@ class SyntheticDataModule(FaceDataModule):
 
     def __init__(self, *, num_images: int = 10000, seed: int = 0, split: str = "train", flip: bool = True, **loader):
         super().__init__(**loader)
+        check_whole("data.num_images", num_images, 1)
         self.num_images, self.seed, self.split, self.flip = num_images, seed, split, flip
 
     def build_dataset(self) -> Dataset:

@@ -5,7 +5,7 @@ import os
 import torch
 from lightning import Callback, LightningModule, Trainer
 
-from celebgan.errors import UserError
+from celebgan.errors import UserError, check_whole
 
 
 def check_devices(accelerator: str, devices, sync_batchnorm: bool = False) -> None:
@@ -29,6 +29,14 @@ def check_devices(accelerator: str, devices, sync_batchnorm: bool = False) -> No
             f"{devices} CPU processes (DDP over gloo), say so: trainer.accelerator=cpu trainer.devices={devices}.")
     elif accelerator == "cpu" and devices > (os.cpu_count() or 1):
         raise UserError(f"trainer.devices={devices} CPU processes but this machine has {os.cpu_count()} cores.")
+
+
+def check_trainer_counts(trainer_cfg) -> None:
+    """Lightning takes a string or a negative count here and fails only once training runs."""
+    for key, minimum, note in (("max_epochs", -1, " (-1: no limit)"), ("max_steps", -1, " (-1: no limit)"),
+                               ("min_epochs", 0, ""), ("log_every_n_steps", 1, ""), ("num_nodes", 1, "")):
+        if trainer_cfg.get(key) is not None:
+            check_whole(f"trainer.{key}", trainer_cfg.get(key), minimum, note)
 
 
 class NonFiniteGuard(Callback):

@@ -29,7 +29,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from celebgan.celeba import crop_resize, hash_files, list_images
-from celebgan.errors import UserError, exit_on_user_error
+from celebgan.errors import UserError, exit_on_user_error, user_message
 from celebgan.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -253,10 +253,15 @@ def main(argv: list[str] | None = None) -> None:
     args, overrides = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
     conf_dir = str(Path(__file__).resolve().parents[2] / "conf")
-    with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
-    data = cfg.data
     with exit_on_user_error(log):
+        try:
+            with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
+                cfg = compose(config_name="config", overrides=overrides)
+        except Exception as err:  # an unknown key, group option or a malformed override
+            if (message := user_message(err)) is None:
+                raise
+            raise UserError(message) from None
+        data = cfg.data
         if "root" not in data:
             raise UserError(f"data={data._target_} needs no preparing: only CelebA data (data=celeba64, "
                             "data=celeba32) is read from image files.")

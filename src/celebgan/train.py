@@ -13,8 +13,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from celebgan import resume
 from celebgan.checkpoint import AtomicCheckpointIO, RunConfig
-from celebgan.errors import UserError, exit_on_user_error
-from celebgan.guards import check_devices
+from celebgan.errors import UserError, command, exit_on_user_error
+from celebgan.guards import check_devices, check_trainer_counts
 from celebgan.hparams import FinalMetrics, log_hparams
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the configured model on the configured data; returns the final logged metrics."""
     check_devices(cfg.trainer.get("accelerator", "auto"), cfg.trainer.get("devices", 1),
                   cfg.trainer.get("sync_batchnorm", False))
+    check_trainer_counts(cfg.trainer)
     ckpt_path, original_run = resume.resolve(cfg.get("resume"), OmegaConf.to_container(cfg, resolve=True))
     if original_run is not None:  # continue in the run's own folder: one TensorBoard run, one last.ckpt
         log.info("Resuming %s; this invocation's own log stays in %s", ckpt_path, cfg.paths.output_dir)
@@ -68,8 +69,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
             logger=logger, plugins=[AtomicCheckpointIO()], precision=precision,
         )
     except InstantiationException as err:
-        if isinstance(err.__cause__, MisconfigurationException):  # e.g. devices this machine lacks
-            raise UserError(f"The trainer config cannot run here: {err.__cause__}") from None
+        # Devices this machine lacks, an unknown accelerator or precision: Lightning's own message.
+        if isinstance(err.__cause__, (MisconfigurationException, ValueError, ImportError)):
+            t = cfg.trainer
+            raise UserError(f"The trainer config (trainer.accelerator={t.get('accelerator')}, devices={t.get('devices')}, "
+                            f"strategy={t.get('strategy')}, precision={precision}) cannot run here: {err.__cause__} "
+                            "Change the setting it names.") from None
         raise
     if logger:
         log_hparams(logger, config)
@@ -78,6 +83,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
 
+@command
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     with exit_on_user_error(log):
