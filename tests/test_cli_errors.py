@@ -4,6 +4,7 @@ message that names the problem, no traceback, and before any training starts.
 The command lines run one after another in a single interpreter (tests/cli_runner.py runs each
 as `python -m MODULE ARGS` would): starting Python with torch and Lightning once per case would
 cost more than the cases themselves."""
+import errno
 import json
 import subprocess
 import sys
@@ -104,3 +105,26 @@ def test_each_user_mistake_is_one_message_and_exit_status_2(tmp_path):
     assert not list(tmp_path.glob("runs/*/checkpoints/*.ckpt"))
     print(f"{len(cases)} command lines in {seconds:.1f} s, "
           f"slowest {max(r['seconds'] for r in results):.1f} s")
+
+
+def test_a_full_disk_that_also_fails_the_cleanup_is_still_one_message():
+    from celebgan.errors import UserError, user_message
+
+    # The grid's write fails; the loggers' final flush then fails on the same full disk.
+    try:
+        try:
+            raise UserError("Could not write samples/epoch_0000.png: [Errno 28] No space left on device.")
+        except UserError:
+            raise OSError(errno.ENOSPC, "No space left on device")
+    except OSError as err:
+        assert user_message(err).startswith("Could not write samples/epoch_0000.png")
+    # A full disk met first in a library's writer names the reason and what to do.
+    assert "Free space" in user_message(OSError(errno.ENOSPC, "No space left on device", "events.out"))
+    # A bug raised while handling a user's mistake keeps its traceback.
+    try:
+        try:
+            raise UserError("a mistake")
+        except UserError:
+            raise KeyError("a bug")
+    except KeyError as err:
+        assert user_message(err) is None

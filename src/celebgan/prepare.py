@@ -153,14 +153,19 @@ def build(source: Source, prepared_dir: str | os.PathLike, *, root: str = "", wo
           progress: bool = True) -> Prepared:
     """Decode `source` into a prepared split in `prepared_dir` (workers=0: one per core)."""
     record = record_path(prepared_dir, source)
-    record.parent.mkdir(parents=True, exist_ok=True)
+    hint = (f" Prepared files need a writable folder: make {record.parent} writable or choose another "
+            "with data.prepared_dir=DIR.")
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a read-only data.root, a folder of another user
+        raise UserError(f"Could not create {record.parent}: {err}.{hint}") from None
     fingerprint = source.fingerprint()
     n, s = len(source.files), source.img_size
     stem = f"{source.key}.{fingerprint[:12]}"
     images_path, attrs_path = record.parent / f"{stem}.images.npy", record.parent / f"{stem}.attrs.npy"
     workers = workers or os.cpu_count() or 1
     # Both arrays are renamed into place as the block ends (attrs, then images), the record after.
-    with atomic_write(images_path) as tmp_images, atomic_write(attrs_path) as tmp_attrs:
+    with atomic_write(images_path, hint=hint) as tmp_images, atomic_write(attrs_path, hint=hint) as tmp_attrs:
         np.lib.format.open_memmap(tmp_images, mode="w+", dtype=np.uint8, shape=(n, s, s, 3)).flush()
         tasks = [(tmp_images, i, source.files[i:i + CHUNK], source.crop, s) for i in range(0, n, CHUNK)]
         bad: list[int] = []
@@ -199,7 +204,7 @@ def build(source: Source, prepared_dir: str | os.PathLike, *, root: str = "", wo
         "images": images_path.name, "attrs": attrs_path.name,
     }
     old = _referenced(record)
-    with atomic_write(record) as tmp_record:  # the switch: from here on the new build is the one in use
+    with atomic_write(record, hint=hint) as tmp_record:  # the switch: from here on the new build is the one in use
         tmp_record.write_text(json.dumps(meta, indent=1))
     for name in old - {images_path.name, attrs_path.name}:
         (record.parent / name).unlink(missing_ok=True)

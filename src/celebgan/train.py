@@ -16,6 +16,7 @@ from celebgan.checkpoint import AtomicCheckpointIO, RunConfig
 from celebgan.errors import UserError, command, exit_on_user_error
 from celebgan.guards import check_devices, check_trainer_counts
 from celebgan.hparams import FinalMetrics, log_hparams
+from celebgan.io import remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
                             f"strategy={t.get('strategy')}, precision={precision}) cannot run here: {err.__cause__} "
                             "Change the setting it names.") from None
         raise
+    for folder in {c.dirpath for c in trainer.checkpoint_callbacks if getattr(c, "dirpath", None)}:
+        remove_stale_temporaries(folder, log)  # what a killed run left mid-write
     if logger:
         log_hparams(logger, config)
     log.info("Run directory: %s", cfg.paths.output_dir)
