@@ -5,6 +5,7 @@ and `data=synthetic` needs nothing.
 """
 import hashlib
 import logging
+import multiprocessing
 from pathlib import Path
 
 import numpy as np
@@ -27,13 +28,28 @@ log = logging.getLogger(__name__)
 class ImageFiles(Dataset):
     """(image (3, S, S) in [-1, 1], attributes) from image files.
 
-    An unreadable file (corrupt, truncated) is reported once and replaced by the next readable one,
-    so one bad file never ends an epoch. Grayscale, palette, RGBA and CMYK images become RGB.
+    An unreadable file (corrupt, truncated) is reported once per run and replaced by the next
+    readable one, so one bad file never ends an epoch. Grayscale, palette, RGBA and CMYK images
+    become RGB.
     """
 
     def __init__(self, files: list[Path], attrs: torch.Tensor | None, transform):
         self.files, self.attrs, self.transform = files, attrs, transform
-        self.skipped: set[str] = set()
+        # One flag per file in shared memory, which DataLoader workers inherit: whichever worker
+        # meets a bad file first reports it, in any epoch, and no other worker does again.
+        self._reported = multiprocessing.Array("b", len(files))
+
+    @property
+    def skipped(self) -> set[str]:
+        """The unreadable files met so far, by any worker."""
+        return {str(self.files[i]) for i, flag in enumerate(self._reported.get_obj()) if flag}
+
+    def _report_once(self, i: int, err: Exception) -> None:
+        with self._reported.get_lock():
+            first = not self._reported[i]
+            self._reported[i] = 1
+        if first:
+            log.warning("Skipping unreadable image %s (%s)", self.files[i], err)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -46,9 +62,7 @@ class ImageFiles(Dataset):
                 with Image.open(path) as im:
                     img = im.convert("RGB")  # decodes fully, so a truncated file fails here
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-                if str(path) not in self.skipped:
-                    self.skipped.add(str(path))
-                    log.warning("Skipping unreadable image %s (%s)", path, err)
+                self._report_once(i, err)
                 continue
             attrs = self.attrs[i] if self.attrs is not None else torch.zeros(0, dtype=torch.long)
             return self.transform(img), attrs
