@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from celebgan import resume
 from celebgan.checkpoint import AtomicCheckpointIO, RunConfig
 from celebgan.errors import UserError, command, exit_on_user_error
-from celebgan.guards import check_devices, check_trainer_counts
+from celebgan.guards import DivergenceWatch, NonFiniteGuard, check_devices, check_trainer_counts
 from celebgan.hparams import FinalMetrics, log_hparams
 from celebgan.io import remove_stale_temporaries
 
@@ -59,6 +59,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     model = instantiate(cfg.model)
     config = OmegaConf.to_container(cfg, resolve=True)
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
+    # The guards first: at an epoch's end they stop a diverged run before its grid is drawn.
+    callbacks.sort(key=lambda c: not isinstance(c, (NonFiniteGuard, DivergenceWatch)))
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     precision = cfg.trainer.get("precision", "auto")
     if precision == "auto":
