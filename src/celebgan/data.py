@@ -127,14 +127,19 @@ class FaceDataModule(LightningDataModule):
         if isinstance(self.train_set, ArrayFaces):
             # No worker processes: slicing a batch costs less than handing it over from a worker
             # (benchmarks/throughput.py, "prepared loader" rows: about 2.5x more images/s).
-            return batch_loader(self.train_set, self.batch_size, num_workers=0,
-                                pin_memory=self.pin_memory and torch.cuda.is_available() and not self.on_device)
+            loader = batch_loader(self.train_set, self.batch_size, num_workers=0,
+                                  pin_memory=self.pin_memory and torch.cuda.is_available() and not self.on_device)
+            loader.batches_done = self._batches_done
+            return loader
         return DataLoader(
             self.train_set, batch_size=self.batch_size, shuffle=True,
             drop_last=True,  # equal batches keep BatchNorm statistics and the step count regular
             num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
         )
+
+    def _batches_done(self) -> int:
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.completed if self.trainer else 0
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int = 0):
         images, attrs = batch

@@ -3,12 +3,14 @@
 train(cfg) holds the logic (tests call it with a composed config); main() is the Hydra wrapper.
 """
 import logging
+import signal
 
 import hydra
 import lightning as L
 import torch
 from hydra.errors import InstantiationException
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from celebgan import resume
@@ -84,7 +86,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if logger:
         log_hparams(logger, config)
     log.info("Run directory: %s", cfg.paths.output_dir)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except SIGTERMException:  # resume.SaveOnSignal saved last.ckpt; not finished, so not status 0
+        raise SystemExit(128 + signal.SIGTERM) from None
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
 
