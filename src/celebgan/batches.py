@@ -3,6 +3,7 @@
 The host moves uint8 batches only; the float conversion and the random flips run on whole
 batches after the transfer (FaceDataModule.on_after_batch_transfer), on the GPU when there is one.
 """
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+log = logging.getLogger(__name__)
 
 
 class ArrayFaces(Dataset):
@@ -104,6 +107,9 @@ class ResumableLoader(DataLoader):
         # Lightning calls this only when it resumes an unfinished epoch.
         if isinstance(self.sampler, ShuffledBatches):
             self.sampler.skip = state_dict.get("batches_done", 0)
+        else:  # several processes: Lightning rebuilt this loader around a distributed sampler
+            log.warning("Resuming in the middle of an epoch with several processes: that epoch's batches "
+                        "start again from its beginning (weights, optimizers and counters are exact).")
 
 
 def batch_loader(dataset: ArrayFaces, batch_size: int, *, shuffle: bool = True, drop_last: bool = True,
