@@ -48,7 +48,7 @@ def table(tmp: Path) -> list[tuple[str, list[str], str]]:
         (TRAIN, ["trainer.max_epochs=ten"], "max_epochs"),
         (TRAIN, ["trainer.precision=17"], "precision"),
         (TRAIN, ["trainer.accelerator=tpu"], "tpu"),
-        (TRAIN, ["trainer.devices=9999"], "trainer.devices=9999"),
+        (TRAIN, ["trainer.devices=9999"], "Use trainer.devices="),
         (TRAIN, ["trainer.sync_batchnorm=true"], "sync_batchnorm"),
         (TRAIN, ["model.g_optimizer.lr=-1"], "model.g_optimizer"),
         (TRAIN, ["model.d_optimizer.betas=[0.5,2]"], "model.d_optimizer"),

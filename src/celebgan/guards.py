@@ -32,7 +32,8 @@ def check_devices(accelerator: str, devices, sync_batchnorm: bool = False) -> No
             f"trainer.devices={devices} asks for {devices} GPUs but none is available. To train with "
             f"{devices} CPU processes (DDP over gloo), say so: trainer.accelerator=cpu trainer.devices={devices}.")
     elif accelerator == "cpu" and devices > (os.cpu_count() or 1):
-        raise UserError(f"trainer.devices={devices} CPU processes but this machine has {os.cpu_count()} cores.")
+        raise UserError(f"trainer.devices={devices} CPU processes but this machine has {os.cpu_count()} cores. "
+                        f"Use trainer.devices={os.cpu_count() or 1} or fewer (1 trains in this process alone).")
 
 
 def check_trainer_counts(trainer_cfg) -> None:

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from celebgan.celeba import crop_resize, hash_files, list_images
 from celebgan.errors import UserError, exit_on_user_error, user_message
-from celebgan.io import atomic_write
+from celebgan.io import atomic_write, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +159,7 @@ def build(source: Source, prepared_dir: str | os.PathLike, *, root: str = "", wo
         record.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:  # a read-only data.root, a folder of another user
         raise UserError(f"Could not create {record.parent}: {err}.{hint}") from None
+    remove_stale_temporaries(record.parent, log)  # what a killed build left
     fingerprint = source.fingerprint()
     n, s = len(source.files), source.img_size
     stem = f"{source.key}.{fingerprint[:12]}"
