@@ -1,5 +1,9 @@
 """CelebA layouts on a miniature tree, transforms, bad input, and the synthetic faces."""
 import logging
+import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -203,3 +207,24 @@ def test_synthetic_datamodule_batches(tmp_path):
     assert x.shape == (8, 3, 16, 16) and x.dtype == torch.float32 and x.min() >= -1 and x.max() <= 1
     assert attrs.shape == (8, len(ATTR_NAMES))
     assert m.attr_names == ATTR_NAMES
+
+
+def test_an_unreadable_file_is_reported_once_across_workers_and_epochs(celeba_root, tmp_path):
+    # Worker processes log to their own stderr: run the loader in a child and count its lines.
+    (celeba_root / "celeba" / "img_align_celeba" / "000003.jpg").write_bytes(b"not a jpeg" * 10)
+    script = textwrap.dedent(f"""
+        import logging, torch
+        from celebgan.data import CelebADataModule
+        logging.basicConfig(level=logging.WARNING)
+        m = CelebADataModule(root={str(celeba_root)!r}, split="all", img_size=16, batch_size=3,
+                             num_workers=2, prepared=False, pin_memory=False)
+        m.setup("fit")
+        for epoch in range(3):  # persistent workers: each one meets the file in some epoch
+            for _ in m.train_dataloader():
+                pass
+        assert m.train_set.skipped == {{m.train_set.files[2].as_posix()}}
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("Skipping unreadable image") == 1, result.stderr

@@ -1,5 +1,7 @@
 """Faults and bad input: each gives one clear message and loses nothing already written."""
 import errno
+import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -7,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import cli_cmd, cli_env
+from conftest import cli_cmd, cli_env, make_celeba
 
 from celebgan.checkpoint import AtomicCheckpointIO
 from celebgan.errors import UserError
@@ -24,17 +26,16 @@ def test_kill_during_checkpoint_write_leaves_previous_last_ckpt_valid(tmp_path):
     # A real SIGKILL halfway through writing the second checkpoint's file.
     script = textwrap.dedent(f"""
         import os, signal, torch
-        from lightning.pytorch.plugins.io import TorchCheckpointIO
         from celebgan.checkpoint import AtomicCheckpointIO
         io = AtomicCheckpointIO()
         path = {str(tmp_path / "last.ckpt")!r}
         io.save_checkpoint({{"step": 1, "w": torch.ones(1000)}}, path)
-        def dying_write(self, checkpoint, path, storage_options=None):
+        def dying_write(checkpoint, path):
             with open(path, "wb") as out:
                 out.write(b"PK" + b"x" * 5000)
                 out.flush()
             os.kill(os.getpid(), signal.SIGKILL)
-        TorchCheckpointIO.save_checkpoint = dying_write
+        AtomicCheckpointIO.write_file = staticmethod(dying_write)
         io.save_checkpoint({{"step": 2, "w": torch.zeros(1000)}}, path)
     """)
     result = subprocess.run([sys.executable, "-c", script], env=cli_env(), capture_output=True, timeout=120)
@@ -44,19 +45,17 @@ def test_kill_during_checkpoint_write_leaves_previous_last_ckpt_valid(tmp_path):
 
 
 def test_full_disk_while_checkpointing_is_a_clear_error_and_keeps_the_previous_one(make_cfg, monkeypatch):
-    from lightning.pytorch.plugins.io import TorchCheckpointIO
-
     cfg = make_cfg("trainer.max_epochs=2")
-    real_save, calls = TorchCheckpointIO.save_checkpoint, []
+    real_save, calls = AtomicCheckpointIO.write_file, []
 
-    def save_until_disk_full(self, checkpoint, path, storage_options=None):
+    def save_until_disk_full(checkpoint, path):
         calls.append(path)
         if len(calls) > 1:  # epoch 1's checkpoint: a partial file, then no space left
             Path(path).write_bytes(b"PK\x03\x04partial")
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real_save(self, checkpoint, path, storage_options)
+        return real_save(checkpoint, path)
 
-    monkeypatch.setattr(TorchCheckpointIO, "save_checkpoint", save_until_disk_full)
+    monkeypatch.setattr(AtomicCheckpointIO, "write_file", staticmethod(save_until_disk_full))
     with pytest.raises(UserError, match="No space left on device") as err:
         train(cfg)
     assert "last.ckpt" in str(err.value) and "previous checkpoint" in str(err.value)
@@ -160,3 +159,74 @@ def test_gpu_requested_without_one(make_cfg):
         pytest.skip("four GPUs are present")
     with pytest.raises(UserError, match="trainer.devices=4 but this machine has"):
         train(make_cfg("trainer.accelerator=gpu", "trainer.devices=4"))
+
+
+# --- the disk -------------------------------------------------------------------------------------
+
+def in_namespace(shell: str, tmp_path: Path) -> tuple[int, str]:
+    """Runs `shell` as root of a new user and mount namespace (`unshare -rm`), where it may mount a
+    small tmpfs or a read-only view of a folder without touching the machine's mounts."""
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-rm", "true"]).returncode != 0:
+        pytest.skip("needs unshare -rm (user namespaces)")
+    result = subprocess.run(["unshare", "-rm", "sh", "-c", shell], cwd=tmp_path, env=cli_env(),
+                            capture_output=True, text=True, timeout=300)
+    return result.returncode, result.stdout + result.stderr
+
+
+def test_prepare_into_a_read_only_folder_says_to_set_prepared_dir(tmp_path):
+    root = tmp_path / "celeba_root"
+    make_celeba(root, per_split=2)
+    code, out = in_namespace(
+        f"mount --bind {root} {root} && mount -o remount,bind,ro {root} && "
+        f"{sys.executable} -m celebgan.prepare data=celeba32 data.root={root} --workers 1", tmp_path)
+    assert code == 2 and "Traceback" not in out, out
+    assert "Read-only file system" in out and "data.prepared_dir=" in out
+
+
+def test_prepare_into_a_folder_of_another_user_says_to_set_prepared_dir(celeba_root, tmp_path, monkeypatch):
+    from celebgan import prepare
+
+    def refused(self, *args, **kwargs):  # what a non-root user meets in a folder of root's
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", refused)
+    with pytest.raises(UserError, match="Permission denied.*data.prepared_dir="):
+        prepare.prepare(str(celeba_root), "train", "full", 16, str(tmp_path / "theirs"), workers=1, progress=False)
+
+
+def test_full_disk_while_writing_the_grid_is_one_message_and_leaves_no_temporary(tmp_path):
+    # The samples folder on a full 8 KB tmpfs: the epoch's grid (about 3 KB) cannot be written.
+    small = tmp_path / "small"
+    small.mkdir()
+    train_cmd = " ".join(cli_cmd(f"hydra.run.dir={tmp_path / 'run'}", f"callbacks.sample_grid.dirpath={small}/samples"))
+    code, out = in_namespace(f"mount -t tmpfs -o size=8k tmpfs {small} && mkdir {small}/samples && "
+                             f"head -c 8192 /dev/zero > {small}/filler; {train_cmd}; code=$?; "
+                             f"ls -a {small}/samples; exit $code", tmp_path)
+    assert code == 2 and "Traceback" not in out, out
+    assert "Could not write" in out and "epoch_0000.png" in out and "No space left on device" in out
+    assert ".epoch_0000.png.tmp" not in out  # the listing of the samples folder
+
+
+def test_checkpoints_are_not_staged_in_the_system_temporary_folder(tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no_such_folder"))  # any use of it fails
+    AtomicCheckpointIO().save_checkpoint({"w": torch.ones(3)}, tmp_path / "ckpt" / "last.ckpt")
+    assert torch.equal(torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)["w"], torch.ones(3))
+    assert [p.name for p in (tmp_path / "ckpt").iterdir()] == ["last.ckpt"]
+
+
+def test_temporaries_of_a_killed_run_are_removed_at_the_next_start(make_cfg, caplog):
+    cfg = make_cfg()
+    folder = last_ckpt(cfg).parent
+    folder.mkdir(parents=True)
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()  # its process id now belongs to no process
+    stale = folder / f".last.ckpt.tmp{finished.pid}"
+    stale.write_bytes(b"PK" + b"x" * 1000)
+    alive = folder / f".best.ckpt.tmp{os.getppid()}"  # a writer that still runs
+    alive.write_bytes(b"PK")
+    with caplog.at_level("INFO"):
+        train(cfg)
+    assert not stale.exists() and alive.exists()
+    assert f"Removed {stale}" in caplog.text and f"process {os.getppid()}, which still runs" in caplog.text

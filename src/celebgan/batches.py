@@ -3,12 +3,16 @@
 The host moves uint8 batches only; the float conversion and the random flips run on whole
 batches after the transfer (FaceDataModule.on_after_batch_transfer), on the GPU when there is one.
 """
+import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+log = logging.getLogger(__name__)
 
 
 class ArrayFaces(Dataset):
@@ -66,6 +70,7 @@ class ShuffledBatches(Sampler[list[int]]):
         self.num_items, self.batch_size, self.seed = num_items, batch_size, seed
         self.shuffle, self.drop_last = shuffle, drop_last
         self.epoch = 0
+        self.skip = 0  # batches of the next pass to leave out: those a resumed epoch already trained on
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -79,18 +84,45 @@ class ShuffledBatches(Sampler[list[int]]):
             order = torch.randperm(self.num_items, generator=torch.Generator().manual_seed(self.seed + self.epoch))
         else:
             order = torch.arange(self.num_items)
-        for batch in order[: len(self) * self.batch_size].split(self.batch_size):
+        skip, self.skip = self.skip, 0
+        for batch in order[: len(self) * self.batch_size].split(self.batch_size)[skip:]:
             yield batch.tolist()
+
+
+class ResumableLoader(DataLoader):
+    """batch_loader's DataLoader, which Lightning saves and restores with its loops (a loader with
+    state_dict / load_state_dict): a run resumed from a checkpoint written mid-epoch (on SIGTERM)
+    skips the batches that epoch already trained on, and so continues exactly.
+
+    batches_done: how many batches of the current epoch have been trained; set by the data module,
+    which asks its trainer (Lightning counts them; the loader's own count runs ahead by what the
+    loop prefetched)."""
+
+    batches_done: Callable[[], int] | None = None
+
+    def state_dict(self) -> dict:
+        return {"batches_done": self.batches_done() if self.batches_done is not None else 0}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        # Lightning calls this only when it resumes an unfinished epoch.
+        if isinstance(self.sampler, ShuffledBatches):
+            self.sampler.skip = state_dict.get("batches_done", 0)
+        else:  # several processes: Lightning rebuilt this loader around a distributed sampler
+            log.warning("Resuming in the middle of an epoch with several processes: that epoch's batches "
+                        "start again from its beginning (weights, optimizers and counters are exact).")
 
 
 def batch_loader(dataset: ArrayFaces, batch_size: int, *, shuffle: bool = True, drop_last: bool = True,
                  num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
     """A DataLoader whose every fetch is one ArrayFaces slice (batch_size=None: no collation)."""
     seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # set by seed_everything; the same on every rank
-    return DataLoader(
+    return ResumableLoader(
         dataset, batch_size=None,
         sampler=ShuffledBatches(len(dataset), batch_size, seed=seed, shuffle=shuffle, drop_last=drop_last),
         num_workers=num_workers, persistent_workers=num_workers > 0, pin_memory=pin_memory,
+        # Its own generator for the seed each new iterator draws: the global RNG then advances
+        # only with training, so a run resumed mid-epoch (a new iterator) draws what it would have.
+        generator=torch.Generator().manual_seed(seed),
     )
 
 

@@ -12,7 +12,7 @@ from torchvision.utils import make_grid, save_image
 from celebgan.errors import UserError
 from celebgan.feature_cache import RealFeatureCache
 from celebgan.features import generator_features
-from celebgan.io import atomic_write
+from celebgan.io import atomic_write, remove_stale_temporaries
 from celebgan.metrics import FeatureDistances
 
 log = logging.getLogger(__name__)
@@ -24,6 +24,10 @@ class SampleGrid(Callback):
 
     def __init__(self, *, dirpath: str, every_n_epochs: int = 1, nrow: int = 8):
         self.dirpath, self.every_n_epochs, self.nrow = Path(dirpath), every_n_epochs, nrow
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.is_global_zero and self.dirpath.is_dir():
+            remove_stale_temporaries(self.dirpath, log)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         epoch = trainer.current_epoch

@@ -65,8 +65,28 @@ def find_layout(root: str | os.PathLike) -> Layout:
     return Layout("plain", root)
 
 
+def _damaged(path: Path, detail: str) -> UserError:
+    return UserError(
+        f"{path} is not a CelebA list file ({detail}). The download looks failed or incomplete (a Google "
+        "Drive 'quota exceeded' page saved under the file's name is a common cause): download it again.")
+
+
 def _read_table(path: Path) -> tuple[list[str], dict[str, list[str]]]:
-    """(column names, {filename: values}) of a CelebA list file in its .txt or Kaggle .csv form."""
+    """(column names, {filename: values}) of a CelebA list file in its .txt or Kaggle .csv form,
+    each row with integer values; one UserError for a file that is not one."""
+    try:
+        header, table = _parse_table(path)
+    except (UnicodeDecodeError, csv.Error, IndexError) as err:
+        raise _damaged(path, str(err).splitlines()[0] if str(err) else type(err).__name__) from None
+    for name, values in table.items():
+        if not values or len(values) != len(header) or not all(v.lstrip("-").isdigit() for v in values):
+            raise _damaged(path, f"the row of {name[:40]!r} is not a file name and {len(header)} integer(s)")
+    if not table:
+        raise _damaged(path, "it lists no images")
+    return header, table
+
+
+def _parse_table(path: Path) -> tuple[list[str], dict[str, list[str]]]:
     if path.suffix == ".csv":
         with open(path, newline="") as f:
             rows = list(csv.reader(f))
@@ -106,6 +126,8 @@ def list_images(root: str | os.PathLike, split: str = "train") -> tuple[list[Pat
                 "Restore the file (the download may be incomplete) or train on every image with data.split=all.")
         if layout.partition_file is not None:
             _, part = _read_table(layout.partition_file)
+            if any(p not in ("0", "1", "2") for p, *_ in part.values()):
+                raise _damaged(layout.partition_file, "its partitions are not all 0, 1 or 2")
             wanted = [n for n, (p, *_) in part.items() if SPLITS[split] is None or int(p) == SPLITS[split]]
         else:
             wanted = sorted(n for n in present if Path(n).suffix.lower() in IMAGE_EXTS)

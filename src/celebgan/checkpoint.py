@@ -36,14 +36,19 @@ class RunConfig(Callback):
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes each checkpoint to a temporary name and renames it into place, so a crash or kill
-    mid-write leaves the previous checkpoint intact."""
+    """Writes each checkpoint to a temporary name in its own folder and renames it into place, so
+    a crash or kill mid-write leaves the previous checkpoint intact. (Lightning's own writer
+    stages it in memory and then in the system's temporary folder, which also needs the space.)"""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         hint = (" The previous checkpoint there, if any, is intact; free space (or set "
                 "callbacks.model_checkpoint.dirpath) and resume from it with resume=auto.")
         with atomic_write(path, hint=hint) as tmp:
-            super().save_checkpoint(checkpoint, tmp, storage_options)
+            self.write_file(checkpoint, tmp)
+
+    @staticmethod
+    def write_file(checkpoint: dict, path: Path) -> None:
+        torch.save(checkpoint, path)
 
     def load_checkpoint(self, path, map_location=None, weights_only: bool | None = True):
         # Tensors and plain containers only: a checkpoint from an untrusted place cannot run code.

@@ -5,6 +5,7 @@ and `data=synthetic` needs nothing.
 """
 import hashlib
 import logging
+import multiprocessing
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from celebgan.batches import ArrayFaces, batch_loader, seeded_subset, to_model_input
 from celebgan.celeba import face_transform, hash_files, list_images
-from celebgan.errors import UserError
+from celebgan.errors import UserError, check_whole
 from celebgan.networks import num_stages
 from celebgan.prepare import build, check_prepared, record_path, source_of
 from celebgan.synthetic import ATTR_NAMES as SYNTHETIC_ATTR_NAMES
@@ -27,13 +28,28 @@ log = logging.getLogger(__name__)
 class ImageFiles(Dataset):
     """(image (3, S, S) in [-1, 1], attributes) from image files.
 
-    An unreadable file (corrupt, truncated) is reported once and replaced by the next readable one,
-    so one bad file never ends an epoch. Grayscale, palette, RGBA and CMYK images become RGB.
+    An unreadable file (corrupt, truncated) is reported once per run and replaced by the next
+    readable one, so one bad file never ends an epoch. Grayscale, palette, RGBA and CMYK images
+    become RGB.
     """
 
     def __init__(self, files: list[Path], attrs: torch.Tensor | None, transform):
         self.files, self.attrs, self.transform = files, attrs, transform
-        self.skipped: set[str] = set()
+        # One flag per file in shared memory, which DataLoader workers inherit: whichever worker
+        # meets a bad file first reports it, in any epoch, and no other worker does again.
+        self._reported = multiprocessing.Array("b", len(files))
+
+    @property
+    def skipped(self) -> set[str]:
+        """The unreadable files met so far, by any worker."""
+        return {str(self.files[i]) for i, flag in enumerate(self._reported.get_obj()) if flag}
+
+    def _report_once(self, i: int, err: Exception) -> None:
+        with self._reported.get_lock():
+            first = not self._reported[i]
+            self._reported[i] = 1
+        if first:
+            log.warning("Skipping unreadable image %s (%s)", self.files[i], err)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -46,9 +62,7 @@ class ImageFiles(Dataset):
                 with Image.open(path) as im:
                     img = im.convert("RGB")  # decodes fully, so a truncated file fails here
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-                if str(path) not in self.skipped:
-                    self.skipped.add(str(path))
-                    log.warning("Skipping unreadable image %s (%s)", path, err)
+                self._report_once(i, err)
                 continue
             attrs = self.attrs[i] if self.attrs is not None else torch.zeros(0, dtype=torch.long)
             return self.transform(img), attrs
@@ -84,6 +98,8 @@ class FaceDataModule(LightningDataModule):
                  pin_memory: bool = True, on_device: bool = False):
         super().__init__()
         num_stages(img_size)  # an unsupported size fails here, before any data is read
+        check_whole("data.batch_size", batch_size, 1)
+        check_whole("data.num_workers", num_workers, 0, " (0 loads in the training process)")
         self.img_size, self.batch_size = img_size, batch_size
         self.num_workers, self.pin_memory, self.on_device = num_workers, pin_memory, on_device
         self.train_set: Dataset | None = None
@@ -111,14 +127,19 @@ class FaceDataModule(LightningDataModule):
         if isinstance(self.train_set, ArrayFaces):
             # No worker processes: slicing a batch costs less than handing it over from a worker
             # (benchmarks/throughput.py, "prepared loader" rows: about 2.5x more images/s).
-            return batch_loader(self.train_set, self.batch_size, num_workers=0,
-                                pin_memory=self.pin_memory and torch.cuda.is_available() and not self.on_device)
+            loader = batch_loader(self.train_set, self.batch_size, num_workers=0,
+                                  pin_memory=self.pin_memory and torch.cuda.is_available() and not self.on_device)
+            loader.batches_done = self._batches_done
+            return loader
         return DataLoader(
             self.train_set, batch_size=self.batch_size, shuffle=True,
             drop_last=True,  # equal batches keep BatchNorm statistics and the step count regular
             num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
         )
+
+    def _batches_done(self) -> int:
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.completed if self.trainer else 0
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int = 0):
         images, attrs = batch
@@ -207,6 +228,7 @@ class SyntheticDataModule(FaceDataModule):
 
     def __init__(self, *, num_images: int = 10000, seed: int = 0, split: str = "train", flip: bool = True, **loader):
         super().__init__(**loader)
+        check_whole("data.num_images", num_images, 1)
         self.num_images, self.seed, self.split, self.flip = num_images, seed, split, flip
 
     def build_dataset(self) -> Dataset:

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import hydra
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from celebgan.checkpoint import build_datamodule, load_gan
-from celebgan.errors import UserError, exit_on_user_error
+from celebgan.errors import UserError, command, exit_on_user_error
 from celebgan.io import atomic_write
 from celebgan.feature_cache import RealFeatureCache
 from celebgan.features import generator_features
@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 
 def evaluate(cfg: DictConfig) -> dict:
     """Compute and print the metrics of cfg.ckpt; returns the JSON-ready results."""
+    if OmegaConf.is_missing(cfg, "ckpt") or cfg.ckpt is None:
+        raise UserError("celebgan.evaluate needs a checkpoint: ckpt=RUN_DIR/checkpoints/last.ckpt "
+                        "(or best.ckpt) of a celebgan.train run.")
     for key in ("n_samples", "pr_samples"):
         if cfg[key] < 2:
             raise UserError(f"{key}={cfg[key]} must be at least 2.")
@@ -82,6 +85,7 @@ def write_results(results: dict, out: Path) -> Path:
     return out
 
 
+@command
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     with exit_on_user_error(log):

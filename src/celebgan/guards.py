@@ -1,11 +1,15 @@
 """Checks that stop a run with one clear message: device counts before it starts, non-finite losses
-while it trains."""
+while it trains; and the watch that warns about (or stops) a run that diverged or collapsed."""
+import logging
 import os
+from pathlib import Path
 
 import torch
 from lightning import Callback, LightningModule, Trainer
 
-from celebgan.errors import UserError
+from celebgan.errors import UserError, check_whole
+
+log = logging.getLogger(__name__)
 
 
 def check_devices(accelerator: str, devices, sync_batchnorm: bool = False) -> None:
@@ -28,7 +32,16 @@ def check_devices(accelerator: str, devices, sync_batchnorm: bool = False) -> No
             f"trainer.devices={devices} asks for {devices} GPUs but none is available. To train with "
             f"{devices} CPU processes (DDP over gloo), say so: trainer.accelerator=cpu trainer.devices={devices}.")
     elif accelerator == "cpu" and devices > (os.cpu_count() or 1):
-        raise UserError(f"trainer.devices={devices} CPU processes but this machine has {os.cpu_count()} cores.")
+        raise UserError(f"trainer.devices={devices} CPU processes but this machine has {os.cpu_count()} cores. "
+                        f"Use trainer.devices={os.cpu_count() or 1} or fewer (1 trains in this process alone).")
+
+
+def check_trainer_counts(trainer_cfg) -> None:
+    """Lightning takes a string or a negative count here and fails only once training runs."""
+    for key, minimum, note in (("max_epochs", -1, " (-1: no limit)"), ("max_steps", -1, " (-1: no limit)"),
+                               ("min_epochs", 0, ""), ("log_every_n_steps", 1, ""), ("num_nodes", 1, "")):
+        if trainer_cfg.get(key) is not None:
+            check_whole(f"trainer.{key}", trainer_cfg.get(key), minimum, note)
 
 
 class NonFiniteGuard(Callback):
@@ -61,6 +74,10 @@ class NonFiniteGuard(Callback):
         if self.check_every_n_steps and step % self.check_every_n_steps == 0:
             self.check(trainer)
 
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # train() puts the guards first, so this runs before the epoch's grid and checkpoint.
+        self.check(trainer)
+
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict) -> None:
         self.check(trainer)  # raising here leaves the previous checkpoint file untouched
 
@@ -72,11 +89,140 @@ class NonFiniteGuard(Callback):
             return
         step = int(self.first_bad)
         losses = ", ".join(f"{k}={v:g}" for k, v in zip(self.keys, self.bad_values.tolist()))
-        ckpt = next((c.last_model_path or c.best_model_path for c in trainer.checkpoint_callbacks
-                     if getattr(c, "last_model_path", None) or getattr(c, "best_model_path", None)), None)
+        ckpts = existing_checkpoints(trainer)
         raise UserError(
             f"Training diverged: non-finite loss at training step {step} "
             f"(epoch {trainer.current_epoch}; {losses}). Training stopped; "
-            + (f"the last good checkpoint is {ckpt}. " if ckpt else "no checkpoint had been written yet. ")
+            + (f"the last good checkpoint is {ckpts[0]} (resume=PATH continues from it). " if ckpts
+               else "no checkpoint had been written yet. ")
             + "Lower model.g_optimizer.lr / model.d_optimizer.lr, try model=spectral, "
             "or use trainer.precision=32-true if it ran in 16-mixed.")
+
+
+def existing_checkpoints(trainer: Trainer) -> list[str]:
+    """The checkpoint files the run has written that exist now. (A ModelCheckpoint names its new
+    file before writing it, so a path it holds may not exist yet.)"""
+    paths = []
+    for c in trainer.checkpoint_callbacks:
+        for path in (getattr(c, "last_model_path", ""), getattr(c, "best_model_path", "")):
+            if path and Path(path).is_file() and path not in paths:
+                paths.append(path)
+    return paths
+
+
+def grid_health(images: torch.Tensor) -> tuple[float, float]:
+    """(share of saturated pixels, spread) of (N, 3, S, S) images in [-1, 1]: the share of values
+    within 0.02 of -1 or 1, and the per-pixel std over the N images averaged over pixels (0: all
+    N images are the same)."""
+    images = images.float()
+    return float((images.abs() > 0.98).float().mean()), float(images.std(dim=0).mean())
+
+
+class DivergenceWatch(Callback):
+    """Warns (action=warn) or stops the run (action=stop) when training has diverged or collapsed
+    without a NaN:
+      - D(x) > d_real_above and D(G(z)) < d_fake_below on every step of a stretch of
+        saturation_steps training steps: D separates perfectly and G gets no gradient;
+      - |D loss| or |G loss| above loss_limit: the losses exploded;
+      - the fixed-latent grid at an epoch's end saturated (more than grid_saturated_share of its
+        values at -1 or 1) or collapsed: its spread fell below grid_min_spread (near-identical
+        images) after it had been 10x that. (A freshly initialised G draws near-identical images
+        too; that is no collapse.)
+    The defaults sit far outside healthy runs: late in the demo and vanilla runs D(x) is 0.7-0.97
+    and D(G(z)) 0.03-0.5 (benchmarks/RESULTS.md), and losses stay below about 20.
+
+    Like NonFiniteGuard, the per-step test keeps device-side flags read every check_every_n_steps
+    steps; a stop raises before the epoch's grid and checkpoint are written.
+    """
+
+    def __init__(self, *, action: str = "warn", saturation_steps: int = 500, d_real_above: float = 0.999,
+                 d_fake_below: float = 0.001, loss_limit: float = 1e4, grid_saturated_share: float = 0.95,
+                 grid_min_spread: float = 0.005, check_every_n_steps: int = 50):
+        if action not in ("warn", "stop"):
+            raise UserError(f"callbacks.divergence.action={action!r} must be warn (log a warning and go on) "
+                            "or stop (end the run with a message).")
+        check_whole("callbacks.divergence.saturation_steps", saturation_steps, 1)
+        check_whole("callbacks.divergence.check_every_n_steps", check_every_n_steps, 1)
+        self.action, self.saturation_steps = action, saturation_steps
+        self.d_real_above, self.d_fake_below, self.loss_limit = d_real_above, d_fake_below, loss_limit
+        self.grid_saturated_share, self.grid_min_spread = grid_saturated_share, grid_min_spread
+        self.check_every_n_steps = check_every_n_steps
+        self.streak: torch.Tensor | None = None  # consecutive saturated steps so far
+        self.saturated_at: torch.Tensor | None = None  # step at which a streak reached saturation_steps, or -1
+        self.exploded_at: torch.Tensor | None = None  # first step with a loss above loss_limit, or -1
+        self.exploded_loss: torch.Tensor | None = None
+        self.reported: set[str] = set()
+        self.peak_spread = 0.0  # the largest grid spread so far; kept in checkpoints
+
+    def state_dict(self) -> dict:
+        return {"peak_spread": self.peak_spread}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.peak_spread = state_dict.get("peak_spread", 0.0)
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
+        metrics = trainer.callback_metrics
+        if "train/D_x_step" not in metrics or "train/D_G_z1_step" not in metrics:
+            return
+        d_real, d_fake = metrics["train/D_x_step"].detach(), metrics["train/D_G_z1_step"].detach()
+        losses = torch.stack([metrics[k].detach().float().reshape(()) for k in ("train/d_loss_step", "train/g_loss_step")
+                              if k in metrics])
+        if self.streak is None:
+            self.streak = torch.zeros((), dtype=torch.long, device=d_real.device)
+            self.saturated_at = torch.full_like(self.streak, -1)
+            self.exploded_at = torch.full_like(self.streak, -1)
+            self.exploded_loss = torch.zeros((), device=d_real.device)
+        step = pl_module.steps_done
+        saturated = (d_real > self.d_real_above) & (d_fake < self.d_fake_below)
+        self.streak = torch.where(saturated, self.streak + 1, torch.zeros_like(self.streak))
+        reached = (self.streak >= self.saturation_steps) & (self.saturated_at < 0)
+        self.saturated_at = torch.where(reached, torch.full_like(self.streak, step), self.saturated_at)
+        worst = losses.abs().max()
+        exploded = (worst > self.loss_limit) & (self.exploded_at < 0)
+        self.exploded_at = torch.where(exploded, torch.full_like(self.exploded_at, step), self.exploded_at)
+        self.exploded_loss = torch.where(exploded, worst, self.exploded_loss)
+        if step % self.check_every_n_steps == 0:
+            self.check(trainer)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.check(trainer)
+        saturated, spread = grid_health(pl_module.sample(pl_module.fixed_z))
+        where = f"at the end of epoch {trainer.current_epoch} (training step {pl_module.steps_done})"
+        if saturated > self.grid_saturated_share:
+            self.report(trainer, "grid saturated", f"{saturated:.0%} of the fixed-latent grid's pixel values "
+                        f"are at black or white {where}: G's output saturated")
+        self.peak_spread = max(self.peak_spread, spread)
+        if spread < self.grid_min_spread <= self.peak_spread / 10:
+            self.report(trainer, "grid collapsed", f"the fixed-latent grid's images are near-identical {where} "
+                        f"(spread {spread:.4f} < {self.grid_min_spread}, down from {self.peak_spread:.3f}): mode collapse")
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict) -> None:
+        self.check(trainer)
+
+    def check(self, trainer: Trainer) -> None:
+        if self.streak is None:
+            return
+        saturated_at, exploded_at = int(self.saturated_at), int(self.exploded_at)
+        if saturated_at >= 0:
+            self.report(trainer, "D saturated", f"D(x) > {self.d_real_above} and D(G(z)) < {self.d_fake_below} on "
+                        f"every one of {self.saturation_steps} training steps up to step {saturated_at}: D separates "
+                        "real from generated perfectly and G learns nothing")
+        if exploded_at >= 0:
+            self.report(trainer, "losses exploded", f"a loss reached {float(self.exploded_loss):.3g} at training "
+                        f"step {exploded_at} (callbacks.divergence.loss_limit={self.loss_limit:g}): the losses exploded")
+
+    def report(self, trainer: Trainer, kind: str, what: str) -> None:
+        if kind in self.reported:
+            return
+        self.reported.add(kind)
+        advice = ("Lower model.d_optimizer.lr and model.g_optimizer.lr, or try model=spectral; the "
+                  "callbacks.divergence.* keys set what counts as diverged.")
+        if self.action == "warn":
+            if trainer.is_global_zero:
+                log.warning("Training looks diverged: %s. It goes on (callbacks.divergence.action=stop ends "
+                            "such a run). %s", what, advice)
+            return
+        ckpts = existing_checkpoints(trainer)
+        raise UserError(f"Training diverged: {what}. Training stopped (callbacks.divergence.action=stop); "
+                        + (f"the last checkpoint before it is {ckpts[0]}. " if ckpts
+                           else "no checkpoint had been written yet. ") + advice)

@@ -1,5 +1,7 @@
 """Writing a file (or a folder) so that a crash, a kill or a full disk never leaves half of it."""
+import logging
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +22,37 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, log: logging.Logger) -> list[Path]:
+    """Removes the temporaries (`.NAME.tmpPID`) that killed processes left in `folder`; returns
+    them. One whose process still runs is another writer's: it is reported and left alone."""
+    removed = []
+    for path in sorted(Path(folder).glob(".*.tmp*")):
+        match = _TEMPORARY.fullmatch(path.name)
+        if match is None or int(match[1]) == os.getpid():
+            continue
+        if _running(int(match[1])):
+            log.warning("%s belongs to process %s, which still runs: left alone.", path, match[1])
+            continue
+        size = path.stat().st_size if path.is_file() else 0
+        _remove(path)
+        log.info("Removed %s (%.1f MB), left by a process that was stopped while writing.", path, size / 1e6)
+        removed.append(path)
+    return removed
+
+
+_TEMPORARY = re.compile(r"\..+\.tmp(\d+)")
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 @contextmanager

@@ -141,7 +141,13 @@ class GAN(LightningModule):
             g.train(was_training)
 
     def configure_optimizers(self):
-        optimizers = [self.g_optimizer(self.generator.parameters()), self.d_optimizer(self.discriminator.parameters())]
+        optimizers = []
+        for key, make, network in (("g_optimizer", self.g_optimizer, self.generator),
+                                   ("d_optimizer", self.d_optimizer, self.discriminator)):
+            try:  # torch checks lr, betas and the like here: the first moment they are seen
+                optimizers.append(make(network.parameters()))
+            except (ValueError, TypeError) as err:
+                raise UserError(f"model.{key}: {err}. Fix that setting of model.{key}.") from None
         if self.lr_scheduler is None:
             return optimizers
         # Lightning saves and restores the schedulers with the checkpoint; stepping is ours (manual).

@@ -29,8 +29,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from celebgan.celeba import crop_resize, hash_files, list_images
-from celebgan.errors import UserError, exit_on_user_error
-from celebgan.io import atomic_write
+from celebgan.errors import UserError, exit_on_user_error, user_message
+from celebgan.io import atomic_write, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -153,14 +153,20 @@ def build(source: Source, prepared_dir: str | os.PathLike, *, root: str = "", wo
           progress: bool = True) -> Prepared:
     """Decode `source` into a prepared split in `prepared_dir` (workers=0: one per core)."""
     record = record_path(prepared_dir, source)
-    record.parent.mkdir(parents=True, exist_ok=True)
+    hint = (f" Prepared files need a writable folder: make {record.parent} writable or choose another "
+            "with data.prepared_dir=DIR.")
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a read-only data.root, a folder of another user
+        raise UserError(f"Could not create {record.parent}: {err}.{hint}") from None
+    remove_stale_temporaries(record.parent, log)  # what a killed build left
     fingerprint = source.fingerprint()
     n, s = len(source.files), source.img_size
     stem = f"{source.key}.{fingerprint[:12]}"
     images_path, attrs_path = record.parent / f"{stem}.images.npy", record.parent / f"{stem}.attrs.npy"
     workers = workers or os.cpu_count() or 1
     # Both arrays are renamed into place as the block ends (attrs, then images), the record after.
-    with atomic_write(images_path) as tmp_images, atomic_write(attrs_path) as tmp_attrs:
+    with atomic_write(images_path, hint=hint) as tmp_images, atomic_write(attrs_path, hint=hint) as tmp_attrs:
         np.lib.format.open_memmap(tmp_images, mode="w+", dtype=np.uint8, shape=(n, s, s, 3)).flush()
         tasks = [(tmp_images, i, source.files[i:i + CHUNK], source.crop, s) for i in range(0, n, CHUNK)]
         bad: list[int] = []
@@ -199,7 +205,7 @@ def build(source: Source, prepared_dir: str | os.PathLike, *, root: str = "", wo
         "images": images_path.name, "attrs": attrs_path.name,
     }
     old = _referenced(record)
-    with atomic_write(record) as tmp_record:  # the switch: from here on the new build is the one in use
+    with atomic_write(record, hint=hint) as tmp_record:  # the switch: from here on the new build is the one in use
         tmp_record.write_text(json.dumps(meta, indent=1))
     for name in old - {images_path.name, attrs_path.name}:
         (record.parent / name).unlink(missing_ok=True)
@@ -253,10 +259,15 @@ def main(argv: list[str] | None = None) -> None:
     args, overrides = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
     conf_dir = str(Path(__file__).resolve().parents[2] / "conf")
-    with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
-    data = cfg.data
     with exit_on_user_error(log):
+        try:
+            with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
+                cfg = compose(config_name="config", overrides=overrides)
+        except Exception as err:  # an unknown key, group option or a malformed override
+            if (message := user_message(err)) is None:
+                raise
+            raise UserError(message) from None
+        data = cfg.data
         if "root" not in data:
             raise UserError(f"data={data._target_} needs no preparing: only CelebA data (data=celeba64, "
                             "data=celeba32) is read from image files.")

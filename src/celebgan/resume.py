@@ -1,13 +1,17 @@
 """Continuing a run exactly: which checkpoint to resume (`resume=PATH` or `resume=auto`), whether it
 fits the current config, and the RNG streams that Lightning does not save."""
 import logging
+import os
 import random
+import signal
+import threading
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from lightning import Callback
+from lightning import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from celebgan.checkpoint import RESUME_HINT, run_config, run_dir
 from celebgan.errors import UserError
@@ -135,3 +139,42 @@ def _set_rng_state(state: dict) -> None:
     n = state["numpy"]
     np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
     random.setstate((state["python"]["version"], tuple(state["python"]["state"]), None))
+
+
+class SaveOnSignal(Callback):
+    """SIGTERM, which SLURM and Kubernetes send before they stop a job, ends the run after the
+    training step under way and saves `ckpt_path` (the run's last.ckpt) at that point: weights,
+    optimizers, loops, RNG states and the position in the epoch, so resume=auto continues exactly.
+
+    Lightning catches the signal and stops its loop after the step (SIGTERMException); this saves
+    the checkpoint on the way out. SIGUSR1 (SLURM's warning before the time limit) does the same,
+    except under SLURM with auto-requeue, where Lightning's SLURM plugin owns it (it saves its own
+    checkpoint and requeues the job).
+    """
+
+    def __init__(self, *, ckpt_path: str):
+        self.ckpt_path = ckpt_path
+        self._previous_sigusr1 = None
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # After Lightning registered its handlers: a SIGUSR1 handler here means its SLURM plugin's.
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL:
+            self._previous_sigusr1 = signal.signal(signal.SIGUSR1, _as_sigterm)
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self._previous_sigusr1 is not None:
+            signal.signal(signal.SIGUSR1, self._previous_sigusr1)
+            self._previous_sigusr1 = None
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, SIGTERMException):
+            return
+        trainer.save_checkpoint(self.ckpt_path)  # every rank takes part; rank 0 writes
+        if trainer.is_global_zero:
+            log.warning("Stopped by a signal after training step %d (epoch %d); saved %s. Continue the run "
+                        "with resume=auto (or resume=%s).", pl_module.steps_done, trainer.current_epoch,
+                        self.ckpt_path, self.ckpt_path)
+
+
+def _as_sigterm(signum, frame) -> None:
+    os.kill(os.getpid(), signal.SIGTERM)

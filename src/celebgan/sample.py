@@ -17,7 +17,7 @@ from tqdm import tqdm
 from celebgan.attributes import write_attribute_edits
 from celebgan.batches import seeded_subset
 from celebgan.checkpoint import build_datamodule, load_gan, run_dir
-from celebgan.errors import UserError, exit_on_user_error
+from celebgan.errors import UserError, command, exit_on_user_error
 from celebgan.images import generate, latents, save_png, to_grid
 from celebgan.io import atomic_write
 from celebgan.module import GAN
@@ -157,6 +157,7 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
     return result
 
 
+@command
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="sample")
 def main(cfg: DictConfig) -> None:
     with exit_on_user_error(log):

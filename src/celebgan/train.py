@@ -3,19 +3,22 @@
 train(cfg) holds the logic (tests call it with a composed config); main() is the Hydra wrapper.
 """
 import logging
+import signal
 
 import hydra
 import lightning as L
 import torch
 from hydra.errors import InstantiationException
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from celebgan import resume
 from celebgan.checkpoint import AtomicCheckpointIO, RunConfig
-from celebgan.errors import UserError, exit_on_user_error
-from celebgan.guards import check_devices
+from celebgan.errors import UserError, command, exit_on_user_error
+from celebgan.guards import DivergenceWatch, NonFiniteGuard, check_devices, check_trainer_counts
 from celebgan.hparams import FinalMetrics, log_hparams
+from celebgan.io import remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the configured model on the configured data; returns the final logged metrics."""
     check_devices(cfg.trainer.get("accelerator", "auto"), cfg.trainer.get("devices", 1),
                   cfg.trainer.get("sync_batchnorm", False))
+    check_trainer_counts(cfg.trainer)
     ckpt_path, original_run = resume.resolve(cfg.get("resume"), OmegaConf.to_container(cfg, resolve=True))
     if original_run is not None:  # continue in the run's own folder: one TensorBoard run, one last.ckpt
         log.info("Resuming %s; this invocation's own log stays in %s", ckpt_path, cfg.paths.output_dir)
@@ -57,6 +61,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     model = instantiate(cfg.model)
     config = OmegaConf.to_container(cfg, resolve=True)
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
+    # The guards first: at an epoch's end they stop a diverged run before its grid is drawn.
+    callbacks.sort(key=lambda c: not isinstance(c, (NonFiniteGuard, DivergenceWatch)))
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     precision = cfg.trainer.get("precision", "auto")
     if precision == "auto":
@@ -68,16 +74,26 @@ def train(cfg: DictConfig) -> dict[str, float]:
             logger=logger, plugins=[AtomicCheckpointIO()], precision=precision,
         )
     except InstantiationException as err:
-        if isinstance(err.__cause__, MisconfigurationException):  # e.g. devices this machine lacks
-            raise UserError(f"The trainer config cannot run here: {err.__cause__}") from None
+        # Devices this machine lacks, an unknown accelerator or precision: Lightning's own message.
+        if isinstance(err.__cause__, (MisconfigurationException, ValueError, ImportError)):
+            t = cfg.trainer
+            raise UserError(f"The trainer config (trainer.accelerator={t.get('accelerator')}, devices={t.get('devices')}, "
+                            f"strategy={t.get('strategy')}, precision={precision}) cannot run here: {err.__cause__} "
+                            "Change the setting it names.") from None
         raise
+    for folder in {c.dirpath for c in trainer.checkpoint_callbacks if getattr(c, "dirpath", None)}:
+        remove_stale_temporaries(folder, log)  # what a killed run left mid-write
     if logger:
         log_hparams(logger, config)
     log.info("Run directory: %s", cfg.paths.output_dir)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except SIGTERMException:  # resume.SaveOnSignal saved last.ckpt; not finished, so not status 0
+        raise SystemExit(128 + signal.SIGTERM) from None
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
 
+@command
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     with exit_on_user_error(log):

@@ -1,0 +1,130 @@
+"""A table of mistakes a user makes on the command line: each ends with exit status 2 and one
+message that names the problem, no traceback, and before any training starts.
+
+The command lines run one after another in a single interpreter (tests/cli_runner.py runs each
+as `python -m MODULE ARGS` would): starting Python with torch and Lightning once per case would
+cost more than the cases themselves."""
+import errno
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import TESTS_DIR, TINY_CLI, cli_env, make_celeba
+
+TRAIN = "celebgan.train"
+
+
+def table(tmp: Path) -> list[tuple[str, list[str], str]]:
+    """(module, arguments, a piece of the expected message) per mistake."""
+    garbage = tmp / "garbage"
+    make_celeba(garbage, per_split=1)
+    (garbage / "celeba" / "list_eval_partition.txt").write_text(
+        "<!DOCTYPE html><html><head><title>Google Drive - Quota exceeded</title></head></html>\n")
+    kaggle = tmp / "kaggle"
+    make_celeba(kaggle, layout="kaggle", per_split=1)
+    (kaggle / "list_eval_partition.csv").write_bytes(bytes(range(256)) * 4)
+    (tmp / "empty").mkdir()
+    not_a_ckpt = tmp / "notes.ckpt"
+    not_a_ckpt.write_text("not a checkpoint")
+    celeba = ["data=celeba32", f"data.root={garbage}"]
+    return [
+        (TRAIN, ["data.batch_size=0"], "data.batch_size=0"),
+        (TRAIN, ["data.batch_size=-3"], "data.batch_size=-3"),
+        (TRAIN, ["data.batch_size=abc"], "data.batch_size='abc'"),
+        (TRAIN, ["data.batch_size=2.5"], "data.batch_size=2.5"),
+        (TRAIN, ["data.batchsize=16"], "data.batchsize"),
+        (TRAIN, ["+data.colour=red"], "colour"),
+        (TRAIN, ["model=nosuch"], "nosuch"),
+        (TRAIN, ["data=celeba128"], "celeba128"),
+        (TRAIN, ["data.img_size=48"], "img_size=48 is not supported"),
+        (TRAIN, ["data.img_size=big"], "img_size"),
+        (TRAIN, ["data.img_size=["], "data.img_size=["),
+        (TRAIN, ["data.num_workers=-1"], "data.num_workers=-1"),
+        (TRAIN, ["data.num_images=0"], "data.num_images=0"),
+        (TRAIN, ["trainer.max_epochs=-5"], "max_epochs"),
+        (TRAIN, ["trainer.max_epochs=ten"], "max_epochs"),
+        (TRAIN, ["trainer.precision=17"], "precision"),
+        (TRAIN, ["trainer.accelerator=tpu"], "tpu"),
+        (TRAIN, ["trainer.devices=9999"], "Use trainer.devices="),
+        (TRAIN, ["trainer.sync_batchnorm=true"], "sync_batchnorm"),
+        (TRAIN, ["model.g_optimizer.lr=-1"], "model.g_optimizer"),
+        (TRAIN, ["model.d_optimizer.betas=[0.5,2]"], "model.d_optimizer"),
+        (TRAIN, ["model.n_dis=0"], "model.n_dis=0"),
+        (TRAIN, ["model.d_loss.real_label=2"], "real_label=2"),
+        (TRAIN, ["model.augment=[zoom]"], "zoom"),
+        (TRAIN, ["callbacks.divergence.action=explode"], "callbacks.divergence.action"),
+        (TRAIN, ["resume=/nonexistent/last.ckpt"], "Checkpoint not found"),
+        (TRAIN, [f"resume={not_a_ckpt}"], "not a readable PyTorch checkpoint"),
+        (TRAIN, ["data=celeba32", f"data.root={tmp / 'nowhere'}"], "CelebA folder not found"),
+        (TRAIN, ["data=celeba32", f"data.root={tmp / 'empty'}"], "No images found"),
+        (TRAIN, celeba, "list_eval_partition.txt"),
+        (TRAIN, ["data=celeba32", f"data.root={kaggle}"], "list_eval_partition.csv"),
+        (TRAIN, [*celeba[:1], f"data.root={kaggle}", "data.split=validation"], "data.split='validation'"),
+        (TRAIN, [*celeba[:1], f"data.root={kaggle}", "data.crop=middle"], "data.crop='middle'"),
+        (TRAIN, [*celeba[:1], f"data.root={kaggle}", "data.prepared=maybe"], "data.prepared='maybe'"),
+        ("celebgan.evaluate", [], "needs a checkpoint"),
+        ("celebgan.evaluate", [f"ckpt={tmp / 'none.ckpt'}"], "Checkpoint not found"),
+        ("celebgan.evaluate", ["ckpt=x", "n_sample=5"], "n_sample"),
+        ("celebgan.sample", ["mode=nosuch"], "mode='nosuch'"),
+        ("celebgan.sample", [f"ckpt={not_a_ckpt}"], "not a readable PyTorch checkpoint"),
+        ("celebgan.prepare", ["data=synthetic"], "needs no preparing"),
+        ("celebgan.prepare", ["data=celeba32", f"data.root={tmp / 'nowhere'}"], "CelebA folder not found"),
+        ("celebgan.prepare", ["data=celeba32", "data.batchsize=3"], "data.batchsize"),
+    ]
+
+
+def run_table(tmp: Path) -> tuple[list, list, float]:
+    cases = table(tmp)
+    runs = []
+    for i, (module, args, _) in enumerate(cases):
+        if module == TRAIN:  # the tiny run's settings; data.num_images exists for synthetic data only
+            tiny = [o for o in TINY_CLI if "data=celeba32" not in args or not o.startswith("data.num_images")]
+            args = [*tiny, *args, f"hydra.run.dir={tmp / 'runs' / str(i)}"]
+        runs.append({"module": module, "args": args, "cwd": str(tmp)})
+    (tmp / "cases.json").write_text(json.dumps(runs))
+    start = time.perf_counter()
+    subprocess.run([sys.executable, str(TESTS_DIR / "cli_runner.py"), str(tmp / "cases.json"), str(tmp / "results.json")],
+                   env=cli_env(), check=True, timeout=600)
+    return cases, json.loads((tmp / "results.json").read_text()), time.perf_counter() - start
+
+
+def test_each_user_mistake_is_one_message_and_exit_status_2(tmp_path):
+    cases, results, seconds = run_table(tmp_path)
+    assert len(cases) >= 25
+    failures = []
+    for (module, args, expected), result in zip(cases, results):
+        out = result["output"]
+        errors = out.count("[ERROR]") + out.count("Error: ") + out.count("error: ")
+        if result["code"] != 2 or "Traceback" in out or expected not in out or errors > 1:
+            failures.append(f"{module} {' '.join(args)} -> exit {result['code']}:\n{out[-1500:]}")
+    assert not failures, f"{len(failures)} of {len(cases)} cases:\n\n" + "\n\n".join(failures)
+    # Nothing was trained: no run got as far as a checkpoint.
+    assert not list(tmp_path.glob("runs/*/checkpoints/*.ckpt"))
+    print(f"{len(cases)} command lines in {seconds:.1f} s, "
+          f"slowest {max(r['seconds'] for r in results):.1f} s")
+
+
+def test_a_full_disk_that_also_fails_the_cleanup_is_still_one_message():
+    from celebgan.errors import UserError, user_message
+
+    # The grid's write fails; the loggers' final flush then fails on the same full disk.
+    try:
+        try:
+            raise UserError("Could not write samples/epoch_0000.png: [Errno 28] No space left on device.")
+        except UserError:
+            raise OSError(errno.ENOSPC, "No space left on device")
+    except OSError as err:
+        assert user_message(err).startswith("Could not write samples/epoch_0000.png")
+    # A full disk met first in a library's writer names the reason and what to do.
+    assert "Free space" in user_message(OSError(errno.ENOSPC, "No space left on device", "events.out"))
+    # A bug raised while handling a user's mistake keeps its traceback.
+    try:
+        try:
+            raise UserError("a mistake")
+        except UserError:
+            raise KeyError("a bug")
+    except KeyError as err:
+        assert user_message(err) is None
