@@ -82,7 +82,7 @@ def write_results(results: dict, out: Path) -> Path:
     return out
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="evaluate")
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     with exit_on_user_error(log):
         evaluate(cfg)
