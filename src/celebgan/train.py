@@ -11,6 +11,7 @@ import lightning as L
 import torch
 from hydra.errors import InstantiationException
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import TQDMProgressBar
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from celebgan import resume
@@ -124,14 +125,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if precision == "auto":
         precision = default_precision(str(cfg.trainer.get("accelerator", "auto")))
         log.info("trainer.precision=auto: training with %s", precision)
+    # A progress bar redrawn in a file or a CI log is one long line of updates: there, the EpochLog
+    # line each epoch replaces it. On a terminal, tqdm's bar, also where rich is installed (which
+    # Lightning would otherwise pick).
+    progress_bar = cfg.trainer.get("enable_progress_bar", True) and sys.stdout.isatty()
+    if progress_bar:
+        callbacks.append(TQDMProgressBar())
     try:
         trainer = hydra.utils.instantiate(
             cfg.trainer, callbacks=[*callbacks, RunConfig(config=config), resume.RNGState(), FinalMetrics()],
             logger=logger, plugins=[AtomicCheckpointIO()], precision=precision,
-            gradient_clip_val=None, gradient_clip_algorithm=None,
-            # A progress bar redrawn in a file or a CI log is one long line of updates: there, the
-            # EpochLog line each epoch replaces it.
-            enable_progress_bar=cfg.trainer.get("enable_progress_bar", True) and sys.stdout.isatty(),
+            gradient_clip_val=None, gradient_clip_algorithm=None, enable_progress_bar=progress_bar,
         )
     except InstantiationException as err:
         if isinstance(err.__cause__, MisconfigurationException):  # e.g. devices this machine lacks
@@ -153,7 +157,8 @@ def main(cfg: DictConfig) -> float | None:
     with exit_on_user_error(log):
         metrics = train(cfg)
     metric = cfg.get("optimized_metric")
-    return metrics[metric] if metric else None
+    # NaN when the run ended before its first measurement: Optuna records the trial as failed.
+    return metrics.get(metric, float("nan")) if metric else None
 
 
 if __name__ == "__main__":
