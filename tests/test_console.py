@@ -33,7 +33,7 @@ def test_output_to_a_file_is_one_line_per_epoch_and_a_summary(tmp_path):
 
 
 def test_metrics_cost_is_announced_before_measuring(make_cfg, tmp_path, caplog):
-    cfg = make_cfg("trainer.max_epochs=4", "metrics=default", "metrics.every_n_epochs=2", "metrics.n_samples=32",
+    cfg = make_cfg("trainer.max_epochs=2", "metrics=default", "metrics.n_samples=32",
                    "metrics.n_real=48", "metrics.batch_size=16", f"metrics.cache_dir={tmp_path / 'cache'}")
     with open_dict(cfg):
         cfg.metrics.feature_extractor = RANDOM_FEATURES

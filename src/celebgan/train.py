@@ -45,7 +45,8 @@ def default_precision(accelerator: str) -> str:
 
 
 def trains_on_gpu(accelerator: str) -> bool:
-    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    gpu_here = torch.cuda.is_available() or torch.backends.mps.is_available()
+    return accelerator in ("gpu", "cuda", "mps") or (accelerator == "auto" and gpu_here)
 
 
 class StartupNoise(logging.Filter):
