@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY, compose_config
 from PIL import Image
 
 import celebgan
@@ -14,8 +15,6 @@ from celebgan.train import train
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
     # A module-scoped run: make_cfg is function-scoped, so compose here.
-    from conftest import TINY, compose_config
-
     out = tmp_path_factory.mktemp("api") / "run"
     train(compose_config([*TINY, "trainer.max_steps=4"], out))
     return out / "checkpoints" / "last.ckpt"

@@ -93,7 +93,7 @@ class QualityMetrics(Callback):
         real = 0 if cached else (self.n_real or 0)
         total = real + evaluations * self.n_samples
         log.info("FID/KID: %d evaluation(s) of %d generated images%s; %s runs at %.0f img/s here, so "
-                 "about %s in all. metrics=none turns them off, metrics=small measures 1,000 images.",
+                 "about %s in all. metrics=none turns them off; metrics.n_samples and metrics.n_real size them.",
                  evaluations, self.n_samples,
                  " (real features cached)" if cached else f" + {real} real images once",
                  type(self.extractor).__name__, rate, format_duration(total / rate))
