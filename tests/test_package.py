@@ -1,6 +1,7 @@
 """celebgan as an installed package: configs found through the package from any directory, every
 console script, and a wheel installed outside the checkout that trains."""
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -54,9 +55,13 @@ def test_train_finds_its_configs_from_another_directory(tmp_path):
 def test_wheel_installed_outside_the_checkout_trains(tmp_path):
     """Build a wheel, install it into a fresh venv that sees this environment's dependencies
     but not the checkout, and run the console script from an empty directory."""
+    # Built from a copy: setuptools leaves build/ and *.egg-info/ in the tree it builds.
+    source = tmp_path / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "outputs", "build", "*.egg-info", "__pycache__", ".pytest_cache"))
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-                    "-q", "-w", str(wheels), str(REPO)], check=True, timeout=300, capture_output=True)
+                    "-q", "-w", str(wheels), str(source)], check=True, timeout=300, capture_output=True)
     wheel = next(wheels.glob("celebgan-*.whl"))
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=False)
