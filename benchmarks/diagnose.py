@@ -66,7 +66,7 @@ def mean_pair_distance(images: torch.Tensor) -> float:
 
 
 def run(model: str, overrides: list[str], steps: int, batch_size: int, seed: int, grid: Path | None = None) -> dict:
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(ROOT / "src" / "celebgan" / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[
             f"model={model}", "data=synthetic", "data.img_size=32", f"data.batch_size={batch_size}",
             f"data.num_images={max(4 * batch_size, 8000)}", *overrides])

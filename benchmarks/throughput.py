@@ -282,7 +282,7 @@ def celebgan_loop(work: Path, batch: int, warmup: int, steps: int, bf16: bool, *
     overrides = ["data=synthetic", f"data.batch_size={batch}", "data.img_size=64", "data.num_images=256"]
     if gpu:
         overrides.append("model.compile=true")
-    with initialize_config_dir(config_dir=str(HERE.parent / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(HERE.parent / "src" / "celebgan" / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
     model = hydra.utils.instantiate(cfg.model)
     if gpu:
@@ -323,7 +323,7 @@ def row_gpu_scale(work: Path, s: dict) -> dict:
 
     from celebgan.batches import ArrayFaces
 
-    with initialize_config_dir(config_dir=str(HERE.parent / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(HERE.parent / "src" / "celebgan" / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["data=synthetic", "data.num_images=256", "model.compile=true",
                                                         "data.on_device=true"])
     model = hydra.utils.instantiate(cfg.model)

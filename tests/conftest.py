@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 from PIL import Image
 
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "src" / "celebgan" / "conf")
 
 # A run small enough for a CPU test: 16px, narrow networks, a handful of steps.
 TINY = [

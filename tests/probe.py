@@ -1,6 +1,7 @@
 """A test-only callback for subprocess runs: records what each rank saw and trained, and can block
 so a test can SIGKILL the process at a known point. Passed as `+callbacks.probe._target_=probe.Probe`
 with tests/ on PYTHONPATH (DDP's re-launched ranks inherit it)."""
+import json
 import time
 from pathlib import Path
 
@@ -80,3 +81,40 @@ class SignalAt(Callback):
 
         if pl_module.steps_done == self.step:
             os.kill(os.getpid(), getattr(signal, self.signum))
+
+
+class TrainerSettings(Callback):
+    """Writes the settings the Trainer and the module run with to dirpath/settings.json."""
+
+    def __init__(self, *, dirpath: str):
+        self.dirpath = Path(dirpath)
+
+    def on_train_end(self, trainer, pl_module):
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        settings = {
+            "max_steps": trainer.max_steps, "limit_train_batches": trainer.limit_train_batches,
+            "global_step": trainer.global_step, "check_val_every_n_epoch": trainer.check_val_every_n_epoch,
+            "accumulate_grad_batches": trainer.accumulate_grad_batches,
+            "deterministic": torch.are_deterministic_algorithms_enabled(),
+            "profiler": type(trainer.profiler).__name__, "trainer_gradient_clip_val": trainer.gradient_clip_val,
+            "gradient_clip_val": pl_module.hparams.gradient_clip_val,
+            "gradient_clip_algorithm": pl_module.hparams.gradient_clip_algorithm,
+        }
+        (self.dirpath / "settings.json").write_text(json.dumps(settings))
+
+
+class WeightChange(Callback):
+    """Writes the L2 norm of each network's weight change over the fit to dirpath/change.json."""
+
+    def __init__(self, *, dirpath: str):
+        self.dirpath = Path(dirpath)
+
+    def on_fit_start(self, trainer, pl_module):
+        self.start = {name: torch.cat([p.detach().flatten().clone() for p in getattr(pl_module, name).parameters()])
+                      for name in ("generator", "discriminator")}
+
+    def on_train_end(self, trainer, pl_module):
+        change = {name: float((torch.cat([p.detach().flatten() for p in getattr(pl_module, name).parameters()])
+                               - start).norm()) for name, start in self.start.items()}
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        (self.dirpath / "change.json").write_text(json.dumps({**change, "global_step": trainer.global_step}))

@@ -10,8 +10,8 @@ from celebgan.data import CelebADataModule, SyntheticDataModule
 from celebgan.module import GAN
 from conftest import compose_config
 
-MODELS = sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "model").glob("*.yaml"))
-DATA = sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "data").glob("*.yaml"))
+MODELS = sorted(p.stem for p in (Path(__file__).parents[1] / "src" / "celebgan" / "conf" / "model").glob("*.yaml"))
+DATA = sorted(p.stem for p in (Path(__file__).parents[1] / "src" / "celebgan" / "conf" / "data").glob("*.yaml"))
 
 
 def test_presets_exist():

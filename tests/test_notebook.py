@@ -19,9 +19,11 @@ def test_explore_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
                    resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if "image/png" in o.get("data", {}) or "image/gif" in o.get("data", {})]
-    assert len(images) == 6  # grid, compare, interpolation, attributes, progress GIF, curves
+    # load_generator's samples, grid, compare, interpolation, attributes, progress GIF, curves
+    assert len(images) == 7
     for name in ["grid.png", "compare.png", "interpolate.png", "attributes.png", "progress.gif",
                  "training_curves.png", "run/checkpoints/last.ckpt"]:
         assert (tmp_path / name).is_file(), name
     text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
     assert "held-out accuracy on Smiling" in text
+    assert "(16, 3, 16, 16) in [0." in text  # G.sample(16, seed=0): a tensor in [0, 1]

@@ -1,11 +1,15 @@
-"""Training callbacks: progress grids from the fixed latents, and FID/KID during training."""
+"""Training callbacks: progress grids from the fixed latents, FID/KID during training, and one log
+line per epoch."""
 import logging
+import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.seed import isolate_rng
+import torch
 from torch import nn
 from torchvision.utils import make_grid, save_image
 
@@ -67,15 +71,36 @@ class QualityMetrics(Callback):
         self.num_real = 0
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.extractor is not None and pl_module.device.type == "cpu" and self.n_samples >= 1000:
-            log.warning("FID/KID on a CPU: Inception runs at a few images/s, so each evaluation of "
-                        "metrics.n_samples=%d images takes tens of minutes. On a CPU use metrics=none "
-                        "or lower metrics.n_samples.", self.n_samples)
         # Data loaders draw their base seed from the global RNG: measuring must leave the training
         # run exactly as it would be without metrics.
         if self.extractor is not None:
             with isolate_rng():
+                if trainer.is_global_zero:
+                    self._announce_cost(trainer, pl_module)
                 self._load_real(trainer, pl_module)
+
+    def _announce_cost(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Logs how many images Inception will see and how long that takes at the speed measured
+        here, before any of it is spent."""
+        self.extractor.to(pl_module.device)
+        size = pl_module.img_size
+        batch = torch.rand(min(self.batch_size, 8), 3, size, size, device=pl_module.device) * 2 - 1
+        with torch.no_grad():
+            self.extractor(batch[:2])  # warm-up: first-call allocations and kernel selection
+            start = time.perf_counter()
+            self.extractor(batch)
+            if pl_module.device.type == "cuda":
+                torch.cuda.synchronize()
+        rate = len(batch) / max(time.perf_counter() - start, 1e-6)
+        evaluations = epochs_to_run(trainer) // self.every_n_epochs
+        cached = self.cache.has(trainer.datamodule, self.real_split, self.n_real, self.extractor)
+        real = 0 if cached else (self.n_real or 0)
+        total = real + evaluations * self.n_samples
+        log.info("FID/KID: %d evaluation(s) of %d generated images%s; %s runs at %.0f img/s here, so "
+                 "about %s in all. metrics=none turns them off; metrics.n_samples and metrics.n_real size them.",
+                 evaluations, self.n_samples,
+                 " (real features cached)" if cached else f" + {real} real images once",
+                 type(self.extractor).__name__, rate, format_duration(total / rate))
 
     def _load_real(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.extractor.to(pl_module.device)
@@ -115,3 +140,44 @@ class QualityMetrics(Callback):
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self.distances = None
+
+
+def epochs_to_run(trainer: Trainer) -> int:
+    """The epochs this fit will end, as far as max_epochs and max_steps tell before it starts."""
+    max_epochs = trainer.max_epochs if trainer.max_epochs not in (None, -1) else math.inf
+    if trainer.max_steps not in (None, -1):
+        per_epoch = trainer.num_training_batches
+        if per_epoch in (None, 0, math.inf):
+            per_epoch = len(trainer.datamodule.train_dataloader())
+        # Lightning counts optimizer steps: a D step per batch and a G step on most.
+        max_epochs = min(max_epochs, math.ceil(trainer.max_steps / max(per_epoch, 1)))
+    return int(max(max_epochs - trainer.current_epoch, 1)) if max_epochs != math.inf else 1
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+class EpochLog(Callback):
+    """One log line per epoch (rank 0): the epoch's mean losses and D outputs, its images and time.
+    The line reaches train.log and the console, where it replaces the progress bar when the
+    console is not a terminal (a CI log, a SLURM .out file)."""
+
+    NAMES = {"d_loss": "train/d_loss_epoch", "g_loss": "train/g_loss_epoch", "D(x)": "train/D_x_epoch",
+             "D(G(z))": "train/D_G_z1_epoch"}
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.start = time.monotonic()
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        metrics = trainer.callback_metrics
+        values = "  ".join(f"{name} {float(metrics[key]):.3f}" for name, key in self.NAMES.items() if key in metrics)
+        last = "" if trainer.max_epochs in (None, -1) else f"/{trainer.max_epochs}"
+        log.info("epoch %d%s  step %d  %s  (%s)", trainer.current_epoch + 1, last, trainer.global_step,
+                 values, format_duration(time.monotonic() - self.start))

@@ -86,7 +86,7 @@ def write_results(results: dict, out: Path) -> Path:
 
 
 @command
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="evaluate")
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     with exit_on_user_error(log):
         evaluate(cfg)

@@ -29,11 +29,25 @@ class RealFeatureCache:
         f = fingerprint
         return self.cache_dir / f"real_{f['dataset']}_{f['split']}_{f['crop']}_{f['img_size']}px_{f['num_images']}.pt"
 
+    def fingerprint(self, datamodule, split: str, limit: int | None, extractor: nn.Module) -> dict:
+        return {**datamodule.fingerprint(split, limit),
+                "extractor": getattr(extractor, "name", type(extractor).__name__)}
+
+    def has(self, datamodule, split: str, limit: int | None, extractor: nn.Module) -> bool:
+        """Whether get() would read these features from disk rather than compute them."""
+        fingerprint = self.fingerprint(datamodule, split, limit, extractor)
+        path = self.path(fingerprint)
+        if not path.is_file():
+            return False
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True).get("fingerprint") == fingerprint
+        except Exception:  # damaged: get() recomputes it
+            return False
+
     def get(self, datamodule, split: str, limit: int | None, extractor: nn.Module, *,
             batch_size: int = 100, device: torch.device | str = "cpu") -> torch.Tensor:
         """(N, F) features of `limit` real images of `split` (all of a CelebA split when None)."""
-        fingerprint = {**datamodule.fingerprint(split, limit),
-                       "extractor": getattr(extractor, "name", type(extractor).__name__)}
+        fingerprint = self.fingerprint(datamodule, split, limit, extractor)
         path = self.path(fingerprint)
         if path.is_file():
             try:

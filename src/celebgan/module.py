@@ -44,6 +44,8 @@ class GAN(LightningModule):
     lr_scheduler: a partial LR scheduler, one built per optimizer and stepped once per epoch
         (e.g. StepLR, or LinearLR to 0 over the run); None keeps the learning rates constant.
     compile: torch.compile G and D (in place: checkpoints keep their plain parameter names).
+    gradient_clip_val, gradient_clip_algorithm: clip G's and D's gradients (by "norm" or "value")
+        before each of their steps; train() passes the trainer's settings here.
 
     A training step is one real batch: one D step, and a G step on every n_dis-th.
     """
@@ -68,6 +70,8 @@ class GAN(LightningModule):
         instance_noise_steps: int = 0,
         lr_scheduler: Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler] | None = None,
         compile: bool = False,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
     ):
         super().__init__()
         if generator.img_size != discriminator.img_size:
@@ -199,6 +203,7 @@ class GAN(LightningModule):
             d_opt.zero_grad(set_to_none=True)
             self.manual_backward(d_loss)
             self.average_gradients(self.discriminator)
+            self.clip(d_opt)
             d_opt.step()
 
         # Optimize generator, on every n_dis-th step: the same fakes, scored by the updated D.
@@ -213,6 +218,7 @@ class GAN(LightningModule):
                 g_opt.zero_grad(set_to_none=True)
                 self.manual_backward(g_loss)
                 self.average_gradients(self.generator)
+                self.clip(g_opt)
                 g_opt.step()
             # Batches are equal (drop_last); the EMA advances by the images of the n_dis steps.
             batch_images = real.size(0) * self.trainer.world_size
@@ -238,6 +244,12 @@ class GAN(LightningModule):
             super().manual_backward(loss, *args, **kwargs)
 
     @torch.no_grad()
+    def clip(self, optimizer) -> None:
+        """trainer.gradient_clip_val, which Lightning applies only under automatic optimization."""
+        if self.hparams.gradient_clip_val:
+            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.gradient_clip_val,
+                                gradient_clip_algorithm=self.hparams.gradient_clip_algorithm or "norm")
+
     def average_gradients(self, network: nn.Module) -> None:
         """Average `network`'s gradients over the processes (one all-reduce); a no-op on one process."""
         world_size = self.trainer.world_size

@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--force", action="store_true", help="rebuild even when the prepared file is up to date")
     args, overrides = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
-    conf_dir = str(Path(__file__).resolve().parents[2] / "conf")
+    conf_dir = str(Path(__file__).resolve().parent / "conf")
     with exit_on_user_error(log):
         try:
             with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):

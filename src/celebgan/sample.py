@@ -158,7 +158,7 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
 
 
 @command
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="sample")
+@hydra.main(version_base="1.3", config_path="conf", config_name="sample")
 def main(cfg: DictConfig) -> None:
     with exit_on_user_error(log):
         sample(cfg)

@@ -4,12 +4,15 @@ train(cfg) holds the logic (tests call it with a composed config); main() is the
 """
 import logging
 import signal
+import sys
+from pathlib import Path
 
 import hydra
 import lightning as L
 import torch
 from hydra.errors import InstantiationException
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -44,11 +47,70 @@ def default_precision(accelerator: str) -> str:
     return "bf16-mixed" if gpu and torch.cuda.is_bf16_supported() else "32-true"
 
 
+def trains_on_gpu(accelerator: str) -> bool:
+    gpu_here = torch.cuda.is_available() or torch.backends.mps.is_available()
+    return accelerator in ("gpu", "cuda", "mps") or (accelerator == "auto" and gpu_here)
+
+
+class StartupNoise(logging.Filter):
+    """Drops Lightning's start-up lines that say nothing about the run (tips, TPU/HPU counts)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not message.startswith(("💡 Tip", "TPU available", "HPU available"))
+
+
+def check_optimized_metric(cfg: DictConfig) -> None:
+    metric = cfg.get("optimized_metric")
+    if metric is None:
+        return
+    if metric not in ("metrics/fid", "metrics/kid"):
+        raise UserError(f"optimized_metric={metric!r}: a sweeper can minimise metrics/fid or metrics/kid.")
+    if not cfg.metrics.every_n_epochs:
+        raise UserError(f"optimized_metric={metric} needs FID/KID measured during training, but metrics are "
+                        "off. Use metrics=small (or metrics=default) with metrics.every_n_epochs >= 1.")
+
+
+def summary(trainer: L.Trainer, output_dir: Path) -> str:
+    """What a run left behind and how to look at it: the closing lines of every run."""
+    metrics = trainer.callback_metrics
+    lines = [f"Finished after {trainer.current_epoch} epoch(s), {trainer.global_step} optimizer steps.",
+             f"  run folder:  {output_dir}"]
+    grids = sorted((output_dir / "samples").glob("epoch_*.png"))
+    if grids:
+        lines.append(f"  last grid:   {grids[-1]}")
+    for name in ("last", "best"):
+        ckpt = output_dir / "checkpoints" / f"{name}.ckpt"
+        if ckpt.is_file():
+            lines.append(f"  checkpoint:  {ckpt}")
+    losses = [f"{name} {float(metrics[key]):.3f}" for name, key in
+              (("d_loss", "train/d_loss_epoch"), ("g_loss", "train/g_loss_epoch")) if key in metrics]
+    if losses:
+        lines.append("  final:       " + ", ".join(losses))
+    quality = [f"{name} {float(metrics[key]):.4g}" for name, key in
+               (("FID", "metrics/fid"), ("KID", "metrics/kid")) if key in metrics]
+    if quality:
+        lines.append("  quality:     " + ", ".join(quality))
+    if (output_dir / "tensorboard").is_dir():
+        lines.append(f"  tensorboard --logdir {output_dir / 'tensorboard'}")
+    return "\n".join(lines)
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the configured model on the configured data; returns the final logged metrics."""
-    check_devices(cfg.trainer.get("accelerator", "auto"), cfg.trainer.get("devices", 1),
-                  cfg.trainer.get("sync_batchnorm", False))
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    check_devices(accelerator, cfg.trainer.get("devices", 1), cfg.trainer.get("sync_batchnorm", False))
+    if cfg.trainer.get("accumulate_grad_batches", 1) != 1:
+        raise UserError(f"trainer.accumulate_grad_batches={cfg.trainer.accumulate_grad_batches}: a GAN step "
+                        "updates D and then G on each batch, so gradients are not accumulated over batches. "
+                        "For a larger effective batch raise data.batch_size (or trainer.devices).")
+    if cfg.metrics.every_n_epochs and not cfg.metrics.get("on_cpu", True) and not trains_on_gpu(accelerator):
+        log.info("FID/KID are off: this run trains on a CPU, where Inception's few images/s would take "
+                 "longer than the training. metrics=small (1,000 images) or metrics=default measure anyway.")
+        with open_dict(cfg):
+            cfg.metrics.every_n_epochs = 0
     check_trainer_counts(cfg.trainer)
+    check_optimized_metric(cfg)
     ckpt_path, original_run = resume.resolve(cfg.get("resume"), OmegaConf.to_container(cfg, resolve=True))
     if original_run is not None:  # continue in the run's own folder: one TensorBoard run, one last.ckpt
         log.info("Resuming %s; this invocation's own log stays in %s", ckpt_path, cfg.paths.output_dir)
@@ -58,7 +120,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")  # a missing or malformed dataset fails here, before any training
-    model = instantiate(cfg.model)
+    # Lightning clips gradients itself only under automatic optimization; the GAN clips its own.
+    clipping = {k: cfg.trainer.get(k) for k in ("gradient_clip_val", "gradient_clip_algorithm")}
+    model = instantiate(cfg.model, **clipping)
     config = OmegaConf.to_container(cfg, resolve=True)
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
     # The guards first: at an epoch's end they stop a diverged run before its grid is drawn.
@@ -68,10 +132,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if precision == "auto":
         precision = default_precision(str(cfg.trainer.get("accelerator", "auto")))
         log.info("trainer.precision=auto: training with %s", precision)
+    # A progress bar redrawn in a file or a CI log is one long line of updates: there, the EpochLog
+    # line each epoch replaces it. On a terminal, tqdm's bar, also where rich is installed (which
+    # Lightning would otherwise pick).
+    progress_bar = cfg.trainer.get("enable_progress_bar", True) and sys.stdout.isatty()
+    if progress_bar:
+        callbacks.append(TQDMProgressBar())
     try:
         trainer = hydra.utils.instantiate(
             cfg.trainer, callbacks=[*callbacks, RunConfig(config=config), resume.RNGState(), FinalMetrics()],
             logger=logger, plugins=[AtomicCheckpointIO()], precision=precision,
+            gradient_clip_val=None, gradient_clip_algorithm=None, enable_progress_bar=progress_bar,
         )
     except InstantiationException as err:
         # Devices this machine lacks, an unknown accelerator or precision: Lightning's own message.
@@ -90,14 +161,21 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except SIGTERMException:  # resume.SaveOnSignal saved last.ckpt; not finished, so not status 0
         raise SystemExit(128 + signal.SIGTERM) from None
+    if trainer.is_global_zero:
+        log.info("%s", summary(trainer, Path(cfg.paths.output_dir)))
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
 
 @command
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="config")
-def main(cfg: DictConfig) -> None:
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    """The command; returns the final optimized_metric, which a sweeper (search=optuna) minimises."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(StartupNoise())
     with exit_on_user_error(log):
-        train(cfg)
+        metrics = train(cfg)
+    metric = cfg.get("optimized_metric")
+    # NaN when the run ended before its first measurement: Optuna records the trial as failed.
+    return metrics.get(metric, float("nan")) if metric else None
 
 
 if __name__ == "__main__":

@@ -1,0 +1,79 @@
+"""A trained generator for use from Python (a notebook, another project):
+
+    G = celebgan.load_generator("outputs/runs/RUN/checkpoints/last.ckpt")
+    images = G.sample(16, seed=0)           # (16, 3, S, S) in [0, 1]
+    faces = G.sample(4, seed=0, pil=True)   # four PIL images
+"""
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import nn
+from torchvision.transforms.functional import to_pil_image
+
+from celebgan.checkpoint import load_gan
+from celebgan.images import latents
+
+
+def best_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+class TrainedGenerator:
+    """The generator of a training run, in eval mode on one device: the EMA weights when the run
+    kept an EMA (the ones its grids and metrics show), else the trained weights.
+
+    config: the run's resolved config (config["model"], config["data"], ...).
+    """
+
+    def __init__(self, network: nn.Module, config: dict[str, Any], device: torch.device | str):
+        self.device = torch.device(device)
+        self.network = network.eval().requires_grad_(False).to(self.device)
+        self.config = config
+
+    @property
+    def nz(self) -> int:
+        return self.network.nz
+
+    @property
+    def img_size(self) -> int:
+        return self.network.img_size
+
+    def latents(self, n: int, seed: int | None = None) -> torch.Tensor:
+        """(n, nz, 1, 1) latents; a seed gives the same ones on every machine and device."""
+        if seed is None:
+            return torch.randn(n, self.nz, 1, 1)
+        return latents(n, self.nz, seed)
+
+    @torch.no_grad()
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, nz[, 1, 1]) latents -> (B, 3, S, S) images in [0, 1], on this generator's device."""
+        z = z.reshape(len(z), self.nz, 1, 1).to(self.device)
+        return ((self.network(z).float() + 1) / 2).clamp_(0, 1)
+
+    def sample(self, n: int, *, seed: int | None = None, batch_size: int = 256,
+               pil: bool = False) -> torch.Tensor | list[Image.Image]:
+        """n images: a (n, 3, S, S) CPU tensor in [0, 1], or n PIL images with pil=True.
+        The same seed gives the same images; seed=None draws new latents each call."""
+        z = self.latents(n, seed)
+        images = torch.cat([self(chunk).cpu() for chunk in z.split(batch_size)]) if n else \
+            torch.empty(0, 3, self.img_size, self.img_size)
+        return [to_pil_image(image) for image in images] if pil else images
+
+    def to(self, device: torch.device | str) -> "TrainedGenerator":
+        self.device = torch.device(device)
+        self.network.to(self.device)
+        return self
+
+
+def load_generator(path: str | Path, *, device: torch.device | str | None = None) -> TrainedGenerator:
+    """The generator of a celebgan checkpoint (RUN/checkpoints/last.ckpt or best.ckpt), on `device`
+    (default: a CUDA GPU, else Apple's MPS, else the CPU). A file that is not a celebgan
+    checkpoint raises celebgan.errors.UserError saying so."""
+    gan, config = load_gan(path)
+    return TrainedGenerator(gan.sampler, config, device if device is not None else best_device())

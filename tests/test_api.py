@@ -1,0 +1,54 @@
+"""The Python API: celebgan.load_generator(ckpt).sample(n, seed=...)."""
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY, compose_config
+from PIL import Image
+
+import celebgan
+from celebgan.checkpoint import load_gan
+from celebgan.images import latents
+from celebgan.train import train
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    # A module-scoped run: make_cfg is function-scoped, so compose here.
+    out = tmp_path_factory.mktemp("api") / "run"
+    train(compose_config([*TINY, "trainer.max_steps=4"], out))
+    return out / "checkpoints" / "last.ckpt"
+
+
+def test_sample_gives_the_ema_generators_images_in_unit_range(ckpt):
+    G = celebgan.load_generator(ckpt, device="cpu")
+    images = G.sample(5, seed=3)
+    assert images.shape == (5, 3, 16, 16) and images.dtype == torch.float32 and images.device.type == "cpu"
+    assert 0 <= images.min() and images.max() <= 1 and images.std() > 0
+    gan, _ = load_gan(ckpt)
+    expected = (gan.generator_ema.eval()(latents(5, gan.generator.nz, 3)) + 1) / 2  # EMA weights, eval mode
+    torch.testing.assert_close(images, expected.clamp(0, 1))
+    assert not G.network.training and not any(p.requires_grad for p in G.network.parameters())
+
+
+def test_a_seed_gives_the_same_images_and_none_new_ones(ckpt):
+    G = celebgan.load_generator(ckpt, device="cpu")
+    assert torch.equal(G.sample(4, seed=0), G.sample(4, seed=0))
+    # The batch size does not change the images (up to float rounding of other batch shapes).
+    torch.testing.assert_close(G.sample(4, seed=0, batch_size=3), G.sample(4, seed=0))
+    assert (G.sample(4) - G.sample(4)).abs().max() > 1e-4
+
+
+def test_pil_images_and_run_config(ckpt):
+    G = celebgan.load_generator(ckpt)
+    faces = G.sample(2, seed=0, pil=True)
+    assert len(faces) == 2 and all(isinstance(f, Image.Image) and f.size == (16, 16) for f in faces)
+    assert G.config["data"]["img_size"] == G.img_size == 16 and G.nz == 100
+    assert G.device.type in ("cpu", "cuda", "mps")
+
+
+def test_a_file_that_is_not_a_checkpoint_is_a_user_error(tmp_path):
+    bad = tmp_path / "x.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(celebgan.UserError, match="not a readable PyTorch checkpoint"):
+        celebgan.load_generator(bad)
