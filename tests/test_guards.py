@@ -8,12 +8,13 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
+from celebgan import CONFIG_DIR
 from celebgan.errors import UserError
 from celebgan.guards import grid_health
 from celebgan.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
-WATCH = OmegaConf.load(ROOT / "conf" / "callbacks" / "default.yaml").divergence
+WATCH = OmegaConf.load(CONFIG_DIR / "callbacks" / "default.yaml").divergence
 EXPLODE = ["model.d_optimizer.lr=1e6", "model.g_optimizer.lr=1e6"]
 
 

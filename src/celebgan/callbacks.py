@@ -170,6 +170,9 @@ class EpochLog(Callback):
     NAMES = {"d_loss": "train/d_loss_epoch", "g_loss": "train/g_loss_epoch", "D(x)": "train/D_x_epoch",
              "D(G(z))": "train/D_G_z1_epoch"}
 
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.start = time.monotonic()  # a run resumed mid-epoch starts with no epoch start
+
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.start = time.monotonic()
 
