@@ -3,6 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import hydra
 import numpy as np
 import pytest
 import torch
@@ -14,6 +15,7 @@ from celebgan.attributes import attribute_scores, cached_classifier, edit_latent
 from celebgan.checkpoint import load_gan
 from celebgan.errors import UserError
 from celebgan.images import generate, latents
+from celebgan.module import GAN
 from celebgan.sample import sample, slerp
 from celebgan.train import train
 
@@ -216,6 +218,19 @@ def test_bad_checkpoints_get_one_clear_error(ckpt, tmp_path):
     torch.save(full, other)
     with pytest.raises(UserError, match="not celebgan's GAN"):
         load_gan(other)
+
+
+def test_lightning_load_from_checkpoint_names_the_public_loader(ckpt):
+    with pytest.raises(TypeError, match=r"generator, discriminator, g_optimizer, d_optimizer.*load_gan\(path\)"):
+        GAN.load_from_checkpoint(ckpt)
+    # Given the objects the config builds, Lightning's loader restores the same weights.
+    gan, config = load_gan(ckpt)
+    fresh = {name: hydra.utils.instantiate(config["model"][name]) for name in ("generator", "discriminator")}
+    assert not torch.equal(fresh["generator"].main[0].weight, gan.generator.main[0].weight)
+    loaded = GAN.load_from_checkpoint(ckpt, map_location="cpu", g_optimizer=torch.optim.Adam,
+                                      d_optimizer=torch.optim.Adam, **fresh)
+    assert loaded.state_dict().keys() == gan.state_dict().keys()
+    assert all(torch.equal(v, gan.state_dict()[k]) for k, v in loaded.state_dict().items())
 
 
 def test_command_line_error_has_no_traceback(ckpt, tmp_path):

@@ -20,18 +20,18 @@ def test_fit_writes_scalars_images_samples_and_checkpoint(make_cfg):
     cfg = make_cfg("trainer.max_epochs=2")
     metrics = train(cfg)
     run = Path(cfg.paths.output_dir)
-    acc = read_events(run / "tensorboard")
+    acc = read_events(run)
     tags = set(acc.Tags()["scalars"])
     for tag in ["d_loss", "g_loss", "D_x", "D_G_z1", "D_G_z2"]:
-        assert f"train/{tag}_step" in tags
-        assert f"train/{tag}_epoch" in tags
-    steps = [e.step for e in acc.Scalars("train/d_loss_step")]
+        assert f"train/{tag}" in tags  # every step, the names the README gives
+        assert f"epoch/{tag}" in tags  # the epoch's mean
+    steps = [e.step for e in acc.Scalars("train/d_loss")]
     assert len(steps) == 2 * 64 // 16  # logged every step: 4 batches x 2 epochs
     assert acc.Tags()["images"] == ["samples"]
     assert len(acc.Images("samples")) == 2
     assert sorted(p.name for p in (run / "samples").iterdir()) == ["epoch_0000.png", "epoch_0001.png"]
     assert (run / "checkpoints" / "last.ckpt").is_file()
-    assert 0.0 < metrics["train/D_x_epoch"] < 1.0
+    assert 0.0 < metrics["epoch/D_x"] < 1.0
 
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 2 * 8  # two optimizer steps per batch
@@ -58,7 +58,7 @@ def test_training_changes_both_networks(make_cfg):
 def test_each_variant_trains(make_cfg, model):
     cfg = make_cfg(f"model={model}")
     metrics = train(cfg)
-    assert torch.isfinite(torch.tensor(metrics["train/g_loss_epoch"]))
+    assert torch.isfinite(torch.tensor(metrics["epoch/g_loss"]))
 
 
 def test_multirun_gives_each_job_its_own_run_directory(tmp_path):
@@ -81,7 +81,7 @@ def test_multirun_gives_each_job_its_own_run_directory(tmp_path):
         assert (run / ".hydra" / "config.yaml").is_file()
         assert (run / "checkpoints" / "last.ckpt").is_file()
         assert (run / "samples" / "epoch_0000.png").is_file()
-        assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+        assert list(run.glob("events.out.tfevents.*"))
 
 
 def test_missing_celeba_root_is_one_clear_error_from_the_command_line(tmp_path):
@@ -93,3 +93,14 @@ def test_missing_celeba_root_is_one_clear_error_from_the_command_line(tmp_path):
     assert "data=synthetic" in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_max_steps_counts_training_steps_not_optimizer_steps(make_cfg):
+    # Lightning's max_steps counts optimizer steps (a D step and each G step); celebgan's counts
+    # real batches, the unit of the TensorBoard x-axis. 4 batches an epoch: stops in epoch 1.
+    cfg = make_cfg("trainer.max_epochs=5", "++trainer.max_steps=6", "model.n_dis=2")
+    train(cfg)
+    run = Path(cfg.paths.output_dir)
+    assert [e.step for e in read_events(run).Scalars("train/d_loss")] == list(range(6))
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 6 + 3  # 6 D steps, a G step on every 2nd

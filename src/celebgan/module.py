@@ -110,6 +110,22 @@ class GAN(LightningModule):
             generator.compile()
             discriminator.compile()
 
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):
+        """Lightning's loader, which rebuilds the module from its saved hyperparameters: G, D, their
+        optimizers and the objective are not among them (Hydra builds them from the run config), so
+        they must be passed as keyword arguments. celebgan.checkpoint.load_gan(path) rebuilds all of
+        them from the config the checkpoint carries."""
+        missing = [name for name in ("generator", "discriminator", "g_optimizer", "d_optimizer") if name not in kwargs]
+        if missing:
+            raise TypeError(
+                f"GAN.load_from_checkpoint({str(checkpoint_path)!r}) cannot rebuild {', '.join(missing)}: a "
+                "celebgan checkpoint stores the run config they are built from, not the objects. Use "
+                "`from celebgan.checkpoint import load_gan; gan, config = load_gan(path)`, or pass "
+                "generator=, discriminator=, g_optimizer=, d_optimizer= (and d_loss=, g_loss= for an "
+                "objective other than BCE) yourself.")
+        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+
     @property
     def steps_done(self) -> int:
         """Training steps (real batches) completed so far in the run.
@@ -119,6 +135,11 @@ class GAN(LightningModule):
         """
         optimizer_steps = self.trainer.global_step
         return optimizer_steps - optimizer_steps // (self.n_dis + 1)
+
+    def optimizer_steps(self, steps: int) -> int:
+        """Lightning's global_step after `steps` training steps: what trainer.max_steps must be for
+        the run to stop after exactly that many real batches."""
+        return steps + steps // self.n_dis
 
     @property
     def img_size(self) -> int:
@@ -218,7 +239,15 @@ class GAN(LightningModule):
         # pytorch/examples' DCGAN printout. Tensors, not .item(): no host sync in the step.
         logs["train/D_x"] = torch.sigmoid(d_real_logits.detach()).mean()
         logs["train/D_G_z1"] = torch.sigmoid(d_fake_logits.detach()).mean()
-        self.log_dict(logs, on_step=True, on_epoch=True, prog_bar=False, sync_dist=True)
+        # Each value twice, under names of its own: `train/NAME` every step (the curves) and
+        # `epoch/NAME`, its mean over the epoch (the HParams table's final values). One log call
+        # with on_step and on_epoch would suffix both names (_step, _epoch) instead.
+        losses = {k: logs.pop(k) for k in ("train/d_loss", "train/g_loss") if k in logs}
+        self.log_dict(losses, on_step=True, on_epoch=False, prog_bar=True, sync_dist=True)
+        self.log_dict(logs, on_step=True, on_epoch=False, sync_dist=True)
+        logs.update(losses)
+        self.log_dict({"epoch/" + k.removeprefix("train/"): v for k, v in logs.items()},
+                      on_step=False, on_epoch=True, sync_dist=True)
         if self.instance_noise > 0:
             self.log("train/instance_noise_std", noise_std, on_step=True, on_epoch=False)
 

@@ -3,10 +3,15 @@
 train(cfg) holds the logic (tests call it with a composed config); main() is the Hydra wrapper.
 """
 import logging
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import hydra
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -15,7 +20,7 @@ from celebgan import resume
 from celebgan.checkpoint import AtomicCheckpointIO, RunConfig
 from celebgan.errors import UserError, exit_on_user_error
 from celebgan.guards import check_devices
-from celebgan.hparams import FinalMetrics, log_hparams
+from celebgan.hparams import FinalMetrics, final_metrics, log_hparams
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,24 @@ def default_precision(accelerator: str) -> str:
     return "bf16-mixed" if gpu and torch.cuda.is_bf16_supported() else "32-true"
 
 
+def group_choices() -> dict[str, str]:
+    """Hydra's choice in each config group (model=high_lr, data=synthetic, ...); {} outside Hydra."""
+    return dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
+
+
+def max_steps_kwargs(cfg: DictConfig, model) -> dict[str, int]:
+    """trainer.max_steps counts training steps (real batches), the unit of the TensorBoard x-axis,
+    of GAN.steps_done and of every step setting (instance_noise_steps, penalty intervals).
+    Lightning's own max_steps counts optimizer steps, a D step and each G step, so
+    trainer.max_steps=30 would otherwise train 15 batches; the Trainer gets the converted count."""
+    steps = cfg.trainer.get("max_steps")
+    if steps is None or steps < 0:  # -1, Lightning's default: no limit
+        return {}
+    log.info("trainer.max_steps=%d: training stops after %d training steps (real batches): %d D steps and "
+             "%d G steps (model.n_dis=%d)", steps, steps, steps, steps // model.n_dis, model.n_dis)
+    return {"max_steps": model.optimizer_steps(steps)}
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the configured model on the configured data; returns the final logged metrics."""
     check_devices(cfg.trainer.get("accelerator", "auto"), cfg.trainer.get("devices", 1),
@@ -64,23 +87,38 @@ def train(cfg: DictConfig) -> dict[str, float]:
         log.info("trainer.precision=auto: training with %s", precision)
     try:
         trainer = hydra.utils.instantiate(
-            cfg.trainer, callbacks=[*callbacks, RunConfig(config=config), resume.RNGState(), FinalMetrics()],
-            logger=logger, plugins=[AtomicCheckpointIO()], precision=precision,
+            cfg.trainer, callbacks=[*callbacks, RunConfig(config=config), resume.RNGState(),
+                                    FinalMetrics(columns=final_metrics(config))],
+            logger=logger, plugins=[AtomicCheckpointIO()], precision=precision, **max_steps_kwargs(cfg, model),
         )
     except InstantiationException as err:
         if isinstance(err.__cause__, MisconfigurationException):  # e.g. devices this machine lacks
             raise UserError(f"The trainer config cannot run here: {err.__cause__}") from None
         raise
     if logger:
-        log_hparams(logger, config)
+        log_hparams(logger, config, group_choices())
     log.info("Run directory: %s", cfg.paths.output_dir)
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
 
+@contextmanager
+def removed_if_unused(run_dir: Path, log_name: str) -> Iterator[None]:
+    """A command that fails before training wrote anything (a missing dataset, a bad setting) leaves
+    no run folder behind: Hydra's copy of the config and the log are all it would hold, and the
+    console showed both."""
+    try:
+        yield
+    except BaseException:
+        if run_dir.is_dir() and all(p.name in (".hydra", log_name) for p in run_dir.iterdir()):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    with exit_on_user_error(log):
+    hydra_cfg = HydraConfig.get()
+    with exit_on_user_error(log), removed_if_unused(Path(hydra_cfg.runtime.output_dir), f"{hydra_cfg.job.name}.log"):
         train(cfg)
 
 
