@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import cli_env
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from celebgan.train import train
@@ -104,3 +105,13 @@ def test_max_steps_counts_training_steps_not_optimizer_steps(make_cfg):
     assert [e.step for e in read_events(run).Scalars("train/d_loss")] == list(range(6))
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 6 + 3  # 6 D steps, a G step on every 2nd
+
+
+def test_a_run_that_fails_before_training_leaves_no_run_folder(tmp_path):
+    run = tmp_path / "outputs" / "run"
+    cmd = [sys.executable, "-m", "celebgan.train", "data=celeba32", f"data.root={tmp_path / 'no_celeba'}",
+           "metrics=none", "trainer.accelerator=cpu", f"hydra.run.dir={run}"]
+    result = subprocess.run(cmd, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "no_celeba" in result.stdout + result.stderr  # the message was shown before the folder went
+    assert not run.exists()
