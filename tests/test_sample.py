@@ -233,11 +233,29 @@ def test_lightning_load_from_checkpoint_names_the_public_loader(ckpt):
     assert all(torch.equal(v, gan.state_dict()[k]) for k, v in loaded.state_dict().items())
 
 
-def test_command_line_error_has_no_traceback(ckpt, tmp_path):
-    cmd = [sys.executable, "-m", "celebgan.sample", f"ckpt={ckpt}", "img_size=32",
-           f"out={tmp_path / 'g.png'}", f"hydra.run.dir={tmp_path / 'hydra'}"]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+def test_command_line_error_has_no_traceback_and_leaves_nothing(ckpt, tmp_path):
+    cmd = [sys.executable, "-m", "celebgan.sample", f"ckpt={ckpt}", "img_size=32", f"out={tmp_path / 'g.png'}"]
+    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2
     assert "trained on 16px images, but 32px" in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
-    assert not (tmp_path / "g.png").exists()
+    assert not list(tmp_path.iterdir())  # no image, no outputs/sample/<time>_<mode>/ folder
+
+
+def test_command_line_writes_out_and_nothing_else(ckpt, tmp_path):
+    cmd = [sys.executable, "-m", "celebgan.sample", f"ckpt={ckpt}", "n=4", "device=cpu", "out=g.png"]
+    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["g.png"]
+    help_text = subprocess.run([sys.executable, "-m", "celebgan.sample", "--help"], cwd=tmp_path,
+                               capture_output=True, text=True, timeout=300).stdout
+    assert "attributes" in help_text and "Configuration groups" not in help_text  # no training groups
+
+
+def test_default_out_is_a_new_folder_per_call(ckpt, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="sample", overrides=[f"ckpt={ckpt}", "n=4", "device=cpu"])
+    out = sample(cfg)["out"]
+    assert out.parent.parent == Path("outputs/sample") and out.parent.name.endswith("_grid")
+    assert [p.name for p in out.parent.iterdir()] == ["grid.png"]
