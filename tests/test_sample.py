@@ -109,12 +109,26 @@ def test_interpolation_rows_start_and_end_at_the_endpoint_samples(ckpt, tmp_path
         assert not np.array_equal(tile(grid, r, 0), tile(grid, r, steps // 2))
 
 
-def test_progress_gif_has_one_frame_per_epoch(ckpt, run, tmp_path):
+def caption_height(img: np.ndarray, grid_height: int) -> int:
+    """Height of the caption strip above a grid: white, with dark text in it."""
+    height = img.shape[0] - grid_height
+    assert height > 0 and (img[:height] < 100).any() and (img[:height] > 250).mean() > 0.5
+    return height
+
+
+def test_progress_gif_has_one_captioned_frame_per_epoch(ckpt, run, tmp_path):
     out = sample(sample_cfg(ckpt, tmp_path / "progress.gif", "mode=progress"))["out"]
+    grid = pixels(run / "samples" / "epoch_0000.png")
     with Image.open(out) as gif:
         assert gif.n_frames == EPOCHS
-        assert gif.size == Image.open(run / "samples" / "epoch_0000.png").size
         assert gif.info["loop"] == 0
+        frames = []
+        for i in range(EPOCHS):
+            gif.seek(i)
+            frames.append(np.asarray(gif.convert("RGB")))
+    assert frames[0].shape[1] == grid.shape[1]
+    h = caption_height(frames[0], grid.shape[0])
+    assert not np.array_equal(frames[0][:h], frames[1][:h])  # "epoch 0", "epoch 1"
     # From the run directory alone, without a checkpoint.
     out2 = sample(sample_cfg(None, tmp_path / "p2.gif", "mode=progress", f"progress.run={run}"))["out"]
     assert Image.open(out2).n_frames == EPOCHS
@@ -122,11 +136,16 @@ def test_progress_gif_has_one_frame_per_epoch(ckpt, run, tmp_path):
         sample(sample_cfg(None, tmp_path / "p3.gif", "mode=progress", f"progress.run={tmp_path}"))
 
 
-def test_compare_puts_real_images_left_of_generated_ones(ckpt, tmp_path):
+def test_compare_puts_real_images_left_of_generated_ones_and_says_so(ckpt, tmp_path):
     out = sample(sample_cfg(ckpt, tmp_path / "compare.png", "mode=compare", "n=8", "nrow=4", "seed=1"))["out"]
     img = pixels(out)
     side = PAD + 4 * (16 + PAD)
-    assert img.shape[:2] == (PAD + 2 * (16 + PAD), 2 * side + 8)
+    assert img.shape[1] == 2 * side + 8
+    h = caption_height(img, PAD + 2 * (16 + PAD))
+    # One label over each half ("real (train)", "generated"), and they differ.
+    assert (img[:h, :side] < 100).any() and (img[:h, side + 8:] < 100).any()
+    assert not np.array_equal(img[:h, :side], img[:h, side + 8:])
+    img = img[h:]
     gan, config = load_gan(ckpt)
     fake = as_uint8(generate(gan, latents(8, gan.generator.nz, 1)))
     assert np.abs(tile(img[:, side + 8:], 0, 0).astype(int) - fake[0]).max() <= 1
@@ -173,7 +192,12 @@ def test_moving_along_an_attribute_direction_raises_its_score(ckpt, tmp_path, cl
                      "rows=4", "steps=5", "attributes.num_latents=400", f"attributes.cache_dir={cache}",
                      "seed=0", *settings)
     result = sample(cfg)
-    assert Image.open(result["out"]).size == (PAD + 5 * (16 + PAD), PAD + 4 * (16 + PAD))
+    img = pixels(result["out"])
+    assert img.shape[1] == PAD + 5 * (16 + PAD)
+    h = caption_height(img, PAD + 4 * (16 + PAD))
+    for col in range(5):  # each column's strength, -2 ... +2, centred over it
+        x = PAD + col * (16 + PAD)
+        assert (img[:h, x:x + 16] < 100).any(), col
     assert result["scores"][-1] > result["scores"][0]
     # On latents the direction was not fitted on: +1 direction raises the mean score.
     gan, config = load_gan(ckpt)
