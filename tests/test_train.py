@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import cli_env
+from conftest import cli_cmd, cli_env
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from celebgan.train import train
+from celebgan.train import sweep_folder_overrides, train
 
 
 def read_events(logdir: Path) -> EventAccumulator:
@@ -115,3 +115,25 @@ def test_a_run_that_fails_before_training_leaves_no_run_folder(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert "no_celeba" in result.stdout + result.stderr  # the message was shown before the folder went
     assert not run.exists()
+
+
+def test_sweep_job_folders_are_named_by_the_swept_keys_alone(tmp_path):
+    sweep = tmp_path / "sweep"
+    python, flag, module, *overrides = cli_cmd("model=vanilla,hinge", "++trainer.max_steps=1")
+    cmd = [python, flag, module, "--multirun", *overrides, f"hydra.sweep.dir={sweep}"]
+    result = subprocess.run(cmd, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Not 0_+trainer.max_steps=1,data.batch_size=16,...,model=vanilla: the fixed keys are the same in every job.
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0_model=vanilla", "1_model=hinge"]
+    assert (sweep / "1_model=hinge" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_sweep_folder_overrides_leave_out_every_single_valued_key():
+    (override,) = sweep_folder_overrides(["-m", "model=vanilla,hinge", "+trainer.max_steps=20", "seed=range(1,3)",
+                                          "model/penalty=[r1,r2]", "hydra/launcher=slurm"])
+    key, value = override.split("=", 1)
+    excluded = value.strip("[]").replace("'", "").split(",")
+    assert key == "hydra.job.config.override_dirname.exclude_keys"
+    assert {"trainer.max_steps", "model/penalty", "data.root"} <= set(excluded)  # one value each, a list too
+    assert not {"model", "seed", "hydra/launcher"} & set(excluded)  # swept, or Hydra's own
+    assert sweep_folder_overrides(["model=vanilla,hinge"]) == []  # not a sweep

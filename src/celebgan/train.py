@@ -4,7 +4,8 @@ train(cfg) holds the logic (tests call it with a composed config); main() is the
 """
 import logging
 import shutil
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -12,7 +13,8 @@ import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import InstantiationException, OverrideParseException
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -115,11 +117,38 @@ def removed_if_unused(run_dir: Path, log_name: str) -> Iterator[None]:
         raise
 
 
+# Keys that never name a sweep job's folder: where the data lives and what hardware a job runs on.
+UNNAMED_KEYS = ("data.root", "paths.data_dir", "resume", "trainer.devices", "trainer.accelerator")
+EXCLUDE_KEYS = "hydra.job.config.override_dirname.exclude_keys"
+
+
+def sweep_folder_overrides(args: Sequence[str]) -> list[str]:
+    """The Hydra override that names each job folder of a --multirun sweep by its swept keys alone
+    (`3_data=celeba64,model=vanilla`): a key given one value on the command line is the same in every
+    job, so it is left out of hydra.job.override_dirname, as are UNNAMED_KEYS. Hydra knows which keys
+    were swept only in the launching process; as an override, the list reaches every job under any
+    launcher (local, submitit). [] when the command is not a sweep or sets the list itself."""
+    if not {"-m", "--multirun"} & set(args) or any(a.startswith(EXCLUDE_KEYS) for a in args):
+        return []
+    try:
+        overrides = OverridesParser.create().parse_overrides([a for a in args if "=" in a and not a.startswith("-")])
+    except OverrideParseException:
+        return []  # Hydra reports the bad override itself
+    fixed = {o.key_or_group for o in overrides if not o.is_sweep_override() and not o.is_hydra_override()}
+    keys = sorted(fixed | set(UNNAMED_KEYS))
+    return [f"{EXCLUDE_KEYS}=[{','.join(repr(k) for k in keys)}]"]
+
+
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="config")
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     with exit_on_user_error(log), removed_if_unused(Path(hydra_cfg.runtime.output_dir), f"{hydra_cfg.job.name}.log"):
         train(cfg)
+
+
+def main() -> None:
+    sys.argv += sweep_folder_overrides(sys.argv[1:])  # read by Hydra's own command-line parser
+    hydra_main()
 
 
 if __name__ == "__main__":
