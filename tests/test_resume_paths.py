@@ -65,7 +65,7 @@ def test_resume_with_an_lr_schedule_continues_its_learning_rates(make_cfg, tmp_p
            *(["model.lr_scheduler.step_size=1"] if schedule == "step" else [])]
     straight, first = tmp_path / "straight", tmp_path / "runs" / "first"
     train(in_dir(make_cfg(*run), straight))
-    train(in_dir(make_cfg(*run, f"+trainer.max_steps={STEPS_PER_EPOCH}"), first))
+    train(in_dir(make_cfg(*run, f"+trainer.max_steps={STEPS_PER_EPOCH // 2}"), first))  # training steps: 4 batches
     halfway = last_ckpt(first)
     assert halfway["epoch"] == 0 and [s["last_epoch"] for s in halfway["lr_schedulers"]] == [1, 1]
     train(in_dir(make_cfg(*run, f"resume={first / 'checkpoints' / 'last.ckpt'}"), tmp_path / "runs" / "second"))
