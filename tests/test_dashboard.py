@@ -20,7 +20,7 @@ from PIL import Image
 
 from celebgan.errors import UserError
 from celebgan.hparams import FINAL_LOSSES, run_hparams
-from celebgan.plot import HEIGHT_PER_PANEL, PANELS, WIDTH, plot_run, read_scalars
+from celebgan.plot import HEIGHT_PER_PANEL, PANELS, TOP, WIDTH, plot_run, read_scalars
 from celebgan.train import train
 
 EPOCHS = 2
@@ -63,10 +63,13 @@ def test_plot_draws_every_curve_of_the_run(run, tmp_path):
     out = plot_run(run, tmp_path / "curves.png")
     img = np.asarray(Image.open(out).convert("RGB"))
     assert img.shape == (HEIGHT_PER_PANEL * len(PANELS), WIDTH, 3)
-    for _, _, series in PANELS:
+    for i, (_, _, series) in enumerate(PANELS):
         for _, _, colour in series:
             # Each curve's colour covers more pixels than its legend swatch alone would.
             assert (img == colour).all(axis=2).sum() > 100, colour
+            # The legend sits on the title line, above the frame (TOP): it covers no curve.
+            title_band = img[i * HEIGHT_PER_PANEL:i * HEIGHT_PER_PANEL + TOP]
+            assert (title_band == colour).all(axis=2).any(), colour
     steps = [s for s, _ in read_scalars(run)["train/d_loss"]]
     assert len(steps) == EPOCHS * 64 // 16
     assert plot_run(run) == run / "training_curves.png"
@@ -79,6 +82,15 @@ def test_plot_errors(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "No TensorBoard event files" in result.stderr
+
+
+def test_plot_command_line_prints_one_line_and_has_help(run, tmp_path):
+    out = tmp_path / "curves.png"
+    result = subprocess.run([sys.executable, "-m", "celebgan.plot", f"run={run}", f"out={out}"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and (result.stdout + result.stderr).strip() == f"Wrote {out}"  # no TensorBoard INFO
+    result = subprocess.run([sys.executable, "-m", "celebgan.plot", "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "run=RUN_DIR" in result.stdout and "smoothing" in result.stdout
 
 
 def test_final_metrics_fill_the_hparams_columns_at_the_last_step(run):
