@@ -96,11 +96,14 @@ def test_missing_celeba_root_is_one_clear_error_from_the_command_line(tmp_path):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-def test_max_steps_counts_training_steps_not_optimizer_steps(make_cfg):
+def test_max_steps_counts_training_steps_not_optimizer_steps(make_cfg, caplog):
     # Lightning's max_steps counts optimizer steps (a D step and each G step); celebgan's counts
     # real batches, the unit of the TensorBoard x-axis. 4 batches an epoch: stops in epoch 1.
     cfg = make_cfg("trainer.max_epochs=5", "++trainer.max_steps=6", "model.n_dis=2")
-    train(cfg)
+    with caplog.at_level("INFO", logger="celebgan.train"):
+        train(cfg)
+    assert "stops after 6 training steps (real batches): 6 D steps and 3 G steps" in caplog.text
+    assert "max_steps=9 optimizer steps" in caplog.text  # what Lightning's own stop message will say
     run = Path(cfg.paths.output_dir)
     assert [e.step for e in read_events(run).Scalars("train/d_loss")] == list(range(6))
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
