@@ -89,7 +89,8 @@ def test_plot_command_line_prints_one_line_and_has_help(run, tmp_path):
     result = subprocess.run([sys.executable, "-m", "celebgan.plot", f"run={run}", f"out={out}"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and (result.stdout + result.stderr).strip() == f"Wrote {out}"  # no TensorBoard INFO
-    result = subprocess.run([sys.executable, "-m", "celebgan.plot", "--help"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-m", "celebgan.plot", "--help"],
+                            capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "run=RUN_DIR" in result.stdout and "smoothing" in result.stdout
 
 

@@ -74,7 +74,8 @@ def evaluate(cfg: DictConfig) -> dict:
     print("Results")
     print(f"  FID        {scores['fid']:.3f}")
     if spread:
-        print(f"  KID        {scores['kid']:.5f} +- {scores['kid_std']:.5f} (std over {cfg.metrics.kid_subsets} subsets)")
+        print(f"  KID        {scores['kid']:.5f} +- {scores['kid_std']:.5f} "
+              f"(std over {cfg.metrics.kid_subsets} subsets)")
     else:
         print(f"  KID        {scores['kid']:.5f} (no spread: subsets of {subset_size} of {min(len(real), len(fake))} "
               f"images overlap; it needs at least {2 * subset_size} real and generated images)")

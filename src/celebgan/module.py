@@ -116,7 +116,8 @@ class GAN(LightningModule):
         optimizers and the objective are not among them (Hydra builds them from the run config), so
         they must be passed as keyword arguments. celebgan.checkpoint.load_gan(path) rebuilds all of
         them from the config the checkpoint carries."""
-        missing = [name for name in ("generator", "discriminator", "g_optimizer", "d_optimizer") if name not in kwargs]
+        required = ("generator", "discriminator", "g_optimizer", "d_optimizer")
+        missing = [name for name in required if name not in kwargs]
         if missing:
             raise TypeError(
                 f"GAN.load_from_checkpoint({str(checkpoint_path)!r}) cannot rebuild {', '.join(missing)}: a "
