@@ -28,6 +28,9 @@ def test_fit_writes_scalars_images_samples_and_checkpoint(make_cfg):
         assert f"epoch/{tag}" in tags  # the epoch's mean
     steps = [e.step for e in acc.Scalars("train/d_loss")]
     assert len(steps) == 2 * 64 // 16  # logged every step: 4 batches x 2 epochs
+    d_loss = [e.value for e in acc.Scalars("train/d_loss")]
+    epoch_means = [(e.step, e.value) for e in acc.Scalars("epoch/d_loss")]
+    assert epoch_means == [(3, pytest.approx(sum(d_loss[:4]) / 4)), (7, pytest.approx(sum(d_loss[4:]) / 4))]
     assert acc.Tags()["images"] == ["samples"]
     assert len(acc.Images("samples")) == 2
     assert sorted(p.name for p in (run / "samples").iterdir()) == ["epoch_0000.png", "epoch_0001.png"]

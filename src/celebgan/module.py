@@ -104,6 +104,7 @@ class GAN(LightningModule):
         self.instance_noise, self.instance_noise_steps = instance_noise, instance_noise_steps
         self.ema_half_life, self.ema_rampup = ema_half_life, ema_rampup
         self.generator_ema = copy.deepcopy(generator).requires_grad_(False) if ema_half_life > 0 else None
+        self.epoch_totals: dict[str, tuple[torch.Tensor, int]] = {}  # name -> (sum, steps) this epoch
         fixed_z = torch.randn(num_fixed, generator.nz, 1, 1, generator=torch.Generator().manual_seed(fixed_seed))
         self.register_buffer("fixed_z", fixed_z)  # (N, nz, 1, 1), saved with the weights
         if compile:
@@ -169,7 +170,14 @@ class GAN(LightningModule):
         # Lightning saves and restores the schedulers with the checkpoint; stepping is ours (manual).
         return optimizers, [self.lr_scheduler(opt) for opt in optimizers]
 
+    def on_train_epoch_start(self) -> None:
+        self.epoch_totals = {}
+
     def on_train_epoch_end(self) -> None:
+        # `epoch/NAME`: each step value's mean over the epoch's steps that logged it (the HParams
+        # table's final values), averaged over the processes.
+        means = {"epoch/" + name.removeprefix("train/"): total / steps for name, (total, steps) in self.epoch_totals.items()}
+        self.log_dict(means, on_step=False, on_epoch=True, sync_dist=True)
         for scheduler in self.lr_schedulers() or []:  # None without schedulers, else one per optimizer
             scheduler.step()
 
@@ -240,15 +248,15 @@ class GAN(LightningModule):
         # pytorch/examples' DCGAN printout. Tensors, not .item(): no host sync in the step.
         logs["train/D_x"] = torch.sigmoid(d_real_logits.detach()).mean()
         logs["train/D_G_z1"] = torch.sigmoid(d_fake_logits.detach()).mean()
-        # Each value twice, under names of its own: `train/NAME` every step (the curves) and
-        # `epoch/NAME`, its mean over the epoch (the HParams table's final values). One log call
-        # with on_step and on_epoch would suffix both names (_step, _epoch) instead.
+        # `train/NAME` every step; one log call with on_step and on_epoch would suffix the names
+        # (_step, _epoch). Their epoch means are summed here and logged once an epoch as
+        # `epoch/NAME`: Lightning's log costs far more per name and step than an addition.
+        for name, value in logs.items():
+            total, steps = self.epoch_totals.get(name, (0.0, 0))
+            self.epoch_totals[name] = (total + value.float(), steps + 1)
         losses = {k: logs.pop(k) for k in ("train/d_loss", "train/g_loss") if k in logs}
         self.log_dict(losses, on_step=True, on_epoch=False, prog_bar=True, sync_dist=True)
         self.log_dict(logs, on_step=True, on_epoch=False, sync_dist=True)
-        logs.update(losses)
-        self.log_dict({"epoch/" + k.removeprefix("train/"): v for k, v in logs.items()},
-                      on_step=False, on_epoch=True, sync_dist=True)
         if self.instance_noise > 0:
             self.log("train/instance_noise_std", noise_std, on_step=True, on_epoch=False)
 
