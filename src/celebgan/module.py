@@ -176,7 +176,8 @@ class GAN(LightningModule):
     def on_train_epoch_end(self) -> None:
         # `epoch/NAME`: each step value's mean over the epoch's steps that logged it (the HParams
         # table's final values), averaged over the processes.
-        means = {"epoch/" + name.removeprefix("train/"): total / steps for name, (total, steps) in self.epoch_totals.items()}
+        means = {"epoch/" + name.removeprefix("train/"): total / steps
+                 for name, (total, steps) in self.epoch_totals.items()}
         self.log_dict(means, on_step=False, on_epoch=True, sync_dist=True)
         for scheduler in self.lr_schedulers() or []:  # None without schedulers, else one per optimizer
             scheduler.step()
