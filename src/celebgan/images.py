@@ -1,5 +1,5 @@
-"""Latents, generated images and image files: what the commands that look at a generator share
-(sample.py, attributes.py)."""
+"""Latents, generated images, their captions and image files: what the commands that look at a
+generator share (sample.py, attributes.py)."""
 from collections.abc import Sequence
 from pathlib import Path
 
