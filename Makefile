@@ -6,7 +6,7 @@ ARGS   ?=
 .PHONY: help install demo train prepare test test-all bench tb clean bench-quality
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 install:  ## create .venv and install celebgan with its pinned dependencies
 	$(PYTHON) -m venv .venv

@@ -49,8 +49,8 @@ class Curves(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         m = trainer.callback_metrics
-        self.rows.append({k: float(m[f"train/{k}_step"]) for k in ("D_x", "D_G_z1", "g_loss")
-                          if f"train/{k}_step" in m})
+        self.rows.append({k: float(m[f"train/{k}"]) for k in ("D_x", "D_G_z1", "g_loss")
+                          if f"train/{k}" in m})
 
 
 def low_level_stats(images: torch.Tensor) -> tuple[float, float]:

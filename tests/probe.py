@@ -23,7 +23,7 @@ class Probe(Callback):
         self.batch_sums.append(float(batch[0].double().sum()))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.d_loss.append(float(trainer.callback_metrics["train/d_loss_step"]))
+        self.d_loss.append(float(trainer.callback_metrics["train/d_loss"]))
 
     def on_train_end(self, trainer, pl_module):
         self.dirpath.mkdir(parents=True, exist_ok=True)

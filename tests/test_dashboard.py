@@ -12,16 +12,33 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, compose_config
+from conftest import CONF_DIR, TINY
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf, open_dict
 from PIL import Image
 
 from celebgan.errors import UserError
-from celebgan.hparams import FINAL_METRICS
-from celebgan.plot import HEIGHT_PER_PANEL, PANELS, WIDTH, plot_run, read_scalars
+from celebgan.hparams import FINAL_LOSSES, run_hparams
+from celebgan.plot import HEIGHT_PER_PANEL, PANELS, TOP, WIDTH, plot_run, read_scalars
 from celebgan.train import train
 
 EPOCHS = 2
-RUN, OTHER = "0_model=spectral/tensorboard", "1_model=vanilla/tensorboard"  # TensorBoard's run names
+RUN, OTHER = "0_model=spectral", "1_model=vanilla"  # TensorBoard names each run after its folder
+
+
+def train_under_hydra(overrides: list[str], output_dir: Path) -> dict:
+    """train() as `python -m celebgan.train` runs it, with Hydra's runtime (its group choices) set."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    try:
+        with open_dict(cfg):
+            del cfg["hydra"]
+            cfg.paths.output_dir = str(output_dir)
+        return train(cfg)
+    finally:
+        HydraConfig.instance().cfg = None
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +48,9 @@ def sweep(tmp_path_factory) -> Path:
     torch.set_num_threads(2)
     root = tmp_path_factory.mktemp("sweep")
     for name, overrides in [("0_model=spectral", ["model=spectral", f"trainer.max_epochs={EPOCHS}"]),
-                            ("1_model=vanilla", ["trainer.max_epochs=1", "data.num_images=32"])]:
-        train(compose_config([*TINY, *overrides], root / name))
+                            ("1_model=vanilla", ["trainer.max_epochs=1", "data.num_images=32", "seed=7",
+                                                 "model.g_optimizer.lr=1e-4"])]:
+        train_under_hydra([*TINY, *overrides], root / name)
     return root
 
 
@@ -45,11 +63,14 @@ def test_plot_draws_every_curve_of_the_run(run, tmp_path):
     out = plot_run(run, tmp_path / "curves.png")
     img = np.asarray(Image.open(out).convert("RGB"))
     assert img.shape == (HEIGHT_PER_PANEL * len(PANELS), WIDTH, 3)
-    for _, _, series in PANELS:
+    for i, (_, _, series) in enumerate(PANELS):
         for _, _, colour in series:
             # Each curve's colour covers more pixels than its legend swatch alone would.
             assert (img == colour).all(axis=2).sum() > 100, colour
-    steps = [s for s, _ in read_scalars(run)["train/d_loss_step"]]
+            # The legend sits on the title line, above the frame (TOP): it covers no curve.
+            title_band = img[i * HEIGHT_PER_PANEL:i * HEIGHT_PER_PANEL + TOP]
+            assert (title_band == colour).all(axis=2).any(), colour
+    steps = [s for s, _ in read_scalars(run)["train/d_loss"]]
     assert len(steps) == EPOCHS * 64 // 16
     assert plot_run(run) == run / "training_curves.png"
 
@@ -63,16 +84,26 @@ def test_plot_errors(tmp_path):
     assert "No TensorBoard event files" in result.stderr
 
 
-def test_final_metrics_fill_the_hparams_columns(run):
+def test_plot_command_line_prints_one_line_and_has_help(run, tmp_path):
+    out = tmp_path / "curves.png"
+    result = subprocess.run([sys.executable, "-m", "celebgan.plot", f"run={run}", f"out={out}"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and (result.stdout + result.stderr).strip() == f"Wrote {out}"  # no TensorBoard INFO
+    result = subprocess.run([sys.executable, "-m", "celebgan.plot", "--help"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "run=RUN_DIR" in result.stdout and "smoothing" in result.stdout
+
+
+def test_final_metrics_fill_the_hparams_columns_at_the_last_step(run):
     scalars = read_scalars(run)
-    filled = [name for name, source in FINAL_METRICS.items() if source in scalars]
-    assert {n for n in filled if n.startswith("final/D") or n.endswith("_loss")} == {
-        n for n in FINAL_METRICS if not n.endswith(("fid", "kid"))}  # the tiny run has metrics off
-    for name in filled:
-        source = FINAL_METRICS[name]
-        last = scalars[name][-1][1]
-        assert last == pytest.approx(scalars[source][-1][1])
-        assert not np.isnan(last)
+    last_step = EPOCHS * 64 // 16 - 1
+    assert scalars["train/d_loss"][-1][0] == last_step
+    for name, source in FINAL_LOSSES.items():
+        step, last = scalars[name][-1]
+        assert last == pytest.approx(scalars[source][-1][1]) and not np.isnan(last)
+        assert step == last_step  # on the training-step axis of the curves, not Lightning's global_step
+    # Metrics are off in the tiny run: no FID/KID columns, which could only ever hold NaN.
+    assert not [tag for tag in scalars if tag.startswith(("final/fid", "final/kid", "metrics/"))]
 
 
 def get(url: str, body: dict | None = None):
@@ -101,14 +132,15 @@ def test_tensorboard_serves_scalars_images_and_hparams(sweep, run):
         # The first load of the logs is asynchronous: poll until the run's tags appear.
         while True:
             scalars = get(f"{base}/data/plugin/scalars/tags")
-            if all(scalars.get(r, {}).keys() >= set(FINAL_METRICS) for r in (RUN, OTHER)):
+            if all(scalars.get(r, {}).keys() >= set(FINAL_LOSSES) for r in (RUN, OTHER)):
                 break
             assert time.monotonic() < deadline, f"scalars never served: {scalars}"
             time.sleep(0.5)
         tags = scalars[RUN]
         for name in ["d_loss", "g_loss", "D_x", "D_G_z1", "D_G_z2"]:
-            assert f"train/{name}_step" in tags and f"train/{name}_epoch" in tags
-        points = get(f"{base}/data/plugin/scalars/scalars?run={RUN}&tag=train/d_loss_step")
+            assert f"train/{name}" in tags and f"epoch/{name}" in tags  # the README's names
+        assert not [t for t in tags if t.endswith(("_step", "_epoch"))]
+        points = get(f"{base}/data/plugin/scalars/scalars?run={RUN}&tag=train/d_loss")
         assert len(points) == EPOCHS * 64 // 16
 
         assert "samples" in get(f"{base}/data/plugin/images/tags")[RUN]
@@ -118,25 +150,37 @@ def test_tensorboard_serves_scalars_images_and_hparams(sweep, run):
         assert Image.open(io.BytesIO(png)).size == Image.open(run / "samples" / "epoch_0001.png").size
 
         experiment = get(f"{base}/data/plugin/hparams/experiment", {"experimentName": ""})
+        # A compact table: the presets and the settings that tell runs apart, not the whole config.
         hparams = {h["name"] for h in experiment["hparamInfos"]}
-        assert {"model/discriminator/spectral_norm", "data/img_size", "model/g_optimizer/lr"} <= hparams
-        assert {m["name"]["tag"] for m in experiment["metricInfos"]} == set(FINAL_METRICS)
+        assert hparams == {"model", "data", "objective", "real_label", "penalties", "n_dis", "g_lr", "d_lr",
+                           "img_size", "batch_size", "seed"}
+        assert {m["name"]["tag"] for m in experiment["metricInfos"]} == set(FINAL_LOSSES)
         groups = get(f"{base}/data/plugin/hparams/session_groups", {
             "experimentName": "", "startIndex": 0, "sliceSize": 100,
             "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]})
         # One row per run of the sweep, each with its own config values and final metrics.
         rows = {g["sessions"][0]["name"]: g for g in groups["sessionGroups"]}
         assert set(rows) == {RUN, OTHER}
-        assert rows[RUN]["hparams"]["model/discriminator/spectral_norm"] == 1  # bools arrive as 1.0 / 0.0
-        assert rows[OTHER]["hparams"]["model/discriminator/spectral_norm"] == 0
-        assert rows[RUN]["hparams"]["data/num_images"] == 64 and rows[OTHER]["hparams"]["data/num_images"] == 32
+        assert rows[RUN]["hparams"] == {"model": "spectral", "data": "synthetic", "objective": "nonsaturating",
+                                        "real_label": 1.0, "penalties": "none", "n_dis": 1, "g_lr": 2e-4,
+                                        "d_lr": 2e-4, "img_size": 16, "batch_size": 16, "seed": 42}
+        assert rows[OTHER]["hparams"]["model"] == "vanilla"
+        assert rows[OTHER]["hparams"]["seed"] == 7 and rows[OTHER]["hparams"]["g_lr"] == pytest.approx(1e-4)
         for run_name, path in [(RUN, run), (OTHER, sweep / "1_model=vanilla")]:
             final = {m["name"]["tag"]: m["value"] for m in rows[run_name]["metricValues"]}
             on_disk = read_scalars(path)
-            sources = {name: source for name, source in FINAL_METRICS.items() if source in on_disk}
-            assert len(sources) == 5  # the tiny runs log no FID/KID
-            for name, source in sources.items():
+            assert set(final) == set(FINAL_LOSSES)  # the tiny runs measure no FID/KID: no NaN columns
+            for name, source in FINAL_LOSSES.items():
                 assert final[name] == pytest.approx(on_disk[source][-1][1])
     finally:
         proc.kill()
         proc.wait(timeout=30)
+
+
+def test_hparams_row_names_objective_penalties_and_presets(make_cfg):
+    config = OmegaConf.to_container(make_cfg("model=wgan_gp"), resolve=True)
+    row = run_hparams(config, {"model": "wgan_gp", "data": "synthetic"})
+    assert (row["model"], row["objective"], row["penalties"], row["n_dis"]) == ("wgan_gp", "wgan", "gp", 5)
+    assert (row["g_lr"], row["d_lr"]) == (1e-4, 1e-4)
+    # Outside Hydra (train() called from Python) the data set still has a name.
+    assert run_hparams(config, {})["data"] == "Synthetic" and run_hparams(config, {})["model"] == ""

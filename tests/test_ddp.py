@@ -28,10 +28,11 @@ def test_two_process_ddp_one_run_folder_same_weights_reduced_metrics(tmp_path):
     # One run folder, written by rank 0: no per-rank Hydra folder, no stray outputs/ or lightning_logs/.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["probe", "run"]
     assert sorted(p.name for p in run.iterdir()) == [
-        ".hydra", "checkpoints", "samples", "tensorboard", "train.log", "train_ddp_process_1.log"]
+        ".hydra", "checkpoints", *(p.name for p in run.glob("events.out.tfevents.*")), "hparams.yaml", "samples",
+        "train.log", "train_ddp_process_1.log"]
     assert sorted(p.name for p in (run / "samples").iterdir()) == ["epoch_0000.png"]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]
-    events = list((run / "tensorboard").glob("events.out.tfevents.*"))
+    events = list(run.glob("events.out.tfevents.*"))
     assert len(events) == 1
 
     # Each rank trained on its own half of the data: 64 images / (2 ranks x 8) = 4 steps each.
@@ -53,9 +54,9 @@ def test_two_process_ddp_one_run_folder_same_weights_reduced_metrics(tmp_path):
     # Logged losses are reduced over ranks: both ranks hold the same value each step although
     # their batches differ, and TensorBoard got that value.
     assert r0["d_loss"] == pytest.approx(r1["d_loss"], rel=1e-6)
-    acc = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0})
+    acc = EventAccumulator(str(run), size_guidance={"scalars": 0})
     acc.Reload()
-    logged = [e.value for e in acc.Scalars("train/d_loss_step")]
+    logged = [e.value for e in acc.Scalars("train/d_loss")]
     assert logged == pytest.approx(r0["d_loss"], rel=1e-5)
 
 

@@ -27,8 +27,9 @@ def test_evaluate_a_tiny_run_prints_the_protocol_and_writes_json(make_cfg, tmp_p
     run_cfg = make_cfg()
     train(run_cfg)
     ckpt = Path(run_cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
-    cfg = eval_cfg(f"ckpt={ckpt}", "n_samples=40", "n_real=30", "pr_samples=20", "real_split=test",
-                   f"metrics.cache_dir={tmp_path / 'cache'}", "metrics.batch_size=16")
+    cfg_overrides = [f"ckpt={ckpt}", "n_samples=40", "n_real=30", "pr_samples=20", "real_split=test",
+                     f"metrics.cache_dir={tmp_path / 'cache'}", "metrics.batch_size=16"]
+    cfg = eval_cfg(*cfg_overrides)
     results = evaluate(cfg)
     out = capsys.readouterr().out
     for text in ["num_real", "30", "num_fake", "40", "real_split", "test", "random-conv-64",
@@ -40,6 +41,10 @@ def test_evaluate_a_tiny_run_prints_the_protocol_and_writes_json(make_cfg, tmp_p
     assert m["fid"] > 0 and 0 <= m["precision"] <= 1 and 0 <= m["recall"] <= 1
     assert results["protocol"]["num_real"] == 30 and results["protocol"]["num_fake"] == 40
     assert results["protocol"]["kid_subsets"] == "100 x 30"
+    # Every subset holds all 30 real images: a spread would be meaningless, so none is given.
+    assert m["kid_std"] is None and "no spread" in out and "+-" not in out
+    small = evaluate(eval_cfg(*cfg_overrides, "metrics.kid_subset_size=10", f"output={tmp_path / 'small.json'}"))
+    assert small["metrics"]["kid_std"] > 0 and "+-" in capsys.readouterr().out
     # The generated images are the same at every call (fixed seed): the numbers repeat.
     again = evaluate(cfg)
     assert again["metrics"]["fid"] == pytest.approx(m["fid"], rel=1e-6)

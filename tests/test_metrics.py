@@ -194,8 +194,8 @@ def test_training_logs_fid_kid_keeps_best_checkpoint_and_leaves_training_unchang
         cfg.metrics.feature_extractor = RANDOM_FEATURES
     train(cfg)
     run = Path(cfg.paths.output_dir)
-    fids = _tb_scalars(run / "tensorboard", "metrics/fid")
-    kids = _tb_scalars(run / "tensorboard", "metrics/kid")
+    fids = _tb_scalars(run, "metrics/fid")
+    kids = _tb_scalars(run, "metrics/kid")
     assert len(fids) == 3 and len(kids) == 3
     assert all(e.value > 0 for e in fids)
 

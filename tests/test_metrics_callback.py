@@ -34,9 +34,9 @@ def test_every_second_epoch_measures_and_keeps_best_at_those_epochs_only(make_cf
         cfg.metrics.feature_extractor = {"_target_": "celebgan.features.RandomFeatures", "_partial_": True}
     train(cfg)
     run = Path(cfg.paths.output_dir)
-    fids, kids = scalars(run / "tensorboard", "metrics/fid"), scalars(run / "tensorboard", "metrics/kid")
+    fids, kids = scalars(run, "metrics/fid"), scalars(run, "metrics/kid")
     assert len(fids) == len(kids) == 1  # epoch 1 of 0, 1, 2
-    epoch_ends = [e.step for e in scalars(run / "tensorboard", "train/d_loss_epoch")]
+    epoch_ends = [e.step for e in scalars(run, "epoch/d_loss")]
     assert len(epoch_ends) == 3 and fids[0].step == epoch_ends[1]  # logged at the end of epoch 1
     best, last = ckpt(run, "best.ckpt"), ckpt(run, "last.ckpt")
     assert best["epoch"] == 1 and best["global_step"] == 2 * 8
@@ -56,8 +56,8 @@ def test_two_process_ddp_logs_one_fid_per_epoch_over_both_ranks_samples(tmp_path
     assert result.returncode == 0, result.stderr[-4000:]
 
     # Logged once per epoch, into the one TensorBoard run that rank 0 writes.
-    assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 1
-    fids = scalars(run / "tensorboard", "metrics/fid")
+    assert len(list(run.glob("events.out.tfevents.*"))) == 1
+    fids = scalars(run, "metrics/fid")
     assert len(fids) == 2
     ranks = [torch.load(probe / f"rank{r}.pt", weights_only=True) for r in range(2)]
     assert ranks[0]["fid"] == ranks[1]["fid"] == pytest.approx(fids[-1].value, rel=1e-6)  # the ranks agree

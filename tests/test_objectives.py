@@ -44,7 +44,7 @@ def test_each_objective_trains(make_cfg, name):
     gan, trainer = fit(make_cfg, 2, f"model/loss={name}")
     metrics = trainer.callback_metrics
     assert trainer.global_step == 4
-    assert torch.isfinite(metrics["train/d_loss_step"]) and torch.isfinite(metrics["train/g_loss_step"])
+    assert torch.isfinite(metrics["train/d_loss"]) and torch.isfinite(metrics["train/g_loss"])
 
 
 def test_relativistic_g_step_scores_the_real_batch_too(make_cfg):

@@ -3,6 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import hydra
 import numpy as np
 import pytest
 import torch
@@ -14,6 +15,7 @@ from celebgan.attributes import attribute_scores, cached_classifier, edit_latent
 from celebgan.checkpoint import load_gan
 from celebgan.errors import UserError
 from celebgan.images import generate, latents
+from celebgan.module import GAN
 from celebgan.sample import sample, slerp
 from celebgan.train import train
 
@@ -107,12 +109,26 @@ def test_interpolation_rows_start_and_end_at_the_endpoint_samples(ckpt, tmp_path
         assert not np.array_equal(tile(grid, r, 0), tile(grid, r, steps // 2))
 
 
-def test_progress_gif_has_one_frame_per_epoch(ckpt, run, tmp_path):
+def caption_height(img: np.ndarray, grid_height: int) -> int:
+    """Height of the caption strip above a grid: white, with dark text in it."""
+    height = img.shape[0] - grid_height
+    assert height > 0 and (img[:height] < 100).any() and (img[:height] > 250).mean() > 0.5
+    return height
+
+
+def test_progress_gif_has_one_captioned_frame_per_epoch(ckpt, run, tmp_path):
     out = sample(sample_cfg(ckpt, tmp_path / "progress.gif", "mode=progress"))["out"]
+    grid = pixels(run / "samples" / "epoch_0000.png")
     with Image.open(out) as gif:
         assert gif.n_frames == EPOCHS
-        assert gif.size == Image.open(run / "samples" / "epoch_0000.png").size
         assert gif.info["loop"] == 0
+        frames = []
+        for i in range(EPOCHS):
+            gif.seek(i)
+            frames.append(np.asarray(gif.convert("RGB")))
+    assert frames[0].shape[1] == grid.shape[1]
+    h = caption_height(frames[0], grid.shape[0])
+    assert not np.array_equal(frames[0][:h], frames[1][:h])  # "epoch 0", "epoch 1"
     # From the run directory alone, without a checkpoint.
     out2 = sample(sample_cfg(None, tmp_path / "p2.gif", "mode=progress", f"progress.run={run}"))["out"]
     assert Image.open(out2).n_frames == EPOCHS
@@ -120,11 +136,16 @@ def test_progress_gif_has_one_frame_per_epoch(ckpt, run, tmp_path):
         sample(sample_cfg(None, tmp_path / "p3.gif", "mode=progress", f"progress.run={tmp_path}"))
 
 
-def test_compare_puts_real_images_left_of_generated_ones(ckpt, tmp_path):
+def test_compare_puts_real_images_left_of_generated_ones_and_says_so(ckpt, tmp_path):
     out = sample(sample_cfg(ckpt, tmp_path / "compare.png", "mode=compare", "n=8", "nrow=4", "seed=1"))["out"]
     img = pixels(out)
     side = PAD + 4 * (16 + PAD)
-    assert img.shape[:2] == (PAD + 2 * (16 + PAD), 2 * side + 8)
+    assert img.shape[1] == 2 * side + 8
+    h = caption_height(img, PAD + 2 * (16 + PAD))
+    # One label over each half ("real (train)", "generated"), and they differ.
+    assert (img[:h, :side] < 100).any() and (img[:h, side + 8:] < 100).any()
+    assert not np.array_equal(img[:h, :side], img[:h, side + 8:])
+    img = img[h:]
     gan, config = load_gan(ckpt)
     fake = as_uint8(generate(gan, latents(8, gan.generator.nz, 1)))
     assert np.abs(tile(img[:, side + 8:], 0, 0).astype(int) - fake[0]).max() <= 1
@@ -171,7 +192,12 @@ def test_moving_along_an_attribute_direction_raises_its_score(ckpt, tmp_path, cl
                      "rows=4", "steps=5", "attributes.num_latents=400", f"attributes.cache_dir={cache}",
                      "seed=0", *settings)
     result = sample(cfg)
-    assert Image.open(result["out"]).size == (PAD + 5 * (16 + PAD), PAD + 4 * (16 + PAD))
+    img = pixels(result["out"])
+    assert img.shape[1] == PAD + 5 * (16 + PAD)
+    h = caption_height(img, PAD + 4 * (16 + PAD))
+    for col in range(5):  # each column's strength, -2 ... +2, centred over it
+        x = PAD + col * (16 + PAD)
+        assert (img[:h, x:x + 16] < 100).any(), col
     assert result["scores"][-1] > result["scores"][0]
     # On latents the direction was not fitted on: +1 direction raises the mean score.
     gan, config = load_gan(ckpt)
@@ -218,11 +244,42 @@ def test_bad_checkpoints_get_one_clear_error(ckpt, tmp_path):
         load_gan(other)
 
 
-def test_command_line_error_has_no_traceback(ckpt, tmp_path):
-    cmd = [sys.executable, "-m", "celebgan.sample", f"ckpt={ckpt}", "img_size=32",
-           f"out={tmp_path / 'g.png'}", f"hydra.run.dir={tmp_path / 'hydra'}"]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+def test_lightning_load_from_checkpoint_names_the_public_loader(ckpt):
+    with pytest.raises(TypeError, match=r"generator, discriminator, g_optimizer, d_optimizer.*load_gan\(path\)"):
+        GAN.load_from_checkpoint(ckpt)
+    # Given the objects the config builds, Lightning's loader restores the same weights.
+    gan, config = load_gan(ckpt)
+    fresh = {name: hydra.utils.instantiate(config["model"][name]) for name in ("generator", "discriminator")}
+    assert not torch.equal(fresh["generator"].main[0].weight, gan.generator.main[0].weight)
+    loaded = GAN.load_from_checkpoint(ckpt, map_location="cpu", g_optimizer=torch.optim.Adam,
+                                      d_optimizer=torch.optim.Adam, **fresh)
+    assert loaded.state_dict().keys() == gan.state_dict().keys()
+    assert all(torch.equal(v, gan.state_dict()[k]) for k, v in loaded.state_dict().items())
+
+
+def test_command_line_error_has_no_traceback_and_leaves_nothing(ckpt, tmp_path):
+    cmd = [sys.executable, "-m", "celebgan.sample", f"ckpt={ckpt}", "img_size=32", f"out={tmp_path / 'g.png'}"]
+    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2
     assert "trained on 16px images, but 32px" in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
-    assert not (tmp_path / "g.png").exists()
+    assert not list(tmp_path.iterdir())  # no image, no outputs/sample/<time>_<mode>/ folder
+
+
+def test_command_line_writes_out_and_nothing_else(ckpt, tmp_path):
+    cmd = [sys.executable, "-m", "celebgan.sample", f"ckpt={ckpt}", "n=4", "device=cpu", "out=g.png"]
+    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["g.png"]
+    help_text = subprocess.run([sys.executable, "-m", "celebgan.sample", "--help"], cwd=tmp_path,
+                               capture_output=True, text=True, timeout=300).stdout
+    assert "attributes" in help_text and "Configuration groups" not in help_text  # no training groups
+
+
+def test_default_out_is_a_new_folder_per_call(ckpt, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="sample", overrides=[f"ckpt={ckpt}", "n=4", "device=cpu"])
+    out = sample(cfg)["out"]
+    assert out.parent.parent == Path("outputs/sample") and out.parent.name.endswith("_grid")
+    assert [p.name for p in out.parent.iterdir()] == ["grid.png"]

@@ -42,7 +42,7 @@ def test_bf16_and_fp32_steps_agree(make_cfg):
     before = trained_params(hydra.utils.instantiate(cfg.model))
     fp32, m32 = one_step(cfg, "32-true")
     bf16, m16 = one_step(cfg, "bf16-mixed")
-    for key in ["train/d_loss_step", "train/g_loss_step", "train/D_x_step"]:
+    for key in ["train/d_loss", "train/g_loss", "train/D_x"]:
         assert m16[key] == pytest.approx(m32[key], rel=0.03), key
     # Adam's first step moves each weight by about lr * sign(grad): agreement is in direction.
     assert update_cosine(before, trained_params(fp32), trained_params(bf16)) > 0.9
@@ -55,7 +55,7 @@ def test_compiled_and_eager_steps_agree(make_cfg):
     before = trained_params(hydra.utils.instantiate(cfg.model))
     eager, m_eager = one_step(cfg, "32-true")
     compiled, m_compiled = one_step(make_cfg("data.num_images=16", "model.compile=true"), "32-true")
-    for key in ["train/d_loss_step", "train/g_loss_step", "train/D_x_step"]:
+    for key in ["train/d_loss", "train/g_loss", "train/D_x"]:
         assert m_compiled[key] == pytest.approx(m_eager[key], rel=1e-3, abs=1e-5), key
     assert update_cosine(before, trained_params(eager), trained_params(compiled)) > 0.999
     assert set(compiled.state_dict()) == set(eager.state_dict())  # checkpoints keep plain names

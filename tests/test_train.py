@@ -5,9 +5,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import cli_cmd, cli_env
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from celebgan.train import train
+from celebgan.train import sweep_folder_overrides, train
 
 
 def read_events(logdir: Path) -> EventAccumulator:
@@ -20,18 +21,21 @@ def test_fit_writes_scalars_images_samples_and_checkpoint(make_cfg):
     cfg = make_cfg("trainer.max_epochs=2")
     metrics = train(cfg)
     run = Path(cfg.paths.output_dir)
-    acc = read_events(run / "tensorboard")
+    acc = read_events(run)
     tags = set(acc.Tags()["scalars"])
     for tag in ["d_loss", "g_loss", "D_x", "D_G_z1", "D_G_z2"]:
-        assert f"train/{tag}_step" in tags
-        assert f"train/{tag}_epoch" in tags
-    steps = [e.step for e in acc.Scalars("train/d_loss_step")]
+        assert f"train/{tag}" in tags  # every step, the names the README gives
+        assert f"epoch/{tag}" in tags  # the epoch's mean
+    steps = [e.step for e in acc.Scalars("train/d_loss")]
     assert len(steps) == 2 * 64 // 16  # logged every step: 4 batches x 2 epochs
+    d_loss = [e.value for e in acc.Scalars("train/d_loss")]
+    epoch_means = [(e.step, e.value) for e in acc.Scalars("epoch/d_loss")]
+    assert epoch_means == [(3, pytest.approx(sum(d_loss[:4]) / 4)), (7, pytest.approx(sum(d_loss[4:]) / 4))]
     assert acc.Tags()["images"] == ["samples"]
     assert len(acc.Images("samples")) == 2
     assert sorted(p.name for p in (run / "samples").iterdir()) == ["epoch_0000.png", "epoch_0001.png"]
     assert (run / "checkpoints" / "last.ckpt").is_file()
-    assert 0.0 < metrics["train/D_x_epoch"] < 1.0
+    assert 0.0 < metrics["epoch/D_x"] < 1.0
 
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 2 * 8  # two optimizer steps per batch
@@ -58,7 +62,7 @@ def test_training_changes_both_networks(make_cfg):
 def test_each_variant_trains(make_cfg, model):
     cfg = make_cfg(f"model={model}")
     metrics = train(cfg)
-    assert torch.isfinite(torch.tensor(metrics["train/g_loss_epoch"]))
+    assert torch.isfinite(torch.tensor(metrics["epoch/g_loss"]))
 
 
 def test_multirun_gives_each_job_its_own_run_directory(tmp_path):
@@ -81,7 +85,7 @@ def test_multirun_gives_each_job_its_own_run_directory(tmp_path):
         assert (run / ".hydra" / "config.yaml").is_file()
         assert (run / "checkpoints" / "last.ckpt").is_file()
         assert (run / "samples" / "epoch_0000.png").is_file()
-        assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+        assert list(run.glob("events.out.tfevents.*"))
 
 
 def test_missing_celeba_root_is_one_clear_error_from_the_command_line(tmp_path):
@@ -93,3 +97,49 @@ def test_missing_celeba_root_is_one_clear_error_from_the_command_line(tmp_path):
     assert "data=synthetic" in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_max_steps_counts_training_steps_not_optimizer_steps(make_cfg, caplog):
+    # Lightning's max_steps counts optimizer steps (a D step and each G step); celebgan's counts
+    # real batches, the unit of the TensorBoard x-axis. 4 batches an epoch: stops in epoch 1.
+    cfg = make_cfg("trainer.max_epochs=5", "trainer.max_steps=6", "model.n_dis=2")
+    with caplog.at_level("INFO", logger="celebgan.train"):
+        train(cfg)
+    assert "stops after 6 training steps (real batches): 6 D steps and 3 G steps" in caplog.text
+    assert "max_steps=9 optimizer steps" in caplog.text  # what Lightning's own stop message will say
+    run = Path(cfg.paths.output_dir)
+    assert [e.step for e in read_events(run).Scalars("train/d_loss")] == list(range(6))
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 6 + 3  # 6 D steps, a G step on every 2nd
+
+
+def test_a_run_that_fails_before_training_leaves_no_run_folder(tmp_path):
+    run = tmp_path / "outputs" / "run"
+    cmd = [sys.executable, "-m", "celebgan.train", "data=celeba32", f"data.root={tmp_path / 'no_celeba'}",
+           "metrics=none", "trainer.accelerator=cpu", f"hydra.run.dir={run}"]
+    result = subprocess.run(cmd, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "no_celeba" in result.stdout + result.stderr  # the message was shown before the folder went
+    assert not run.exists()
+
+
+def test_sweep_job_folders_are_named_by_the_swept_keys_alone(tmp_path):
+    sweep = tmp_path / "sweep"
+    python, flag, module, *overrides = cli_cmd("model=vanilla,hinge", "trainer.max_steps=1")
+    cmd = [python, flag, module, "--multirun", *overrides, f"hydra.sweep.dir={sweep}"]
+    result = subprocess.run(cmd, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Not 0_+trainer.max_steps=1,data.batch_size=16,...,model=vanilla: the fixed keys are the same in every job.
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0_model=vanilla", "1_model=hinge"]
+    assert (sweep / "1_model=hinge" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_sweep_folder_overrides_leave_out_every_single_valued_key():
+    (override,) = sweep_folder_overrides(["-m", "model=vanilla,hinge", "+trainer.max_steps=20", "seed=range(1,3)",
+                                          "model/penalty=[r1,r2]", "hydra/launcher=slurm"])
+    key, value = override.split("=", 1)
+    excluded = value.strip("[]").replace("'", "").split(",")
+    assert key == "hydra.job.config.override_dirname.exclude_keys"
+    assert {"trainer.max_steps", "model/penalty", "data.root"} <= set(excluded)  # one value each, a list too
+    assert not {"model", "seed", "hydra/launcher"} & set(excluded)  # swept, or Hydra's own
+    assert sweep_folder_overrides(["model=vanilla,hinge"]) == []  # not a sweep

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from celebgan.batches import seeded_subset
 from celebgan.checkpoint import build_datamodule
 from celebgan.errors import UserError
-from celebgan.images import generate, latents, save_png, to_grid
+from celebgan.images import caption, column_centres, generate, latents, save_png, to_grid
 from celebgan.io import atomic_write
 from celebgan.module import GAN
 from celebgan.synthetic import RENDERER_VERSION
@@ -203,8 +203,10 @@ def write_attribute_edits(gan: GAN, config: dict[str, Any], cfg: DictConfig, out
     scores = attribute_scores(classifier, images, index).view(cfg.rows, cfg.steps).mean(0)
     log.info("Mean %s score along the direction: %s", acfg.attribute,
              "  ".join(f"{s:+.1f}: {p:.2f}" for s, p in zip(strengths.tolist(), scores.tolist())))
+    # The columns' strengths above the grid: 0 is the unedited face.
+    labels = zip(column_centres(cfg.steps, gan.img_size), (f"{s:+.1f}" if s else "0" for s in strengths.tolist()))
     return {
-        "out": save_png(to_grid(images, cfg.steps), out),
+        "out": save_png(caption(to_grid(images, cfg.steps), list(labels)), out),
         "accuracy": record["accuracy"][acfg.attribute],
         "majority": record["majority"][acfg.attribute],
         "direction": direction,

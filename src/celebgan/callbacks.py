@@ -167,8 +167,7 @@ class EpochLog(Callback):
     The line reaches train.log and the console, where it replaces the progress bar when the
     console is not a terminal (a CI log, a SLURM .out file)."""
 
-    NAMES = {"d_loss": "train/d_loss_epoch", "g_loss": "train/g_loss_epoch", "D(x)": "train/D_x_epoch",
-             "D(G(z))": "train/D_G_z1_epoch"}
+    NAMES = {"d_loss": "train/d_loss", "g_loss": "train/g_loss", "D(x)": "train/D_x", "D(G(z))": "train/D_G_z1"}
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.start = time.monotonic()  # a run resumed mid-epoch starts with no epoch start
@@ -179,8 +178,10 @@ class EpochLog(Callback):
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        metrics = trainer.callback_metrics
-        values = "  ".join(f"{name} {float(metrics[key]):.3f}" for name, key in self.NAMES.items() if key in metrics)
+        # The epoch's means as the module sums them (this process's), before it logs them as epoch/NAME.
+        totals = pl_module.epoch_totals
+        values = "  ".join(f"{name} {float(totals[key][0]) / totals[key][1]:.3f}"
+                           for name, key in self.NAMES.items() if key in totals)
         last = "" if trainer.max_epochs in (None, -1) else f"/{trainer.max_epochs}"
-        log.info("epoch %d%s  step %d  %s  (%s)", trainer.current_epoch + 1, last, trainer.global_step,
+        log.info("epoch %d%s  step %d  %s  (%s)", trainer.current_epoch + 1, last, pl_module.steps_done,
                  values, format_duration(time.monotonic() - self.start))

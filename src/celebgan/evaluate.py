@@ -46,6 +46,12 @@ def evaluate(cfg: DictConfig) -> dict:
     distances.add_real(real)
     distances.add_fake(fake)
     scores = distances.compute()
+    # KID's spread is its std over random subsets. Subsets holding more than half of the smaller set
+    # overlap so much (all of it, when as large) that the spread says nothing: it is not reported.
+    subset_size = distances.kid.subset_size
+    spread = 2 * subset_size <= min(len(real), len(fake))
+    if not spread:
+        scores["kid_std"] = None
     n_pr = min(cfg.pr_samples, len(real), len(fake))
     scores.update(precision_recall(real[:n_pr], fake[:n_pr], k=cfg.pr_k))
 
@@ -70,7 +76,12 @@ def evaluate(cfg: DictConfig) -> dict:
         print(f"  {key:<{width}}  {value}")
     print("Results")
     print(f"  FID        {scores['fid']:.3f}")
-    print(f"  KID        {scores['kid']:.5f} +- {scores['kid_std']:.5f}")
+    if spread:
+        print(f"  KID        {scores['kid']:.5f} +- {scores['kid_std']:.5f} "
+              f"(std over {cfg.metrics.kid_subsets} subsets)")
+    else:
+        print(f"  KID        {scores['kid']:.5f} (no spread: subsets of {subset_size} of {min(len(real), len(fake))} "
+              f"images overlap; it needs at least {2 * subset_size} real and generated images)")
     print(f"  precision  {scores['precision']:.4f}")
     print(f"  recall     {scores['recall']:.4f}")
 

@@ -53,7 +53,7 @@ class NonFiniteGuard(Callback):
     checkpoint. Under DDP the logged losses are reduced over ranks, so all ranks stop together.
     """
 
-    def __init__(self, *, keys: tuple[str, ...] = ("train/d_loss_step", "train/g_loss_step"),
+    def __init__(self, *, keys: tuple[str, ...] = ("train/d_loss", "train/g_loss"),
                  check_every_n_steps: int = 50):
         self.keys, self.check_every_n_steps = tuple(keys), check_every_n_steps
         self.first_bad: torch.Tensor | None = None  # training step of the first non-finite loss, or -1

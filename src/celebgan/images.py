@@ -1,8 +1,11 @@
-"""Latents, generated images and image files: what the commands that look at a generator share
-(sample.py, attributes.py)."""
+"""Latents, generated images, their captions and image files: what the commands that look at a
+generator share (sample.py, attributes.py)."""
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from PIL import Image, ImageDraw, ImageFont
+from torchvision.transforms.functional import to_tensor
 from torchvision.utils import make_grid, save_image
 from tqdm import tqdm
 
@@ -25,6 +28,29 @@ def generate(gan: GAN, z: torch.Tensor, batch_size: int = 256, progress: bool = 
 def to_grid(images: torch.Tensor, nrow: int) -> torch.Tensor:
     """(N, 3, S, S) in [-1, 1] -> (3, H, W) in [0, 1], 2px gaps."""
     return make_grid(images, nrow=nrow, normalize=True, value_range=(-1, 1))
+
+
+def column_centres(n: int, img_size: int, padding: int = 2) -> list[float]:
+    """x of the centre of each of n columns of a to_grid grid, in pixels."""
+    return [padding + c * (img_size + padding) + img_size / 2 for c in range(n)]
+
+
+def caption(image: torch.Tensor, labels: Sequence[tuple[float, str]]) -> torch.Tensor:
+    """(3, H, W) in [0, 1] -> (3, h + H, W): a white strip above the image, each label's text
+    centred at its x (pixels). The font shrinks until neighbouring labels do not overlap."""
+    width = image.shape[-1]
+    xs = sorted(x for x, _ in labels)
+    room = min([b - a for a, b in zip(xs, xs[1:])] + [float(width)]) - 4
+    size = 14
+    font = ImageFont.load_default(size)
+    while size > 7 and max(font.getlength(text) for _, text in labels) > room:
+        size -= 1
+        font = ImageFont.load_default(size)
+    strip = Image.new("RGB", (width, size + 6), "white")
+    draw = ImageDraw.Draw(strip)
+    for x, text in labels:
+        draw.text((x, 3), text, fill="black", font=font, anchor="ma")
+    return torch.cat([to_tensor(strip).to(image.dtype), image.cpu()], dim=1)
 
 
 def save_png(grid: torch.Tensor, path: Path) -> Path:

@@ -108,11 +108,29 @@ class GAN(LightningModule):
         self.instance_noise, self.instance_noise_steps = instance_noise, instance_noise_steps
         self.ema_half_life, self.ema_rampup = ema_half_life, ema_rampup
         self.generator_ema = copy.deepcopy(generator).requires_grad_(False) if ema_half_life > 0 else None
+        self.epoch_totals: dict[str, tuple[torch.Tensor, int]] = {}  # name -> (sum, steps) this epoch
         fixed_z = torch.randn(num_fixed, generator.nz, 1, 1, generator=torch.Generator().manual_seed(fixed_seed))
         self.register_buffer("fixed_z", fixed_z)  # (N, nz, 1, 1), saved with the weights
         if compile:
             generator.compile()
             discriminator.compile()
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):
+        """Lightning's loader, which rebuilds the module from its saved hyperparameters: G, D, their
+        optimizers and the objective are not among them (Hydra builds them from the run config), so
+        they must be passed as keyword arguments. celebgan.checkpoint.load_gan(path) rebuilds all of
+        them from the config the checkpoint carries."""
+        required = ("generator", "discriminator", "g_optimizer", "d_optimizer")
+        missing = [name for name in required if name not in kwargs]
+        if missing:
+            raise TypeError(
+                f"GAN.load_from_checkpoint({str(checkpoint_path)!r}) cannot rebuild {', '.join(missing)}: a "
+                "celebgan checkpoint stores the run config they are built from, not the objects. Use "
+                "`from celebgan.checkpoint import load_gan; gan, config = load_gan(path)`, or pass "
+                "generator=, discriminator=, g_optimizer=, d_optimizer= (and d_loss=, g_loss= for an "
+                "objective other than BCE) yourself.")
+        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     @property
     def steps_done(self) -> int:
@@ -123,6 +141,11 @@ class GAN(LightningModule):
         """
         optimizer_steps = self.trainer.global_step
         return optimizer_steps - optimizer_steps // (self.n_dis + 1)
+
+    def optimizer_steps(self, steps: int) -> int:
+        """Lightning's global_step after `steps` training steps: what trainer.max_steps must be for
+        the run to stop after exactly that many real batches."""
+        return steps + steps // self.n_dis
 
     @property
     def img_size(self) -> int:
@@ -157,7 +180,15 @@ class GAN(LightningModule):
         # Lightning saves and restores the schedulers with the checkpoint; stepping is ours (manual).
         return optimizers, [self.lr_scheduler(opt) for opt in optimizers]
 
+    def on_train_epoch_start(self) -> None:
+        self.epoch_totals = {}
+
     def on_train_epoch_end(self) -> None:
+        # `epoch/NAME`: each step value's mean over the epoch's steps that logged it (the HParams
+        # table's final values), averaged over the processes.
+        means = {"epoch/" + name.removeprefix("train/"): total / steps
+                 for name, (total, steps) in self.epoch_totals.items()}
+        self.log_dict(means, on_step=False, on_epoch=True, sync_dist=True)
         for scheduler in self.lr_schedulers() or []:  # None without schedulers, else one per optimizer
             scheduler.step()
 
@@ -230,7 +261,15 @@ class GAN(LightningModule):
         # pytorch/examples' DCGAN printout. Tensors, not .item(): no host sync in the step.
         logs["train/D_x"] = torch.sigmoid(d_real_logits.detach()).mean()
         logs["train/D_G_z1"] = torch.sigmoid(d_fake_logits.detach()).mean()
-        self.log_dict(logs, on_step=True, on_epoch=True, prog_bar=False, sync_dist=True)
+        # `train/NAME` every step; one log call with on_step and on_epoch would suffix the names
+        # (_step, _epoch). Their epoch means are summed here and logged once an epoch as
+        # `epoch/NAME`: Lightning's log costs far more per name and step than an addition.
+        for name, value in logs.items():
+            total, steps = self.epoch_totals.get(name, (0.0, 0))
+            self.epoch_totals[name] = (total + value.float(), steps + 1)
+        losses = {k: logs.pop(k) for k in ("train/d_loss", "train/g_loss") if k in logs}
+        self.log_dict(losses, on_step=True, on_epoch=False, prog_bar=True, sync_dist=True)
+        self.log_dict(logs, on_step=True, on_epoch=False, sync_dist=True)
         if self.instance_noise > 0:
             self.log("train/instance_noise_std", noise_std, on_step=True, on_epoch=False)
 

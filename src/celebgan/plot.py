@@ -21,13 +21,13 @@ log = logging.getLogger(__name__)
 # Panels: (title, y range or None for the data's, [(tag, label, colour)]).
 PANELS = [
     ("Losses", None, [
-        ("train/d_loss_step", "D loss", (31, 119, 180)),
-        ("train/g_loss_step", "G loss", (255, 127, 14)),
+        ("train/d_loss", "D loss", (31, 119, 180)),
+        ("train/g_loss", "G loss", (255, 127, 14)),
     ]),
     ("Discriminator outputs", (0.0, 1.0), [
-        ("train/D_x_step", "D(x)", (44, 160, 44)),
-        ("train/D_G_z1_step", "D(G(z)) before D step", (214, 39, 40)),
-        ("train/D_G_z2_step", "D(G(z)) in G step", (148, 103, 189)),
+        ("train/D_x", "D(x)", (44, 160, 44)),
+        ("train/D_G_z1", "D(G(z)) before D step", (214, 39, 40)),
+        ("train/D_G_z2", "D(G(z)) in G step", (148, 103, 189)),
     ]),
 ]
 WIDTH, HEIGHT_PER_PANEL = 900, 320
@@ -35,12 +35,12 @@ LEFT, RIGHT, TOP, BOTTOM = 64, 16, 28, 36
 
 
 def read_scalars(run: str | os.PathLike) -> dict[str, list[tuple[int, float]]]:
-    """{tag: [(step, value), ...]} of every scalar in a run's TensorBoard logs (RUN_DIR/tensorboard)."""
+    """{tag: [(step, value), ...]} of every scalar in a run's TensorBoard logs (in RUN_DIR)."""
     run = Path(run).expanduser()
     events = sorted(run.rglob("events.out.tfevents.*")) if run.is_dir() else []
     if not events:
         raise UserError(f"No TensorBoard event files under run={str(run)!r}: point run at the directory "
-                        "of a celebgan.train run (it holds tensorboard/events.out.tfevents.*).")
+                        "of a celebgan.train run (it holds events.out.tfevents.*).")
     acc = EventAccumulator(str(events[0].parent), size_guidance={"scalars": 0})
     acc.Reload()
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
@@ -92,9 +92,14 @@ def draw_panel(draw: ImageDraw.ImageDraw, top: int, title: str, y_range, series,
         if len(points) > 1:
             draw.line([px(s, v) for s, v in zip(steps, raw)], fill=faint, width=1)
             draw.line([px(s, v) for s, v in zip(steps, smooth(raw, smoothing))], fill=colour, width=2)
-        ly = y0 + 8 + 16 * i
-        draw.line([(x1 - 190, ly + 6), (x1 - 170, ly + 6)], fill=colour, width=3)
-        draw.text((x1 - 164, ly), label, fill="black", font=font)
+    # The legend runs along the title line, right-aligned above the frame: inside it, it would
+    # cover the curves (D(x) sits near 1, at the top).
+    lx = x1
+    for _, label, colour, _ in reversed(series):
+        lx -= draw.textlength(label, font=font)
+        draw.text((lx, top + 6), label, fill="black", font=font)
+        draw.line([(lx - 26, top + 12), (lx - 6, top + 12)], fill=colour, width=3)
+        lx -= 44
 
 
 def plot_run(run: str | os.PathLike, out: str | os.PathLike | None = None, smoothing: float = 0.9) -> Path:
@@ -119,14 +124,26 @@ def plot_run(run: str | os.PathLike, out: str | os.PathLike | None = None, smoot
     return out
 
 
+USAGE = "Usage: python -m celebgan.plot run=RUN_DIR [out=PATH] [smoothing=0.9]"
+
+
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    args = OmegaConf.from_cli(sys.argv[1:] if argv is None else argv)
+    # celebgan's messages only: TensorBoard's event reader logs its progress at INFO.
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    log.setLevel(logging.INFO)
+    argv = sys.argv[1:] if argv is None else argv
+    if {"-h", "--help"} & set(argv):
+        print(f"{USAGE}\n\n{__doc__.split(chr(10), 2)[2].strip()}\n\n"
+              "  run        a celebgan.train run directory\n"
+              "  out        the PNG to write (default RUN_DIR/training_curves.png)\n"
+              "  smoothing  TensorBoard's smoothing weight in [0, 1), 0 draws the raw values only")
+        return
+    args = OmegaConf.from_cli(argv)
     unknown = set(args) - {"run", "out", "smoothing"}
     with exit_on_user_error(log):
         if "run" not in args or unknown:
-            raise UserError("Usage: python -m celebgan.plot run=RUN_DIR [out=PATH] [smoothing=0.9]"
-                            + (f"; unknown keys: {sorted(unknown)}" if unknown else ""))
+            raise UserError(USAGE + (f"; unknown keys: {sorted(unknown)}" if unknown else "")
+                            + " (--help says more)")
         out = plot_run(str(args.run), args.get("out"), float(args.get("smoothing", 0.9)))
     log.info("Wrote %s", out)
 

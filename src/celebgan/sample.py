@@ -11,6 +11,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 from PIL import Image
+from torchvision.transforms.functional import to_pil_image, to_tensor
 from torchvision.utils import save_image
 from tqdm import tqdm
 
@@ -18,7 +19,7 @@ from celebgan.attributes import write_attribute_edits
 from celebgan.batches import seeded_subset
 from celebgan.checkpoint import build_datamodule, load_gan, run_dir
 from celebgan.errors import UserError, command, exit_on_user_error
-from celebgan.images import generate, latents, save_png, to_grid
+from celebgan.images import caption, generate, latents, save_png, to_grid
 from celebgan.io import atomic_write
 from celebgan.module import GAN
 
@@ -77,12 +78,17 @@ def write_interpolation(gan: GAN, cfg: DictConfig, out: Path) -> dict[str, Any]:
 
 
 def write_progress(run: Path, out: Path, frame_ms: int) -> dict[str, Any]:
-    """An animated GIF of a run's per-epoch grids of the fixed latents, looping forever."""
+    """An animated GIF of a run's per-epoch grids of the fixed latents, looping forever, each frame
+    captioned with its epoch (Lightning's count from 0, as in the file names and TensorBoard)."""
     frames = sorted((run / "samples").glob("epoch_*.png"))
     if not frames:
         raise UserError(f"No progress grids in {run / 'samples'}: progress needs the run directory of a "
                         "celebgan.train run (set run=RUN_DIR, or ckpt=RUN_DIR/checkpoints/last.ckpt).")
-    images = [Image.open(p).convert("RGB") for p in frames]
+    images = []
+    for path in frames:
+        grid = to_tensor(Image.open(path).convert("RGB"))
+        epoch = int(path.stem.removeprefix("epoch_"))
+        images.append(to_pil_image(caption(grid, [(grid.shape[-1] / 2, f"epoch {epoch}")])))
     with atomic_write(out) as tmp:
         images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=frame_ms, loop=0)
     return {"out": out, "frames": len(images)}
@@ -103,11 +109,14 @@ def real_images(config: dict[str, Any], n: int, seed: int, split: str, data_root
 
 
 def write_comparison(gan: GAN, config: dict[str, Any], cfg: DictConfig, out: Path) -> dict[str, Any]:
-    """Real images (left) and generated ones (right), two equal grids with a white band between."""
+    """Real images (left) and generated ones (right), two equal grids with a white band between,
+    under a caption that says which is which."""
     real = to_grid(real_images(config, cfg.n, cfg.seed, cfg.compare.split, cfg.compare.data_root), cfg.nrow)
     fake = to_grid(generate(gan, latents(cfg.n, gan.generator.nz, cfg.seed), cfg.batch_size), cfg.nrow)
     band = torch.ones(3, real.shape[1], max(8, gan.img_size // 2))
-    return {"out": save_png(torch.cat([real, band, fake], dim=2), out)}
+    side, gap = real.shape[-1], band.shape[-1]
+    labels = [(side / 2, f"real ({cfg.compare.split})"), (side + gap + side / 2, "generated")]
+    return {"out": save_png(caption(torch.cat([real, band, fake], dim=2), labels), out)}
 
 
 def default_out(cfg: DictConfig) -> Path:

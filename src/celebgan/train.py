@@ -3,14 +3,19 @@
 train(cfg) holds the logic (tests call it with a composed config); main() is the Hydra wrapper.
 """
 import logging
+import shutil
 import signal
 import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
 import lightning as L
 import torch
-from hydra.errors import InstantiationException
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import InstantiationException, OverrideParseException
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -20,7 +25,7 @@ from celebgan import resume
 from celebgan.checkpoint import AtomicCheckpointIO, RunConfig
 from celebgan.errors import UserError, command, exit_on_user_error
 from celebgan.guards import DivergenceWatch, NonFiniteGuard, check_devices, check_trainer_counts
-from celebgan.hparams import FinalMetrics, log_hparams
+from celebgan.hparams import FinalMetrics, final_metrics, log_hparams
 from celebgan.io import remove_stale_temporaries
 
 log = logging.getLogger(__name__)
@@ -74,7 +79,7 @@ def check_optimized_metric(cfg: DictConfig) -> None:
 def summary(trainer: L.Trainer, output_dir: Path) -> str:
     """What a run left behind and how to look at it: the closing lines of every run."""
     metrics = trainer.callback_metrics
-    lines = [f"Finished after {trainer.current_epoch} epoch(s), {trainer.global_step} optimizer steps.",
+    lines = [f"Finished after {trainer.current_epoch} epoch(s), {trainer.lightning_module.steps_done} training steps.",
              f"  run folder:  {output_dir}"]
     grids = sorted((output_dir / "samples").glob("epoch_*.png"))
     if grids:
@@ -84,16 +89,36 @@ def summary(trainer: L.Trainer, output_dir: Path) -> str:
         if ckpt.is_file():
             lines.append(f"  checkpoint:  {ckpt}")
     losses = [f"{name} {float(metrics[key]):.3f}" for name, key in
-              (("d_loss", "train/d_loss_epoch"), ("g_loss", "train/g_loss_epoch")) if key in metrics]
+              (("d_loss", "epoch/d_loss"), ("g_loss", "epoch/g_loss")) if key in metrics]
     if losses:
         lines.append("  final:       " + ", ".join(losses))
     quality = [f"{name} {float(metrics[key]):.4g}" for name, key in
                (("FID", "metrics/fid"), ("KID", "metrics/kid")) if key in metrics]
     if quality:
         lines.append("  quality:     " + ", ".join(quality))
-    if (output_dir / "tensorboard").is_dir():
-        lines.append(f"  tensorboard --logdir {output_dir / 'tensorboard'}")
+    if trainer.logger is not None:
+        lines.append(f"  tensorboard --logdir {output_dir}")
     return "\n".join(lines)
+
+
+def group_choices() -> dict[str, str]:
+    """Hydra's choice in each config group (model=high_lr, data=synthetic, ...); {} outside Hydra."""
+    return dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
+
+
+def max_steps_kwargs(cfg: DictConfig, model) -> dict[str, int]:
+    """trainer.max_steps counts training steps (real batches), the unit of the TensorBoard x-axis,
+    of GAN.steps_done and of every step setting (instance_noise_steps, penalty intervals).
+    Lightning's own max_steps counts optimizer steps, a D step and each G step, so
+    trainer.max_steps=30 would otherwise train 15 batches; the Trainer gets the converted count."""
+    steps = cfg.trainer.get("max_steps")
+    if steps is None or steps < 0:  # -1, Lightning's default: no limit
+        return {}
+    optimizer_steps = model.optimizer_steps(steps)
+    log.info("trainer.max_steps=%d: training stops after %d training steps (real batches): %d D steps and "
+             "%d G steps (model.n_dis=%d), which Lightning counts as max_steps=%d optimizer steps",
+             steps, steps, steps, steps // model.n_dis, model.n_dis, optimizer_steps)
+    return {"max_steps": optimizer_steps}
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -140,8 +165,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         callbacks.append(TQDMProgressBar())
     try:
         trainer = hydra.utils.instantiate(
-            cfg.trainer, callbacks=[*callbacks, RunConfig(config=config), resume.RNGState(), FinalMetrics()],
-            logger=logger, plugins=[AtomicCheckpointIO()], precision=precision,
+            cfg.trainer, callbacks=[*callbacks, RunConfig(config=config), resume.RNGState(),
+                                    FinalMetrics(columns=final_metrics(config))],
+            logger=logger, plugins=[AtomicCheckpointIO()], precision=precision, **max_steps_kwargs(cfg, model),
             gradient_clip_val=None, gradient_clip_algorithm=None, enable_progress_bar=progress_bar,
         )
     except InstantiationException as err:
@@ -155,7 +181,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     for folder in {c.dirpath for c in trainer.checkpoint_callbacks if getattr(c, "dirpath", None)}:
         remove_stale_temporaries(folder, log)  # what a killed run left mid-write
     if logger:
-        log_hparams(logger, config)
+        log_hparams(logger, config, group_choices())
     log.info("Run directory: %s", cfg.paths.output_dir)
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
@@ -166,16 +192,57 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
 
-@command
+@contextmanager
+def removed_if_unused(run_dir: Path, log_name: str) -> Iterator[None]:
+    """A command that fails before training wrote anything (a missing dataset, a bad setting) leaves
+    no run folder behind: Hydra's copy of the config and the log are all it would hold, and the
+    console showed both."""
+    try:
+        yield
+    except BaseException:
+        if run_dir.is_dir() and all(p.name in (".hydra", log_name) for p in run_dir.iterdir()):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+# Keys that never name a sweep job's folder: where the data lives and what hardware a job runs on.
+UNNAMED_KEYS = ("data.root", "paths.data_dir", "resume", "trainer.devices", "trainer.accelerator")
+EXCLUDE_KEYS = "hydra.job.config.override_dirname.exclude_keys"
+
+
+def sweep_folder_overrides(args: Sequence[str]) -> list[str]:
+    """The Hydra override that names each job folder of a --multirun sweep by its swept keys alone
+    (`3_data=celeba64,model=vanilla`): a key given one value on the command line is the same in every
+    job, so it is left out of hydra.job.override_dirname, as are UNNAMED_KEYS. Hydra knows which keys
+    were swept only in the launching process; as an override, the list reaches every job under any
+    launcher (local, submitit). [] when the command is not a sweep or sets the list itself."""
+    if not {"-m", "--multirun"} & set(args) or any(a.startswith(EXCLUDE_KEYS) for a in args):
+        return []
+    try:
+        overrides = OverridesParser.create().parse_overrides([a for a in args if "=" in a and not a.startswith("-")])
+    except OverrideParseException:
+        return []  # Hydra reports the bad override itself
+    fixed = {o.key_or_group for o in overrides if not o.is_sweep_override() and not o.is_hydra_override()}
+    keys = sorted(fixed | set(UNNAMED_KEYS))
+    return [f"{EXCLUDE_KEYS}=[{','.join(repr(k) for k in keys)}]"]
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg: DictConfig) -> float | None:
+def hydra_main(cfg: DictConfig) -> float | None:
     """The command; returns the final optimized_metric, which a sweeper (search=optuna) minimises."""
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(StartupNoise())
-    with exit_on_user_error(log):
+    hydra_cfg = HydraConfig.get()
+    with exit_on_user_error(log), removed_if_unused(Path(hydra_cfg.runtime.output_dir), f"{hydra_cfg.job.name}.log"):
         metrics = train(cfg)
     metric = cfg.get("optimized_metric")
     # NaN when the run ended before its first measurement: Optuna records the trial as failed.
     return metrics.get(metric, float("nan")) if metric else None
+
+
+@command
+def main() -> None:
+    sys.argv += sweep_folder_overrides(sys.argv[1:])  # read by Hydra's own command-line parser
+    hydra_main()
 
 
 if __name__ == "__main__":
