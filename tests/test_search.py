@@ -12,7 +12,7 @@ SEARCHED = ["model.g_optimizer.lr", "model.d_optimizer.lr", "model.g_optimizer.b
 
 
 def final_fid(run: Path) -> float:
-    acc = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0})
+    acc = EventAccumulator(str(run), size_guidance={"scalars": 0})
     acc.Reload()
     return acc.Scalars("metrics/fid")[-1].value
 

@@ -162,10 +162,10 @@ class DivergenceWatch(Callback):
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
         metrics = trainer.callback_metrics
-        if "train/D_x_step" not in metrics or "train/D_G_z1_step" not in metrics:
+        if "train/D_x" not in metrics or "train/D_G_z1" not in metrics:
             return
-        d_real, d_fake = metrics["train/D_x_step"].detach(), metrics["train/D_G_z1_step"].detach()
-        losses = torch.stack([metrics[k].detach().float().reshape(()) for k in ("train/d_loss_step", "train/g_loss_step")
+        d_real, d_fake = metrics["train/D_x"].detach(), metrics["train/D_G_z1"].detach()
+        losses = torch.stack([metrics[k].detach().float().reshape(()) for k in ("train/d_loss", "train/g_loss")
                               if k in metrics])
         if self.streak is None:
             self.streak = torch.zeros((), dtype=torch.long, device=d_real.device)
