@@ -48,5 +48,5 @@ sample:  ## look at a checkpoint, e.g. make sample ARGS="ckpt=RUN/checkpoints/la
 plot:  ## loss and D(x)/D(G(z)) curves of a run as a PNG, e.g. make plot ARGS="run=RUN"
 	$(PY) -m celebgan.plot $(ARGS)
 
-bench-quality:  ## FID/KID of every preset x 3 seeds (~3 h CPU); ARGS="--variants vanilla high_lr": ~35 min
+bench-quality:  ## FID/KID of the headline presets x 3 seeds (~1 h CPU); ARGS=--all: every preset (~3 h)
 	$(PY) benchmarks/quality.py $(ARGS)
