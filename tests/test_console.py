@@ -21,6 +21,7 @@ def test_output_to_a_file_is_one_line_per_epoch_and_a_summary(tmp_path):
     out = result.stdout + result.stderr
     assert "\r" not in out  # no progress bar redrawn in place
     assert "Tip" not in out and "TPU available" not in out
+    assert "LeafSpec" not in out and "FLOPs" not in out  # Lightning's deprecation note; rich's summary
     assert "FID/KID are off: this run trains on a CPU" in out  # metrics=auto on a CPU
     log = (run / "train.log").read_text()
     for text in (out, log):

@@ -6,6 +6,7 @@ import logging
 import shutil
 import signal
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import InstantiationException, OverrideParseException
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks import ModelSummary, TQDMProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -163,6 +164,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     progress_bar = cfg.trainer.get("enable_progress_bar", True) and sys.stdout.isatty()
     if progress_bar:
         callbacks.append(TQDMProgressBar())
+    if cfg.trainer.get("enable_model_summary", True):  # the plain table; rich's adds a FLOPs column of 0s
+        callbacks.append(ModelSummary())
     try:
         trainer = hydra.utils.instantiate(
             cfg.trainer, callbacks=[*callbacks, RunConfig(config=config), resume.RNGState(),
@@ -231,6 +234,8 @@ def sweep_folder_overrides(args: Sequence[str]) -> list[str]:
 def hydra_main(cfg: DictConfig) -> float | None:
     """The command; returns the final optimized_metric, which a sweeper (search=optuna) minimises."""
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(StartupNoise())
+    # Lightning's own use of a torch API that torch deprecated: nothing a user can act on.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     hydra_cfg = HydraConfig.get()
     with exit_on_user_error(log), removed_if_unused(Path(hydra_cfg.runtime.output_dir), f"{hydra_cfg.job.name}.log"):
         metrics = train(cfg)
