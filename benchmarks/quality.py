@@ -20,9 +20,12 @@ recommended preset's row is what `make demo` trains, and every variant gets the 
 Inception runs at about 3-6 images/s on a 2-core CPU: each row costs n_eval / rate seconds on top
 of training, which is why the CPU default measures 1,000 images and a GPU run should use --full.
 
-Each finished run's scores are kept in outputs/bench/quality/ under a key of its composed config, the
-number of images measured and the feature network, so an interrupted benchmark picks up where it
-stopped and a rerun with more variants trains only the new ones.
+Each finished run's scores (and the anchors') are kept as a small JSON record in
+benchmarks/quality_runs/, committed with the code, under a key of its composed config, the number of
+images measured and the feature network. An interrupted benchmark picks up where it stopped, a rerun
+with more variants trains only the new ones, and the table can be rebuilt on any machine from the
+records alone (--cached-only). A preset without records whose row is in the table already keeps
+that row, marked as carried over, until it is rerun.
 """
 import argparse
 import datetime
@@ -34,6 +37,7 @@ import platform
 import re
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -51,6 +55,7 @@ from celebgan.feature_cache import RealFeatureCache
 from celebgan.features import InceptionFeatures, generator_features
 from celebgan.io import atomic_write
 from celebgan.metrics import FeatureDistances
+from celebgan.synthetic import RENDERER_VERSION
 from celebgan.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,6 +64,8 @@ ALL_VARIANTS = sorted(p.stem for p in (ROOT / "src" / "celebgan" / "conf" / "mod
 # The default set, sized for about an hour on a 2-core CPU: the baseline, the recommended preset
 # and the two regularisers that kept D from winning in the training-dynamics table.
 HEADLINE = ["vanilla", "high_lr", "r1", "diffaugment"]
+RUNS_DIR = ROOT / "benchmarks" / "quality_runs"
+CARRIED = "\u2020"  # marks a row carried over from the previous table
 
 
 def compose_run(variant: str, seed: int, args, out_dir: Path):
@@ -98,6 +105,62 @@ def mean_spread(values: list[float], scale: float = 1.0) -> str:
     if len(values) == 1:
         return f"{values[0]:.2f}"
     return f"{statistics.mean(values):.2f} +- {statistics.stdev(values):.2f}"
+
+
+def provenance() -> dict:
+    """Where and when a record was made."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    return {"date": str(datetime.date.today()), "commit": commit, "host": platform.node() or "unknown",
+            "cpus": os.cpu_count(), "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+
+
+def save_record(path: Path, result: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as tmp_file:
+        tmp_file.write_text(json.dumps(result | provenance(), indent=1) + "\n")
+
+
+def parse_cell(cell: str) -> tuple[float, float | None]:
+    """'41.82 +- 1.62' -> (41.82, 1.62); '374.83' -> (374.83, None)."""
+    parts = [float(x) for x in cell.split("+-")]
+    return parts[0], (parts[1] if len(parts) > 1 else None)
+
+
+def previous_rows(path: Path) -> dict[str, dict]:
+    """The variant rows of the table now in RESULTS.md, by preset, with the date they were published."""
+    text = path.read_text() if path.is_file() else ""
+    match = re.search(rf"^{re.escape(SECTION)}\n(.*?)(?=^## |\Z)", text, re.S | re.M)
+    if not match:
+        return {}
+    section = match.group(1)
+    date = re.search(r"^(\d{4}-\d{2}-\d{2})", section.strip())
+    carried_since = re.search(rf"^{CARRIED} Carried over from the table of (\d{{4}}-\d{{2}}-\d{{2}})", section, re.M)
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 5 or not re.fullmatch(r"[\d.]+( \+- [\d.]+)?", cells[2]):
+            continue
+        name = cells[0].rstrip(f" {CARRIED}")
+        variant = name.split(" (")[0]
+        if variant not in ALL_VARIANTS:
+            continue
+        since = carried_since.group(1) if carried_since and cells[0].endswith(CARRIED) else \
+            date.group(1) if date else "an earlier run"
+        rows[variant] = {"name": name, "minutes": cells[1], "fid": parse_cell(cells[2]),
+                         "kid": parse_cell(cells[3]), "carried": True, "since": since}
+    return rows
+
+
+def summarise(name: str, minutes: str, results: list[dict]) -> dict:
+    """A table row from one result per seed (or one measurement)."""
+    def stat(values):
+        return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else None)
+    return {"name": name, "minutes": minutes, "fid": stat([r["fid"] for r in results]),
+            "kid": stat([1000 * r["kid"] for r in results]), "carried": False}
 
 
 def main() -> None:
@@ -140,17 +203,23 @@ def main() -> None:
     n = args.n_eval
     kid_subset = min(1000, n)
     data = SyntheticDataModule(num_images=n, img_size=args.img_size, batch_size=64)
-    rows: list[tuple[str, str, list[dict]]] = []  # (name, train minutes, one result per seed)
-    runs_dir = ROOT / "outputs" / "bench" / "quality"
+    rows: list[dict] = []  # anchors, then variants, then checkpoints (see summarise)
+    runs_dir = RUNS_DIR
+    anchor_key = hashlib.sha1(f"n={n} size={args.img_size} renderer={RENDERER_VERSION} "
+                              f"features={extractor.name}".encode()).hexdigest()[:12]
+    anchor_records = {a: runs_dir / f"anchor_{a}_{anchor_key}.json" for a in ("real", "untrained")}
     with tempfile.TemporaryDirectory(prefix="celebgan-quality-") as tmp:
         tmp = Path(tmp)
         # The held-out features are cached (keyed by the renderer's version): a rerun skips them.
         cache = Path(os.environ.get("CELEBGAN_CACHE", ROOT / "outputs" / "cache"))
-        real = RealFeatureCache(cache).get(data, "test", n, extractor, batch_size=50, device=device)
-        distances = FeatureDistances(real.shape[1], kid_subset_size=kid_subset, kid_subsets=100)
-        distances.add_real(real)
+        distances = FeatureDistances(extractor.num_features, kid_subset_size=kid_subset, kid_subsets=100)
+        real_ready = False
 
         def score(features: torch.Tensor) -> dict:
+            nonlocal real_ready
+            if not real_ready:  # the held-out features, only when something is to be measured
+                distances.add_real(RealFeatureCache(cache).get(data, "test", n, extractor, batch_size=50, device=device))
+                real_ready = True
             distances.add_fake(features)
             result = distances.compute()
             distances.reset()
@@ -159,20 +228,33 @@ def main() -> None:
         def features_of(images: torch.Tensor) -> torch.Tensor:
             return torch.cat([extractor(b.to(device)).float().cpu() for b in images.split(50)])
 
-        valid_features = RealFeatureCache(cache).get(data, "valid", n, extractor, batch_size=50, device=device)
-        rows.append(("real vs real (valid split)", "-", [score(valid_features)]))
+        def anchor(name: str, measure) -> dict:
+            record = anchor_records[name]
+            if record.is_file() and not args.quick:
+                return json.loads(record.read_text())
+            result = measure()
+            if not args.quick:
+                save_record(record, result)
+            return result
+
+        def untrained_score() -> dict:
+            torch.manual_seed(0)
+            untrained = hydra.utils.instantiate(compose_run("vanilla", 0, args, tmp).model).to(device)
+            return score(generator_features(untrained, extractor, n, batch_size=50))
+
+        rows.append(summarise("real vs real (valid split)", "-", [anchor(
+            "real", lambda: score(RealFeatureCache(cache).get(data, "valid", n, extractor, batch_size=50, device=device)))]))
         if args.full:
             valid = images_of(data.eval_dataset("valid", n))
-            rows.append(("real, Gaussian blur sigma 1", "-", [score(features_of(TF.gaussian_blur(valid, 5, 1.0)))]))
+            rows.append(summarise("real, Gaussian blur sigma 1", "-", [score(features_of(TF.gaussian_blur(valid, 5, 1.0)))]))
             shift = torch.tensor([0.25, 0.0, -0.25])[:, None, None]  # warmer colours, an eighth of the range
-            rows.append(("real, colour-shifted", "-", [score(features_of((valid + shift).clamp(-1, 1)))]))
-        torch.manual_seed(0)
-        untrained = hydra.utils.instantiate(compose_run("vanilla", 0, args, tmp).model).to(device)
-        rows.append(("untrained generator", "0", [score(generator_features(untrained, extractor, n, batch_size=50))]))
-        print(f"anchors done in {time.monotonic() - start:.0f} s: real vs real FID {rows[0][2][0]['fid']:.2f}, "
-              f"untrained {rows[-1][2][0]['fid']:.2f}", flush=True)
+            rows.append(summarise("real, colour-shifted", "-", [score(features_of((valid + shift).clamp(-1, 1)))]))
+        rows.append(summarise("untrained generator", "0", [anchor("untrained", untrained_score)]))
+        print(f"anchors done in {time.monotonic() - start:.0f} s: real vs real FID {rows[0]['fid'][0]:.2f}, "
+              f"untrained {rows[-1]['fid'][0]:.2f}", flush=True)
 
         budget = None
+        carried = previous_rows(args.results)
         for variant in args.variants:
             results, minutes = [], []
             for seed in range(args.seeds):
@@ -190,8 +272,7 @@ def main() -> None:
                     gan, _ = load_gan(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
                     result |= score(generator_features(gan.to(device), extractor, n, batch_size=50))
                     if not args.quick:
-                        with atomic_write(done) as tmp_file:
-                            tmp_file.write_text(json.dumps(result, indent=1))
+                        save_record(done, result | {"variant": variant, "seed": seed})
                     shutil.rmtree(cfg.paths.output_dir, ignore_errors=True)
                 results.append(result)
                 minutes.append(result["minutes"])
@@ -200,29 +281,37 @@ def main() -> None:
                       flush=True)
             if results:
                 seeds = "" if len(results) == args.seeds else f" ({len(results)} of {args.seeds} seeds)"
-                rows.append((variant + seeds, f"{statistics.mean(minutes):.1f}", results))
+                rows.append(summarise(variant + seeds, f"{statistics.mean(minutes):.1f}", results) | {"variant": True})
+            elif not args.quick and variant in carried:  # no records yet: keep its published row
+                rows.append(carried[variant] | {"variant": True})
         for path in args.ckpt:
             gan, config = load_gan(path)
-            rows.append((f"checkpoint {Path(path).parent.parent.name}", "-",
-                         [score(generator_features(gan.to(device), extractor, n, batch_size=50))]))
+            rows.append(summarise(f"checkpoint {Path(path).parent.parent.name}", "-",
+                                  [score(generator_features(gan.to(device), extractor, n, batch_size=50))]))
 
     # Anchors first, then the variants best first, then the checkpoints.
     def order(row):
-        is_variant = row[0].split(" (")[0] in args.variants
-        return (0 if row[1] in ("-", "0") and not row[0].startswith("checkpoint") else 1 if is_variant else 2,
-                statistics.mean(r["fid"] for r in row[2]) if is_variant else 0)
+        kind = 1 if row.get("variant") else 2 if row["name"].startswith("checkpoint") else 0
+        return kind, row["fid"][0] if kind == 1 else 0
     rows.sort(key=order)
     write_table(args, rows, budget, kid_subset, extractor.name, time.monotonic() - start)
 
 
+def cell(stat: tuple[float, float | None]) -> str:
+    mean, spread = stat
+    return f"{mean:.2f}" if spread is None else f"{mean:.2f} +- {spread:.2f}"
+
+
 def write_table(args, rows, budget, kid_subset: int, extractor_name: str, seconds: float) -> None:
     n = args.n_eval
-    floor = rows[0][2][0]["fid"]
-    trained = [(name, statistics.mean(r["fid"] for r in results), results) for name, _, results in rows
-               if name.split(" (")[0] in args.variants]
-    missing = [v for v in args.variants if not any(name.split(" (")[0] == v for name, _, _ in rows)]
-    trained.sort(key=lambda t: t[1])
+    floor = rows[0]["fid"][0]
+    trained = sorted((r for r in rows if r.get("variant")), key=lambda r: r["fid"][0])
+    missing = [v for v in args.variants if not any(r["name"].split(" (")[0] == v for r in trained)]
+    carried = [r for r in trained if r["carried"]]
     num_images, epochs, batch = budget or ("-", "-", "-")
+
+    def name(row):
+        return f"{row['name']} {CARRIED}" if row["carried"] else row["name"]
     lines = [
         SECTION, "",
         f"{datetime.date.today()}, {platform.node() or 'unknown host'} ({os.cpu_count()} CPUs, "
@@ -234,25 +323,30 @@ def write_table(args, rows, budget, kid_subset: int, extractor_name: str, second
         f"for {epochs} epochs (batch {batch}: the demo's budget unless overridden{'; ' + ' '.join(args.override) if args.override else ''}); "
         f"FID and KID ({kid_subset}-image subsets) of {n} EMA-generator images against {n} held-out real images "
         f"(split=test), features of {extractor_name}. Variant rows: mean +- standard deviation over seeds; "
-        f"anchor rows: one measurement. FIDs of {n} images are biased upwards: compare rows, not with published numbers.",
+        f"anchor rows: one measurement. FIDs of {n} images are biased upwards: compare rows, not with published numbers. "
+        f"Each run's record (scores, date, commit, machine) is in benchmarks/quality_runs/.",
         "",
         *([f"Not run yet: {', '.join(missing)}.", ""] if missing else []),
+        *([f"{CARRIED} Carried over from the table of {carried[0]['since']}: no per-run records of "
+           f"{', '.join(r['name'].split(' (')[0] for r in carried)} exist yet; "
+           f"`--variants {' '.join(r['name'].split(' (')[0] for r in carried)}` replaces these rows.", ""]
+          if carried else []),
         "| model | train (min) | FID | KID x 1000 | FID / real-vs-real |",
         "|---|---:|---:|---:|---:|",
-        *[f"| {name} | {minutes} | {mean_spread([r['fid'] for r in results])} | "
-          f"{mean_spread([r['kid'] for r in results], 1000)} | "
-          f"{statistics.mean(r['fid'] for r in results) / floor:.1f}x |" for name, minutes, results in rows],
+        *[f"| {name(r)} | {r['minutes']} | {cell(r['fid'])} | {cell(r['kid'])} | {r['fid'][0] / floor:.1f}x |"
+          for r in rows],
         "",
     ]
     if len(trained) >= 2:
-        (best, best_fid, best_r), (second, second_fid, second_r) = trained[0], trained[1]
-        best_hi = best_fid + (statistics.stdev(r["fid"] for r in best_r) if len(best_r) > 1 else 0)
-        second_lo = second_fid - (statistics.stdev(r["fid"] for r in second_r) if len(second_r) > 1 else 0)
-        lines += [f"Best: **{best}**, FID {best_fid:.2f}, against {second_fid:.2f} for {second} "
-                  f"({second_fid / best_fid:.2f}x; the spreads {'do not ' if best_hi < second_lo else ''}overlap).", ""]
-        vanilla = next((t for t in trained if t[0] == "vanilla"), None)
-        if vanilla and best != "vanilla":
-            lines += [f"{best} vs vanilla: {vanilla[1] / best_fid:.2f}x lower FID.", ""]
+        best, second = trained[0], trained[1]
+        best_hi = best["fid"][0] + (best["fid"][1] or 0)
+        second_lo = second["fid"][0] - (second["fid"][1] or 0)
+        lines += [f"Best: **{best['name']}**, FID {best['fid'][0]:.2f}, against {second['fid'][0]:.2f} for "
+                  f"{second['name']} ({second['fid'][0] / best['fid'][0]:.2f}x; the spreads "
+                  f"{'do not ' if best_hi < second_lo else ''}overlap).", ""]
+        vanilla = next((r for r in trained if r["name"] == "vanilla"), None)
+        if vanilla and best is not vanilla:
+            lines += [f"{best['name']} vs vanilla: {vanilla['fid'][0] / best['fid'][0]:.2f}x lower FID.", ""]
     table = "\n".join(lines)
     print(table)
     if args.quick and not args.write:
