@@ -131,7 +131,8 @@ def parse_cell(cell: str) -> tuple[float, float | None]:
 
 
 def previous_rows(path: Path) -> dict[str, dict]:
-    """The variant rows of the table now in RESULTS.md, by preset, with the date they were published."""
+    """The variant rows of the table now in RESULTS.md, by preset, with the date they were measured and their
+    number of seeds (a row without '(k of n seeds)' is taken to have the default 3)."""
     text = path.read_text() if path.is_file() else ""
     match = re.search(rf"^{re.escape(SECTION)}\n(.*?)(?=^## |\Z)", text, re.S | re.M)
     if not match:
@@ -150,8 +151,10 @@ def previous_rows(path: Path) -> dict[str, dict]:
             continue
         since = carried_since.group(1) if carried_since and cells[0].endswith(CARRIED) else \
             date.group(1) if date else "an earlier run"
+        seeds = re.search(r"\((\d+) of \d+ seeds\)", name)
         rows[variant] = {"name": name, "minutes": cells[1], "fid": parse_cell(cells[2]),
-                         "kid": parse_cell(cells[3]), "carried": True, "since": since}
+                         "kid": parse_cell(cells[3]), "carried": True, "since": since,
+                         "seeds": int(seeds.group(1)) if seeds else 3}
     return rows
 
 
@@ -161,6 +164,17 @@ def summarise(name: str, minutes: str, results: list[dict]) -> dict:
         return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else None)
     return {"name": name, "minutes": minutes, "fid": stat([r["fid"] for r in results]),
             "kid": stat([1000 * r["kid"] for r in results]), "carried": False}
+
+
+def variant_row(variant: str, results: list[dict], minutes: list[float], num_seeds: int,
+                carried: dict[str, dict]) -> dict | None:
+    """The row of a preset: from its records, or its published row while that has more seeds than the records."""
+    if variant in carried and carried[variant]["seeds"] > len(results):
+        return carried[variant] | {"variant": True}
+    if not results:
+        return None
+    seeds = "" if len(results) == num_seeds else f" ({len(results)} of {num_seeds} seeds)"
+    return summarise(variant + seeds, f"{statistics.mean(minutes):.1f}", results) | {"variant": True}
 
 
 def main() -> None:
@@ -182,6 +196,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny budget: checks the plumbing, measures nothing")
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
     parser.add_argument("--write", action="store_true", help="with --quick: write RESULTS.md anyway")
+    parser.add_argument("--runs-dir", type=Path, default=RUNS_DIR,
+                        help="where the per-run records are kept (another folder for probes with --override)")
     args = parser.parse_args()
     if args.all:  # the headline presets first, so that a partial run has the rows that matter most
         args.variants = [*HEADLINE, *(v for v in ALL_VARIANTS if v not in HEADLINE)]
@@ -204,7 +220,7 @@ def main() -> None:
     kid_subset = min(1000, n)
     data = SyntheticDataModule(num_images=n, img_size=args.img_size, batch_size=64)
     rows: list[dict] = []  # anchors, then variants, then checkpoints (see summarise)
-    runs_dir = RUNS_DIR
+    runs_dir = args.runs_dir
     anchor_key = hashlib.sha1(f"n={n} size={args.img_size} renderer={RENDERER_VERSION} "
                               f"features={extractor.name}".encode()).hexdigest()[:12]
     anchor_records = {a: runs_dir / f"anchor_{a}_{anchor_key}.json" for a in ("real", "untrained")}
@@ -279,11 +295,8 @@ def main() -> None:
                 print(f"{variant} seed {seed}: trained in {result['minutes']:.1f} min, FID {result['fid']:.2f}, "
                       f"KID x 1000 {1000 * result['kid']:.2f} ({(time.monotonic() - start) / 60:.0f} min in all)",
                       flush=True)
-            if results:
-                seeds = "" if len(results) == args.seeds else f" ({len(results)} of {args.seeds} seeds)"
-                rows.append(summarise(variant + seeds, f"{statistics.mean(minutes):.1f}", results) | {"variant": True})
-            elif not args.quick and variant in carried:  # no records yet: keep its published row
-                rows.append(carried[variant] | {"variant": True})
+            row = variant_row(variant, results, minutes, args.seeds, {} if args.quick else carried)
+            rows += [row] if row else []
         for path in args.ckpt:
             gan, config = load_gan(path)
             rows.append(summarise(f"checkpoint {Path(path).parent.parent.name}", "-",

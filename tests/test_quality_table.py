@@ -40,6 +40,7 @@ def test_previous_rows_reads_variant_rows_of_its_own_section_only(tmp_path):
     assert rows["vanilla"]["fid"] == (64.40, 2.15) and rows["vanilla"]["kid"] == (51.49, 2.33)
     assert rows["spectral"]["name"] == "spectral (2 of 3 seeds)"
     assert rows["minimax"]["fid"] == (374.83, None)
+    assert (rows["vanilla"]["seeds"], rows["spectral"]["seeds"], rows["minimax"]["seeds"]) == (3, 2, 1)
     assert all(r["since"] == "2026-11-23" and r["carried"] for r in rows.values())
     assert quality.previous_rows(tmp_path / "missing.md") == {}
 
@@ -68,3 +69,17 @@ def test_recorded_runs_replace_carried_rows_and_the_carry_keeps_its_date(tmp_pat
     again = quality.previous_rows(results)
     assert again["vanilla"]["since"] == "2026-11-23" and again["vanilla"]["fid"] == (64.40, 2.15)
     assert "spectral" in again and again["spectral"]["fid"] == (42.0, 2.0)
+
+
+def test_records_replace_a_published_row_once_they_have_as_many_seeds(tmp_path):
+    results = tmp_path / "RESULTS.md"
+    results.write_text(PUBLISHED)
+    carried = quality.previous_rows(results)
+    one = [{"fid": 70.0, "kid": 0.06}]
+    assert quality.variant_row("spectral", one, [4.0], 3, carried)["name"] == "spectral (2 of 3 seeds)"  # 2 > 1
+    row = quality.variant_row("spectral", one * 2, [4.0, 5.0], 3, carried)
+    assert row["name"] == "spectral (2 of 3 seeds)" and not row["carried"] and row["fid"] == (70.0, 0.0)
+    assert quality.variant_row("minimax", one, [3.0], 3, carried)["carried"] is False
+    assert quality.variant_row("vanilla", [], [], 3, carried)["fid"] == (64.40, 2.15)
+    assert quality.variant_row("rpgan", [], [], 3, carried) is None
+    assert quality.variant_row("rpgan", one * 3, [1.0, 2.0, 3.0], 3, carried)["name"] == "rpgan"
