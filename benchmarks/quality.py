@@ -29,6 +29,7 @@ that row, marked as carried over, until it is rerun.
 """
 import argparse
 import datetime
+import functools
 import hashlib
 import json
 import logging
@@ -107,15 +108,17 @@ def mean_spread(values: list[float], scale: float = 1.0) -> str:
     return f"{statistics.mean(values):.2f} +- {statistics.stdev(values):.2f}"
 
 
+@functools.cache
 def provenance() -> dict:
-    """Where and when a record was made."""
+    """Where and with which code a record was made: read once, at the start, so that a commit made while
+    the benchmark runs is not credited with its runs."""
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                                 text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
     return {"date": str(datetime.date.today()), "commit": commit, "host": platform.node() or "unknown",
-            "cpus": os.cpu_count(), "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+            "cpus": os.cpu_count(), "cpu_capability": torch.backends.cpu.get_cpu_capability(), "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
 
 def save_record(path: Path, result: dict) -> None:
@@ -213,6 +216,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)))
     start = time.monotonic()
+    provenance()
     device = "cuda" if torch.cuda.is_available() else "cpu"
 
     extractor = InceptionFeatures().to(device)
