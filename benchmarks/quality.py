@@ -101,13 +101,6 @@ def images_of(dataset) -> torch.Tensor:
     return dataset.images.float() / 127.5 - 1  # (N, 3, S, S) uint8 -> [-1, 1]
 
 
-def mean_spread(values: list[float], scale: float = 1.0) -> str:
-    values = [v * scale for v in values]
-    if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.mean(values):.2f} +- {statistics.stdev(values):.2f}"
-
-
 @functools.cache
 def provenance() -> dict:
     """Where and with which code a record was made: read once, at the start, so that a commit made while
@@ -118,7 +111,8 @@ def provenance() -> dict:
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
     return {"date": str(datetime.date.today()), "commit": commit, "host": platform.node() or "unknown",
-            "cpus": os.cpu_count(), "cpu_capability": torch.backends.cpu.get_cpu_capability(), "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+            "cpus": os.cpu_count(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
 
 def save_record(path: Path, result: dict) -> None:
@@ -136,8 +130,7 @@ def parse_cell(cell: str) -> tuple[float, float | None]:
 def previous_rows(path: Path) -> dict[str, dict]:
     """The variant rows of the table now in RESULTS.md, by preset, with the date they were measured and their
     number of seeds (a row without '(k of n seeds)' is taken to have the default 3)."""
-    text = path.read_text() if path.is_file() else ""
-    match = re.search(rf"^{re.escape(SECTION)}\n(.*?)(?=^## |\Z)", text, re.S | re.M)
+    match = section_pattern(SECTION).search(path.read_text() if path.is_file() else "")
     if not match:
         return {}
     section = match.group(1)
@@ -373,10 +366,15 @@ def write_table(args, rows, budget, kid_subset: int, extractor_name: str, second
     print(f"Wrote {args.results}")
 
 
+def section_pattern(heading: str) -> re.Pattern:
+    """A RESULTS.md section: its heading line, then its body (group 1) up to the next '## ' or the end."""
+    return re.compile(rf"^{re.escape(heading)}\n(.*?)(?=^## |\Z)", re.S | re.M)
+
+
 def write_section(path: Path, section: str, heading: str = SECTION) -> None:
     """Replace the section under `heading` in RESULTS.md (up to the next '## '), or append it."""
     text = path.read_text() if path.is_file() else "# Benchmark results\n\n"
-    pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", re.S | re.M)
+    pattern = section_pattern(heading)
     section = section.rstrip("\n") + "\n\n"
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
     with atomic_write(path) as tmp:
