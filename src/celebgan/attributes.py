@@ -18,7 +18,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from celebgan.batches import seeded_subset
+from celebgan.batches import loader_workers, seeded_subset
 from celebgan.checkpoint import build_datamodule
 from celebgan.errors import UserError
 from celebgan.images import caption, column_centres, generate, latents, save_png, to_grid
@@ -91,7 +91,7 @@ def train_classifier(data_config: dict[str, Any], *, max_train: int, max_eval: i
     torch.manual_seed(seed)
     train_set, attr_names = labelled_split(data_config, "train", max_train, seed)
     test_set, _ = labelled_split(data_config, "test", max_eval, seed)
-    workers = data_config.get("num_workers", 0)
+    workers = loader_workers(data_config.get("num_workers", 0))  # `auto` resolved on this machine
     model = AttributeClassifier(num_attrs=len(attr_names), width=width).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()

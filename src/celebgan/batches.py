@@ -12,7 +12,30 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from celebgan.errors import check_whole
+
 log = logging.getLogger(__name__)
+
+# JPEG decoding keeps a DCGAN step fed with about this many worker processes; more only take
+# cores from the training process.
+AUTO_WORKERS = 4
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask, which a cluster job or a container
+    narrows), not all the machine has."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def loader_workers(num_workers: int | str) -> int:
+    """data.num_workers as a count of worker processes: `auto` is one per usable core, at most
+    AUTO_WORKERS, so a small machine gets no more workers than it has cores."""
+    if num_workers == "auto":
+        return min(AUTO_WORKERS, usable_cores())
+    check_whole("data.num_workers", num_workers, 0, " (0 loads in the training process), or auto")
+    return num_workers
 
 
 class ArrayFaces(Dataset):

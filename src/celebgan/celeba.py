@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torchvision.transforms as T
 import torchvision.transforms.functional as TF
@@ -89,7 +90,8 @@ def _read_table(path: Path) -> tuple[list[str], dict[str, list[str]]]:
 def _parse_table(path: Path) -> tuple[list[str], dict[str, list[str]]]:
     if path.suffix == ".csv":
         with open(path, newline="") as f:
-            rows = list(csv.reader(f))
+            # Blanks around a cell, as re-saved copies carry them, are dropped as the .txt form's split() drops them.
+            rows = [[cell.strip() for cell in row] for row in csv.reader(f)]
         header, body = rows[0][1:], rows[1:]
     else:
         lines = path.read_text().splitlines()
@@ -97,7 +99,12 @@ def _parse_table(path: Path) -> tuple[list[str], dict[str, list[str]]]:
             header, body = lines[1].split(), [ln.split() for ln in lines[2:]]
         else:
             header, body = ["partition"], [ln.split() for ln in lines]
-    return header, {row[0]: row[1:] for row in body if row}
+    return header, {row[0]: row[1:] for row in body if any(row)}
+
+
+def check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise UserError(f"data.split={split!r} is not one of {list(SPLITS)}.")
 
 
 def list_images(root: str | os.PathLike, split: str = "train") -> tuple[list[Path], torch.Tensor | None, list[str]]:
@@ -106,8 +113,7 @@ def list_images(root: str | os.PathLike, split: str = "train") -> tuple[list[Pat
     Zero-byte files are left out with a warning. Checks run before any training starts, so a wrong
     or incomplete folder fails at once with a message that says what to do.
     """
-    if split not in SPLITS:
-        raise UserError(f"data.split={split!r} is not one of {list(SPLITS)}.")
+    check_split(split)
     layout = find_layout(root)
     if layout.kind == "plain":
         files = sorted(p for p in layout.image_dir.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
@@ -156,6 +162,32 @@ def list_images(root: str | os.PathLike, split: str = "train") -> tuple[list[Pat
         names = [names[i] for i in keep]
         attrs = attrs[keep] if attrs is not None else None
     return names, attrs, attr_names
+
+
+# Grayscale wider than 8 bits, which convert("RGB") would clip at 255 (a 16-bit scan turns white),
+# read in the range its type declares and scaled to 0..255:
+#   I;16, I;16B, ... 16-bit PNG and TIFF: 0..65535
+#   I                32-bit integer TIFF: 0..65535 as well, since what such files hold in practice is a
+#                    16-bit range stored wide; values outside it have no declared range and are refused
+#   F                float TIFF: 0..1, the convention of scientific imaging tools; others are refused
+# A fixed range per type, never the image's own minimum and maximum: that would stretch a dark
+# picture to full contrast and make pixels depend on content.
+WIDE_RANGES = {"I": 65535, "F": 1.0}
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """`im` as 8-bit RGB, decoded fully (a truncated file fails here). A wide grayscale (WIDE_RANGES)
+    is scaled to 8 bits; one whose values lie outside its range raises ValueError naming them."""
+    if im.mode not in WIDE_RANGES and not im.mode.startswith("I;16"):
+        return im.convert("RGB")
+    top = WIDE_RANGES.get(im.mode, 65535)
+    values = np.asarray(im, dtype=np.float64) * (255 / top)
+    lo, hi = float(values.min()), float(values.max())
+    if not (-0.5 <= lo and hi < 255.5):  # also NaN; anything within half a level of the range rounds into it
+        raise ValueError(f"its {im.mode} pixels span {lo * top / 255:g}..{hi * top / 255:g}, outside the "
+                         f"0..{top:g} that mode {im.mode} is read in: save it with 8 or 16 bits per channel")
+    gray = np.clip(np.floor(values + 0.5), 0, 255).astype(np.uint8)  # round half up: 16-bit v -> v / 257
+    return Image.fromarray(gray).convert("RGB")
 
 
 class CenterSquareCrop:

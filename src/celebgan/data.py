@@ -14,13 +14,13 @@ from lightning import LightningDataModule
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from celebgan.batches import ArrayFaces, batch_loader, seeded_subset, to_model_input
-from celebgan.celeba import face_transform, hash_files, list_images
+from celebgan.batches import ArrayFaces, batch_loader, loader_workers, seeded_subset, to_model_input
+from celebgan.celeba import check_split, face_transform, hash_files, list_images, to_rgb
 from celebgan.errors import UserError, check_whole
 from celebgan.networks import num_stages
 from celebgan.prepare import build, check_prepared, record_path, source_of
 from celebgan.synthetic import ATTR_NAMES as SYNTHETIC_ATTR_NAMES
-from celebgan.synthetic import RENDERER_VERSION, render_faces
+from celebgan.synthetic import RENDERER_VERSION, SPLIT_IDS, render_faces
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ class ImageFiles(Dataset):
 
     An unreadable file (corrupt, truncated) is reported once per run and replaced by the next
     readable one, so one bad file never ends an epoch. Grayscale, palette, RGBA and CMYK images
-    become RGB.
+    become RGB; 16-bit, 32-bit and float grayscale is scaled to 8 bits (celeba.to_rgb).
     """
 
     def __init__(self, files: list[Path], attrs: torch.Tensor | None, transform):
@@ -60,7 +60,7 @@ class ImageFiles(Dataset):
             path = self.files[i]
             try:
                 with Image.open(path) as im:
-                    img = im.convert("RGB")  # decodes fully, so a truncated file fails here
+                    img = to_rgb(im)  # decodes fully, so a truncated file fails here
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
                 self._report_once(i, err)
                 continue
@@ -94,14 +94,15 @@ class FaceDataModule(LightningDataModule):
     attr_names: list[str] = []
     flip: bool = True
 
-    def __init__(self, *, img_size: int = 64, batch_size: int = 128, num_workers: int = 2,
+    def __init__(self, *, img_size: int = 64, batch_size: int = 128, num_workers: int | str = 2,
                  pin_memory: bool = True, on_device: bool = False):
         super().__init__()
         num_stages(img_size)  # an unsupported size fails here, before any data is read
         check_whole("data.batch_size", batch_size, 1)
-        check_whole("data.num_workers", num_workers, 0, " (0 loads in the training process)")
         self.img_size, self.batch_size = img_size, batch_size
-        self.num_workers, self.pin_memory, self.on_device = num_workers, pin_memory, on_device
+        # Resolved here, on the machine that loads: the config keeps `auto`, so it travels with a run.
+        self.num_workers = loader_workers(num_workers)
+        self.pin_memory, self.on_device = pin_memory, on_device
         self.train_set: Dataset | None = None
         self._device_images: torch.Tensor | None = None
 
@@ -171,6 +172,7 @@ class CelebADataModule(FaceDataModule):
                  prepared: str | bool = "auto", prepared_dir: str | None = None, **loader):
         super().__init__(**loader)
         self.root, self.split, self.crop, self.flip = root, split, crop, flip
+        check_split(split)
         face_transform(self.img_size, crop, flip)  # a bad crop name fails at construction
         if prepared not in ("auto", True, False):
             raise UserError(f"data.prepared={prepared!r} must be auto, true or false.")
@@ -229,6 +231,8 @@ class SyntheticDataModule(FaceDataModule):
     def __init__(self, *, num_images: int = 10000, seed: int = 0, split: str = "train", flip: bool = True, **loader):
         super().__init__(**loader)
         check_whole("data.num_images", num_images, 1)
+        if split not in SPLIT_IDS:
+            raise UserError(f"data.split={split!r} is not one of the synthetic faces' splits {list(SPLIT_IDS)}.")
         self.num_images, self.seed, self.split, self.flip = num_images, seed, split, flip
 
     def build_dataset(self) -> Dataset:

@@ -35,8 +35,14 @@ def remove_stale_temporaries(folder: str | os.PathLike, log: logging.Logger) -> 
         if _running(int(match[1])):
             log.warning("%s belongs to process %s, which still runs: left alone.", path, match[1])
             continue
-        size = path.stat().st_size if path.is_file() else 0
-        _remove(path)
+        try:
+            size = path.stat().st_size if path.is_file() else 0
+            _remove(path)
+        except FileNotFoundError:  # another process removed it first
+            continue
+        except OSError as err:  # a read-only folder: its reader still works, the space stays taken
+            log.warning("Could not remove %s, left by a process that was stopped while writing (%s).", path, err)
+            continue
         log.info("Removed %s (%.1f MB), left by a process that was stopped while writing.", path, size / 1e6)
         removed.append(path)
     return removed

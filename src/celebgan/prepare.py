@@ -28,9 +28,10 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 from tqdm import tqdm
 
-from celebgan.celeba import crop_resize, hash_files, list_images
-from celebgan.errors import UserError, exit_on_user_error, user_message
-from celebgan.io import atomic_write, remove_stale_temporaries
+from celebgan.batches import usable_cores
+from celebgan.celeba import crop_resize, hash_files, list_images, to_rgb
+from celebgan.errors import UserError, check_whole, exit_on_user_error, user_message
+from celebgan.io import atomic_write, remove_stale_temporaries, temporary_sibling
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +91,11 @@ class Prepared:
 
 def check_prepared(prepared_dir: str | os.PathLike, source: Source) -> tuple[Prepared | None, str]:
     """(the prepared split, "") when its record matches `source` and its arrays are whole;
-    (None, "") when there is none; (None, why) when one exists but must not be used."""
+    (None, "") when there is none; (None, why) when one exists but must not be used.
+    Every reader comes here first, so what a killed build left (up to the size of the whole
+    array) goes at the next use of the folder, not only at the next build."""
     record = record_path(prepared_dir, source)
+    remove_stale_temporaries(record.parent, log)
     if not record.is_file():
         return None, ""
     try:
@@ -128,23 +132,23 @@ _crop_resize = functools.cache(crop_resize)
 def decode(path: Path, crop: str, img_size: int) -> np.ndarray:
     """(S, S, 3) uint8: the JPEG path's decoding (face_transform) minus its flip and scaling."""
     with Image.open(path) as im:
-        img = im.convert("RGB")
+        img = to_rgb(im)
     for t in _crop_resize(img_size, crop):
         img = t(img)
     return np.asarray(img, dtype=np.uint8)
 
 
-def _decode_chunk(args) -> tuple[int, list[int]]:
-    """Decode files[start:start+len] into rows of the array at `out`; returns (count, bad indices)."""
+def _decode_chunk(args) -> tuple[int, list[tuple[int, str]]]:
+    """Decode files[start:start+len] into rows of the array at `out`; returns (count, [(bad index, why)])."""
     out, start, files, crop, img_size = args
     images = np.load(out, mmap_mode="r+")
     bad = []
     for i, path in enumerate(files, start):
         try:
             images[i] = decode(path, crop, img_size)
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
             images[i] = 0
-            bad.append(i)
+            bad.append((i, str(err)))
     images.flush()
     return len(files), bad
 
@@ -164,12 +168,12 @@ def build(source: Source, prepared_dir: str | os.PathLike, *, root: str = "", wo
     n, s = len(source.files), source.img_size
     stem = f"{source.key}.{fingerprint[:12]}"
     images_path, attrs_path = record.parent / f"{stem}.images.npy", record.parent / f"{stem}.attrs.npy"
-    workers = workers or os.cpu_count() or 1
+    workers = workers or usable_cores()
     # Both arrays are renamed into place as the block ends (attrs, then images), the record after.
     with atomic_write(images_path, hint=hint) as tmp_images, atomic_write(attrs_path, hint=hint) as tmp_attrs:
         np.lib.format.open_memmap(tmp_images, mode="w+", dtype=np.uint8, shape=(n, s, s, 3)).flush()
         tasks = [(tmp_images, i, source.files[i:i + CHUNK], source.crop, s) for i in range(0, n, CHUNK)]
-        bad: list[int] = []
+        bad: list[tuple[int, str]] = []
         with tqdm(total=n, desc=f"prepare {source.key}", unit="img", disable=not progress) as bar:
             if workers == 1:
                 results = map(_decode_chunk, tasks)
@@ -188,9 +192,10 @@ def build(source: Source, prepared_dir: str | os.PathLike, *, root: str = "", wo
         attrs = (source.attrs.numpy() if source.attrs is not None else np.zeros((n, 0))).astype(np.uint8)
         skipped = []
         if bad:
-            bad_set = set(bad)
-            skipped = [str(source.files[i]) for i in sorted(bad)]
-            log.warning("Skipping %d unreadable images: %s", len(bad), ", ".join(skipped[:10]))
+            bad_set = {i for i, _ in bad}
+            skipped = [str(source.files[i]) for i in sorted(bad_set)]
+            log.warning("Skipping %d unreadable images: %s", len(bad), "; ".join(
+                f"{source.files[i]} ({why})" for i, why in sorted(bad)[:10]))
             keep = np.array([i for i in range(n) if i not in bad_set], dtype=np.int64)
             _compact(tmp_images, keep)
             attrs, n = attrs[keep], len(keep)
@@ -224,7 +229,7 @@ def _referenced(record: Path) -> set[str]:
 def _compact(path: Path, keep: np.ndarray) -> None:
     """Rewrite the array at `path` with only the rows in `keep`, through a second temporary file."""
     images = np.load(path, mmap_mode="r")
-    tmp = path.with_name(path.name + ".compact")
+    tmp = temporary_sibling(path)  # a temporary's name, so that one a kill left is found and removed
     try:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(keep), *images.shape[1:]))
         for i in range(0, len(keep), 4096):
@@ -239,6 +244,7 @@ def _compact(path: Path, keep: np.ndarray) -> None:
 def prepare(root: str, split: str, crop: str, img_size: int, prepared_dir: str, *, workers: int = 0,
             force: bool = False, progress: bool = True) -> Prepared:
     """The prepared split for these settings: the existing one when it matches, else a new build."""
+    check_whole("--workers", workers, 0, " (0: one per usable core)")
     source = source_of(root, split, crop, img_size)
     if not force:
         prepared, why = check_prepared(prepared_dir, source)
@@ -254,7 +260,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description="Decode a CelebA split once into a memory-mappable uint8 array (see data.prepared_dir).",
         epilog="Other arguments are Hydra overrides, as for celebgan.train: data=celeba32 data.crop=face ...")
-    parser.add_argument("--workers", type=int, default=0, help="decoding processes (default: one per core)")
+    parser.add_argument("--workers", type=int, default=0, help="decoding processes (default 0: one per usable core)")
     parser.add_argument("--force", action="store_true", help="rebuild even when the prepared file is up to date")
     args, overrides = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from celebgan.errors import UserError
+
 # Must be bumped whenever the pixels change: cached real features and attribute classifiers are keyed by it.
 RENDERER_VERSION = 2
 
@@ -387,8 +389,8 @@ def render_face(rng: np.random.Generator, img_size: int) -> tuple[Image.Image, n
 
 def render_faces(n: int, img_size: int, *, seed: int = 0, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
     """(n, 3, S, S) uint8 images and (n, len(ATTR_NAMES)) 0/1 labels of one split."""
-    if split not in SPLIT_IDS:
-        raise ValueError(f"synthetic split must be one of {sorted(SPLIT_IDS)}, got {split!r}")
+    if split not in SPLIT_IDS:  # also a metrics.real_split or sample split of a synthetic run
+        raise UserError(f"split {split!r} is not one of the synthetic faces' splits {list(SPLIT_IDS)}.")
     images = np.empty((n, img_size, img_size, 3), dtype=np.uint8)
     attrs = np.empty((n, len(ATTR_NAMES)), dtype=np.int64)
     for i in range(n):
