@@ -10,11 +10,14 @@ import pytest
 import torch
 from PIL import Image
 
+from celebgan import batches
 from celebgan.celeba import face_transform, find_layout, list_images
 from celebgan.data import CelebADataModule, ImageFiles, SyntheticDataModule
 from celebgan.errors import UserError
+from celebgan.prepare import decode
+from celebgan.resume import differences
 from celebgan.synthetic import ATTR_NAMES, render_faces
-from conftest import ATTRS, make_celeba
+from conftest import ATTRS, compose_config, make_celeba
 
 
 def dm(root, **kw) -> CelebADataModule:
@@ -92,6 +95,65 @@ def test_plain_folder_trains_on_every_image_and_converts_modes(tmp_path):
         list_images(tmp_path, "test")
 
 
+def _pixels(dataset: ImageFiles, i: int) -> np.ndarray:
+    return dataset[i][0].add(1).mul(127.5).numpy()  # (3, S, S) back to 0..255
+
+
+def test_wide_grayscale_is_scaled_to_the_8_bit_picture_it_came_from(tmp_path):
+    # An 8-bit grayscale picture with every level, and its wider versions as scanners and
+    # scientific tools write them: 16 bits with extra precision below the 8, a 16-bit range in a
+    # 32-bit integer TIFF, floats in [0, 1].
+    rng = np.random.default_rng(0)
+    gray = rng.permutation(np.arange(256, dtype=np.uint8).repeat(4)).reshape(32, 32)
+    Image.fromarray(gray).save(tmp_path / "a_8bit.png")
+    wide = gray.astype(np.int64) * 257 + rng.integers(-128, 129, gray.shape)
+    Image.fromarray(np.clip(wide, 0, 65535).astype(np.uint16)).save(tmp_path / "b_16bit.png")
+    Image.fromarray(np.clip(wide, 0, 65535).astype(np.int32)).save(tmp_path / "c_int32.tif")
+    Image.fromarray((gray / 255).astype(np.float32)).save(tmp_path / "d_float.tif")
+    assert [Image.open(tmp_path / n).mode for n in ("b_16bit.png", "c_int32.tif", "d_float.tif")] == ["I;16", "I", "F"]
+    files, _, _ = list_images(tmp_path, "all")
+    expected = np.repeat(gray[None].astype(np.float32), 3, 0)
+    for img_size in (32, 16):  # each pixel as it is, then through the resize
+        ds = ImageFiles(files, None, face_transform(img_size, "full", flip=False))
+        eight_bit = _pixels(ds, 0)
+        if img_size == 32:
+            assert np.abs(eight_bit - expected).max() < 0.01
+        for i in (1, 2, 3):
+            assert np.abs(_pixels(ds, i) - eight_bit).max() <= 1.01, files[i].name
+        # The prepared array decodes the same way.
+        for i in (1, 2, 3):
+            got = decode(files[i], "full", img_size).transpose(2, 0, 1).astype(np.float32)
+            assert np.abs(got - eight_bit).max() <= 1.01, files[i].name
+
+
+def test_wide_grayscale_outside_its_range_is_skipped_by_name(tmp_path, caplog):
+    Image.fromarray(np.full((20, 20), 128, np.uint8)).save(tmp_path / "a_fine.png")
+    Image.fromarray(np.full((20, 20), 200.0, np.float32)).save(tmp_path / "b_float_0_255.tif")
+    Image.fromarray(np.full((20, 20), -5, np.int32)).save(tmp_path / "c_signed.tif")
+    files, _, _ = list_images(tmp_path, "all")
+    ds = ImageFiles(files, None, face_transform(16, "full", flip=False))
+    caplog.set_level(logging.WARNING)
+    for i in (1, 2):  # neither is clipped to white or black: the readable image stands in
+        assert np.abs(_pixels(ds, i) - 128).max() <= 1
+    assert ds.skipped == {str(files[1]), str(files[2])}
+    assert "b_float_0_255.tif" in caplog.text and "outside the 0..1" in caplog.text
+    assert "c_signed.tif" in caplog.text and "outside the 0..65535" in caplog.text
+
+
+@pytest.mark.parametrize("layout", ["torchvision", "kaggle"])
+def test_list_files_with_blanks_after_the_values_read_as_clean_ones(tmp_path, layout):
+    make_celeba(tmp_path / "clean", layout)
+    make_celeba(tmp_path / "blanks", layout)
+    lists = sorted((tmp_path / "blanks").rglob("list_*"))
+    assert len(lists) == 2
+    for path in lists:
+        path.write_text("".join(f"{line}  \t \n" for line in path.read_text().splitlines()) + " \n\n")
+    for split in ("train", "test", "all"):
+        clean, blanks = list_images(tmp_path / "clean", split), list_images(tmp_path / "blanks", split)
+        assert [f.name for f in blanks[0]] == [f.name for f in clean[0]]
+        assert torch.equal(blanks[1], clean[1]) and blanks[2] == clean[2] == ATTRS
+
+
 def test_missing_root_names_the_path_layouts_and_synthetic(tmp_path):
     missing = tmp_path / "no_such_dir"
     with pytest.raises(UserError) as err:
@@ -153,6 +215,38 @@ def test_bad_split_and_crop_values(celeba_root):
         CelebADataModule(root=str(celeba_root), crop="tight")
     with pytest.raises(ValueError, match="img_size=48"):
         CelebADataModule(root=str(celeba_root), img_size=48)
+
+
+def test_a_bad_split_is_refused_at_construction_naming_the_valid_ones(celeba_root):
+    with pytest.raises(UserError, match=r"data.split='bogus'.*\['train', 'valid', 'test'\]"):
+        SyntheticDataModule(num_images=8, img_size=16, batch_size=4, num_workers=0, split="bogus")
+    with pytest.raises(UserError, match=r"data.split='bogus'.*'all'"):
+        CelebADataModule(root=str(celeba_root / "nowhere"), split="bogus")  # before the folder is looked at
+    m = SyntheticDataModule(num_images=8, img_size=16, batch_size=4, num_workers=0)
+    with pytest.raises(UserError, match="'all'.*not one of"):  # a real split that no synthetic faces have
+        m.eval_dataset("all")
+
+
+def test_num_workers_auto_is_one_per_usable_core_at_most_four(monkeypatch):
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert batches.usable_cores() == cores
+    m = SyntheticDataModule(num_images=8, img_size=16, batch_size=4, num_workers="auto")
+    assert m.num_workers == min(4, cores)
+    for usable, expected in ((1, 1), (2, 2), (3, 3), (64, 4)):
+        monkeypatch.setattr(batches, "usable_cores", lambda usable=usable: usable)
+        assert SyntheticDataModule(num_images=8, img_size=16, num_workers="auto").num_workers == expected
+        assert SyntheticDataModule(num_images=8, img_size=16, num_workers=6).num_workers == 6  # as given
+    for bad in (-1, "many", "AUTO", 1.5, True):
+        with pytest.raises(UserError, match=r"data.num_workers=.* or auto"):
+            SyntheticDataModule(num_images=8, img_size=16, num_workers=bad)
+
+
+def test_the_celeba_presets_size_their_workers_and_resume_ignores_them(tmp_path):
+    cfg = compose_config(["data=celeba32"], tmp_path)
+    assert cfg.data.num_workers == "auto"
+    saved = {"data": {"num_workers": 4, "img_size": 32}}
+    assert differences(saved, {"data": {"num_workers": "auto", "img_size": 32}}, ("data",)) == []
+    assert differences(saved, {"data": {"num_workers": 4, "img_size": 64}}, ("data",)) == ["data.img_size: 32 -> 64"]
 
 
 def test_dataset_smaller_than_a_batch_is_refused(celeba_root):

@@ -90,7 +90,7 @@ def _read_table(path: Path) -> tuple[list[str], dict[str, list[str]]]:
 def _parse_table(path: Path) -> tuple[list[str], dict[str, list[str]]]:
     if path.suffix == ".csv":
         with open(path, newline="") as f:
-            # Blanks around a cell, as re-saved copies carry them, are dropped as the .txt form's split() drops them.
+            # Blanks around a cell (re-saved copies carry them) go, as the .txt form's split() drops them.
             rows = [[cell.strip() for cell in row] for row in csv.reader(f)]
         header, body = rows[0][1:], rows[1:]
     else:
@@ -181,12 +181,16 @@ def to_rgb(im: Image.Image) -> Image.Image:
     if im.mode not in WIDE_RANGES and not im.mode.startswith("I;16"):
         return im.convert("RGB")
     top = WIDE_RANGES.get(im.mode, 65535)
-    values = np.asarray(im, dtype=np.float64) * (255 / top)
+    values = np.asarray(im, dtype=np.float64)
     lo, hi = float(values.min()), float(values.max())
-    if not (-0.5 <= lo and hi < 255.5):  # also NaN; anything within half a level of the range rounds into it
-        raise ValueError(f"its {im.mode} pixels span {lo * top / 255:g}..{hi * top / 255:g}, outside the "
-                         f"0..{top:g} that mode {im.mode} is read in: save it with 8 or 16 bits per channel")
-    gray = np.clip(np.floor(values + 0.5), 0, 255).astype(np.uint8)  # round half up: 16-bit v -> v / 257
+    # Floats may stray by rounding noise, up to what still rounds into 0..255; an integer outside
+    # the range (a negative value) means another range, which the file does not declare.
+    slack = 0.5 * top / 255 if im.mode == "F" else 0
+    if not (-slack <= lo and hi <= top + slack):  # also NaN
+        raise ValueError(f"its {im.mode} pixels span {lo:g}..{hi:g}, outside the 0..{top:g} that mode "
+                         f"{im.mode} is read in: save it with 8 or 16 bits per channel")
+    # Rounded half up: a 16-bit v becomes v / 257, the inverse of how 8 bits widen to 16 (v * 257).
+    gray = np.clip(np.floor(values * (255 / top) + 0.5), 0, 255).astype(np.uint8)
     return Image.fromarray(gray).convert("RGB")
 
 
