@@ -30,6 +30,8 @@ def table(tmp: Path) -> list[tuple[str, list[str], str]]:
     not_a_ckpt = tmp / "notes.ckpt"
     not_a_ckpt.write_text("not a checkpoint")
     celeba = ["data=celeba32", f"data.root={garbage}"]
+    good = tmp / "good"  # readable: only the command line is wrong
+    make_celeba(good, per_split=1)
     return [
         (TRAIN, ["data.batch_size=0"], "data.batch_size=0"),
         (TRAIN, ["data.batch_size=-3"], "data.batch_size=-3"),
@@ -65,6 +67,13 @@ def table(tmp: Path) -> list[tuple[str, list[str], str]]:
         (TRAIN, [*celeba[:1], f"data.root={kaggle}", "data.split=validation"], "data.split='validation'"),
         (TRAIN, [*celeba[:1], f"data.root={kaggle}", "data.crop=middle"], "data.crop='middle'"),
         (TRAIN, [*celeba[:1], f"data.root={kaggle}", "data.prepared=maybe"], "data.prepared='maybe'"),
+        (TRAIN, ["data.split=bogus"], "data.split='bogus' is not one of the synthetic faces' splits ['train', 'valid', 'test']"),
+        (TRAIN, ["data.split=all"], "data.split='all' is not one of the synthetic faces' splits"),
+        (TRAIN, [*celeba[:1], f"data.root={good}", "data.split=bogus"], "['train', 'valid', 'test', 'all']"),
+        (TRAIN, [*celeba[:1], f"data.root={good}", "data.num_workers=many"], "data.num_workers='many' must be a whole number >= 0"),
+        ("celebgan.prepare", [*celeba[:1], f"data.root={good}", "--workers", "-1"], "--workers=-1 must be a whole number >= 0"),
+        ("celebgan.prepare", [*celeba[:1], f"data.root={good}", "--workers", "many"], "invalid int value: 'many'"),
+        ("celebgan.prepare", [*celeba[:1], f"data.root={good}", "data.split=bogus"], "data.split='bogus'"),
         ("celebgan.evaluate", [], "needs a checkpoint"),
         ("celebgan.evaluate", [f"ckpt={tmp / 'none.ckpt'}"], "Checkpoint not found"),
         ("celebgan.evaluate", ["ckpt=x", "n_sample=5"], "n_sample"),
@@ -103,6 +112,7 @@ def test_each_user_mistake_is_one_message_and_exit_status_2(tmp_path):
     assert not failures, f"{len(failures)} of {len(cases)} cases:\n\n" + "\n\n".join(failures)
     # Nothing was trained: no run got as far as a checkpoint.
     assert not list(tmp_path.glob("runs/*/checkpoints/*.ckpt"))
+    assert not list(tmp_path.rglob("prepared")) and not list(tmp_path.rglob(".*.tmp*"))  # nor prepared
     print(f"{len(cases)} command lines in {seconds:.1f} s, "
           f"slowest {max(r['seconds'] for r in results):.1f} s")
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from celebgan import prepare as prep
 from celebgan.batches import ArrayFaces
@@ -171,3 +172,54 @@ def test_prepare_command(celeba_root, tmp_path, caplog):
     with pytest.raises(SystemExit) as exit_:
         prep.main([*args, f"data.root={tmp_path / 'nowhere'}"])
     assert exit_.value.code == 2 and "not found" in caplog.text
+
+
+def test_a_killed_builds_temporaries_go_when_the_folder_is_next_opened(celeba_root, tmp_path):
+    out = tmp_path / "prepared"
+    prepared = prep.prepare(str(celeba_root), "train", "full", 16, str(out), workers=1, progress=False)
+    before = build_files(out)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    live = os.getppid()  # the process that started this test runs as long as it does
+
+    def leftovers() -> list[Path]:
+        # As a killed `--force` rebuild leaves them: the array, and the copy that leaves out unreadable images.
+        array = out / f".{prepared.images.name}.tmp{dead.pid}"
+        stale = [array, out / f".{array.name}.tmp{dead.pid}"]
+        for path in stale:
+            path.write_bytes(b"\0" * 1000)
+        (out / f".{prepared.images.name}.tmp{live}").write_bytes(b"\0" * 1000)
+        return stale
+
+    opens = [
+        lambda: prep.prepare(str(celeba_root), "train", "full", 16, str(out), workers=1, progress=False),  # up to date
+        lambda: datamodule(celeba_root, out).setup("fit"),  # training reads it
+    ]
+    for open_folder in opens:
+        stale = leftovers()
+        open_folder()
+        assert not any(p.exists() for p in stale)
+        assert build_files(out) == sorted([*before, f".{prepared.images.name}.tmp{live}"])  # another writer's stays
+        (out / f".{prepared.images.name}.tmp{live}").unlink()
+
+
+@pytest.mark.parametrize("workers", [-1, "4", 2.5])
+def test_a_bad_worker_count_is_refused_before_anything_is_written(celeba_root, tmp_path, workers):
+    out = tmp_path / "prepared"
+    with pytest.raises(UserError, match=r"--workers=.* must be a whole number >= 0 \(0: one per usable core\)"):
+        prep.prepare(str(celeba_root), "train", "full", 16, str(out), workers=workers, progress=False)
+    assert not out.exists()
+
+
+def test_a_sixteen_bit_scan_is_prepared_as_its_eight_bit_picture(tmp_path):
+    root = tmp_path / "celeba_root"
+    names = make_celeba(root, per_split=1)
+    img_dir = root / "celeba" / "img_align_celeba"
+    # The same picture in 16-bit grayscale under the name of the second image.
+    gray = np.asarray(Image.open(img_dir / names[0]).convert("L"))
+    Image.fromarray(gray).save(img_dir / names[1])
+    Image.fromarray(gray.astype(np.uint16) * 257).save(img_dir / names[2], format="PNG")
+    prepared = prep.prepare(str(root), "all", "full", 16, str(tmp_path / "p"), workers=1, progress=False)
+    images = np.load(prepared.images).astype(int)
+    assert prepared.num_images == 3 and images[1].std() > 20  # a picture, not a flat square
+    assert np.abs(images[2] - images[1]).max() <= 1
