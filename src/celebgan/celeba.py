@@ -1,5 +1,5 @@
 """CelebA's on-disk format: the accepted folder layouts, its list files, the image list of a split,
-the crop and resize every reader applies, and the fingerprint of a split's files.
+the conversion to 8-bit RGB, crop and resize every reader applies, and the fingerprint of a split's files.
 
 Nothing here downloads or trains; data.py and prepare.py read CelebA through this module.
 """
