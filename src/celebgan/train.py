@@ -130,6 +130,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 
 def fit(cfg: DictConfig, run_end: ExitStack) -> dict[str, float]:
+    """train's body; what is to be undone when the run ends, however it ends, goes on run_end."""
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
     check_devices(accelerator, cfg.trainer.get("devices", 1), cfg.trainer.get("sync_batchnorm", False))
     if cfg.trainer.get("accumulate_grad_batches", 1) != 1:
