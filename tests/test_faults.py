@@ -64,6 +64,39 @@ def test_full_disk_while_checkpointing_is_a_clear_error_and_keeps_the_previous_o
     assert [p.name for p in last_ckpt(cfg).parent.iterdir()] == ["last.ckpt"]  # no temporary left behind
 
 
+def test_torch_save_failing_on_a_full_disk_is_the_same_clear_error(make_cfg, monkeypatch):
+    # torch.save's C++ writer meets a real full disk (/dev/full refuses every write with ENOSPC) and
+    # raises RuntimeErrors ("iostream error", then "unexpected pos"), not an OSError.
+    cfg = make_cfg("trainer.max_epochs=2")
+    real_save, calls = AtomicCheckpointIO.write_file, []
+
+    def save_onto_a_full_disk(checkpoint, path):
+        calls.append(path)
+        if len(calls) > 1:
+            Path(path).write_bytes(b"PK\x03\x04partial")
+            torch.save(checkpoint, "/dev/full")
+        return real_save(checkpoint, path)
+
+    monkeypatch.setattr(AtomicCheckpointIO, "write_file", staticmethod(save_onto_a_full_disk))
+    with pytest.raises(UserError, match="Could not write .*last.ckpt: the write stopped") as err:
+        train(cfg)
+    assert "torch.save" in str(err.value) and "previous checkpoint" in str(err.value)
+    assert "\n" not in str(err.value)
+    ckpt = torch.load(last_ckpt(cfg), weights_only=True)
+    assert ckpt["epoch"] == 0 and ckpt["global_step"] == 8
+    assert [p.name for p in last_ckpt(cfg).parent.iterdir()] == ["last.ckpt"]
+
+
+def test_a_runtime_error_of_another_kind_while_checkpointing_keeps_its_traceback(tmp_path, monkeypatch):
+    def bug(checkpoint, path):
+        raise RuntimeError("a bug in a callback's state")
+
+    monkeypatch.setattr(AtomicCheckpointIO, "write_file", staticmethod(bug))
+    with pytest.raises(RuntimeError, match="a bug in a callback's state"):
+        AtomicCheckpointIO().save_checkpoint({"w": torch.ones(3)}, tmp_path / "last.ckpt")
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("check_every, stops_after", [(1000, 16), (1, 10)])
 def test_non_finite_loss_stops_naming_the_step_and_keeps_last_good_checkpoint(make_cfg, monkeypatch,
                                                                               check_every, stops_after):
@@ -205,6 +238,22 @@ def test_full_disk_while_writing_the_grid_is_one_message_and_leaves_no_temporary
     assert code == 2 and "Traceback" not in out, out
     assert "Could not write" in out and "epoch_0000.png" in out and "No space left on device" in out
     assert ".epoch_0000.png.tmp" not in out  # the listing of the samples folder
+
+
+def test_full_disk_while_checkpointing_from_the_command_line_is_one_message(tmp_path):
+    # checkpoints/ on a 800 KB tmpfs: epoch 0's last.ckpt (about 530 KB) fits, epoch 1's temporary
+    # copy beside it does not, and torch.save fails mid-file with its RuntimeErrors.
+    small = tmp_path / "small"
+    small.mkdir()
+    train_cmd = " ".join(cli_cmd("trainer.max_epochs=2", f"hydra.run.dir={tmp_path / 'run'}",
+                                 f"callbacks.model_checkpoint.dirpath={small}/checkpoints"))
+    code, out = in_namespace(f"mount -t tmpfs -o size=800k tmpfs {small} && {train_cmd}; code=$?; "
+                             f"ls -a {small}/checkpoints; {sys.executable} -c \"import torch; "
+                             f"print('epoch', torch.load('{small}/checkpoints/last.ckpt')['epoch'])\"; exit $code",
+                             tmp_path)
+    assert code == 2 and "Traceback" not in out and "During handling" not in out, out
+    assert out.count("Could not write") == 1 and "last.ckpt: the write stopped" in out and "resume=auto" in out
+    assert ".last.ckpt.tmp" not in out and "epoch 0" in out  # no temporary; the previous checkpoint loads
 
 
 def test_checkpoints_are_not_staged_in_the_system_temporary_folder(tmp_path, monkeypatch):

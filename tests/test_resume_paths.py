@@ -103,11 +103,33 @@ def test_resume_auto_skips_a_truncated_checkpoint_and_takes_the_next_good_one(ma
     damaged = (runs / "newer" / "checkpoints" / "last.ckpt").read_bytes()
     with caplog.at_level(logging.WARNING, logger="celebgan.resume"):
         train(in_dir(make_cfg("trainer.max_epochs=2", "resume=auto"), runs / "third"))
-    assert "resume=auto skips" in caplog.text and str(runs / "newer") in caplog.text
+    assert f"resume=auto continues {runs / 'older'}" in caplog.text
+    assert f"skipping: '{runs / 'newer' / 'checkpoints' / 'last.ckpt'}' is not a readable" in caplog.text
     resumed = last_ckpt(runs / "older")
     assert resumed["epoch"] == 1 and resumed["global_step"] == 2 * STEPS_PER_EPOCH  # continued, not restarted
     assert (runs / "newer" / "checkpoints" / "last.ckpt").read_bytes() == damaged  # left as it was
     assert not (runs / "third" / "checkpoints").exists()
+
+
+def test_resume_auto_takes_the_newest_runs_best_ckpt_over_an_older_run(make_cfg, tmp_path, caplog):
+    # runs/newer: last.ckpt damaged, best.ckpt (a good save of the same run) intact.
+    runs = tmp_path / "runs"
+    train(in_dir(make_cfg("trainer.max_epochs=1"), runs / "newer"))
+    best = runs / "newer" / "checkpoints" / "best.ckpt"
+    shutil.copy(runs / "newer" / "checkpoints" / "last.ckpt", best)
+    shutil.copytree(runs / "newer", runs / "older")
+    os.utime(runs / "older" / "checkpoints" / "last.ckpt", (1_000_000_000, 1_000_000_000))
+    os.utime(runs / "older" / "checkpoints" / "best.ckpt", (1_000_000_000, 1_000_000_000))
+    last = runs / "newer" / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:1000])
+    older = (runs / "older" / "checkpoints" / "last.ckpt").read_bytes()
+    with caplog.at_level(logging.WARNING, logger="celebgan.resume"):
+        train(in_dir(make_cfg("trainer.max_epochs=2", "resume=auto"), runs / "third"))
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("resume=auto")]
+    assert len(lines) == 1 and lines[0].startswith(f"resume=auto continues {best}, skipping: '{last}' is not a readable")
+    resumed = last_ckpt(runs / "newer")  # the newest run continued from its best.ckpt, into a new last.ckpt
+    assert resumed["epoch"] == 1 and resumed["global_step"] == 2 * STEPS_PER_EPOCH
+    assert (runs / "older" / "checkpoints" / "last.ckpt").read_bytes() == older
 
 
 def test_resume_auto_with_only_damaged_checkpoints_starts_a_new_run(make_cfg, tmp_path, caplog):
@@ -115,7 +137,10 @@ def test_resume_auto_with_only_damaged_checkpoints_starts_a_new_run(make_cfg, tm
     make_auto_runs(make_cfg, runs, good=False)
     with caplog.at_level(logging.WARNING, logger="celebgan.resume"):
         train(in_dir(make_cfg("trainer.max_epochs=1", "resume=auto"), runs / "third"))
-    assert caplog.text.count("resume=auto skips") == 2
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("resume=auto")]
+    assert len(lines) == 1 and lines[0].startswith("resume=auto starts a new run")
+    assert all(f"{run_dir / 'checkpoints' / 'last.ckpt'}' is not a readable" in lines[0]
+               for run_dir in (runs / "newer", runs / "older"))
     fresh = last_ckpt(runs / "third")
     assert fresh["epoch"] == 0 and fresh["global_step"] == STEPS_PER_EPOCH
 

@@ -5,6 +5,7 @@ config under CONFIG_KEY, so a checkpoint alone rebuilds its model and data. Ever
 a checkpoint (resume, sample, evaluate, benchmarks, the notebook) goes through this module.
 """
 import pickle
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         hint = (" The previous checkpoint there, if any, is intact; free space (or set "
                 "callbacks.model_checkpoint.dirpath) and resume from it with resume=auto.")
         with atomic_write(path, hint=hint) as tmp:
-            self.write_file(checkpoint, tmp)
+            try:
+                self.write_file(checkpoint, tmp)
+            except RuntimeError as err:
+                if not is_failed_write(err):
+                    raise
+                raise failed_write(err, tmp) from err
 
     @staticmethod
     def write_file(checkpoint: dict, path: Path) -> None:
@@ -53,6 +59,26 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def load_checkpoint(self, path, map_location=None, weights_only: bool | None = True):
         # Tensors and plain containers only: a checkpoint from an untrusted place cannot run code.
         return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+
+
+# What torch.save's C++ writer raises when the file system refuses a write (a full disk, a quota):
+# a RuntimeError, not the OSError that atomic_write turns into its message.
+WRITE_FAILURES = ("iostream error", "unexpected pos", "file write failed")
+
+
+def is_failed_write(err: BaseException) -> bool:
+    while err is not None:  # torch raises "unexpected pos" while handling "iostream error"
+        if isinstance(err, RuntimeError) and any(s in str(err) for s in WRITE_FAILURES):
+            return True
+        err = err.__context__
+    return False
+
+
+def failed_write(err: RuntimeError, path: Path) -> OSError:
+    """The OSError that torch.save's failed write stands for; torch keeps no errno, so the free space
+    of the folder says which it likely was."""
+    free = shutil.disk_usage(path.parent).free
+    return OSError(f"the write stopped with {free / 1e6:.1f} MB free on that disk (torch.save: {str(err).strip()})")
 
 
 def load_checkpoint(path: str | Path, *, hint: str = "") -> dict[str, Any]:

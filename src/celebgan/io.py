@@ -32,7 +32,7 @@ def remove_stale_temporaries(folder: str | os.PathLike, log: logging.Logger) -> 
         match = _TEMPORARY.fullmatch(path.name)
         if match is None or int(match[1]) == os.getpid():
             continue
-        if _running(int(match[1])):
+        if is_running(int(match[1])):
             log.warning("%s belongs to process %s, which still runs: left alone.", path, match[1])
             continue
         try:
@@ -51,7 +51,7 @@ def remove_stale_temporaries(folder: str | os.PathLike, log: logging.Logger) -> 
 _TEMPORARY = re.compile(r"\..+\.tmp(\d+)")
 
 
-def _running(pid: int) -> bool:
+def is_running(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -57,20 +57,33 @@ def is_same_run(saved: dict, current: dict) -> bool:
     return not differences(saved, current, ("model", "data", "seed"))
 
 
-def find_latest(runs_root: Path, current: dict, exclude: Path | None = None) -> Path | None:
-    """The newest RUN/checkpoints/last.ckpt under runs_root whose config is the same run's."""
-    candidates = sorted(runs_root.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for path in candidates:
-        if exclude is not None and path.parents[1] == exclude:
-            continue
-        try:
-            saved = run_config(path, arg="resume", hint=RESUME_HINT)
-        except UserError as err:
-            log.warning("resume=auto skips %s: %s", path, err)
-            continue
-        if is_same_run(saved, current):
-            return path
-    return None
+def run_checkpoints(run: Path) -> list[Path]:
+    """RUN/checkpoints/*.ckpt in the order resume=auto tries them: last.ckpt (the end of the newest
+    epoch, or where a signal stopped it), best.ckpt (the lowest FID), then any other, newest first."""
+    rank = {"last.ckpt": 0, "best.ckpt": 1}
+    return sorted((run / "checkpoints").glob("*.ckpt"), key=lambda p: (rank.get(p.name, 2), -p.stat().st_mtime))
+
+
+def find_latest(runs_root: Path, current: dict, exclude: Path | None = None) -> tuple[Path | None, list[str]]:
+    """(the checkpoint resume=auto continues, why it passed over each damaged one).
+
+    Of the newest run under runs_root (by its newest checkpoint) whose config is the same run's,
+    the first readable checkpoint of run_checkpoints: a damaged last.ckpt falls back to that run's
+    best.ckpt rather than to an older run. A run of another config is passed over silently."""
+    runs = {path.parents[1] for path in runs_root.glob("*/checkpoints/*.ckpt")} - {exclude}
+    newest_first = sorted(runs, key=lambda run: max(p.stat().st_mtime for p in run_checkpoints(run)), reverse=True)
+    skipped = []
+    for run in newest_first:
+        for path in run_checkpoints(run):
+            try:
+                saved = run_config(path, arg="resume", hint=RESUME_HINT)
+            except UserError as err:
+                skipped.append(str(err))
+                continue
+            if is_same_run(saved, current):
+                return path, skipped
+            break  # every checkpoint of a run holds that run's config
+    return None, skipped
 
 
 def resolve(resume: str | None, config: dict) -> tuple[str | None, Path | None]:
@@ -82,11 +95,15 @@ def resolve(resume: str | None, config: dict) -> tuple[str | None, Path | None]:
         return None, None
     this_run = Path(config["paths"]["output_dir"])
     if resume == "auto":
-        path = find_latest(this_run.parent, config, exclude=this_run)
+        path, skipped = find_latest(this_run.parent, config, exclude=this_run)
+        taken = (f"continues {path}" if path else
+                 f"starts a new run: no usable earlier run of this config under {this_run.parent}")
+        if skipped:  # one line: what it took, what it passed over and why
+            log.warning("resume=auto %s, skipping: %s", taken, " | ".join(skipped))
+        else:
+            log.info("resume=auto %s", taken)
         if path is None:
-            log.info("resume=auto: no earlier run of this config under %s; starting a new run.", this_run.parent)
             return None, None
-        log.info("resume=auto: continuing %s", path)
     else:
         path = Path(resume).expanduser().resolve()
     check_compatible(path, run_config(path, arg="resume", hint=RESUME_HINT), config)

@@ -8,7 +8,7 @@ import signal
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import hydra
@@ -22,7 +22,7 @@ from lightning.pytorch.callbacks import ModelSummary, TQDMProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from celebgan import resume
+from celebgan import lock, resume
 from celebgan.checkpoint import AtomicCheckpointIO, RunConfig
 from celebgan.errors import UserError, command, exit_on_user_error
 from celebgan.guards import DivergenceWatch, NonFiniteGuard, check_devices, check_trainer_counts
@@ -123,7 +123,14 @@ def max_steps_kwargs(cfg: DictConfig, model) -> dict[str, int]:
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit the configured model on the configured data; returns the final logged metrics."""
+    """Fit the configured model on the configured data; returns the final logged metrics. The run
+    folder is this process's while it trains (celebgan.lock), and is released however the run ends."""
+    with ExitStack() as run_end:
+        return fit(cfg, run_end)
+
+
+def fit(cfg: DictConfig, run_end: ExitStack) -> dict[str, float]:
+    """train's body; what is to be undone when the run ends, however it ends, goes on run_end."""
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
     check_devices(accelerator, cfg.trainer.get("devices", 1), cfg.trainer.get("sync_batchnorm", False))
     if cfg.trainer.get("accumulate_grad_batches", 1) != 1:
@@ -142,6 +149,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         log.info("Resuming %s; this invocation's own log stays in %s", ckpt_path, cfg.paths.output_dir)
         with open_dict(cfg):
             cfg.paths.output_dir = str(original_run)
+    # Before anything is read or written: a folder in use by another process stops the run here.
+    run_end.enter_context(lock.owned(cfg.paths.output_dir))
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
@@ -237,7 +246,9 @@ def hydra_main(cfg: DictConfig) -> float | None:
     # Lightning's own use of a torch API that torch deprecated: nothing a user can act on.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     hydra_cfg = HydraConfig.get()
-    with exit_on_user_error(log), removed_if_unused(Path(hydra_cfg.runtime.output_dir), f"{hydra_cfg.job.name}.log"):
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    # lock.HydraRunLock took run_dir before Hydra wrote into it (a --multirun job takes it here).
+    with exit_on_user_error(log), removed_if_unused(run_dir, f"{hydra_cfg.job.name}.log"), lock.owned(run_dir):
         metrics = train(cfg)
     metric = cfg.get("optimized_metric")
     # NaN when the run ended before its first measurement: Optuna records the trial as failed.
