@@ -72,15 +72,18 @@ def random_features(*, weights=None):
 class SignalAt(Callback):
     """Sends `signum` to its own process at the end of training step `step`, as a cluster would."""
 
-    def __init__(self, *, step: int, signum: str = "SIGTERM"):
-        self.step, self.signum = step, signum
+    def __init__(self, *, step: int, signum: str = "SIGTERM", group: bool = False):
+        self.step, self.signum, self.group = step, signum, group
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         import os
         import signal
 
         if pl_module.steps_done == self.step:
-            os.kill(os.getpid(), getattr(signal, self.signum))
+            if self.group:  # as scancel does: every process of the job, DataLoader workers too
+                os.killpg(os.getpgid(0), getattr(signal, self.signum))
+            else:
+                os.kill(os.getpid(), getattr(signal, self.signum))
 
 
 class TrainerSettings(Callback):
