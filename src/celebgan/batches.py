@@ -116,7 +116,8 @@ class ResumableLoader(DataLoader):
 
 
 def worker_init_fn(rank: int = 0) -> Callable[[int], None]:
-    """The worker_init_fn of every training DataLoader with workers: they ignore SIGTERM and SIGINT.
+    """The worker_init_fn of every DataLoader with workers that a training run uses: they ignore
+    SIGTERM and SIGINT.
 
     A scheduler's stop (scancel, Kubernetes) sends SIGTERM to every process of the job and Ctrl-C
     sends SIGINT to every process of the terminal's group: a worker that died of it would end the
