@@ -70,16 +70,40 @@ def random_features(*, weights=None):
 
 
 class SignalAt(Callback):
-    """Sends `signum` to its own process at the end of training step `step`, as a cluster would."""
+    """Sends `signum` at the end of training step `step`, as a cluster would: to its own process, or
+    with group=true to its whole process group (DataLoader workers too), as scancel and Ctrl-C do.
+    kill_workers=true then SIGKILLs the DataLoader workers: workers that died of the signal before
+    they could ignore it. again_while_saving=true sends the signal once more while the checkpoint
+    is being saved."""
 
-    def __init__(self, *, step: int, signum: str = "SIGTERM"):
-        self.step, self.signum = step, signum
+    def __init__(self, *, step: int, signum: str = "SIGTERM", group: bool = False, kill_workers: bool = False,
+                 again_while_saving: bool = False):
+        self.step, self.signum, self.group, self.kill_workers = step, signum, group, kill_workers
+        self.again_while_saving, self.sent = again_while_saving, False
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        import multiprocessing
         import os
         import signal
 
-        if pl_module.steps_done == self.step:
+        if pl_module.steps_done != self.step:
+            return
+        if self.group:
+            # Only a run started in its own session (start_new_session): never the test's own group.
+            assert os.getpgid(0) == os.getpid(), "group=true needs a run that leads its process group"
+            os.killpg(0, getattr(signal, self.signum))
+        else:
+            os.kill(os.getpid(), getattr(signal, self.signum))
+        if self.kill_workers:
+            for worker in multiprocessing.active_children():
+                os.kill(worker.pid, signal.SIGKILL)
+        self.sent = True
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        import os
+        import signal
+
+        if self.sent and self.again_while_saving:
             os.kill(os.getpid(), getattr(signal, self.signum))
 
 

@@ -1,37 +1,118 @@
-"""A cluster's stop signal: the run saves last.ckpt after the step under way and exits; resume=auto
-then continues it exactly, mid-epoch too."""
-import signal
+"""A cluster's stop signal or Ctrl-C: the run saves last.ckpt after the step under way and exits;
+resume=auto then continues it exactly, mid-epoch too. A stop sent to the whole process group
+(scancel, Ctrl-C in a terminal) reaches the DataLoader workers as well."""
 import subprocess
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import TINY, assert_same_training_state, cli_cmd, cli_env, compose_config
+from conftest import TINY, TINY_CLI, assert_same_training_state, cli_cmd, cli_env, compose_config, make_celeba
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from test_resume import scalar_steps
 
+from celebgan.resume import stopped_by_signal
 from celebgan.train import train
 
+# 4 steps per epoch, 2 epochs; the signal arrives at the end of step 6, halfway through epoch 1.
+SIGNAL_AT_STEP_6 = ["+callbacks.signal._target_=probe.SignalAt", "+callbacks.signal.step=6"]
 
-@pytest.mark.parametrize("signum", ["SIGTERM", "SIGUSR1"])
-def test_a_signal_saves_last_ckpt_and_resume_auto_continues_exactly(tmp_path, signum):
-    # 4 steps per epoch, 2 epochs; the signal arrives at the end of step 6, halfway through epoch 1.
+
+def run_cli(cmd: list[str], cwd: Path, tmpdir: Path | None = None) -> tuple[int, str]:
+    """Runs a command line in its own process group (a group signal reaches it and its workers
+    alone); tmpdir: its TMPDIR, where multiprocessing keeps its processes' pymp-* folders."""
+    env = cli_env()
+    if tmpdir is not None:
+        tmpdir.mkdir(parents=True, exist_ok=True)
+        env["TMPDIR"] = str(tmpdir)
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, start_new_session=True)
+    return result.returncode, result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory) -> Path:
+    """The run folder of the same run, never stopped."""
     torch.set_num_threads(1)  # as in the subprocess (cli_env): the same float sums
-    straight = compose_config([*TINY, "trainer.max_epochs=2"], tmp_path / "a" / "straight")
-    train(straight)
+    cfg = compose_config([*TINY, "trainer.max_epochs=2"], tmp_path_factory.mktemp("straight") / "run")
+    train(cfg)
+    return Path(cfg.paths.output_dir)
 
-    stopped = tmp_path / "b" / "stopped"
-    result = subprocess.run(cli_cmd("trainer.max_epochs=2", f"hydra.run.dir={stopped}",
-                                    "+callbacks.signal._target_=probe.SignalAt", "+callbacks.signal.step=6",
-                                    f"+callbacks.signal.signum={signum}"),
-                            cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300)
-    out = result.stdout + result.stderr
-    assert result.returncode == 128 + signal.SIGTERM, out
-    assert "Traceback" not in out and "Stopped by a signal after training step 6 (epoch 1)" in out
+
+@pytest.mark.parametrize(("signum", "group", "status", "by"), [
+    ("SIGTERM", False, 143, "a signal"),
+    ("SIGUSR1", False, 143, "a signal"),
+    ("SIGINT", True, 130, "Ctrl-C"),  # as a terminal sends it: to the whole foreground group
+])
+def test_a_signal_saves_last_ckpt_and_resume_auto_continues_exactly(tmp_path, straight, signum, group, status, by):
+    torch.set_num_threads(1)
+    stopped = tmp_path / "runs" / "stopped"
+    # Ctrl-C is pressed a second time while the checkpoint is being saved.
+    again = signum == "SIGINT"
+    code, out = run_cli(cli_cmd("trainer.max_epochs=2", f"hydra.run.dir={stopped}", *SIGNAL_AT_STEP_6,
+                                f"+callbacks.signal.signum={signum}", f"+callbacks.signal.group={group}",
+                                f"+callbacks.signal.again_while_saving={again}"), tmp_path)
+    assert code == status, out
+    assert "Traceback" not in out and f"Stopped by {by} after training step 6 (epoch 1)" in out
+    assert ("Ctrl-C again: ignored while the run stops and saves" in out) == again
+    assert "Continue the run with resume=auto" in out
     saved = torch.load(stopped / "checkpoints" / "last.ckpt", weights_only=True)
     assert saved["global_step"] == 12 and saved["epoch"] == 1  # 6 D steps + 6 G steps
     assert not list((stopped / "samples").glob("epoch_0001.png"))  # epoch 1 was not finished
 
-    resumed = compose_config([*TINY, "trainer.max_epochs=2", "resume=auto"], tmp_path / "b" / "resumed")
+    resumed = compose_config([*TINY, "trainer.max_epochs=2", "resume=auto"], tmp_path / "runs" / "resumed")
     train(resumed)  # continues in the stopped run's folder
     assert_same_training_state(torch.load(stopped / "checkpoints" / "last.ckpt", weights_only=True),
-                               torch.load(Path(straight.paths.output_dir) / "checkpoints" / "last.ckpt",
-                                          weights_only=True))
+                               torch.load(straight / "checkpoints" / "last.ckpt", weights_only=True))
+    # One TensorBoard run, continued at the step reached: each training step once.
+    assert scalar_steps(stopped, "train/d_loss") == scalar_steps(straight, "train/d_loss") == list(range(8))
+
+
+@pytest.fixture(scope="module")
+def celeba_folder(tmp_path_factory) -> list[str]:
+    """The command line of a run on the JPEG loader (no prepared array) with two worker processes, 4 steps per epoch."""
+    root = tmp_path_factory.mktemp("celeba")
+    make_celeba(root, per_split=64, size=(44, 54))
+    data = ["data=celeba32", f"data.root={root}", "data.img_size=16", "data.batch_size=16",
+            "data.prepared=false", "data.num_workers=2"]
+    tiny = [o for o in TINY_CLI if not o.startswith("data")]
+    return [sys.executable, "-m", "celebgan.train", *tiny, *data, "trainer.max_epochs=2"]
+
+
+@pytest.mark.parametrize(("signum", "status"), [("SIGTERM", 143), ("SIGINT", 130)])
+def test_a_signal_to_the_whole_group_stops_workers_too_and_saves(tmp_path, celeba_folder, signum, status):
+    stopped, tmpdir = tmp_path / "runs" / "stopped", tmp_path / "tmp"
+    code, out = run_cli([*celeba_folder, f"hydra.run.dir={stopped}", *SIGNAL_AT_STEP_6,
+                         f"+callbacks.signal.signum={signum}", "+callbacks.signal.group=true"], tmp_path, tmpdir)
+    assert code == status, out
+    assert "Traceback" not in out and "after training step 6 (epoch 1)" in out and "resume=auto" in out
+    assert torch.load(stopped / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 12
+    # The workers were shut down by the training process, not killed: their folders went with them.
+    assert not list(tmpdir.glob("pymp-*"))
+
+    code, out = run_cli([*celeba_folder, f"hydra.run.dir={tmp_path / 'runs' / 'resumed'}",
+                         "resume=auto"], tmp_path, tmpdir)
+    assert code == 0, out
+    assert torch.load(stopped / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 16
+    assert scalar_steps(stopped, "train/d_loss") == list(range(8))
+
+
+def test_workers_that_died_of_the_signal_are_part_of_the_stop(tmp_path, celeba_folder):
+    # SIGTERM to the training process, then its workers die before they could ignore it.
+    stopped = tmp_path / "stopped"
+    code, out = run_cli([*celeba_folder, f"hydra.run.dir={stopped}", *SIGNAL_AT_STEP_6,
+                         "+callbacks.signal.kill_workers=true"], tmp_path)
+    assert code == 143, out
+    assert "Traceback" not in out and "Stopped by a signal after training step 6 (epoch 1)" in out
+    assert torch.load(stopped / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 12
+
+
+def test_a_dead_worker_is_part_of_a_stop_only_after_a_stop_signal():
+    dead = RuntimeError("DataLoader worker (pid 4242) is killed by signal: Terminated. ")
+    gone = RuntimeError("DataLoader worker (pid(s) 4242) exited unexpectedly")
+    stopping, running = SimpleNamespace(received_sigterm=True), SimpleNamespace(received_sigterm=False)
+    assert stopped_by_signal(stopping, dead) and stopped_by_signal(stopping, gone)
+    assert stopped_by_signal(stopping, ConnectionResetError(104, "Connection reset by peer"))
+    assert not stopped_by_signal(running, dead)  # a worker that crashed on its own is a crash
+    assert not stopped_by_signal(stopping, RuntimeError("CUDA out of memory"))
+    assert stopped_by_signal(running, SIGTERMException())

@@ -5,11 +5,14 @@ batches after the transfer (FaceDataModule.on_after_batch_transfer), on the GPU 
 """
 import logging
 import os
+import signal
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
+from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from celebgan.errors import check_whole
@@ -135,14 +138,36 @@ class ResumableLoader(DataLoader):
                         "start again from its beginning (weights, optimizers and counters are exact).")
 
 
+def worker_init_fn(rank: int = 0) -> Callable[[int], None]:
+    """The worker_init_fn of every DataLoader with workers that a training run uses: they ignore
+    SIGTERM and SIGINT.
+
+    A scheduler's stop (scancel, Kubernetes) sends SIGTERM to every process of the job and Ctrl-C
+    sends SIGINT to every process of the terminal's group: a worker that died of it would end the
+    training process with a RuntimeError instead of the save that the signal asks for (and leave its
+    temporary folder behind). Ignoring them, the workers keep serving batches until the training
+    process has saved and shuts them down itself. Setting a worker_init_fn stops Lightning from
+    adding its own seeding one (seed_everything(workers=True)), so this calls it in its place.
+    """
+    return partial(_init_worker, rank=rank, seed=bool(int(os.environ.get("PL_SEED_WORKERS", 0))))
+
+
+def _init_worker(worker_id: int, *, rank: int, seed: bool) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if seed:
+        pl_worker_init_function(worker_id, rank=rank)
+
+
 def batch_loader(dataset: ArrayFaces, batch_size: int, *, shuffle: bool = True, drop_last: bool = True,
-                 num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
+                 num_workers: int = 0, pin_memory: bool = False, rank: int = 0) -> DataLoader:
     """A DataLoader whose every fetch is one ArrayFaces slice (batch_size=None: no collation)."""
     seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # set by seed_everything; the same on every rank
     return ResumableLoader(
         dataset, batch_size=None,
         sampler=ShuffledBatches(len(dataset), batch_size, seed=seed, shuffle=shuffle, drop_last=drop_last),
         num_workers=num_workers, persistent_workers=num_workers > 0, pin_memory=pin_memory,
+        worker_init_fn=worker_init_fn(rank) if num_workers > 0 else None,
         # Its own generator for the seed each new iterator draws: the global RNG then advances
         # only with training, so a run resumed mid-epoch (a new iterator) draws what it would have.
         generator=torch.Generator().manual_seed(seed),

@@ -14,7 +14,8 @@ from lightning import LightningDataModule
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from celebgan.batches import ArrayFaces, batch_loader, loader_workers, seeded_subset, to_model_input
+from celebgan.batches import (ArrayFaces, batch_loader, loader_workers, seeded_subset, to_model_input,
+                              worker_init_fn)
 from celebgan.celeba import check_split, face_transform, hash_files, list_images, to_rgb
 from celebgan.errors import UserError, check_whole
 from celebgan.networks import num_stages
@@ -137,7 +138,11 @@ class FaceDataModule(LightningDataModule):
             drop_last=True,  # equal batches keep BatchNorm statistics and the step count regular
             num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
+            worker_init_fn=worker_init_fn(self._rank()) if self.num_workers > 0 else None,
         )
+
+    def _rank(self) -> int:
+        return self.trainer.global_rank if self.trainer else 0
 
     def _batches_done(self) -> int:
         return self.trainer.fit_loop.epoch_loop.batch_progress.current.completed if self.trainer else 0

@@ -18,6 +18,7 @@ from lightning.pytorch.utilities.seed import isolate_rng
 from torch import nn
 from torch.utils.data import DataLoader
 
+from celebgan.batches import worker_init_fn
 from celebgan.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,10 @@ def _progress(batches: Iterator, total: int, what: str, every_s: float = 30.0) -
 def extract_features(extractor: nn.Module, dataset, *, batch_size: int = 100, num_workers: int = 0,
                      device: torch.device | str = "cpu", what: str = "features") -> torch.Tensor:
     """(N, F) float32 features of every image of `dataset` (items: image in [-1, 1], ...)."""
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    # Workers as the training loader's: FID's real features are read during training too, where a
+    # stop signal to the whole job must not kill them mid-read.
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        worker_init_fn=worker_init_fn() if num_workers > 0 else None)
     feats = [extractor(batch[0].to(device)).float().cpu()
              for batch in _progress(loader, len(dataset), what)]
     return torch.cat(feats)

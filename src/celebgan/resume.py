@@ -5,6 +5,7 @@ import os
 import random
 import signal
 import threading
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -159,38 +160,98 @@ def _set_rng_state(state: dict) -> None:
 
 
 class SaveOnSignal(Callback):
-    """SIGTERM, which SLURM and Kubernetes send before they stop a job, ends the run after the
-    training step under way and saves `ckpt_path` (the run's last.ckpt) at that point: weights,
+    """SIGTERM, which SLURM and Kubernetes send before they stop a job, and Ctrl-C end the run after
+    the training step under way and save `ckpt_path` (the run's last.ckpt) at that point: weights,
     optimizers, loops, RNG states and the position in the epoch, so resume=auto continues exactly.
 
-    Lightning catches the signal and stops its loop after the step (SIGTERMException); this saves
-    the checkpoint on the way out. SIGUSR1 (SLURM's warning before the time limit) does the same,
+    Lightning catches SIGTERM and stops its loop after the step (SIGTERMException); this saves the
+    checkpoint on the way out. SIGUSR1 (SLURM's warning before the time limit) does the same,
     except under SLURM with auto-requeue, where Lightning's SLURM plugin owns it (it saves its own
-    checkpoint and requeues the job).
+    checkpoint and requeues the job). Ctrl-C (SIGINT) takes the same way: Lightning's own handling
+    of it would stop in the middle of a step and save nothing. A second Ctrl-C is ignored (with a
+    word saying so): the save it would cut short is the one that lets the run continue.
+
+    `signum` is the first stop signal received (SIGINT or SIGTERM; SIGUSR1 counts as SIGTERM);
+    `exit_status` is the process's status after the stop, 128 + signum as a shell reports it.
     """
 
     def __init__(self, *, ckpt_path: str):
         self.ckpt_path = ckpt_path
-        self._previous_sigusr1 = None
+        self.signum: int | None = None
+        self._replaced: dict[int, tuple[object, object]] = {}  # signal: (handler set here, the one before)
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + (self.signum or signal.SIGTERM)
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.signum = None
+        if threading.current_thread() is not threading.main_thread():
+            return
         # After Lightning registered its handlers: a SIGUSR1 handler here means its SLURM plugin's.
-        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL:
-            self._previous_sigusr1 = signal.signal(signal.SIGUSR1, _as_sigterm)
+        if signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL:
+            self._replace(signal.SIGUSR1, _as_sigterm)
+        lightning_sigterm = signal.getsignal(signal.SIGTERM)
+        if callable(lightning_sigterm):
+            self._replace(signal.SIGTERM, partial(self._on_stop_signal, lightning_sigterm))
+            self._replace(signal.SIGINT, partial(self._on_stop_signal, lightning_sigterm))
+
+    def _replace(self, signum: int, handler) -> None:
+        previous = signal.signal(signum, handler)
+        self._replaced.setdefault(signum, (handler, previous))
+
+    def _on_stop_signal(self, lightning_sigterm, signum: int, frame) -> None:
+        if self.signum == signal.SIGINT and signum == signal.SIGINT:
+            log.warning("Ctrl-C again: ignored while the run stops and saves %s (kill -9 %d ends it at once; "
+                        "the last complete last.ckpt stays valid).", self.ckpt_path, os.getpid())
+            return
+        if self.signum is None:
+            self.signum = signum
+            if signum == signal.SIGINT:
+                log.warning("Ctrl-C: stopping after the training step under way, then saving %s.", self.ckpt_path)
+            # A DataLoader worker ended by the same signal (one that died before it could ignore it) is
+            # part of the stop: torch's SIGCHLD handler would raise its RuntimeError at whatever line
+            # the training process is on, possibly in the middle of a step. Without it, a dead worker
+            # shows at the next fetch, between two steps (stopped_by_signal).
+            self._replace(signal.SIGCHLD, signal.SIG_DFL)
+        lightning_sigterm(signal.SIGTERM, frame)  # stops the loop after the step, on every rank
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if self._previous_sigusr1 is not None:
-            signal.signal(signal.SIGUSR1, self._previous_sigusr1)
-            self._previous_sigusr1 = None
+        # Only what is still this callback's: Lightning restores its own handlers before this hook.
+        for signum, (handler, previous) in self._replaced.items():
+            if signal.getsignal(signum) is handler:
+                signal.signal(signum, previous)
+        self._replaced = {}
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        if not isinstance(exception, SIGTERMException):
+        if not stopped_by_signal(trainer, exception):
             return
         trainer.save_checkpoint(self.ckpt_path)  # every rank takes part; rank 0 writes
         if trainer.is_global_zero:
-            log.warning("Stopped by a signal after training step %d (epoch %d); saved %s. Continue the run "
-                        "with resume=auto (or resume=%s).", pl_module.steps_done, trainer.current_epoch,
+            how = "Ctrl-C" if self.signum == signal.SIGINT else "a signal"
+            log.warning("Stopped by %s after training step %d (epoch %d); saved %s. Continue the run "
+                        "with resume=auto (or resume=%s).", how, pl_module.steps_done, trainer.current_epoch,
                         self.ckpt_path, self.ckpt_path)
+
+
+def stopped_by_signal(trainer: Trainer, exception: BaseException) -> bool:
+    """Whether `exception` ended the fit because of a stop signal (SaveOnSignal saved last.ckpt).
+
+    Besides Lightning's SIGTERMException: a DataLoader worker's death once a stop signal arrived,
+    the worker having been sent the same signal before it could ignore it
+    (batches.worker_init_fn), which the next fetch reports between two steps."""
+    if isinstance(exception, SIGTERMException):
+        return True
+    # A batch whose file descriptors the dead worker held fails to unpickle: ConnectionResetError.
+    worker_died = (isinstance(exception, RuntimeError) and "DataLoader worker" in str(exception)
+                   or isinstance(exception, ConnectionResetError))
+    return trainer.received_sigterm and worker_died
+
+
+def stop_status(trainer: Trainer) -> int:
+    """The exit status of a run stopped by a signal: 130 after Ctrl-C, 143 after SIGTERM or SIGUSR1."""
+    saver = next((c for c in trainer.callbacks if isinstance(c, SaveOnSignal)), None)
+    return saver.exit_status if saver is not None else 128 + signal.SIGTERM
 
 
 def _as_sigterm(signum, frame) -> None:

@@ -4,7 +4,6 @@ train(cfg) holds the logic (tests call it with a composed config); main() is the
 """
 import logging
 import shutil
-import signal
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
@@ -197,8 +196,11 @@ def fit(cfg: DictConfig, run_end: ExitStack) -> dict[str, float]:
     log.info("Run directory: %s", cfg.paths.output_dir)
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    except SIGTERMException:  # resume.SaveOnSignal saved last.ckpt; not finished, so not status 0
-        raise SystemExit(128 + signal.SIGTERM) from None
+    except (SIGTERMException, RuntimeError, ConnectionResetError) as err:
+        if not resume.stopped_by_signal(trainer, err):
+            raise
+        # resume.SaveOnSignal saved last.ckpt; not finished, so not status 0: 143 (SIGTERM), 130 (Ctrl-C)
+        raise SystemExit(resume.stop_status(trainer)) from None
     if trainer.is_global_zero:
         log.info("%s", summary(trainer, Path(cfg.paths.output_dir)))
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
