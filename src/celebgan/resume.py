@@ -15,6 +15,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from celebgan.checkpoint import RESUME_HINT, run_config, run_dir
 from celebgan.errors import UserError
+from celebgan.trust import UntrustedCheckpoint
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,8 @@ def find_latest(runs_root: Path, current: dict, exclude: Path | None = None) -> 
             continue
         try:
             saved = run_config(path, arg="resume", hint=RESUME_HINT)
+        except UntrustedCheckpoint:
+            raise  # not a damaged run of this user's to skip: a file someone put there
         except UserError as err:
             log.warning("resume=auto skips %s: %s", path, err)
             continue
