@@ -56,7 +56,7 @@ def group_targets(group: str) -> frozenset[str]:
 def torch_targets() -> frozenset[str]:
     """torch.optim's optimizers and LR schedulers under the names configs give them
     (torch.optim.Adam, torch.optim.lr_scheduler.StepLR). The classes are enumerated: a prefix would
-    let through `torch.optim.lr_scheduler.torch.load`, which Hydra resolves to torch.load."""
+    let through `torch.optim.optimizer.torch.load`, which Hydra resolves to torch.load."""
     found = set()
     for module, base in ((torch.optim, torch.optim.Optimizer), (torch.optim.lr_scheduler, LRScheduler)):
         for name, obj in vars(module).items():
@@ -109,7 +109,7 @@ def config_problems(config: Any, key: str) -> Iterator[tuple[str, Any, str]]:
     yield from value_problems(config, key)
     for section in BUILT_SECTIONS:
         if not isinstance(config.get(section), dict):
-            yield f"{key}.{section}", config.get(section), "should be a section of settings (every run config has one)"
+            yield f"{key}.{section}", config.get(section), "should be a section (every run config has one)"
         else:
             yield from target_problems(config[section], f"{key}.{section}", allowed_targets())
 
