@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
+from omegaconf import OmegaConf
 from torch.optim.lr_scheduler import LRScheduler
 
 from celebgan.errors import UserError
@@ -49,7 +49,8 @@ def _targets_in(tree: Any) -> Iterator[str]:
 def group_targets(group: str) -> frozenset[str]:
     """Every `_target_` in the shipped config files of one config group (conf/GROUP/**.yaml)."""
     files = sorted((CONFIG_DIR / group).rglob("*.yaml"))
-    return frozenset(t for path in files for t in _targets_in(yaml.safe_load(path.read_text())))
+    trees = (OmegaConf.to_container(OmegaConf.load(path)) for path in files)  # unresolved: as written
+    return frozenset(t for tree in trees for t in _targets_in(tree))
 
 
 @functools.cache
