@@ -18,6 +18,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from celebgan.errors import UserError
 from celebgan.io import atomic_write
 from celebgan.module import GAN
+from celebgan.trust import UntrustedCheckpoint, check_stored_config, group_targets
 
 CONFIG_KEY = "celebgan_config"
 # Ends the message of a checkpoint that cannot be used: what to pass instead.
@@ -94,7 +95,7 @@ def load_checkpoint(path: str | Path, *, hint: str = "") -> dict[str, Any]:
     except pickle.UnpicklingError as err:
         if "Weights only load failed" not in str(err):  # not a pickle at all
             raise UserError(f"{str(path)!r} is not a readable PyTorch checkpoint ({err}).") from None
-        raise UserError(
+        raise UntrustedCheckpoint(
             f"Refusing to load {path}: it holds objects other than tensors and plain containers, "
             f"which could run code on load ({str(err).splitlines()[0]}). "
             "Only checkpoints written by celebgan load; do not trust this file.") from None
@@ -105,13 +106,17 @@ def load_checkpoint(path: str | Path, *, hint: str = "") -> dict[str, Any]:
 
 def read_checkpoint(path: str | Path, *, arg: str = "ckpt", hint: str = CKPT_HINT) -> dict[str, Any]:
     """The checkpoint dict of a celebgan training run, or one UserError that says what is wrong.
-    `arg` names the setting that gave the path (ckpt, resume) in the messages."""
+    `arg` names the setting that gave the path (ckpt, resume) in the messages.
+
+    Its stored run config is checked as data here, before anything reads it: plain values only,
+    and no `_target_` in its model or data that celebgan's own configs do not name (trust.py)."""
     ckpt = load_checkpoint(path, hint=hint)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise UserError(f"{arg}={str(path)!r} is not a Lightning checkpoint (no state_dict).{hint}")
     if CONFIG_KEY not in ckpt:
         raise UserError(f"{arg}={str(path)!r} was not written by celebgan.train (it holds no {CONFIG_KEY}), "
                         "so its model cannot be rebuilt. Use a checkpoint of a celebgan run.")
+    check_stored_config(ckpt[CONFIG_KEY], key=CONFIG_KEY, source=f"{arg}={str(path)!r}")
     return ckpt
 
 
@@ -158,7 +163,9 @@ def load_gan(path: str | Path, *, img_size: int | None = None) -> tuple[GAN, dic
     if img_size is not None and trained_size != img_size:
         raise UserError(f"ckpt={str(path)!r} was trained on {trained_size}px images, but {img_size}px were asked "
                         f"for. Use a {img_size}px checkpoint or drop the image size setting.")
-    model = hydra.utils.instantiate(upgrade_model_config(model_cfg))
+    model_cfg = upgrade_model_config(model_cfg)
+    check_stored_config({**config, "model": model_cfg}, key=CONFIG_KEY, source=f"ckpt={str(path)!r} (upgraded)")
+    model = hydra.utils.instantiate(model_cfg)
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as err:
@@ -170,6 +177,15 @@ def load_gan(path: str | Path, *, img_size: int | None = None) -> tuple[GAN, dic
 
 
 def build_datamodule(config: dict[str, Any], **overrides: Any) -> LightningDataModule:
-    """The data module of a run's config with some settings replaced (e.g. split, flip=False)."""
+    """The data module of a run's config (read from a checkpoint) with some settings replaced (e.g.
+    split, flip=False), for reading real images: it never writes a prepared file."""
     data_cfg = {**config["data"], **{k: v for k, v in overrides.items() if v is not None}}
+    if data_cfg.get("_target_") not in group_targets("data"):
+        raise UserError(f"The run's data config names {data_cfg.get('_target_')!r}, which is not one of "
+                        f"celebgan's data modules ({', '.join(sorted(group_targets('data')))}).")
+    if data_cfg.get("prepared") is True:
+        # prepared=true would decode the data set into a new file under the stored prepared_dir,
+        # wherever that points. Sampling and evaluating only read: a matching prepared file is still
+        # used (auto), none is built.
+        data_cfg["prepared"] = "auto"
     return hydra.utils.instantiate(data_cfg)

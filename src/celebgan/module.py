@@ -116,7 +116,8 @@ class GAN(LightningModule):
             discriminator.compile()
 
     @classmethod
-    def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):
+    def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None, strict=None,
+                             weights_only=None, **kwargs):
         """Lightning's loader, which rebuilds the module from its saved hyperparameters: G, D, their
         optimizers and the objective are not among them (Hydra builds them from the run config), so
         they must be passed as keyword arguments. celebgan.checkpoint.load_gan(path) rebuilds all of
@@ -130,7 +131,10 @@ class GAN(LightningModule):
                 "`from celebgan.checkpoint import load_gan; gan, config = load_gan(path)`, or pass "
                 "generator=, discriminator=, g_optimizer=, d_optimizer= (and d_loss=, g_loss= for an "
                 "objective other than BCE) yourself.")
-        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+        # Tensors and plain containers only (Lightning reads a URL with weights_only=False), and no
+        # `_instantiator` from the file's hyperparameters: they reach GAN() as values, nothing else.
+        return super().load_from_checkpoint(checkpoint_path, map_location, hparams_file, strict, weights_only=True,
+                                            _instantiator=None, **kwargs)
 
     @property
     def steps_done(self) -> int:

@@ -16,6 +16,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from celebgan.checkpoint import RESUME_HINT, run_config, run_dir
 from celebgan.errors import UserError
+from celebgan.trust import UntrustedCheckpoint
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,8 @@ def find_latest(runs_root: Path, current: dict, exclude: Path | None = None) -> 
 
     Of the newest run under runs_root (by its newest checkpoint) whose config is the same run's,
     the first readable checkpoint of run_checkpoints: a damaged last.ckpt falls back to that run's
-    best.ckpt rather than to an older run. A run of another config is passed over silently."""
+    best.ckpt rather than to an older run. A run of another config is passed over silently. An
+    untrusted file stops the search: it is not a damaged run of this user's to skip."""
     runs = {path.parents[1] for path in runs_root.glob("*/checkpoints/*.ckpt")} - {exclude}
     newest_first = sorted(runs, key=lambda run: max(p.stat().st_mtime for p in run_checkpoints(run)), reverse=True)
     skipped = []
@@ -78,6 +80,8 @@ def find_latest(runs_root: Path, current: dict, exclude: Path | None = None) -> 
         for path in run_checkpoints(run):
             try:
                 saved = run_config(path, arg="resume", hint=RESUME_HINT)
+            except UntrustedCheckpoint:
+                raise
             except UserError as err:
                 skipped.append(str(err))
                 continue
