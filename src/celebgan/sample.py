@@ -53,23 +53,25 @@ def write_grid(gan: GAN, cfg: DictConfig, out: Path) -> dict[str, Any]:
 
 def write_images(gan: GAN, cfg: DictConfig, out: Path) -> dict[str, Any]:
     """n PNGs 000000.png ... in a folder that appears complete or not at all, written batch by batch:
-    memory holds a batch of latents and images, whatever n is."""
+    memory holds a batch of latents and images, whatever n is. Names have 6 digits, more when n
+    needs them, so that they sort in order."""
     if out.exists():
         raise UserError(f"out={str(out)!r} already exists; choose another out, or delete it to write it again.")
     batches = latent_batches(cfg.n, gan.generator.nz, cfg.seed, cfg.batch_size)
     with no_new_folders_on_failure(out), atomic_write(out) as tmp:
         tmp.mkdir()
-        written = write_pngs(gan, next(batches), tmp, 0)
+        digits = max(6, len(str(cfg.n - 1)))
+        written = write_pngs(gan, next(batches), tmp, 0, digits)
         log.info("%s", disk_estimate(cfg.n, gan.img_size, out, tmp))
         for z in tqdm(batches, initial=1, total=-(-cfg.n // cfg.batch_size), desc="images", unit="batch"):
-            written = write_pngs(gan, z, tmp, written)
+            written = write_pngs(gan, z, tmp, written, digits)
     return {"out": out, "count": cfg.n}
 
 
-def write_pngs(gan: GAN, z: torch.Tensor, folder: Path, first: int) -> int:
+def write_pngs(gan: GAN, z: torch.Tensor, folder: Path, first: int, digits: int) -> int:
     """The images of latents z as folder/NNNNNN.png from number `first` on; returns the next number."""
     for i, img in enumerate(gan.sample(z).cpu(), start=first):
-        save_image(img, folder / f"{i:06d}.png", normalize=True, value_range=(-1, 1))
+        save_image(img, folder / f"{i:0{digits}d}.png", normalize=True, value_range=(-1, 1))
     return first + len(z)
 
 
@@ -81,9 +83,9 @@ def disk_estimate(n: int, img_size: int, out: Path, written: Path) -> str:
     per_image = sum(getattr(st, "st_blocks", 0) * 512 or st.st_size for st in map(os.stat, files)) / len(files)
     need, free = n * per_image, shutil.disk_usage(written).free
     if need > free:
-        raise UserError(f"{n:,} PNGs of {img_size}px take about {need / 1e9:,.1f} GB ({per_image / 1e3:.1f} kB each), "
-                        f"but the disk of out={str(out)!r} has {free / 1e9:,.1f} GB free. Lower n, or set out= on "
-                        "another disk.")
+        raise UserError(f"{n:,} PNGs of {img_size}px take about {size_text(need)} ({per_image / 1e3:.1f} kB "
+                        f"each), but the disk of out={str(out)!r} has {size_text(free)} free. Lower n, or set "
+                        "out= on another disk.")
     return (f"Writing {n:,} PNGs of {img_size}px to {out}: about {size_text(need)} on disk "
             f"({per_image / 1e3:.1f} kB each; {size_text(free)} free there).")
 

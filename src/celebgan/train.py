@@ -67,10 +67,10 @@ def check_precision(precision, accelerator: str) -> None:
     without native bf16 an emulated one, 8-25x slower than 32-true (default_precision). A run in a
     precision nobody asked for, that slow, costs more than one changed setting."""
     if str(precision) in ("16-mixed", "16") and not trains_on_gpu(accelerator):
-        raise UserError(f"trainer.precision={precision} needs a GPU, and this run trains on the CPU (where Lightning "
-                        "would switch to bf16-mixed, which most CPUs emulate, many times slower). Use "
-                        "trainer.precision=32-true (the CPU default, fastest there), or bf16-mixed on a CPU with "
-                        "native bf16 (AVX512-BF16 or AMX).")
+        raise UserError(f"trainer.precision={precision} needs a GPU, and this run trains on the CPU (where "
+                        "Lightning would switch to bf16-mixed, which most CPUs emulate, many times slower). Use "
+                        "trainer.precision=32-true (the CPU default, fastest there), or bf16-mixed on a CPU "
+                        "with native bf16 (AVX512-BF16 or AMX).")
 
 
 class StartupNoise(logging.Filter):
@@ -254,7 +254,8 @@ def logs_no_step(run_dir: Path) -> bool:
     tags = events.Tags()
     if any(tags.get(kind) for kind in ("images", "audio", "histograms", "distributions", "tensors")):
         return False
-    return all(math.isnan(e.value) for tag in tags["scalars"] for e in events.Scalars(tag))
+    values = [(tag, e.value) for tag in tags["scalars"] for e in events.Scalars(tag)]
+    return all(tag.startswith("final/") and math.isnan(value) for tag, value in values)
 
 
 # Keys that never name a sweep job's folder: where the data lives and what hardware a job runs on.
