@@ -35,6 +35,7 @@ def load_script(name: str):
 
 class TinyGAN:
     generator = SimpleNamespace(nz=4)
+    img_size = 8
     fixed_z = torch.zeros(4, 4, 1, 1)
 
     def sample(self, z: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TESTS_DIR, TINY_CLI, cli_env, make_celeba
+from conftest import TESTS_DIR, TINY, TINY_CLI, cli_env, compose_config, make_celeba
+
+from celebgan.train import train
 
 TRAIN = "celebgan.train"
 
@@ -32,6 +34,10 @@ def table(tmp: Path) -> list[tuple[str, list[str], str]]:
     celeba = ["data=celeba32", f"data.root={garbage}"]
     good = tmp / "good"  # readable: only the command line is wrong
     make_celeba(good, per_split=1)
+    unreadable = tmp / "unreadable"
+    for name in make_celeba(unreadable, per_split=1):
+        (unreadable / "celeba" / "img_align_celeba" / name).write_bytes(b"<html>not a JPEG</html>")
+    ckpt = tiny_checkpoint(tmp / "trained")
     return [
         (TRAIN, ["data.batch_size=0"], "data.batch_size=0"),
         (TRAIN, ["data.batch_size=-3"], "data.batch_size=-3"),
@@ -52,12 +58,21 @@ def table(tmp: Path) -> list[tuple[str, list[str], str]]:
         (TRAIN, ["trainer.accelerator=tpu"], "tpu"),
         (TRAIN, ["trainer.devices=9999"], "Use trainer.devices="),
         (TRAIN, ["trainer.sync_batchnorm=true"], "sync_batchnorm"),
-        (TRAIN, ["model.g_optimizer.lr=-1"], "model.g_optimizer"),
-        (TRAIN, ["model.d_optimizer.betas=[0.5,2]"], "model.d_optimizer"),
+        (TRAIN, ["model.g_optimizer.lr=-1"], "model.g_optimizer.lr=-1 must be a number > 0"),
+        (TRAIN, ["model.d_optimizer.betas=[0.5,2]"], "model.d_optimizer.betas=[0.5, 2] must be two"),
         (TRAIN, ["model.n_dis=0"], "model.n_dis=0"),
         (TRAIN, ["model.d_loss.real_label=2"], "real_label=2"),
         (TRAIN, ["model.augment=[zoom]"], "zoom"),
         (TRAIN, ["callbacks.divergence.action=explode"], "callbacks.divergence.action"),
+        # Values that failed only once the logger had written a run folder, or with a traceback.
+        (TRAIN, ["model.d_optimizer.lr=fast"], "model.d_optimizer.lr='fast' must be a number > 0"),
+        (TRAIN, ["model.g_optimizer.betas=[0.9,1.0]"], "model.g_optimizer.betas=[0.9, 1.0] must be two numbers"),
+        (TRAIN, ["trainer.precision=16-mixed"], "Use trainer.precision=32-true"),
+        (TRAIN, ["data=celeba32", f"data.root={unreadable}", "data.batch_size=1"], "could be read"),
+        ("celebgan.sample", [f"ckpt={ckpt}", "n=1e7"], "n=10000000.0 must be a whole number >= 1 (write n="),
+        ("celebgan.sample", [f"ckpt={ckpt}", "mode=images", "n=0"], "n=0 must be a whole number >= 1"),
+        ("celebgan.sample", [f"ckpt={ckpt}", "n=1000000000"], "mode=images, which streams"),
+        ("celebgan.sample", [f"ckpt={ckpt}", "mode=compare", "n=1000000000"], "GB available"),
         (TRAIN, ["resume=/nonexistent/last.ckpt"], "Checkpoint not found"),
         (TRAIN, [f"resume={not_a_ckpt}"], "not a readable PyTorch checkpoint"),
         (TRAIN, ["data=celeba32", f"data.root={tmp / 'nowhere'}"], "CelebA folder not found"),
@@ -85,6 +100,11 @@ def table(tmp: Path) -> list[tuple[str, list[str], str]]:
     ]
 
 
+def tiny_checkpoint(run: Path) -> Path:
+    train(compose_config([*TINY, "trainer.max_steps=1"], run))
+    return run / "checkpoints" / "last.ckpt"
+
+
 def run_table(tmp: Path) -> tuple[list, list, float]:
     cases = table(tmp)
     runs = []
@@ -110,9 +130,10 @@ def test_each_user_mistake_is_one_message_and_exit_status_2(tmp_path):
         if result["code"] != 2 or "Traceback" in out or expected not in out or errors > 1:
             failures.append(f"{module} {' '.join(args)} -> exit {result['code']}:\n{out[-1500:]}")
     assert not failures, f"{len(failures)} of {len(cases)} cases:\n\n" + "\n\n".join(failures)
-    # Nothing was trained: no run got as far as a checkpoint.
+    # Nothing was trained, and nothing was left: no run folder, no sample output.
     assert not list(tmp_path.glob("runs/*/checkpoints/*.ckpt"))
     assert not list(tmp_path.rglob("prepared")) and not list(tmp_path.rglob(".*.tmp*"))  # nor prepared
+    assert not list(tmp_path.glob("runs/*")) and not (tmp_path / "outputs").exists()
     print(f"{len(cases)} command lines in {seconds:.1f} s, "
           f"slowest {max(r['seconds'] for r in results):.1f} s")
 

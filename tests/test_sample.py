@@ -14,7 +14,7 @@ from PIL import Image
 from celebgan.attributes import attribute_scores, cached_classifier, edit_latents
 from celebgan.checkpoint import load_gan
 from celebgan.errors import UserError
-from celebgan.images import generate, latents
+from celebgan.images import generate, latent_batches, latents
 from celebgan.module import GAN
 from celebgan.sample import sample, slerp
 from celebgan.train import train
@@ -83,6 +83,29 @@ def test_images_writes_n_pngs_in_a_new_folder_and_refuses_to_overwrite(ckpt, tmp
         sample(sample_cfg(ckpt, out, "mode=images", "n=2"))
     assert len(list(out.iterdir())) == 10
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fid"]
+
+
+@pytest.mark.parametrize("nz", [1, 3, 100])
+def test_latent_batches_are_the_seeds_latents_whatever_the_batch_size(nz):
+    for n in (1, 15, 17, 33, 100, 515):
+        for batch_size in (1, 5, 16, 17, 64):
+            batches = list(latent_batches(n, nz, 7, batch_size))
+            assert [len(b) for b in batches[:-1]] == [batch_size] * (len(batches) - 1)
+            assert 0 < len(batches[-1]) <= batch_size
+            assert torch.equal(torch.cat(batches), latents(n, nz, 7)), (n, batch_size)
+
+
+def test_images_streams_in_batches_the_images_one_batch_writes(ckpt, tmp_path, caplog):
+    n = 37
+    sample(sample_cfg(ckpt, tmp_path / "one", "mode=images", f"n={n}", f"batch_size={n}", "seed=5"))
+    with caplog.at_level("INFO", logger="celebgan.sample"):
+        sample(sample_cfg(ckpt, tmp_path / "many", "mode=images", f"n={n}", "batch_size=5", "seed=5"))
+    names = [f"{i:06d}.png" for i in range(n)]
+    assert sorted(p.name for p in (tmp_path / "many").iterdir()) == names
+    for name in names:  # the same latent per image; a batch of another size may round a value apart
+        assert np.abs(pixels(tmp_path / "many" / name).astype(int) - pixels(tmp_path / "one" / name)).max() <= 1
+    assert f"Writing {n} PNGs of 16px to {tmp_path / 'many'}: about" in caplog.text  # said before the rest
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["many", "one"]
 
 
 def test_slerp_endpoints_and_norm():

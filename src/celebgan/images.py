@@ -1,6 +1,6 @@
 """Latents, generated images, their captions and image files: what the commands that look at a
 generator share (sample.py, attributes.py)."""
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -16,6 +16,26 @@ from celebgan.module import GAN
 def latents(n: int, nz: int, seed: int) -> torch.Tensor:
     """(n, nz, 1, 1) standard normal latents, the same for a seed on every machine (drawn on the CPU)."""
     return torch.randn(n, nz, 1, 1, generator=torch.Generator().manual_seed(seed))
+
+
+def latent_batches(n: int, nz: int, seed: int, batch_size: int) -> Iterator[torch.Tensor]:
+    """latents(n, nz, seed) as consecutive (<= batch_size, nz, 1, 1) batches, holding a few batches
+    at most whatever n is.
+
+    The batches are drawn from the seed's one generator, in calls of a multiple of 16 latents and a
+    last call of at least that many: torch's CPU randn turns 16 uniforms at a time into normals and
+    redraws a ragged end, so such calls concatenate to exactly what one call for all n draws."""
+    generator = torch.Generator().manual_seed(seed)
+    draw = -(-batch_size // 16) * 16
+    pending, left = torch.empty(0, nz, 1, 1), n
+    while left or len(pending):
+        if len(pending) < batch_size and left:
+            k = left if left < 2 * draw else draw  # the end in one call, as a single call draws it
+            pending = torch.cat([pending, torch.randn(k, nz, 1, 1, generator=generator)])
+            left -= k
+            continue
+        yield pending[:batch_size]
+        pending = pending[batch_size:]
 
 
 @torch.no_grad()

@@ -2,6 +2,7 @@
 import copy
 import functools
 import inspect
+import math
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 
@@ -22,6 +23,22 @@ def plain_partial(fn: Callable) -> Callable:
     if isinstance(fn, functools.partial):
         return functools.partial(fn.func, *fn.args, **fn.keywords)
     return fn
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_optimizer_settings(key: str, settings: Mapping) -> None:
+    """lr and betas, in words a user can act on (torch says "'<=' not supported" for lr=fast)."""
+    lr = settings.get("lr", 1.0)
+    if not (_number(lr) and lr > 0):
+        raise UserError(f"model.{key}.lr={lr!r} must be a number > 0 (the DCGAN paper's is 2e-4).")
+    betas = settings.get("betas", (0.0, 0.0))
+    if not (isinstance(betas, Sequence) and len(betas) == 2 and all(_number(b) and 0 <= b < 1 for b in betas)):
+        shown = list(betas) if isinstance(betas, Sequence) and not isinstance(betas, str) else betas
+        raise UserError(f"model.{key}.betas={shown!r} must be two numbers in [0, 1): Adam's decay rates of "
+                        "its gradient's mean and square (the DCGAN paper's are [0.5, 0.999]).")
 
 
 class GAN(LightningModule):
@@ -175,7 +192,8 @@ class GAN(LightningModule):
         optimizers = []
         for key, make, network in (("g_optimizer", self.g_optimizer, self.generator),
                                    ("d_optimizer", self.d_optimizer, self.discriminator)):
-            try:  # torch checks lr, betas and the like here: the first moment they are seen
+            check_optimizer_settings(key, getattr(make, "keywords", {}))
+            try:  # torch checks the other settings here: the first moment they are seen
                 optimizers.append(make(network.parameters()))
             except (ValueError, TypeError) as err:
                 raise UserError(f"model.{key}: {err}. Fix that setting of model.{key}.") from None

@@ -4,12 +4,16 @@ sample(cfg) holds the logic (tests call it with a composed config); main() is th
 Every image comes from the EMA generator in eval mode; latents come from `seed` alone.
 """
 import logging
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import hydra
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from torchvision.transforms.functional import to_pil_image, to_tensor
 from torchvision.utils import save_image
@@ -18,8 +22,8 @@ from tqdm import tqdm
 from celebgan.attributes import write_attribute_edits
 from celebgan.batches import seeded_subset
 from celebgan.checkpoint import build_datamodule, load_gan, run_dir
-from celebgan.errors import UserError, command, exit_on_user_error
-from celebgan.images import caption, generate, latents, save_png, to_grid
+from celebgan.errors import UserError, check_whole, command, exit_on_user_error
+from celebgan.images import caption, generate, latent_batches, latents, save_png, to_grid
 from celebgan.io import atomic_write
 from celebgan.module import GAN
 
@@ -48,18 +52,61 @@ def write_grid(gan: GAN, cfg: DictConfig, out: Path) -> dict[str, Any]:
 
 
 def write_images(gan: GAN, cfg: DictConfig, out: Path) -> dict[str, Any]:
-    """n PNGs 000000.png ... in a folder that appears complete or not at all."""
+    """n PNGs 000000.png ... in a folder that appears complete or not at all, written batch by batch:
+    memory holds a batch of latents and images, whatever n is. Names have 6 digits, more when n
+    needs them, so that they sort in order."""
     if out.exists():
         raise UserError(f"out={str(out)!r} already exists; choose another out, or delete it to write it again.")
-    z = latents(cfg.n, gan.generator.nz, cfg.seed)
-    with atomic_write(out) as tmp:
+    batches = latent_batches(cfg.n, gan.generator.nz, cfg.seed, cfg.batch_size)
+    with no_new_folders_on_failure(out), atomic_write(out) as tmp:
         tmp.mkdir()
-        i = 0
-        for chunk in tqdm(z.split(cfg.batch_size), desc="images", unit="batch"):
-            for img in gan.sample(chunk).cpu():
-                save_image(img, tmp / f"{i:06d}.png", normalize=True, value_range=(-1, 1))
-                i += 1
+        digits = max(6, len(str(cfg.n - 1)))
+        written = write_pngs(gan, next(batches), tmp, 0, digits)
+        log.info("%s", disk_estimate(cfg.n, gan.img_size, out, tmp))
+        for z in tqdm(batches, initial=1, total=-(-cfg.n // cfg.batch_size), desc="images", unit="batch"):
+            written = write_pngs(gan, z, tmp, written, digits)
     return {"out": out, "count": cfg.n}
+
+
+def write_pngs(gan: GAN, z: torch.Tensor, folder: Path, first: int, digits: int) -> int:
+    """The images of latents z as folder/NNNNNN.png from number `first` on; returns the next number."""
+    for i, img in enumerate(gan.sample(z).cpu(), start=first):
+        save_image(img, folder / f"{i:0{digits}d}.png", normalize=True, value_range=(-1, 1))
+    return first + len(z)
+
+
+def disk_estimate(n: int, img_size: int, out: Path, written: Path) -> str:
+    """The line said once the first batch is written: how many PNGs, where, and the disk they will
+    take, from what the first ones take (a PNG's size depends on the faces; whole file-system
+    blocks each). A disk that cannot hold them is refused now rather than when it is full."""
+    files = list(written.iterdir())
+    per_image = sum(getattr(st, "st_blocks", 0) * 512 or st.st_size for st in map(os.stat, files)) / len(files)
+    need, free = n * per_image, shutil.disk_usage(written).free
+    if need > free:
+        raise UserError(f"{n:,} PNGs of {img_size}px take about {size_text(need)} ({per_image / 1e3:.1f} kB "
+                        f"each), but the disk of out={str(out)!r} has {size_text(free)} free. Lower n, or set "
+                        "out= on another disk.")
+    return (f"Writing {n:,} PNGs of {img_size}px to {out}: about {size_text(need)} on disk "
+            f"({per_image / 1e3:.1f} kB each; {size_text(free)} free there).")
+
+
+def size_text(num_bytes: float) -> str:
+    return f"{num_bytes / 1e9:,.1f} GB" if num_bytes >= 1e9 else f"{num_bytes / 1e6:,.1f} MB"
+
+
+@contextmanager
+def no_new_folders_on_failure(out: Path) -> Iterator[None]:
+    """The folders made for `out` (the default outputs/sample/<time>_<mode>/) go again, when still
+    empty, if the command fails: a failed command leaves nothing."""
+    existing = next(p for p in out.absolute().parents if p.exists())
+    try:
+        yield
+    except BaseException:
+        for folder in out.absolute().parents:
+            if folder == existing or not folder.is_dir() or any(folder.iterdir()):
+                break
+            folder.rmdir()
+        raise
 
 
 def interpolation_latents(nz: int, rows: int, steps: int, seed: int) -> torch.Tensor:
@@ -132,13 +179,71 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+COUNTS = ("n", "rows", "steps", "nrow", "batch_size", "attributes.num_latents")
+
+
+def check_counts(cfg: DictConfig) -> None:
+    for key in COUNTS:
+        value = OmegaConf.select(cfg, key)
+        # The command line reads 1e7 as a float: say how to write it.
+        note = f" (write {key}={int(value)})" if isinstance(value, float) and value.is_integer() else ""
+        check_whole(key, value, 1, note)
+
+
+# Float32 copies of its images that a mode holding them all has in memory at its peak: the
+# generated batches and their concatenation, make_grid's normalised copy, the padded grid, the
+# PNG's pixels. Measured (peak RSS over n images' float32 size): 3.0-4.1 for grid at 16 and 64px,
+# 8-9 for compare, whose n real images count as n more here.
+PEAK_COPIES = 4.5
+
+
+def held_images(cfg: DictConfig) -> int:
+    """How many (3, S, S) images a mode holds in memory at once; 0 for the modes that do not
+    (images streams them batch by batch, progress reads the run's grids)."""
+    if cfg.mode in ("grid", "compare"):
+        return cfg.n * (2 if cfg.mode == "compare" else 1)  # compare: n real and n generated
+    if cfg.mode == "interpolate":
+        return cfg.rows * cfg.steps
+    if cfg.mode == "attributes":  # the direction's latents are generated at once, then the grid
+        return max(cfg.rows * cfg.steps, cfg.attributes.num_latents)
+    return 0
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this process could still take: Linux's MemAvailable, else the machine's
+    physical memory; None where neither is known."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_fits_in_memory(cfg: DictConfig, img_size: int) -> None:
+    """A mode that holds all its images refuses, before generating any, a count that cannot fit."""
+    count, available = held_images(cfg), available_memory()
+    need = PEAK_COPIES * count * 3 * img_size * img_size * 4
+    if available is None or need <= available:
+        return
+    counts = {"interpolate": "rows * steps", "attributes": "rows * steps or attributes.num_latents"}
+    raise UserError(
+        f"mode={cfg.mode} holds all its {count:,} images of {img_size}px in memory at once: it would need "
+        f"about {need / 1e9:,.1f} GB, and this machine has {available / 1e9:,.1f} GB available. Lower "
+        f"{counts.get(cfg.mode, 'n')}, or write any number of single PNGs with mode=images, which streams "
+        "them to disk batch by batch.")
+
+
 def sample(cfg: DictConfig) -> dict[str, Any]:
     """Run one mode; returns what it wrote ({"out": path, ...})."""
     if cfg.mode not in MODES:
         raise UserError(f"mode={cfg.mode!r} is not one of {list(MODES)}.")
-    for key in ("n", "rows", "steps", "nrow", "batch_size"):
-        if cfg[key] < 1:
-            raise UserError(f"{key}={cfg[key]} must be at least 1.")
+    check_counts(cfg)
     out = Path(cfg.out) if cfg.out is not None else default_out(cfg)
     if cfg.mode == "progress" and cfg.progress.run is not None:
         result = write_progress(Path(cfg.progress.run), out, cfg.progress.frame_ms)
@@ -147,6 +252,7 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
     if cfg.ckpt is None:
         raise UserError(f"mode={cfg.mode} needs a checkpoint: ckpt=RUN_DIR/checkpoints/last.ckpt.")
     gan, config = load_gan(cfg.ckpt, img_size=cfg.img_size)
+    check_fits_in_memory(cfg, gan.img_size)
     gan.to(pick_device(cfg.device))
     if cfg.mode == "grid":
         result = write_grid(gan, cfg, out)

@@ -3,6 +3,7 @@
 train(cfg) holds the logic (tests call it with a composed config); main() is the Hydra wrapper.
 """
 import logging
+import math
 import shutil
 import sys
 import warnings
@@ -20,9 +21,11 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelSummary, TQDMProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from celebgan import lock, resume
 from celebgan.checkpoint import AtomicCheckpointIO, RunConfig
+from celebgan.data import ImageFiles
 from celebgan.errors import UserError, command, exit_on_user_error
 from celebgan.guards import DivergenceWatch, NonFiniteGuard, check_devices, check_trainer_counts
 from celebgan.hparams import FinalMetrics, final_metrics, log_hparams
@@ -55,6 +58,18 @@ def default_precision(accelerator: str) -> str:
 def trains_on_gpu(accelerator: str) -> bool:
     gpu_here = torch.cuda.is_available() or torch.backends.mps.is_available()
     return accelerator in ("gpu", "cuda", "mps") or (accelerator == "auto" and gpu_here)
+
+
+def check_precision(precision, accelerator: str) -> None:
+    """16-mixed on a CPU is refused. Lightning would train in bf16-mixed instead, with a warning
+    among its start-up lines: another number format, without 16-mixed's loss scaling, and on a CPU
+    without native bf16 an emulated one, 8-25x slower than 32-true (default_precision). A run in a
+    precision nobody asked for, that slow, costs more than one changed setting."""
+    if str(precision) in ("16-mixed", "16") and not trains_on_gpu(accelerator):
+        raise UserError(f"trainer.precision={precision} needs a GPU, and this run trains on the CPU (where "
+                        "Lightning would switch to bf16-mixed, which most CPUs emulate, many times slower). Use "
+                        "trainer.precision=32-true (the CPU default, fastest there), or bf16-mixed on a CPU "
+                        "with native bf16 (AVX512-BF16 or AMX).")
 
 
 class StartupNoise(logging.Filter):
@@ -106,6 +121,16 @@ def group_choices() -> dict[str, str]:
     return dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
 
 
+def check_readable(dataset) -> None:
+    """Image files are decoded only once training runs, after the logger has written into the run
+    folder: one decoded now (an unreadable file is skipped for the next, as in training) makes a
+    folder of nothing readable fail here. The global RNG stays as it was (the transform flips at
+    random), so the run trains exactly as it would without this check."""
+    if isinstance(dataset, ImageFiles):
+        with torch.random.fork_rng(devices=[]):
+            dataset[0]
+
+
 def max_steps_kwargs(cfg: DictConfig, model) -> dict[str, int]:
     """trainer.max_steps counts training steps (real batches), the unit of the TensorBoard x-axis,
     of GAN.steps_done and of every step setting (instance_noise_steps, penalty intervals).
@@ -142,6 +167,7 @@ def fit(cfg: DictConfig, run_end: ExitStack) -> dict[str, float]:
         with open_dict(cfg):
             cfg.metrics.every_n_epochs = 0
     check_trainer_counts(cfg.trainer)
+    check_precision(cfg.trainer.get("precision", "auto"), accelerator)
     check_optimized_metric(cfg)
     ckpt_path, original_run = resume.resolve(cfg.get("resume"), OmegaConf.to_container(cfg, resolve=True))
     if original_run is not None:  # continue in the run's own folder: one TensorBoard run, one last.ckpt
@@ -154,9 +180,11 @@ def fit(cfg: DictConfig, run_end: ExitStack) -> dict[str, float]:
         L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")  # a missing or malformed dataset fails here, before any training
+    check_readable(datamodule.train_set)
     # Lightning clips gradients itself only under automatic optimization; the GAN clips its own.
     clipping = {k: cfg.trainer.get(k) for k in ("gradient_clip_val", "gradient_clip_algorithm")}
     model = instantiate(cfg.model, **clipping)
+    model.configure_optimizers()  # built once now: a bad optimizer setting fails before the run folder fills
     config = OmegaConf.to_container(cfg, resolve=True)
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
     # The guards first: at an epoch's end they stop a diverged run before its grid is drawn.
@@ -208,15 +236,37 @@ def fit(cfg: DictConfig, run_end: ExitStack) -> dict[str, float]:
 
 @contextmanager
 def removed_if_unused(run_dir: Path, log_name: str) -> Iterator[None]:
-    """A command that fails before training wrote anything (a missing dataset, a bad setting) leaves
-    no run folder behind: Hydra's copy of the config and the log are all it would hold, and the
-    console showed both."""
+    """A command that fails before its first training step (a missing dataset, a bad setting) leaves
+    no run folder behind: Hydra's copy of the config and the log, and TensorBoard's declaration of
+    the run, are all it would hold; the console showed the first two, and the third would list a
+    run with no data in TensorBoard."""
     try:
         yield
     except BaseException:
-        if run_dir.is_dir() and all(p.name in (".hydra", log_name) for p in run_dir.iterdir()):
+        if run_dir.is_dir() and holds_only_startup_files(run_dir, log_name):
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
+
+
+def holds_only_startup_files(run_dir: Path, log_name: str) -> bool:
+    """run_dir holds only what a run writes before its first training step: .hydra, the log, and
+    the logger's hparams.yaml and event files with no step's value in them."""
+    names = [p.name for p in run_dir.iterdir()]
+    if not all(n in (".hydra", log_name, "hparams.yaml") or n.startswith("events.out.tfevents.") for n in names):
+        return False
+    return not any(n.startswith("events.out.tfevents.") for n in names) or logs_no_step(run_dir)
+
+
+def logs_no_step(run_dir: Path) -> bool:
+    """The event files in run_dir hold the HParams declaration alone: no image, and no scalar but
+    the final/* columns, which stay NaN until training ends (hparams.log_hparams)."""
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    tags = events.Tags()
+    if any(tags.get(kind) for kind in ("images", "audio", "histograms", "distributions", "tensors")):
+        return False
+    values = [(tag, e.value) for tag in tags["scalars"] for e in events.Scalars(tag)]
+    return all(tag.startswith("final/") and math.isnan(value) for tag, value in values)
 
 
 # Keys that never name a sweep job's folder: where the data lives and what hardware a job runs on.
