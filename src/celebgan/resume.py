@@ -121,6 +121,47 @@ class RNGState(Callback):
         _set_rng_state(ranks[rank])
 
 
+class ResumePosition(Callback):
+    """Reads a checkpoint written at an epoch's end (ModelCheckpoint's last.ckpt, or the end of a run
+    that trainer.max_steps stopped) as the point between that epoch and the next, before Lightning
+    restores its loops from it.
+
+    Lightning saves such a checkpoint with the epoch processed but not yet completed. It resumes
+    that correctly only without max_steps: with max_steps it takes every checkpoint for one written
+    mid-epoch, so it ran the saved epoch's end again (an empty epoch in the log, the next epoch with
+    the data order of the one after it) and counted one epoch too many."""
+
+    def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict) -> None:
+        fit_loop = checkpoint.get("loops", {}).get("fit_loop")
+        if fit_loop is None:
+            return
+        settle_epoch_end(fit_loop)
+        epochs = fit_loop["epoch_progress"]["current"]["completed"]
+        if trainer.max_epochs not in (None, -1) and epochs > trainer.max_epochs:  # Lightning's own check
+            raise UserError(f"The checkpoint has trained {epochs} epochs, more than trainer.max_epochs="
+                            f"{trainer.max_epochs}: there is nothing left to train. Resume with "
+                            f"trainer.max_epochs above {epochs} to train further.")
+
+
+def settle_epoch_end(fit_loop: dict) -> None:
+    """Rewrites Lightning's fit-loop state (a checkpoint's loops.fit_loop) in place when it was saved
+    at an epoch's end (the epoch processed, not yet completed): an epoch whose batches all ran is
+    completed, and the next one starts at its first batch; one that max_steps cut short is not yet
+    processed, so it continues from its next batch and its end comes once, when it has ended."""
+    epochs, batches = fit_loop["epoch_progress"], fit_loop["epoch_loop.batch_progress"]
+    if not all(epochs[k]["processed"] == epochs[k]["started"] == epochs[k]["completed"] + 1 for k in ("total", "current")):
+        return  # written mid-epoch (a signal) or between epochs: Lightning resumes it as it is
+    if batches["is_last_batch"]:
+        for k in ("total", "current"):
+            epochs[k]["completed"] = epochs[k]["processed"]
+        batches["current"] = dict.fromkeys(batches["current"], 0)
+        batches["is_last_batch"] = False
+        fit_loop.get("state_dict", {}).pop("combined_loader", None)  # its position is the ended epoch's
+    else:
+        for k in ("total", "current"):
+            epochs[k]["processed"] -= 1
+
+
 def _rng_state() -> dict:
     mt, keys, pos, has_gauss, gauss = np.random.get_state()
     return {

@@ -168,7 +168,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         callbacks.append(ModelSummary())
     try:
         trainer = hydra.utils.instantiate(
-            cfg.trainer, callbacks=[*callbacks, RunConfig(config=config), resume.RNGState(),
+            cfg.trainer, callbacks=[*callbacks, RunConfig(config=config), resume.RNGState(), resume.ResumePosition(),
                                     FinalMetrics(columns=final_metrics(config))],
             logger=logger, plugins=[AtomicCheckpointIO()], precision=precision, **max_steps_kwargs(cfg, model),
             gradient_clip_val=None, gradient_clip_algorithm=None, enable_progress_bar=progress_bar,
