@@ -122,6 +122,22 @@ def max_steps_kwargs(cfg: DictConfig, model) -> dict[str, int]:
     return {"max_steps": optimizer_steps}
 
 
+# What a surviving process's next collective operation raises when another process of a DDP run has
+# died (SIGKILL, out of memory, a lost node): gloo's socket errors and NCCL's.
+PEER_DIED = ("Connection reset by peer", "Connection closed by peer", "remote process exited")
+
+
+def peer_died_message(err: BaseException, rank: int, world_size: int) -> str | None:
+    """The one line that replaces the traceback of a collective operation whose peer process died;
+    None for any other error (a bug keeps its traceback)."""
+    chain = [err, err.__cause__, err.__context__]
+    if world_size < 2 or not any(isinstance(e, RuntimeError) and any(s in str(e) for s in PEER_DIED) for e in chain):
+        return None
+    other = f"rank {1 - rank}" if world_size == 2 else "another rank"
+    return (f"A process of this {world_size}-process run died ({other}), so rank {rank} stopped as well. "
+            "Continue the run from its last checkpoint with resume=auto.")
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the configured model on the configured data; returns the final logged metrics."""
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
@@ -190,6 +206,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except SIGTERMException:  # resume.SaveOnSignal saved last.ckpt; not finished, so not status 0
         raise SystemExit(128 + signal.SIGTERM) from None
+    except RuntimeError as err:
+        message = peer_died_message(err, trainer.global_rank, trainer.world_size)
+        if message is None:
+            raise
+        # Status 1, a failure's, as the traceback this replaces had: nothing to fix in the command
+        # (2), and no checkpoint was saved on the way out (143).
+        log.error("%s", message)
+        raise SystemExit(1) from None
     if trainer.is_global_zero:
         log.info("%s", summary(trainer, Path(cfg.paths.output_dir)))
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
