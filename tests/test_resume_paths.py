@@ -214,5 +214,7 @@ def test_max_steps_resume_equals_the_uninterrupted_run(make_cfg, tmp_path, caplo
 def test_resume_with_fewer_max_epochs_than_trained_is_one_clear_error(make_cfg, tmp_path):
     runs = tmp_path / "runs"
     train(in_dir(make_cfg("trainer.max_epochs=2"), runs / "first"))
+    before = sorted(runs.rglob("*"))
     with pytest.raises(UserError, match=r"has trained 2 epochs, more than trainer.max_epochs=1"):
         train(in_dir(make_cfg("trainer.max_epochs=1", "resume=auto"), runs / "second"))
+    assert sorted(runs.rglob("*")) == before  # nothing written, in the checkpoint's run or elsewhere

@@ -1,5 +1,6 @@
 """Continuing a run exactly: which checkpoint to resume (`resume=PATH` or `resume=auto`), whether it
 fits the current config, and the RNG streams that Lightning does not save."""
+import copy
 import logging
 import os
 import random
@@ -13,7 +14,7 @@ import torch.distributed as dist
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from celebgan.checkpoint import RESUME_HINT, run_config, run_dir
+from celebgan.checkpoint import RESUME_HINT, load_checkpoint, run_config, run_dir
 from celebgan.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -136,20 +137,32 @@ class ResumePosition(Callback):
         if fit_loop is None:
             return
         settle_epoch_end(fit_loop)
-        epochs = fit_loop["epoch_progress"]["current"]["completed"]
-        if trainer.max_epochs not in (None, -1) and epochs > trainer.max_epochs:  # Lightning's own check
-            raise UserError(f"The checkpoint has trained {epochs} epochs, more than trainer.max_epochs="
-                            f"{trainer.max_epochs}: there is nothing left to train. Resume with "
-                            f"trainer.max_epochs above {epochs} to train further.")
+
+
+def check_epochs(path: str, max_epochs: int | None) -> None:
+    """A checkpoint that has trained more epochs than trainer.max_epochs leaves nothing to train: one
+    error before the run starts (Lightning's own check comes after the logger wrote to the run)."""
+    fit_loop = load_checkpoint(path).get("loops", {}).get("fit_loop")
+    if max_epochs in (None, -1) or fit_loop is None:
+        return
+    fit_loop = copy.deepcopy(fit_loop)
+    settle_epoch_end(fit_loop)
+    epochs = fit_loop["epoch_progress"]["current"]["completed"]
+    if epochs > max_epochs:
+        raise UserError(f"resume={path!r} has trained {epochs} epochs, more than trainer.max_epochs="
+                        f"{max_epochs}: nothing is left to train. Resume with trainer.max_epochs above "
+                        f"{epochs} to train further.")
 
 
 def settle_epoch_end(fit_loop: dict) -> None:
     """Rewrites Lightning's fit-loop state (a checkpoint's loops.fit_loop) in place when it was saved
     at an epoch's end (the epoch processed, not yet completed): an epoch whose batches all ran is
-    completed, and the next one starts at its first batch; one that max_steps cut short is not yet
-    processed, so it continues from its next batch and its end comes once, when it has ended."""
+    completed, and the next one starts at its first batch; one that max_steps cut short becomes
+    unprocessed again, so it continues from its next batch and is counted once, when it ends."""
     epochs, batches = fit_loop["epoch_progress"], fit_loop["epoch_loop.batch_progress"]
-    if not all(epochs[k]["processed"] == epochs[k]["started"] == epochs[k]["completed"] + 1 for k in ("total", "current")):
+    at_epoch_end = (epochs[k]["processed"] == epochs[k]["started"] == epochs[k]["completed"] + 1
+                    for k in ("total", "current"))
+    if not all(at_epoch_end):
         return  # written mid-epoch (a signal) or between epochs: Lightning resumes it as it is
     if batches["is_last_batch"]:
         for k in ("total", "current"):

@@ -154,6 +154,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     check_trainer_counts(cfg.trainer)
     check_optimized_metric(cfg)
     ckpt_path, original_run = resume.resolve(cfg.get("resume"), OmegaConf.to_container(cfg, resolve=True))
+    if ckpt_path is not None:
+        resume.check_epochs(ckpt_path, cfg.trainer.get("max_epochs"))
     if original_run is not None:  # continue in the run's own folder: one TensorBoard run, one last.ckpt
         log.info("Resuming %s; this invocation's own log stays in %s", ckpt_path, cfg.paths.output_dir)
         with open_dict(cfg):
