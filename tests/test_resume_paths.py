@@ -3,6 +3,7 @@ change in the number of processes between save and resume."""
 import logging
 import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -180,14 +181,22 @@ def epoch_lines(caplog) -> list[str]:
             and r.getMessage().startswith("epoch ")]
 
 
+SIGTERM_AT_STEP_8 = ("+callbacks.signal._target_=probe.SignalAt", "+callbacks.signal.step=8")
+
+
 @pytest.mark.parametrize("first", [
-    "trainer.max_epochs=2",  # stops after epoch 1's last.ckpt: what a kill right after it leaves behind
-    "trainer.max_steps=8",   # finished at an epoch's end; resumed with a larger max_steps
-    "trainer.max_steps=6",   # finished halfway through epoch 1; resumed with a larger max_steps
-])
+    ("trainer.max_epochs=2",),  # stops after epoch 1's last.ckpt: what a kill right after it leaves
+    ("trainer.max_steps=8",),   # finished at an epoch's end; resumed with a larger max_steps
+    ("trainer.max_steps=6",),   # finished halfway through epoch 1; resumed with a larger max_steps
+    SIGTERM_AT_STEP_8,          # stopped by a signal during epoch 1's last step: saved after its end
+], ids=["epoch-end", "max_steps-at-epoch-end", "max_steps-mid-epoch", "sigterm-at-epoch-end"])
 def test_max_steps_resume_equals_the_uninterrupted_run(make_cfg, tmp_path, caplog, straight_12_steps, first):
     runs = tmp_path / "runs"
-    train(in_dir(make_cfg(*MAX_STEPS_RUN, "trainer.max_steps=12", first), runs / "first"))
+    if first == SIGTERM_AT_STEP_8:
+        with pytest.raises(SystemExit, match=str(128 + signal.SIGTERM)):
+            train(in_dir(make_cfg(*MAX_STEPS_RUN, "trainer.max_steps=12", *first), runs / "first"))
+    else:
+        train(in_dir(make_cfg(*MAX_STEPS_RUN, "trainer.max_steps=12", *first), runs / "first"))
     with caplog.at_level(logging.INFO, logger="celebgan.callbacks"):
         train(in_dir(make_cfg(*MAX_STEPS_RUN, "trainer.max_steps=12", "resume=auto"), runs / "second"))
 
@@ -200,7 +209,7 @@ def test_max_steps_resume_equals_the_uninterrupted_run(make_cfg, tmp_path, caplo
     assert steps == [(e.step, e.value) for e in scalars(straight_12_steps, "train/d_loss")] and len(steps) == 12
 
     lines = epoch_lines(caplog)
-    if first == "trainer.max_steps=6":
+    if first == ("trainer.max_steps=6",):
         # The cut epoch goes on from its 3rd batch; its end comes once more, with the means of the
         # batches trained since the resume.
         assert [line.split("  d_loss")[0] for line in lines] == ["epoch 2/10  step 8", "epoch 3/10  step 12"]

@@ -160,17 +160,17 @@ def settle_epoch_end(fit_loop: dict) -> None:
     completed, and the next one starts at its first batch; one that max_steps cut short becomes
     unprocessed again, so it continues from its next batch and is counted once, when it ends."""
     epochs, batches = fit_loop["epoch_progress"], fit_loop["epoch_loop.batch_progress"]
-    at_epoch_end = (epochs[k]["processed"] == epochs[k]["started"] == epochs[k]["completed"] + 1
-                    for k in ("total", "current"))
-    if not all(at_epoch_end):
-        return  # written mid-epoch (a signal) or between epochs: Lightning resumes it as it is
-    if batches["is_last_batch"]:
+    processed = [epochs[k]["processed"] == epochs[k]["started"] for k in ("total", "current")]
+    completed = [epochs[k]["completed"] == epochs[k]["processed"] for k in ("total", "current")]
+    if not all(processed):
+        return  # written mid-epoch (a signal): Lightning resumes it as it is
+    if batches["is_last_batch"]:  # also completed: a signal during an epoch's last batch saves there
         for k in ("total", "current"):
             epochs[k]["completed"] = epochs[k]["processed"]
         batches["current"] = dict.fromkeys(batches["current"], 0)
         batches["is_last_batch"] = False
         fit_loop.get("state_dict", {}).pop("combined_loader", None)  # its position is the ended epoch's
-    else:
+    elif not any(completed):
         for k in ("total", "current"):
             epochs[k]["processed"] -= 1
 
