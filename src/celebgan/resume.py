@@ -156,14 +156,15 @@ def check_epochs(path: str, max_epochs: int | None) -> None:
 
 def settle_epoch_end(fit_loop: dict) -> None:
     """Rewrites Lightning's fit-loop state (a checkpoint's loops.fit_loop) in place when it was saved
-    at an epoch's end (the epoch processed, not yet completed): an epoch whose batches all ran is
-    completed, and the next one starts at its first batch; one that max_steps cut short becomes
-    unprocessed again, so it continues from its next batch and is counted once, when it ends."""
+    at an epoch's end (the epoch processed; completed too when a signal stopped the run there): an
+    epoch whose batches all ran is completed, and the next one starts at its first batch; one that
+    max_steps cut short becomes unprocessed again, so it continues from its next batch and is
+    counted once, when it ends. A checkpoint written mid-epoch is left as it is."""
     epochs, batches = fit_loop["epoch_progress"], fit_loop["epoch_loop.batch_progress"]
     processed = [epochs[k]["processed"] == epochs[k]["started"] for k in ("total", "current")]
     completed = [epochs[k]["completed"] == epochs[k]["processed"] for k in ("total", "current")]
     if not all(processed):
-        return  # written mid-epoch (a signal): Lightning resumes it as it is
+        return
     if batches["is_last_batch"]:  # also completed: a signal during an epoch's last batch saves there
         for k in ("total", "current"):
             epochs[k]["completed"] = epochs[k]["processed"]
