@@ -142,3 +142,18 @@ class WeightChange(Callback):
                                - start).norm()) for name, start in self.start.items()}
         self.dirpath.mkdir(parents=True, exist_ok=True)
         (self.dirpath / "change.json").write_text(json.dumps({**change, "global_step": trainer.global_step}))
+
+
+class KillRank(Callback):
+    """SIGKILLs the process of DDP rank `rank` at the end of training step `step`: a process of the
+    run dying (out of memory, a lost node) while the others train on."""
+
+    def __init__(self, *, step: int, rank: int):
+        self.step, self.rank = step, rank
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        import os
+        import signal
+
+        if trainer.global_rank == self.rank and pl_module.steps_done == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import cli_cmd, cli_env
+from conftest import assert_same_training_state, cli_cmd, cli_env
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 
@@ -91,3 +91,61 @@ def test_sync_batchnorm_on_cpu_is_one_clear_error(make_cfg):
 
     with pytest.raises(UserError, match="trainer.sync_batchnorm=true needs GPUs"):
         train(make_cfg("trainer.devices=2", "trainer.sync_batchnorm=true"))
+
+
+def test_a_dead_peer_is_one_line_and_other_errors_keep_their_traceback():
+    from celebgan.train import peer_died_message
+
+    gloo = RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:545] Read error [127.0.0.1]:13037: "
+                        "Connection reset by peer. This is typically caused by a remote worker hanging")
+    assert peer_died_message(gloo, rank=0, world_size=2) == (
+        "A process of this 2-process run died (rank 1), so rank 0 stopped as well. "
+        "Continue the run from its last checkpoint with resume=auto.")
+    assert "(another rank), so rank 2" in peer_died_message(gloo, rank=2, world_size=4)
+    assert peer_died_message(gloo, rank=0, world_size=1) is None  # no peers: not a peer's death
+    assert peer_died_message(RuntimeError("mat1 and mat2 shapes cannot be multiplied"), rank=0, world_size=2) is None
+
+
+@pytest.mark.slow
+def test_a_killed_rank_ends_the_run_with_one_line_and_resume_equals_the_uninterrupted_run(tmp_path):
+    ddp = ["data.num_images=64", "data.batch_size=8", "trainer.accelerator=cpu", "trainer.devices=2",
+           "trainer.strategy=ddp", "trainer.max_epochs=2"]  # 2 epochs of 4 steps on each rank
+
+    def train_ddp(run: Path, *overrides: str) -> subprocess.CompletedProcess:
+        return subprocess.run(cli_cmd(*ddp, f"hydra.run.dir={run}", *overrides), cwd=tmp_path, env=cli_env(),
+                              capture_output=True, text=True, timeout=300)
+
+    def probed(name: str) -> list[str]:
+        return ["+callbacks.probe._target_=probe.Probe", f"+callbacks.probe.dirpath={tmp_path / name}"]
+
+    straight = train_ddp(tmp_path / "straight", *probed("straight_probe"))
+    assert straight.returncode == 0, straight.stderr[-4000:]
+
+    # Rank 1 dies halfway through epoch 1, after epoch 0's last.ckpt: rank 0 stops at its next
+    # collective operation with one line, where gloo's traceback was.
+    first = tmp_path / "runs" / "first"
+    killed = train_ddp(first, "+callbacks.kill._target_=probe.KillRank", "+callbacks.kill.step=6",
+                       "+callbacks.kill.rank=1")
+    out = killed.stdout + killed.stderr
+    assert killed.returncode == 1, out[-4000:]
+    assert ("A process of this 2-process run died (rank 1), so rank 0 stopped as well. Continue the run from "
+            "its last checkpoint with resume=auto.") in out
+    assert "Traceback" not in out and "Connection reset" not in out and "Connection closed" not in out
+    assert torch.load(first / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2 * 4
+
+    # resume=auto with 2 processes continues it exactly: each rank's epoch-1 batches and losses, and
+    # the weights, optimizers and counters of the run that was never stopped.
+    resumed = train_ddp(tmp_path / "runs" / "second", "resume=auto", *probed("resumed_probe"))
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert_same_training_state(torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=True),
+                               torch.load(first / "checkpoints" / "last.ckpt", weights_only=True))
+    for rank in range(2):
+        s, r = (torch.load(tmp_path / name / f"rank{rank}.pt", weights_only=True)
+                for name in ("straight_probe", "resumed_probe"))
+        assert r["batch_sums"] == s["batch_sums"][4:] and r["d_loss"] == s["d_loss"][4:]
+        for name, value in s["state_dict"].items():
+            # Not rank 1's BatchNorm statistics of D: each rank's own, and read by nothing (D runs in
+            # training mode only); the checkpoint holds rank 0's, which DDP's first forward copies
+            # to every rank.
+            if rank == 0 or not (name.startswith("discriminator.") and "running_" in name):
+                assert torch.equal(value, r["state_dict"][name]), (rank, name)

@@ -3,15 +3,17 @@ change in the number of processes between save and resume."""
 import logging
 import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_same_training_state, cli_cmd, cli_env
+from conftest import TINY, assert_same_training_state, cli_cmd, cli_env, compose_config
 from omegaconf import open_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from celebgan.errors import UserError
 from celebgan.resume import RNGState
 from celebgan.train import train
 
@@ -182,3 +184,71 @@ def test_checkpoint_of_a_two_process_run_resumes_on_one_process(make_cfg, tmp_pa
     assert "RNG states of 2 processes, this run has 1" in caplog.text
     resumed = last_ckpt(ddp_run)
     assert resumed["epoch"] == 1 and resumed["global_step"] == STEPS_PER_EPOCH // 2 + STEPS_PER_EPOCH
+
+
+# --- trainer.max_steps: stopped at an epoch's end, or finished and extended ---------------------------
+
+# Every run of this section: up to 10 epochs of 4 steps, 12 steps in all (3 epochs), the learning
+# rates halving every epoch, so that an LR schedule stepped once too often shows in the weights.
+MAX_STEPS_RUN = ["trainer.max_epochs=10", "lr_schedule=step", "model.lr_scheduler.step_size=1"]
+
+
+@pytest.fixture(scope="module")
+def straight_12_steps(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("straight") / "run"
+    train(compose_config([*TINY, *MAX_STEPS_RUN, "trainer.max_steps=12"], run_dir))
+    return run_dir
+
+
+def epoch_lines(caplog) -> list[str]:
+    """EpochLog's lines, up to their timing: `epoch 3/10  step 12  d_loss ...`."""
+    return [r.getMessage().rsplit("  (", 1)[0] for r in caplog.records if r.name == "celebgan.callbacks"
+            and r.getMessage().startswith("epoch ")]
+
+
+SIGTERM_AT_STEP_8 = ("+callbacks.signal._target_=probe.SignalAt", "+callbacks.signal.step=8")
+
+
+@pytest.mark.parametrize("first", [
+    ("trainer.max_epochs=2",),  # stops after epoch 1's last.ckpt: what a kill right after it leaves
+    ("trainer.max_steps=8",),   # finished at an epoch's end; resumed with a larger max_steps
+    ("trainer.max_steps=6",),   # finished halfway through epoch 1; resumed with a larger max_steps
+    SIGTERM_AT_STEP_8,          # stopped by a signal during epoch 1's last step: saved after its end
+], ids=["epoch-end", "max_steps-at-epoch-end", "max_steps-mid-epoch", "sigterm-at-epoch-end"])
+def test_max_steps_resume_equals_the_uninterrupted_run(make_cfg, tmp_path, caplog, straight_12_steps, first):
+    runs = tmp_path / "runs"
+    if first == SIGTERM_AT_STEP_8:
+        with pytest.raises(SystemExit, match=str(128 + signal.SIGTERM)):
+            train(in_dir(make_cfg(*MAX_STEPS_RUN, "trainer.max_steps=12", *first), runs / "first"))
+    else:
+        train(in_dir(make_cfg(*MAX_STEPS_RUN, "trainer.max_steps=12", *first), runs / "first"))
+    with caplog.at_level(logging.INFO, logger="celebgan.callbacks"):
+        train(in_dir(make_cfg(*MAX_STEPS_RUN, "trainer.max_steps=12", "resume=auto"), runs / "second"))
+
+    # Bit for bit: weights, optimizers, LR schedules, and the counters: 12 steps in 3 epochs.
+    expected, resumed = last_ckpt(straight_12_steps), last_ckpt(runs / "first")
+    assert resumed["global_step"] == 24 and resumed["epoch"] == 2
+    assert_same_training_state(expected, resumed)
+    # Every step trained and logged once, with the uninterrupted run's losses.
+    steps = [(e.step, e.value) for e in scalars(runs / "first", "train/d_loss")]
+    assert steps == [(e.step, e.value) for e in scalars(straight_12_steps, "train/d_loss")] and len(steps) == 12
+
+    lines = epoch_lines(caplog)
+    if first == ("trainer.max_steps=6",):
+        # The cut epoch goes on from its 3rd batch; its end comes once more, with the means of the
+        # batches trained since the resume.
+        assert [line.split("  d_loss")[0] for line in lines] == ["epoch 2/10  step 8", "epoch 3/10  step 12"]
+    else:
+        # Continues with epoch 3: epoch 2's end is not run again, and the epoch means are the same.
+        assert [line.split("  d_loss")[0] for line in lines] == ["epoch 3/10  step 12"]
+        assert [(e.step, e.value) for e in scalars(runs / "first", "epoch/d_loss")] == [
+            (e.step, e.value) for e in scalars(straight_12_steps, "epoch/d_loss")]
+
+
+def test_resume_with_fewer_max_epochs_than_trained_is_one_clear_error(make_cfg, tmp_path):
+    runs = tmp_path / "runs"
+    train(in_dir(make_cfg("trainer.max_epochs=2"), runs / "first"))
+    before = sorted(runs.rglob("*"))
+    with pytest.raises(UserError, match=r"has trained 2 epochs, more than trainer.max_epochs=1"):
+        train(in_dir(make_cfg("trainer.max_epochs=1", "resume=auto"), runs / "second"))
+    assert sorted(runs.rglob("*")) == before  # nothing written, in the checkpoint's run or elsewhere

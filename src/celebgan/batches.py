@@ -115,7 +115,19 @@ class ShuffledBatches(Sampler[list[int]]):
             yield batch.tolist()
 
 
-class ResumableLoader(DataLoader):
+class EpochLoader(DataLoader):
+    """A DataLoader whose iterator asks its sampler for the epoch's order at the first batch, not
+    when it is created.
+
+    On resume, Lightning creates the first epoch's iterator before it calls the sampler's
+    set_epoch, and a DistributedSampler (DDP) fixes its order when it is iterated: that epoch's
+    shards would be those of epoch 0, not of the epoch being trained."""
+
+    def __iter__(self):
+        yield from super().__iter__()  # a generator: nothing runs before the first next()
+
+
+class ResumableLoader(EpochLoader):
     """batch_loader's DataLoader, which Lightning saves and restores with its loops (a loader with
     state_dict / load_state_dict): a run resumed from a checkpoint written mid-epoch (on SIGTERM)
     skips the batches that epoch already trained on, and so continues exactly.

@@ -14,8 +14,8 @@ from lightning import LightningDataModule
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from celebgan.batches import (ArrayFaces, batch_loader, loader_workers, seeded_subset, to_model_input,
-                              worker_init_fn)
+from celebgan.batches import (ArrayFaces, EpochLoader, batch_loader, loader_workers, seeded_subset,
+                              to_model_input, worker_init_fn)
 from celebgan.celeba import check_split, face_transform, hash_files, list_images, to_rgb
 from celebgan.errors import UserError, check_whole
 from celebgan.networks import num_stages
@@ -133,7 +133,7 @@ class FaceDataModule(LightningDataModule):
                                   pin_memory=self.pin_memory and torch.cuda.is_available() and not self.on_device)
             loader.batches_done = self._batches_done
             return loader
-        return DataLoader(
+        return EpochLoader(
             self.train_set, batch_size=self.batch_size, shuffle=True,
             drop_last=True,  # equal batches keep BatchNorm statistics and the step count regular
             num_workers=self.num_workers, persistent_workers=self.num_workers > 0,

@@ -211,6 +211,10 @@ class GAN(LightningModule):
         means = {"epoch/" + name.removeprefix("train/"): total / steps
                  for name, (total, steps) in self.epoch_totals.items()}
         self.log_dict(means, on_step=False, on_epoch=True, sync_dist=True)
+        # Only after a whole epoch: the end of one that trainer.max_steps cut short comes again once a
+        # resumed run has trained its remaining batches (as Lightning does for its own schedulers).
+        if not self.trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return
         for scheduler in self.lr_schedulers() or []:  # None without schedulers, else one per optimizer
             scheduler.step()
 

@@ -1,5 +1,6 @@
 """Continuing a run exactly: which checkpoint to resume (`resume=PATH` or `resume=auto`), whether it
 fits the current config, and the RNG streams that Lightning does not save."""
+import copy
 import logging
 import os
 import random
@@ -14,7 +15,7 @@ import torch.distributed as dist
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from celebgan.checkpoint import RESUME_HINT, run_config, run_dir
+from celebgan.checkpoint import RESUME_HINT, load_checkpoint, run_config, run_dir
 from celebgan.errors import UserError
 from celebgan.trust import UntrustedCheckpoint
 
@@ -141,6 +142,60 @@ class RNGState(Callback):
                         "restart (weights and optimizers are restored exactly).", len(ranks), world_size)
             return
         _set_rng_state(ranks[rank])
+
+
+class ResumePosition(Callback):
+    """Reads a checkpoint written at an epoch's end (ModelCheckpoint's last.ckpt, or the end of a run
+    that trainer.max_steps stopped) as the point between that epoch and the next, before Lightning
+    restores its loops from it.
+
+    Lightning saves such a checkpoint with the epoch processed but not yet completed. It resumes
+    that correctly only without max_steps: with max_steps it takes every checkpoint for one written
+    mid-epoch, so it ran the saved epoch's end again (an empty epoch in the log, the next epoch with
+    the data order of the one after it) and counted one epoch too many."""
+
+    def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict) -> None:
+        fit_loop = checkpoint.get("loops", {}).get("fit_loop")
+        if fit_loop is None:
+            return
+        settle_epoch_end(fit_loop)
+
+
+def check_epochs(path: str, max_epochs: int | None) -> None:
+    """A checkpoint that has trained more epochs than trainer.max_epochs leaves nothing to train: one
+    error before the run starts (Lightning's own check comes after the logger wrote to the run)."""
+    fit_loop = load_checkpoint(path).get("loops", {}).get("fit_loop")
+    if max_epochs in (None, -1) or fit_loop is None:
+        return
+    fit_loop = copy.deepcopy(fit_loop)
+    settle_epoch_end(fit_loop)
+    epochs = fit_loop["epoch_progress"]["current"]["completed"]
+    if epochs > max_epochs:
+        raise UserError(f"resume={path!r} has trained {epochs} epochs, more than trainer.max_epochs="
+                        f"{max_epochs}: nothing is left to train. Resume with trainer.max_epochs above "
+                        f"{epochs} to train further.")
+
+
+def settle_epoch_end(fit_loop: dict) -> None:
+    """Rewrites Lightning's fit-loop state (a checkpoint's loops.fit_loop) in place when it was saved
+    at an epoch's end (the epoch processed; completed too when a signal stopped the run there): an
+    epoch whose batches all ran is completed, and the next one starts at its first batch; one that
+    max_steps cut short becomes unprocessed again, so it continues from its next batch and is
+    counted once, when it ends. A checkpoint written mid-epoch is left as it is."""
+    epochs, batches = fit_loop["epoch_progress"], fit_loop["epoch_loop.batch_progress"]
+    processed = [epochs[k]["processed"] == epochs[k]["started"] for k in ("total", "current")]
+    completed = [epochs[k]["completed"] == epochs[k]["processed"] for k in ("total", "current")]
+    if not all(processed):
+        return
+    if batches["is_last_batch"]:  # also completed: a signal during an epoch's last batch saves there
+        for k in ("total", "current"):
+            epochs[k]["completed"] = epochs[k]["processed"]
+        batches["current"] = dict.fromkeys(batches["current"], 0)
+        batches["is_last_batch"] = False
+        fit_loop.get("state_dict", {}).pop("combined_loader", None)  # its position is the ended epoch's
+    elif not any(completed):
+        for k in ("total", "current"):
+            epochs[k]["processed"] -= 1
 
 
 def _rng_state() -> dict:

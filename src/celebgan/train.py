@@ -146,6 +146,22 @@ def max_steps_kwargs(cfg: DictConfig, model) -> dict[str, int]:
     return {"max_steps": optimizer_steps}
 
 
+# What a surviving process's next collective operation raises when another process of a DDP run has
+# died (SIGKILL, out of memory, a lost node): gloo's socket errors and NCCL's.
+PEER_DIED = ("Connection reset by peer", "Connection closed by peer", "remote process exited")
+
+
+def peer_died_message(err: BaseException, rank: int, world_size: int) -> str | None:
+    """The one line that replaces the traceback of a collective operation whose peer process died;
+    None for any other error (a bug keeps its traceback)."""
+    chain = [err, err.__cause__, err.__context__]
+    if world_size < 2 or not any(isinstance(e, RuntimeError) and any(s in str(e) for s in PEER_DIED) for e in chain):
+        return None
+    other = f"rank {1 - rank}" if world_size == 2 else "another rank"
+    return (f"A process of this {world_size}-process run died ({other}), so rank {rank} stopped as well. "
+            "Continue the run from its last checkpoint with resume=auto.")
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the configured model on the configured data; returns the final logged metrics. The run
     folder is this process's while it trains (celebgan.lock), and is released however the run ends."""
@@ -170,6 +186,8 @@ def fit(cfg: DictConfig, run_end: ExitStack) -> dict[str, float]:
     check_precision(cfg.trainer.get("precision", "auto"), accelerator)
     check_optimized_metric(cfg)
     ckpt_path, original_run = resume.resolve(cfg.get("resume"), OmegaConf.to_container(cfg, resolve=True))
+    if ckpt_path is not None:
+        resume.check_epochs(ckpt_path, cfg.trainer.get("max_epochs"))
     if original_run is not None:  # continue in the run's own folder: one TensorBoard run, one last.ckpt
         log.info("Resuming %s; this invocation's own log stays in %s", ckpt_path, cfg.paths.output_dir)
         with open_dict(cfg):
@@ -204,7 +222,7 @@ def fit(cfg: DictConfig, run_end: ExitStack) -> dict[str, float]:
         callbacks.append(ModelSummary())
     try:
         trainer = hydra.utils.instantiate(
-            cfg.trainer, callbacks=[*callbacks, RunConfig(config=config), resume.RNGState(),
+            cfg.trainer, callbacks=[*callbacks, RunConfig(config=config), resume.RNGState(), resume.ResumePosition(),
                                     FinalMetrics(columns=final_metrics(config))],
             logger=logger, plugins=[AtomicCheckpointIO()], precision=precision, **max_steps_kwargs(cfg, model),
             gradient_clip_val=None, gradient_clip_algorithm=None, enable_progress_bar=progress_bar,
@@ -225,10 +243,17 @@ def fit(cfg: DictConfig, run_end: ExitStack) -> dict[str, float]:
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except (SIGTERMException, RuntimeError, ConnectionResetError) as err:
-        if not resume.stopped_by_signal(trainer, err):
+        if resume.stopped_by_signal(trainer, err):
+            # resume.SaveOnSignal saved last.ckpt; not finished, so not status 0: 143 (SIGTERM), 130 (Ctrl-C)
+            raise SystemExit(resume.stop_status(trainer)) from None
+        message = peer_died_message(err, trainer.global_rank, trainer.world_size) \
+            if isinstance(err, RuntimeError) else None
+        if message is None:
             raise
-        # resume.SaveOnSignal saved last.ckpt; not finished, so not status 0: 143 (SIGTERM), 130 (Ctrl-C)
-        raise SystemExit(resume.stop_status(trainer)) from None
+        # Status 1, a failure's, as the traceback this replaces had: nothing to fix in the command
+        # (2), and no checkpoint was saved on the way out (143).
+        log.error("%s", message)
+        raise SystemExit(1) from None
     if trainer.is_global_zero:
         log.info("%s", summary(trainer, Path(cfg.paths.output_dir)))
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
