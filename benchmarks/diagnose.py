@@ -30,8 +30,9 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from torchvision.utils import save_image
 
-from celebgan.networks import Discriminator, Generator
-from celebgan.synthetic import render_faces
+from celebgan.conf import CONFIG_DIR
+from celebgan.gan.networks import Discriminator, Generator
+from celebgan.data.synthetic import render_faces
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -66,7 +67,7 @@ def mean_pair_distance(images: torch.Tensor) -> float:
 
 
 def run(model: str, overrides: list[str], steps: int, batch_size: int, seed: int, grid: Path | None = None) -> dict:
-    with initialize_config_dir(config_dir=str(ROOT / "src" / "celebgan" / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[
             f"model={model}", "data=synthetic", "data.img_size=32", f"data.batch_size={batch_size}",
             f"data.num_images={max(4 * batch_size, 8000)}", *overrides])

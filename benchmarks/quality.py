@@ -1,6 +1,6 @@
 """Sample quality of the model presets on the synthetic faces: standard Inception FID/KID, 3 seeds.
 
-Every preset of src/celebgan/conf/model/ (or those named with --variants) trains from each seed for the same
+Every preset of conf/model/ (or those named with --variants) trains from each seed for the same
 image budget, and each EMA generator's images are measured against held-out synthetic faces
 (split=test). Anchor rows bound the scale: real vs real (the valid split against the test split)
 and an untrained generator; --full adds blurred and colour-shifted real images. Each variant's row
@@ -50,18 +50,19 @@ import torchvision.transforms.functional as TF
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
-from celebgan.checkpoint import load_gan
-from celebgan.data import SyntheticDataModule
-from celebgan.feature_cache import RealFeatureCache
-from celebgan.features import InceptionFeatures, generator_features
+from celebgan.conf import CONFIG_DIR
+from celebgan.run.checkpoint import load_gan
+from celebgan.data.modules import SyntheticDataModule
+from celebgan.metrics.feature_cache import RealFeatureCache
+from celebgan.metrics.features import InceptionFeatures, generator_features
 from celebgan.io import atomic_write
-from celebgan.metrics import FeatureDistances
-from celebgan.synthetic import RENDERER_VERSION
+from celebgan.metrics.scores import FeatureDistances
+from celebgan.data.synthetic import RENDERER_VERSION
 from celebgan.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Sample quality (benchmarks/quality.py)"
-ALL_VARIANTS = sorted(p.stem for p in (ROOT / "src" / "celebgan" / "conf" / "model").glob("*.yaml"))
+ALL_VARIANTS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
 # The default set, sized for about an hour on a 2-core CPU: the baseline, the recommended preset
 # and the two regularisers that kept D from winning in the training-dynamics table.
 HEADLINE = ["vanilla", "high_lr", "r1", "diffaugment"]
@@ -80,7 +81,7 @@ def compose_run(variant: str, seed: int, args, out_dir: Path):
     overrides += [f"trainer.max_epochs={args.epochs}"] if args.epochs else []
     overrides += [f"data.batch_size={args.batch_size}"] if args.batch_size else []
     overrides += args.override
-    with initialize_config_dir(config_dir=str(ROOT / "src" / "celebgan" / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
     with open_dict(cfg):
         cfg.paths.output_dir = str(out_dir / f"{variant}_seed{seed}")

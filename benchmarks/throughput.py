@@ -32,6 +32,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
+from celebgan.conf import CONFIG_DIR  # noqa: E402
 from celebgan.io import atomic_write  # noqa: E402  (found through the path above, installed or not)
 
 CUDA = torch.cuda.is_available()
@@ -70,7 +71,7 @@ def make_jpegs(folder: Path, n: int) -> None:
     """n CelebA-sized (178x218) JPEGs of synthetic faces with per-file noise, in an ImageFolder tree."""
     from PIL import Image
 
-    from celebgan.synthetic import render_faces
+    from celebgan.data.synthetic import render_faces
 
     faces = folder / "faces"
     faces.mkdir(parents=True, exist_ok=True)
@@ -86,7 +87,7 @@ def make_jpegs(folder: Path, n: int) -> None:
 
 def synthetic_uint8(n: int, size: int = 64) -> torch.Tensor:
     """(n, 3, S, S) uint8 faces: 256 rendered ones tiled (content does not change the timings)."""
-    from celebgan.synthetic import render_faces
+    from celebgan.data.synthetic import render_faces
 
     base, _ = render_faces(256, size, seed=2)
     return base.repeat((n + 255) // 256, 1, 1, 1)[:n].contiguous()
@@ -96,7 +97,7 @@ def flops_per_image(size: int = 64) -> float:
     """FLOPs of one training iteration per image: G forward, D on real and fake, both backwards."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from celebgan.networks import Discriminator, Generator
+    from celebgan.gan.networks import Discriminator, Generator
 
     G, D = Generator(img_size=size), Discriminator(img_size=size)
     batch = 4
@@ -141,8 +142,8 @@ def jpeg_loader(folder: Path, batch_size: int, img_size: int = 64):
 
 def prepared_datamodule(folder: Path, prepared_dir: Path, batch_size: int, *, on_device: bool = False,
                         num_workers: int = CORES):
-    from celebgan.data import CelebADataModule
-    from celebgan.prepare import prepare
+    from celebgan.data.modules import CelebADataModule
+    from celebgan.data.prepared import prepare
 
     prepare(str(folder), "train", "full", 64, str(prepared_dir), progress=False)  # no-op when up to date
     dm = CelebADataModule(root=str(folder), img_size=64, batch_size=batch_size, num_workers=num_workers,
@@ -180,7 +181,7 @@ def row_data_jpeg(work: Path, s: dict) -> dict:
 
 
 def row_data_prepared(work: Path, s: dict, num_workers: int | None = None) -> dict:
-    from celebgan.batches import batch_loader
+    from celebgan.data.batches import batch_loader
 
     dm = prepared_datamodule(work / "jpegs", work / "prepared", 128)
     loader = dm.train_dataloader() if num_workers is None else batch_loader(dm.train_set, 128, num_workers=num_workers)
@@ -200,7 +201,7 @@ def row_data_prepared_worker(work: Path, s: dict) -> dict:
 
 
 def row_prepare(work: Path, s: dict) -> dict:
-    from celebgan.prepare import build, source_of
+    from celebgan.data.prepared import build, source_of
 
     source = source_of(work / "jpegs" / "faces", "train", "full", 64)
     start = time.perf_counter()
@@ -210,7 +211,7 @@ def row_prepare(work: Path, s: dict) -> dict:
 
 
 def row_scale(work: Path, s: dict) -> dict:
-    from celebgan.batches import ArrayFaces, batch_loader, to_model_input
+    from celebgan.data.batches import ArrayFaces, batch_loader, to_model_input
 
     times = []
     for n in s["scale_sizes"]:
@@ -248,7 +249,7 @@ def row_step(work: Path, s: dict, which: str, bf16: bool, *, gpu: bool = False) 
 def plain_loop(work: Path, batch: int, warmup: int, steps: int, bf16: bool, *, jpeg: bool) -> dict:
     from torch.utils.data import DataLoader, TensorDataset
 
-    from celebgan.networks import Discriminator, Generator
+    from celebgan.gan.networks import Discriminator, Generator
 
     G, D = Generator().to(DEVICE), Discriminator().to(DEVICE)
     g_opt, d_opt = plain_optimizers(G, D)
@@ -282,7 +283,7 @@ def celebgan_loop(work: Path, batch: int, warmup: int, steps: int, bf16: bool, *
     overrides = ["data=synthetic", f"data.batch_size={batch}", "data.img_size=64", "data.num_images=256"]
     if gpu:
         overrides.append("model.compile=true")
-    with initialize_config_dir(config_dir=str(HERE.parent / "src" / "celebgan" / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
     model = hydra.utils.instantiate(cfg.model)
     if gpu:
@@ -290,7 +291,7 @@ def celebgan_loop(work: Path, batch: int, warmup: int, steps: int, bf16: bool, *
     else:
         dm = hydra.utils.instantiate(cfg.data)
         dm.setup("fit")
-        from celebgan.batches import ArrayFaces
+        from celebgan.data.batches import ArrayFaces
 
         n = batch * (warmup + steps)
         dm.train_set = ArrayFaces(synthetic_uint8(n).permute(0, 2, 3, 1).contiguous(), torch.zeros(n, 0))
@@ -321,9 +322,9 @@ def row_gpu_scale(work: Path, s: dict) -> dict:
     import lightning as L
     from hydra import compose, initialize_config_dir
 
-    from celebgan.batches import ArrayFaces
+    from celebgan.data.batches import ArrayFaces
 
-    with initialize_config_dir(config_dir=str(HERE.parent / "src" / "celebgan" / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["data=synthetic", "data.num_images=256", "model.compile=true",
                                                         "data.on_device=true"])
     model = hydra.utils.instantiate(cfg.model)

@@ -9,7 +9,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 from PIL import Image
 
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "src" / "celebgan" / "conf")
+from celebgan.conf import CONFIG_DIR
+
+CONF_DIR = str(CONFIG_DIR)
 
 # A run small enough for a CPU test: 16px, narrow networks, a handful of steps.
 TINY = [

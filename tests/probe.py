@@ -64,7 +64,7 @@ class Exploit:
 def random_features(*, weights=None):
     """metrics.feature_extractor for subprocess runs: RandomFeatures in place of Inception, taking
     (and ignoring) the Inception node's `weights` key, which a command-line override cannot drop."""
-    from celebgan.features import RandomFeatures
+    from celebgan.metrics.features import RandomFeatures
 
     return RandomFeatures()
 

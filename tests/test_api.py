@@ -7,8 +7,8 @@ from conftest import TINY, compose_config
 from PIL import Image
 
 import celebgan
-from celebgan.checkpoint import load_gan
-from celebgan.images import latents
+from celebgan.run.checkpoint import load_gan
+from celebgan.gan.images import latents
 from celebgan.train import train
 
 

@@ -13,14 +13,15 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from celebgan import attributes, evaluate, plot, prepare, sample
-from celebgan.callbacks import SampleGrid
-from celebgan.checkpoint import AtomicCheckpointIO
-from celebgan.data import SyntheticDataModule
+from celebgan import attributes, evaluate, plot, sample
+from celebgan.data import prepared as prepare
+from celebgan.run.callbacks import SampleGrid
+from celebgan.run.checkpoint import AtomicCheckpointIO
+from celebgan.data.modules import SyntheticDataModule
 from celebgan.errors import UserError
-from celebgan.feature_cache import RealFeatureCache
-from celebgan.features import RandomFeatures
-from celebgan.images import save_png
+from celebgan.metrics.feature_cache import RealFeatureCache
+from celebgan.metrics.features import RandomFeatures
+from celebgan.gan.images import save_png
 
 ROOT = Path(__file__).resolve().parents[1]
 OLD = b"previous content"

@@ -4,8 +4,8 @@ import pytest
 import torch
 from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 
-from celebgan.batches import ArrayFaces, ShuffledBatches, batch_loader, to_model_input
-from celebgan.data import SyntheticDataModule
+from celebgan.data.batches import ArrayFaces, ShuffledBatches, batch_loader, to_model_input
+from celebgan.data.modules import SyntheticDataModule
 
 
 def numbered_faces(n: int = 40, size: int = 8) -> ArrayFaces:

@@ -6,12 +6,13 @@ import hydra
 import pytest
 import torch
 
-from celebgan.data import CelebADataModule, SyntheticDataModule
-from celebgan.module import GAN
+from celebgan.conf import CONFIG_DIR
+from celebgan.data.modules import CelebADataModule, SyntheticDataModule
+from celebgan.gan.module import GAN
 from conftest import compose_config
 
-MODELS = sorted(p.stem for p in (Path(__file__).parents[1] / "src" / "celebgan" / "conf" / "model").glob("*.yaml"))
-DATA = sorted(p.stem for p in (Path(__file__).parents[1] / "src" / "celebgan" / "conf" / "data").glob("*.yaml"))
+MODELS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
+DATA = sorted(p.stem for p in (CONFIG_DIR / "data").glob("*.yaml"))
 
 
 def test_presets_exist():

@@ -9,7 +9,7 @@ from omegaconf import open_dict
 
 from celebgan.train import train
 
-RANDOM_FEATURES = {"_target_": "celebgan.features.RandomFeatures", "_partial_": True}
+RANDOM_FEATURES = {"_target_": "celebgan.metrics.features.RandomFeatures", "_partial_": True}
 
 
 def test_output_to_a_file_is_one_line_per_epoch_and_a_summary(tmp_path):

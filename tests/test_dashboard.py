@@ -19,7 +19,7 @@ from omegaconf import OmegaConf, open_dict
 from PIL import Image
 
 from celebgan.errors import UserError
-from celebgan.hparams import FINAL_LOSSES, run_hparams
+from celebgan.run.hparams import FINAL_LOSSES, run_hparams
 from celebgan.plot import HEIGHT_PER_PANEL, PANELS, TOP, WIDTH, plot_run, read_scalars
 from celebgan.train import train
 

@@ -10,13 +10,13 @@ import pytest
 import torch
 from PIL import Image
 
-from celebgan import batches
-from celebgan.celeba import face_transform, find_layout, list_images
-from celebgan.data import CelebADataModule, ImageFiles, SyntheticDataModule
+from celebgan.data.modules import batches
+from celebgan.data.celeba import face_transform, find_layout, list_images
+from celebgan.data.modules import CelebADataModule, ImageFiles, SyntheticDataModule
 from celebgan.errors import UserError
-from celebgan.prepare import decode
-from celebgan.resume import differences
-from celebgan.synthetic import ATTR_NAMES, render_faces
+from celebgan.data.prepared import decode
+from celebgan.run.resume import differences
+from celebgan.data.synthetic import ATTR_NAMES, render_faces
 from conftest import ATTRS, compose_config, make_celeba
 
 
@@ -308,7 +308,7 @@ def test_an_unreadable_file_is_reported_once_across_workers_and_epochs(celeba_ro
     (celeba_root / "celeba" / "img_align_celeba" / "000003.jpg").write_bytes(b"not a jpeg" * 10)
     script = textwrap.dedent(f"""
         import logging, torch
-        from celebgan.data import CelebADataModule
+        from celebgan.data.modules import CelebADataModule
         logging.basicConfig(level=logging.WARNING)
         m = CelebADataModule(root={str(celeba_root)!r}, split="all", img_size=16, batch_size=3,
                              num_workers=2, prepared=False, pin_memory=False)

@@ -24,7 +24,7 @@ def demo_overrides() -> list[str]:
 def test_demo_composes_the_32px_synthetic_run_without_metrics(tmp_path):
     assert demo_overrides() == ["experiment=demo"]
     cfg = compose_config(demo_overrides(), tmp_path)
-    assert cfg.data._target_ == "celebgan.data.SyntheticDataModule"  # no download
+    assert cfg.data._target_ == "celebgan.data.modules.SyntheticDataModule"  # no download
     assert (cfg.data.img_size, cfg.data.num_images, cfg.data.batch_size) == (32, 10000, 32)
     assert cfg.trainer.max_epochs == 30  # the length the README's demo timing was measured for
     assert cfg.metrics.every_n_epochs == 0  # no Inception on a CPU, and no best.ckpt

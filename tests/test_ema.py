@@ -4,8 +4,8 @@ from pathlib import Path
 import torch
 from omegaconf import open_dict
 
-from celebgan.module import GAN
-from celebgan.networks import Discriminator, Generator
+from celebgan.gan.module import GAN
+from celebgan.gan.networks import Discriminator, Generator
 from celebgan.train import train
 
 

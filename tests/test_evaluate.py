@@ -19,7 +19,7 @@ def eval_cfg(*overrides: str):
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose(config_name="evaluate", overrides=list(overrides))
     with open_dict(cfg):
-        cfg.metrics.feature_extractor = {"_target_": "celebgan.features.RandomFeatures", "_partial_": True}
+        cfg.metrics.feature_extractor = {"_target_": "celebgan.metrics.features.RandomFeatures", "_partial_": True}
     return cfg
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import cli_cmd, cli_env, make_celeba
 
-from celebgan.checkpoint import AtomicCheckpointIO
+from celebgan.run.checkpoint import AtomicCheckpointIO
 from celebgan.errors import UserError
 from celebgan.train import train
 
@@ -26,7 +26,7 @@ def test_kill_during_checkpoint_write_leaves_previous_last_ckpt_valid(tmp_path):
     # A real SIGKILL halfway through writing the second checkpoint's file.
     script = textwrap.dedent(f"""
         import os, signal, torch
-        from celebgan.checkpoint import AtomicCheckpointIO
+        from celebgan.run.checkpoint import AtomicCheckpointIO
         io = AtomicCheckpointIO()
         path = {str(tmp_path / "last.ckpt")!r}
         io.save_checkpoint({{"step": 1, "w": torch.ones(1000)}}, path)
@@ -103,7 +103,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_last_good_checkpoint(ma
     # D's weight is poisoned at the start of epoch 1 (optimizer step 8): its first step is training
     # step 5. Read every 1000 steps, the flag is caught before epoch 1's checkpoint (step 16); read
     # every step, at once (step 10), within the epoch.
-    from celebgan.guards import NonFiniteGuard
+    from celebgan.run.guards import NonFiniteGuard
 
     cfg = make_cfg("trainer.max_epochs=3", "+callbacks.poison._target_=probe.Poison",
                    "+callbacks.poison.at_epoch=1", f"callbacks.nonfinite.check_every_n_steps={check_every}")
@@ -217,7 +217,7 @@ def test_prepare_into_a_read_only_folder_says_to_set_prepared_dir(tmp_path):
 
 
 def test_prepare_into_a_folder_of_another_user_says_to_set_prepared_dir(celeba_root, tmp_path, monkeypatch):
-    from celebgan import prepare
+    from celebgan.data import prepared as prepare
 
     def refused(self, *args, **kwargs):  # what a non-root user meets in a folder of root's
         raise PermissionError(errno.EACCES, "Permission denied", str(self))

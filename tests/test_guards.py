@@ -10,7 +10,7 @@ from PIL import Image
 
 from celebgan import CONFIG_DIR
 from celebgan.errors import UserError
-from celebgan.guards import grid_health
+from celebgan.run.guards import grid_health
 from celebgan.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +36,7 @@ def test_grids_of_healthy_runs_are_far_from_the_thresholds(png, size):
 def test_a_grid_that_collapses_after_it_was_varied_is_reported(caplog):
     from types import SimpleNamespace
 
-    from celebgan.guards import DivergenceWatch
+    from celebgan.run.guards import DivergenceWatch
 
     watch = DivergenceWatch(action="stop")
     varied = torch.rand(16, 3, 8, 8) * 1.6 - 0.8

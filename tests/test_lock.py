@@ -12,11 +12,11 @@ import pytest
 from conftest import TESTS_DIR, TINY_CLI, cli_env
 from omegaconf import open_dict
 
-from celebgan import lock
+from celebgan.run import lock
 from celebgan.errors import UserError
 from celebgan.train import train
 
-HOLD = "import sys; from celebgan import lock; lock.acquire(sys.argv[1]); print('held', flush=True); sys.stdin.read()"
+HOLD = "import sys; from celebgan.run import lock; lock.acquire(sys.argv[1]); print('held', flush=True); sys.stdin.read()"
 
 
 def in_dir(cfg, run_dir: Path):
@@ -83,7 +83,7 @@ def test_the_lock_of_an_ended_process_is_taken_over_and_goes_when_the_run_ends(m
     ended = holder(run_dir)
     ended.stdin.close()
     ended.wait()  # its lock stays behind, naming a process that no longer runs
-    with caplog.at_level(logging.WARNING, logger="celebgan.lock"):
+    with caplog.at_level(logging.WARNING, logger="celebgan.run.lock"):
         train(in_dir(make_cfg(), run_dir))
     assert f"took over the lock of process {ended.pid} on host {socket.gethostname()}" in caplog.text
     assert (run_dir / "checkpoints" / "last.ckpt").is_file() and not (run_dir / lock.LOCK_NAME).exists()

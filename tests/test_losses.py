@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from celebgan import augment, losses
-from celebgan.penalties import R1, R2, GradientPenalty
+from celebgan.gan import augment, losses
+from celebgan.gan.penalties import R1, R2, GradientPenalty
 
 
 def softplus(x: float) -> float:

@@ -14,15 +14,15 @@ from omegaconf import open_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torchmetrics.image.fid import FrechetInceptionDistance
 
-from celebgan.data import CelebADataModule, SyntheticDataModule
+from celebgan.data.modules import CelebADataModule, SyntheticDataModule
 from celebgan.errors import UserError
-from celebgan.feature_cache import RealFeatureCache
-from celebgan.features import InceptionFeatures, RandomFeatures, default_inception_weights, extract_features
-from celebgan.metrics import FeatureDistances, precision_recall
-from celebgan.networks import Generator
+from celebgan.metrics.feature_cache import RealFeatureCache
+from celebgan.metrics.features import InceptionFeatures, RandomFeatures, default_inception_weights, extract_features
+from celebgan.metrics.scores import FeatureDistances, precision_recall
+from celebgan.gan.networks import Generator
 from celebgan.train import train
 
-RANDOM_FEATURES = {"_target_": "celebgan.features.RandomFeatures", "_partial_": True}
+RANDOM_FEATURES = {"_target_": "celebgan.metrics.features.RandomFeatures", "_partial_": True}
 
 
 def reference_fid(a: torch.Tensor, b: torch.Tensor) -> float:

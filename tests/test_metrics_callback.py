@@ -9,9 +9,9 @@ from conftest import cli_cmd, cli_env
 from omegaconf import open_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from celebgan.checkpoint import load_gan
-from celebgan.features import RandomFeatures, generator_features
-from celebgan.metrics import FeatureDistances
+from celebgan.run.checkpoint import load_gan
+from celebgan.metrics.features import RandomFeatures, generator_features
+from celebgan.metrics.scores import FeatureDistances
 from celebgan.train import train
 
 METRICS = ["metrics=default", "metrics.n_samples=48", "metrics.n_real=48", "metrics.batch_size=16"]
@@ -31,7 +31,7 @@ def test_every_second_epoch_measures_and_keeps_best_at_those_epochs_only(make_cf
     cfg = make_cfg("trainer.max_epochs=3", "metrics.every_n_epochs=2", *METRICS,
                    f"metrics.cache_dir={tmp_path / 'cache'}")
     with open_dict(cfg):
-        cfg.metrics.feature_extractor = {"_target_": "celebgan.features.RandomFeatures", "_partial_": True}
+        cfg.metrics.feature_extractor = {"_target_": "celebgan.metrics.features.RandomFeatures", "_partial_": True}
     train(cfg)
     run = Path(cfg.paths.output_dir)
     fids, kids = scalars(run, "metrics/fid"), scalars(run, "metrics/kid")

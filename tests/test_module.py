@@ -4,7 +4,7 @@ import lightning as L
 import pytest
 import torch
 
-from celebgan.data import SyntheticDataModule
+from celebgan.data.modules import SyntheticDataModule
 from celebgan.errors import UserError
 
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from celebgan.networks import Discriminator, Generator
+from celebgan.gan.networks import Discriminator, Generator
 
 
 def n_params(m: torch.nn.Module) -> int:

@@ -9,8 +9,8 @@ import torch
 from omegaconf import OmegaConf
 from conftest import CONF_DIR, cli_cmd, cli_env
 
-from celebgan import losses
-from celebgan.data import SyntheticDataModule
+from celebgan.gan import losses
+from celebgan.data.modules import SyntheticDataModule
 
 LOSS_FILES = sorted(p.stem for p in (Path(CONF_DIR) / "model" / "loss").glob("*.yaml"))
 # Every new term at once: a G loss that reads D(real), two lazy penalties, augmentation, 2 D steps per G step.
@@ -178,7 +178,7 @@ def test_everything_at_once_under_two_process_ddp(tmp_path):
 
 @pytest.mark.parametrize("objective, real_label, d_name", [("bce", 0.9, "d_bce"), ("hinge", 1.0, "d_hinge")])
 def test_checkpoints_from_before_losses_were_config_still_load(make_cfg, tmp_path, objective, real_label, d_name):
-    from celebgan.checkpoint import CONFIG_KEY, load_gan
+    from celebgan.run.checkpoint import CONFIG_KEY, load_gan
 
     cfg = make_cfg()
     gan = hydra.utils.instantiate(cfg.model)
@@ -190,4 +190,27 @@ def test_checkpoints_from_before_losses_were_config_still_load(make_cfg, tmp_pat
     loaded, _ = load_gan(path)
     assert loaded.d_loss_fn.func is getattr(losses, d_name)
     assert loaded.d_loss_fn.keywords == ({"real_label": real_label} if objective == "bce" else {})
+    assert torch.equal(loaded.sample(gan.fixed_z[:2]), gan.eval().sample(gan.fixed_z[:2]))
+
+
+def test_checkpoints_from_before_the_wings_still_load(make_cfg, tmp_path):
+    """A checkpoint written when the modules sat side by side names celebgan.module.GAN,
+    celebgan.networks.Generator, celebgan.losses.d_bce, celebgan.data.SyntheticDataModule."""
+    from celebgan.run.checkpoint import CONFIG_KEY, FORMER_MODULES, load_gan
+
+    cfg = make_cfg("model/penalty=r1")
+    gan = hydra.utils.instantiate(cfg.model)
+    text = OmegaConf.to_yaml(OmegaConf.to_container(cfg, resolve=True))
+    for old, new in FORMER_MODULES.items():
+        text = text.replace(new, old)
+    config = OmegaConf.to_container(OmegaConf.create(text))
+    assert config["model"]["_target_"] == "celebgan.module.GAN"
+    assert config["data"]["_target_"] == "celebgan.data.SyntheticDataModule"
+    assert config["model"]["penalties"]["r1"]["_target_"] == "celebgan.penalties.R1"
+    path = tmp_path / "before_wings.ckpt"
+    torch.save({"state_dict": gan.state_dict(), CONFIG_KEY: config}, path)
+    loaded, stored = load_gan(path)
+    assert stored["model"]["_target_"] == "celebgan.gan.module.GAN"
+    assert stored["data"]["_target_"] == "celebgan.data.modules.SyntheticDataModule"
+    assert loaded.d_loss_fn.func is losses.d_bce
     assert torch.equal(loaded.sample(gan.fixed_z[:2]), gan.eval().sample(gan.fixed_z[:2]))

@@ -13,6 +13,7 @@ import pytest
 from conftest import TINY_CLI
 
 import celebgan
+from celebgan.conf import CONFIG_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = ["celebgan-train", "celebgan-sample", "celebgan-evaluate", "celebgan-prepare", "celebgan-plot"]
@@ -27,11 +28,13 @@ def outside_env() -> dict:
 
 def test_package_data_ships_every_config_file():
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
-    patterns = pyproject["tool"]["setuptools"]["package-data"]["celebgan"]
-    conf = REPO / "src" / "celebgan" / "conf"
+    setuptools = pyproject["tool"]["setuptools"]
+    patterns = setuptools["package-data"]["celebgan.conf"]
+    conf = REPO / setuptools["package-dir"]["celebgan.conf"]  # conf/ at the top: the one copy
+    assert conf == REPO / "conf" and "celebgan.conf" in setuptools["packages"]
     files = {p for p in conf.rglob("*") if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".py"}
-    assert len(files) > 30 and celebgan.CONFIG_DIR == conf
-    shipped = {p for pattern in patterns for p in conf.parent.glob(pattern)}  # setuptools globs the same way
+    assert len(files) > 30 and celebgan.CONFIG_DIR == CONFIG_DIR == conf
+    shipped = {p for pattern in patterns for p in conf.glob(pattern)}  # setuptools globs the same way
     assert files <= shipped, sorted(str(f) for f in files - shipped)
 
 

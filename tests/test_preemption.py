@@ -12,7 +12,7 @@ from conftest import TINY, TINY_CLI, assert_same_training_state, cli_cmd, cli_en
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from test_resume import scalar_steps
 
-from celebgan.resume import stopped_by_signal
+from celebgan.run.resume import stopped_by_signal
 from celebgan.train import train
 
 # 4 steps per epoch, 2 epochs; the signal arrives at the end of step 6, halfway through epoch 1.

@@ -12,10 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
-from celebgan import prepare as prep
-from celebgan.batches import ArrayFaces
-from celebgan.celeba import face_transform, list_images
-from celebgan.data import CelebADataModule, ImageFiles
+from celebgan.data import prepared as prep
+from celebgan.prepare import main as prepare_main
+from celebgan.data.batches import ArrayFaces
+from celebgan.data.celeba import face_transform, list_images
+from celebgan.data.modules import CelebADataModule, ImageFiles
 from celebgan.errors import UserError
 from conftest import make_celeba
 
@@ -138,7 +139,7 @@ def test_a_killed_build_leaves_no_half_file_in_place(tmp_path):
     out = tmp_path / "prepared"
     # The child decodes slowly, so the kill lands while the temporary array is half written.
     script = (
-        "import sys, time; from celebgan import prepare as p\n"
+        "import sys, time; from celebgan.data import prepared as p\n"
         "decode = p.decode\n"
         "p.decode = lambda *a: (time.sleep(0.2), decode(*a))[1]\n"
         f"p.prepare({str(root)!r}, 'train', 'full', 16, {str(out)!r}, workers=1, progress=False)\n"
@@ -162,15 +163,15 @@ def test_a_killed_build_leaves_no_half_file_in_place(tmp_path):
 def test_prepare_command(celeba_root, tmp_path, caplog):
     out = tmp_path / "prepared"
     args = ["data=celeba32", f"data.root={celeba_root}", "data.img_size=16", f"data.prepared_dir={out}", "--workers", "1"]
-    prep.main(args)
+    prepare_main(args)
     meta = json.loads((out / "celeba_train_full_16.json").read_text())
     assert meta["num_images"] == 3 and meta["img_size"] == 16
     with caplog.at_level("INFO"):
-        prep.main(args)
+        prepare_main(args)
     assert "Up to date" in caplog.text
 
     with pytest.raises(SystemExit) as exit_:
-        prep.main([*args, f"data.root={tmp_path / 'nowhere'}"])
+        prepare_main([*args, f"data.root={tmp_path / 'nowhere'}"])
     assert exit_.value.code == 2 and "not found" in caplog.text
 
 

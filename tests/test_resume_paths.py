@@ -14,7 +14,7 @@ from omegaconf import open_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from celebgan.errors import UserError
-from celebgan.resume import RNGState
+from celebgan.run.resume import RNGState
 from celebgan.train import train
 
 # TINY: 64 images in batches of 16, so an epoch is 4 training steps = 8 optimizer steps.
@@ -103,7 +103,7 @@ def test_resume_auto_skips_a_truncated_checkpoint_and_takes_the_next_good_one(ma
     runs = tmp_path / "runs"
     make_auto_runs(make_cfg, runs, good=True)
     damaged = (runs / "newer" / "checkpoints" / "last.ckpt").read_bytes()
-    with caplog.at_level(logging.WARNING, logger="celebgan.resume"):
+    with caplog.at_level(logging.WARNING, logger="celebgan.run.resume"):
         train(in_dir(make_cfg("trainer.max_epochs=2", "resume=auto"), runs / "third"))
     assert f"resume=auto continues {runs / 'older'}" in caplog.text
     assert f"skipping: '{runs / 'newer' / 'checkpoints' / 'last.ckpt'}' is not a readable" in caplog.text
@@ -125,7 +125,7 @@ def test_resume_auto_takes_the_newest_runs_best_ckpt_over_an_older_run(make_cfg,
     last = runs / "newer" / "checkpoints" / "last.ckpt"
     last.write_bytes(last.read_bytes()[:1000])
     older = (runs / "older" / "checkpoints" / "last.ckpt").read_bytes()
-    with caplog.at_level(logging.WARNING, logger="celebgan.resume"):
+    with caplog.at_level(logging.WARNING, logger="celebgan.run.resume"):
         train(in_dir(make_cfg("trainer.max_epochs=2", "resume=auto"), runs / "third"))
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("resume=auto")]
     assert len(lines) == 1 and lines[0].startswith(f"resume=auto continues {best}, skipping: '{last}' is not a readable")
@@ -137,7 +137,7 @@ def test_resume_auto_takes_the_newest_runs_best_ckpt_over_an_older_run(make_cfg,
 def test_resume_auto_with_only_damaged_checkpoints_starts_a_new_run(make_cfg, tmp_path, caplog):
     runs = tmp_path / "runs"
     make_auto_runs(make_cfg, runs, good=False)
-    with caplog.at_level(logging.WARNING, logger="celebgan.resume"):
+    with caplog.at_level(logging.WARNING, logger="celebgan.run.resume"):
         train(in_dir(make_cfg("trainer.max_epochs=1", "resume=auto"), runs / "third"))
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("resume=auto")]
     assert len(lines) == 1 and lines[0].startswith("resume=auto starts a new run")
@@ -157,7 +157,7 @@ def test_rng_states_of_another_process_count_leave_the_streams_alone_with_a_warn
 
     torch.manual_seed(2)
     before = torch.get_rng_state()
-    with caplog.at_level(logging.WARNING, logger="celebgan.resume"):
+    with caplog.at_level(logging.WARNING, logger="celebgan.run.resume"):
         RNGState().load_state_dict(saved_two)
     assert "RNG states of 2 processes, this run has 1" in caplog.text
     assert torch.equal(torch.get_rng_state(), before)  # the fallback: streams restart, nothing is set
@@ -178,7 +178,7 @@ def test_checkpoint_of_a_two_process_run_resumes_on_one_process(make_cfg, tmp_pa
     assert saved["global_step"] == STEPS_PER_EPOCH // 2  # each of 2 ranks took half the batches
     assert len(next(v for k, v in saved["callbacks"].items() if "RNGState" in k)["ranks"]) == 2
 
-    with caplog.at_level(logging.WARNING, logger="celebgan.resume"):
+    with caplog.at_level(logging.WARNING, logger="celebgan.run.resume"):
         train(in_dir(make_cfg("trainer.max_epochs=2", f"resume={ddp_run / 'checkpoints' / 'last.ckpt'}"),
                      tmp_path / "runs" / "single"))
     assert "RNG states of 2 processes, this run has 1" in caplog.text
@@ -202,7 +202,7 @@ def straight_12_steps(tmp_path_factory) -> Path:
 
 def epoch_lines(caplog) -> list[str]:
     """EpochLog's lines, up to their timing: `epoch 3/10  step 12  d_loss ...`."""
-    return [r.getMessage().rsplit("  (", 1)[0] for r in caplog.records if r.name == "celebgan.callbacks"
+    return [r.getMessage().rsplit("  (", 1)[0] for r in caplog.records if r.name == "celebgan.run.callbacks"
             and r.getMessage().startswith("epoch ")]
 
 
@@ -222,7 +222,7 @@ def test_max_steps_resume_equals_the_uninterrupted_run(make_cfg, tmp_path, caplo
             train(in_dir(make_cfg(*MAX_STEPS_RUN, "trainer.max_steps=12", *first), runs / "first"))
     else:
         train(in_dir(make_cfg(*MAX_STEPS_RUN, "trainer.max_steps=12", *first), runs / "first"))
-    with caplog.at_level(logging.INFO, logger="celebgan.callbacks"):
+    with caplog.at_level(logging.INFO, logger="celebgan.run.callbacks"):
         train(in_dir(make_cfg(*MAX_STEPS_RUN, "trainer.max_steps=12", "resume=auto"), runs / "second"))
 
     # Bit for bit: weights, optimizers, LR schedules, and the counters: 12 steps in 3 epochs.

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from celebgan.errors import UserError
-from celebgan.module import GAN
+from celebgan.gan.module import GAN
 from celebgan.train import removed_if_unused, train
 
 

@@ -12,10 +12,10 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from celebgan.attributes import attribute_scores, cached_classifier, edit_latents
-from celebgan.checkpoint import load_gan
+from celebgan.run.checkpoint import load_gan
 from celebgan.errors import UserError
-from celebgan.images import generate, latent_batches, latents
-from celebgan.module import GAN
+from celebgan.gan.images import generate, latent_batches, latents
+from celebgan.gan.module import GAN
 from celebgan.sample import sample, slerp
 from celebgan.train import train
 
@@ -261,7 +261,7 @@ def test_bad_checkpoints_get_one_clear_error(ckpt, tmp_path):
     torch.save(full, other)
     with pytest.raises(UserError, match="do not fit the model"):
         load_gan(other)
-    full["celebgan_config"]["model"]["_target_"] = "celebgan.networks.Generator"  # allowed, but not a GAN
+    full["celebgan_config"]["model"]["_target_"] = "celebgan.gan.networks.Generator"  # allowed, but not a GAN
     torch.save(full, other)
     with pytest.raises(UserError, match="not celebgan's GAN"):
         load_gan(other)

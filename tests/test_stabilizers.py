@@ -81,7 +81,7 @@ def test_ttur_preset_gives_each_optimizer_its_own_learning_rate(make_cfg):
 @pytest.mark.parametrize("model", ["hinge", "ttur", "regularized"])
 def test_each_stabiliser_preset_trains(make_cfg, model):
     cfg = make_cfg(f"model={model}")
-    assert cfg.model.d_loss._target_ == ("celebgan.losses.d_hinge" if model == "hinge" else "celebgan.losses.d_bce")
+    assert cfg.model.d_loss._target_ == ("celebgan.gan.losses.d_hinge" if model == "hinge" else "celebgan.gan.losses.d_bce")
     metrics = train(cfg)
     assert torch.isfinite(torch.tensor(metrics["epoch/g_loss"]))
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from celebgan.synthetic import ATTR_NAMES, RENDERER_VERSION, render_face, render_faces
+from celebgan.data.synthetic import ATTR_NAMES, RENDERER_VERSION, render_face, render_faces
 
 
 @pytest.fixture(scope="module")
@@ -69,11 +69,13 @@ def test_no_flat_patches_and_no_razor_edges():
 
 
 def test_renderer_version_keys_every_cache_of_synthetic_faces(monkeypatch):
-    from celebgan import attributes, data, synthetic
-    from celebgan.data import SyntheticDataModule
+    from celebgan import attributes
+    from celebgan.data import modules as data
+    from celebgan.data import synthetic
+    from celebgan.data.modules import SyntheticDataModule
 
     dm = SyntheticDataModule(num_images=8, img_size=16, batch_size=4)
-    data_config = {"_target_": "celebgan.data.SyntheticDataModule", "img_size": 16, "seed": 0}
+    data_config = {"_target_": "celebgan.data.modules.SyntheticDataModule", "img_size": 16, "seed": 0}
     before = (dm.fingerprint("test", 8), attributes.fingerprint(data_config, {}))
     monkeypatch.setattr(data, "RENDERER_VERSION", synthetic.RENDERER_VERSION + 1)
     monkeypatch.setattr(attributes, "RENDERER_VERSION", synthetic.RENDERER_VERSION + 1)

@@ -15,12 +15,12 @@ from conftest import CONF_DIR, TESTS_DIR, TINY, TINY_CLI, cli_env, compose_confi
 from omegaconf import OmegaConf
 
 import celebgan
-from celebgan.checkpoint import build_datamodule, load_gan, upgrade_model_config
+from celebgan.run.checkpoint import build_datamodule, load_gan, upgrade_config
 from celebgan.errors import UserError
-from celebgan.module import GAN
+from celebgan.gan.module import GAN
 from celebgan.sample import MODES
 from celebgan.train import train
-from celebgan.trust import allowed_targets, check_stored_config, config_problems, group_targets
+from celebgan.run.trust import allowed_targets, check_stored_config, config_problems, group_targets
 
 EVIL_MODULE = "celebgan_trust_evil"  # a module whose import writes a marker file
 
@@ -177,8 +177,8 @@ def test_every_shipped_config_is_accepted(tmp_path, overrides):
 @pytest.mark.parametrize("objective", ["bce", "hinge"])
 def test_configs_upgraded_from_old_checkpoints_pass_the_same_allow_list(objective):
     model = {"_target_": "celebgan.module.GAN", "objective": objective, "real_label": 0.9}
-    upgraded = upgrade_model_config(model)
-    assert {upgraded["d_loss"]["_target_"], upgraded["g_loss"]["_target_"]} <= allowed_targets()
+    upgraded = upgrade_config({"model": model})["model"]
+    assert {upgraded["_target_"], upgraded["d_loss"]["_target_"], upgraded["g_loss"]["_target_"]} <= allowed_targets()
 
 
 def test_a_clean_checkpoint_loads_also_with_its_users_own_callback(clean, tmp_path):
@@ -192,10 +192,10 @@ def test_a_clean_checkpoint_loads_also_with_its_users_own_callback(clean, tmp_pa
 
 def test_exact_names_only():
     allowed = allowed_targets()
-    assert {"torch.optim.Adam", "torch.optim.lr_scheduler.StepLR", "celebgan.module.GAN"} <= allowed
+    assert {"torch.optim.Adam", "torch.optim.lr_scheduler.StepLR", "celebgan.gan.module.GAN"} <= allowed
     assert not {"torch.optim.optimizer.torch.load", "torch.optim.lr_scheduler.torch.load", "torch.optim.Optimizer",
                 "torch.optim.lr_scheduler.LRScheduler"} & allowed
-    assert group_targets("data") == {"celebgan.data.CelebADataModule", "celebgan.data.SyntheticDataModule"}
+    assert group_targets("data") == {"celebgan.data.modules.CelebADataModule", "celebgan.data.modules.SyntheticDataModule"}
 
 
 @pytest.mark.parametrize("config, key", [
@@ -215,12 +215,12 @@ def test_anything_but_plain_values_is_refused(config, key):
 
 def test_rebuilt_data_never_builds_a_prepared_file(celeba_root, tmp_path):
     elsewhere = tmp_path / "elsewhere"
-    data = {"_target_": "celebgan.data.CelebADataModule", "root": str(celeba_root), "img_size": 16,
+    data = {"_target_": "celebgan.data.modules.CelebADataModule", "root": str(celeba_root), "img_size": 16,
             "batch_size": 1, "num_workers": 0, "prepared": True, "prepared_dir": str(elsewhere)}
     build_datamodule({"data": data}).setup("fit")  # reads the JPEGs
     assert not elsewhere.exists()
     with pytest.raises(UserError, match="not one of celebgan's data modules"):
-        build_datamodule({"data": {**data, "_target_": "celebgan.module.GAN"}})
+        build_datamodule({"data": {**data, "_target_": "celebgan.gan.module.GAN"}})
 
 
 def lightning_poison(clean: Path, tmp: Path) -> Path:
@@ -228,7 +228,7 @@ def lightning_poison(clean: Path, tmp: Path) -> Path:
     through an instantiator (lightning.pytorch.cli's, which needs jsonargparse, not installed)."""
     ckpt = torch.load(clean, map_location="cpu", weights_only=True)
     ckpt["hyper_parameters"].update(_instantiator="lightning.pytorch.cli.instantiate_module",
-                                    _class_path="celebgan.module.GAN")
+                                    _class_path="celebgan.gan.module.GAN")
     path = tmp / "hparams.ckpt"
     torch.save(ckpt, path)
     return path

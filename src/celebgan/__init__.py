@@ -8,8 +8,8 @@ from Python, a trained generator is one call away:
     images = G.sample(16, seed=0)   # (16, 3, S, S) in [0, 1]
 """
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 
+from celebgan.conf import CONFIG_DIR
 from celebgan.errors import UserError
 from celebgan.trained import TrainedGenerator, load_generator
 
@@ -18,7 +18,5 @@ try:
 except PackageNotFoundError:  # run from a source tree that was never installed
     __version__ = "0+unknown"
 
-# The Hydra configs, shipped inside the package: initialize_config_dir(config_dir=str(CONFIG_DIR)).
-CONFIG_DIR = Path(__file__).resolve().parent / "conf"
 
 __all__ = ["CONFIG_DIR", "TrainedGenerator", "UserError", "load_generator", "__version__"]

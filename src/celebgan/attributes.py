@@ -18,13 +18,13 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from celebgan.batches import loader_workers, seeded_subset
-from celebgan.checkpoint import build_datamodule
+from celebgan.data.batches import loader_workers, seeded_subset
+from celebgan.run.checkpoint import build_datamodule
 from celebgan.errors import UserError
-from celebgan.images import caption, column_centres, generate, latents, save_png, to_grid
+from celebgan.gan.images import caption, column_centres, generate, latents, save_png, to_grid
 from celebgan.io import atomic_write
-from celebgan.module import GAN
-from celebgan.synthetic import RENDERER_VERSION
+from celebgan.gan.module import GAN
+from celebgan.data.synthetic import RENDERER_VERSION
 
 log = logging.getLogger(__name__)
 

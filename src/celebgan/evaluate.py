@@ -12,12 +12,12 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from celebgan.checkpoint import build_datamodule, load_gan
+from celebgan.run.checkpoint import build_datamodule, load_gan
 from celebgan.errors import UserError, command, exit_on_user_error
 from celebgan.io import atomic_write
-from celebgan.feature_cache import RealFeatureCache
-from celebgan.features import generator_features
-from celebgan.metrics import FeatureDistances, precision_recall
+from celebgan.metrics.feature_cache import RealFeatureCache
+from celebgan.metrics.features import generator_features
+from celebgan.metrics.scores import FeatureDistances, precision_recall
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def write_results(results: dict, out: Path) -> Path:
 
 
 @command
-@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+@hydra.main(version_base="1.3", config_path="pkg://celebgan.conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     with exit_on_user_error(log):
         evaluate(cfg)

@@ -20,12 +20,12 @@ from torchvision.utils import save_image
 from tqdm import tqdm
 
 from celebgan.attributes import write_attribute_edits
-from celebgan.batches import seeded_subset
-from celebgan.checkpoint import build_datamodule, load_gan, run_dir
+from celebgan.data.batches import seeded_subset
+from celebgan.run.checkpoint import build_datamodule, load_gan, run_dir
 from celebgan.errors import UserError, check_whole, command, exit_on_user_error
-from celebgan.images import caption, generate, latent_batches, latents, save_png, to_grid
+from celebgan.gan.images import caption, generate, latent_batches, latents, save_png, to_grid
 from celebgan.io import atomic_write
-from celebgan.module import GAN
+from celebgan.gan.module import GAN
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +273,7 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
 
 
 @command
-@hydra.main(version_base="1.3", config_path="conf", config_name="sample")
+@hydra.main(version_base="1.3", config_path="pkg://celebgan.conf", config_name="sample")
 def main(cfg: DictConfig) -> None:
     with exit_on_user_error(log):
         sample(cfg)

@@ -23,12 +23,12 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from celebgan import lock, resume
-from celebgan.checkpoint import AtomicCheckpointIO, RunConfig
-from celebgan.data import ImageFiles
+from celebgan.run import lock, resume
+from celebgan.run.checkpoint import AtomicCheckpointIO, RunConfig
+from celebgan.data.modules import ImageFiles
 from celebgan.errors import UserError, command, exit_on_user_error
-from celebgan.guards import DivergenceWatch, NonFiniteGuard, check_devices, check_trainer_counts
-from celebgan.hparams import FinalMetrics, final_metrics, log_hparams
+from celebgan.run.guards import DivergenceWatch, NonFiniteGuard, check_devices, check_trainer_counts
+from celebgan.run.hparams import FinalMetrics, final_metrics, log_hparams
 from celebgan.io import remove_stale_temporaries
 
 log = logging.getLogger(__name__)
@@ -164,7 +164,7 @@ def peer_died_message(err: BaseException, rank: int, world_size: int) -> str | N
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the configured model on the configured data; returns the final logged metrics. The run
-    folder is this process's while it trains (celebgan.lock), and is released however the run ends."""
+    folder is this process's while it trains (celebgan.run.lock), and is released however the run ends."""
     with ExitStack() as run_end:
         return fit(cfg, run_end)
 
@@ -316,7 +316,7 @@ def sweep_folder_overrides(args: Sequence[str]) -> list[str]:
     return [f"{EXCLUDE_KEYS}=[{','.join(repr(k) for k in keys)}]"]
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="pkg://celebgan.conf", config_name="config")
 def hydra_main(cfg: DictConfig) -> float | None:
     """The command; returns the final optimized_metric, which a sweeper (search=optuna) minimises."""
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(StartupNoise())

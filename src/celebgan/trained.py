@@ -12,8 +12,8 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms.functional import to_pil_image
 
-from celebgan.checkpoint import load_gan
-from celebgan.images import latents
+from celebgan.run.checkpoint import load_gan
+from celebgan.gan.images import latents
 
 
 def best_device() -> torch.device:

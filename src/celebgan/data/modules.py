@@ -1,0 +1,259 @@
+"""CelebA and the synthetic faces, as LightningDataModules.
+
+Nothing here downloads: CelebA must already be on disk (its layouts and list files: celeba.py),
+and `data=synthetic` needs nothing.
+"""
+import hashlib
+import logging
+import multiprocessing
+from pathlib import Path
+
+import numpy as np
+import torch
+from lightning import LightningDataModule
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from celebgan.data.batches import (ArrayFaces, EpochLoader, batch_loader, loader_workers, seeded_subset,
+                              to_model_input, worker_init_fn)
+from celebgan.data.celeba import check_split, face_transform, hash_files, list_images, to_rgb
+from celebgan.errors import UserError, check_whole
+from celebgan.gan.networks import num_stages
+from celebgan.data.prepared import build, check_prepared, record_path, source_of
+from celebgan.data.synthetic import ATTR_NAMES as SYNTHETIC_ATTR_NAMES
+from celebgan.data.synthetic import RENDERER_VERSION, SPLIT_IDS, render_faces
+
+log = logging.getLogger(__name__)
+
+
+class ImageFiles(Dataset):
+    """(image (3, S, S) in [-1, 1], attributes) from image files.
+
+    An unreadable file (corrupt, truncated) is reported once per run and replaced by the next
+    readable one, so one bad file never ends an epoch. Grayscale, palette, RGBA and CMYK images
+    become RGB; 16-bit, 32-bit and float grayscale is scaled to 8 bits (celeba.to_rgb).
+    """
+
+    def __init__(self, files: list[Path], attrs: torch.Tensor | None, transform):
+        self.files, self.attrs, self.transform = files, attrs, transform
+        # One flag per file in shared memory, which DataLoader workers inherit: whichever worker
+        # meets a bad file first reports it, in any epoch, and no other worker does again.
+        self._reported = multiprocessing.Array("b", len(files))
+
+    @property
+    def skipped(self) -> set[str]:
+        """The unreadable files met so far, by any worker."""
+        return {str(self.files[i]) for i, flag in enumerate(self._reported.get_obj()) if flag}
+
+    def _report_once(self, i: int, err: Exception) -> None:
+        with self._reported.get_lock():
+            first = not self._reported[i]
+            self._reported[i] = 1
+        if first:
+            log.warning("Skipping unreadable image %s (%s)", self.files[i], err)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int):
+        for offset in range(len(self.files)):
+            i = (index + offset) % len(self.files)
+            path = self.files[i]
+            try:
+                with Image.open(path) as im:
+                    img = to_rgb(im)  # decodes fully, so a truncated file fails here
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+                self._report_once(i, err)
+                continue
+            attrs = self.attrs[i] if self.attrs is not None else torch.zeros(0, dtype=torch.long)
+            return self.transform(img), attrs
+        raise UserError(f"None of the {len(self.files)} images could be read (first: {self.files[0]}).")
+
+
+class TensorFaces(Dataset):
+    """(image (3, S, S) in [-1, 1], attributes) from an in-memory uint8 tensor (N, 3, S, S), one
+    image at a time: the evaluation path (metrics, real-image grids, the attribute classifier)."""
+
+    def __init__(self, images: torch.Tensor, attrs: torch.Tensor):
+        self.images, self.attrs = images, attrs
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int):
+        return self.images[index].float().div_(127.5).sub_(1.0), self.attrs[index]
+
+
+class FaceDataModule(LightningDataModule):
+    """Shared loader settings; subclasses say how to build the dataset of one split.
+
+    An ArrayFaces dataset (prepared CelebA, synthetic faces) is read a whole batch at a time as
+    uint8; on_after_batch_transfer turns it into the model's float input on the training device.
+    on_device=True copies the whole uint8 array to that device once and slices batches there.
+    """
+
+    attr_names: list[str] = []
+    flip: bool = True
+
+    def __init__(self, *, img_size: int = 64, batch_size: int = 128, num_workers: int | str = 2,
+                 pin_memory: bool = True, on_device: bool = False):
+        super().__init__()
+        num_stages(img_size)  # an unsupported size fails here, before any data is read
+        check_whole("data.batch_size", batch_size, 1)
+        self.img_size, self.batch_size = img_size, batch_size
+        # Resolved here, on the machine that loads: the config keeps `auto`, so it travels with a run.
+        self.num_workers = loader_workers(num_workers)
+        self.pin_memory, self.on_device = pin_memory, on_device
+        self.train_set: Dataset | None = None
+        self._device_images: torch.Tensor | None = None
+
+    def build_dataset(self) -> Dataset:
+        raise NotImplementedError
+
+    # The real side of FID/KID: `limit` unflipped images of a split, and a description of exactly
+    # what they are computed from, which keys the cache of their features (celebgan.metrics.scores).
+    def eval_dataset(self, split: str, limit: int | None = None) -> Dataset:
+        raise NotImplementedError
+
+    def fingerprint(self, split: str, limit: int | None = None) -> dict:
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None:  # idempotent: train() may call it early to validate
+            self.train_set = self.build_dataset()
+            if len(self.train_set) < self.batch_size:
+                raise UserError(f"The dataset has {len(self.train_set)} images, fewer than one batch "
+                                f"(data.batch_size={self.batch_size}); lower data.batch_size.")
+
+    def train_dataloader(self) -> DataLoader:
+        if isinstance(self.train_set, ArrayFaces):
+            # No worker processes: slicing a batch costs less than handing it over from a worker
+            # (benchmarks/throughput.py, "prepared loader" rows: about 2.5x more images/s).
+            loader = batch_loader(self.train_set, self.batch_size, num_workers=0,
+                                  pin_memory=self.pin_memory and torch.cuda.is_available() and not self.on_device)
+            loader.batches_done = self._batches_done
+            return loader
+        return EpochLoader(
+            self.train_set, batch_size=self.batch_size, shuffle=True,
+            drop_last=True,  # equal batches keep BatchNorm statistics and the step count regular
+            num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            worker_init_fn=worker_init_fn(self._rank()) if self.num_workers > 0 else None,
+        )
+
+    def _rank(self) -> int:
+        return self.trainer.global_rank if self.trainer else 0
+
+    def _batches_done(self) -> int:
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.completed if self.trainer else 0
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int = 0):
+        images, attrs = batch
+        if images.dim() == 1:  # on_device: the batch's indices into the array kept on this device
+            images = self.device_images(images.device).index_select(0, images).permute(0, 3, 1, 2)
+        if images.dtype == torch.uint8:
+            images = to_model_input(images, self.flip)  # (B, 3, S, S) float in [-1, 1]
+        return images, attrs
+
+    def device_images(self, device: torch.device) -> torch.Tensor:
+        """(N, S, S, 3) uint8 copy of the training array on `device`, made on first use."""
+        if self._device_images is None or self._device_images.device != device:
+            log.info("Copying the %d training images (%.2f GB uint8) to %s", len(self.train_set),
+                     self.train_set.images.nbytes / 1e9, device)
+            self._device_images = self.train_set.images.to(device)
+        return self._device_images
+
+
+class CelebADataModule(FaceDataModule):
+    """CelebA from its image files, or from the prepared array of the same split when one exists.
+
+    prepared: "auto" uses a prepared file that matches these settings and the files on disk,
+        reads the JPEGs when there is none, and refuses a stale or damaged one; True builds or
+        rebuilds it first (celebgan.prepare); False always reads the JPEGs.
+    prepared_dir: where prepared files live (data.prepared_dir, by default ROOT/prepared).
+    """
+
+    def __init__(self, *, root: str, split: str = "train", crop: str = "full", flip: bool = True,
+                 prepared: str | bool = "auto", prepared_dir: str | None = None, **loader):
+        super().__init__(**loader)
+        self.root, self.split, self.crop, self.flip = root, split, crop, flip
+        check_split(split)
+        face_transform(self.img_size, crop, flip)  # a bad crop name fails at construction
+        if prepared not in ("auto", True, False):
+            raise UserError(f"data.prepared={prepared!r} must be auto, true or false.")
+        self.prepared = prepared
+        self.prepared_dir = prepared_dir if prepared_dir is not None else str(Path(root).expanduser() / "prepared")
+
+    def build_dataset(self) -> Dataset:
+        source = source_of(self.root, self.split, self.crop, self.img_size)
+        files, attrs, self.attr_names = source.files, source.attrs, source.attr_names
+        if self.prepared is not False:
+            prepared, why = check_prepared(self.prepared_dir, source)
+            record = record_path(self.prepared_dir, source)
+            command = (f"python -m celebgan.prepare data.root={self.root} data.split={self.split} "
+                       f"data.crop={self.crop} data.img_size={self.img_size} data.prepared_dir={self.prepared_dir}")
+            if why and self.prepared == "auto":
+                raise UserError(f"The prepared file {record} does not match data.root: {why}. Rebuild it with\n"
+                                f"  {command}\nor train with data.prepared=true (rebuilds it first) or "
+                                "data.prepared=false (reads the JPEGs).")
+            if prepared is None and self.prepared is True:
+                prepared = build(source, self.prepared_dir, root=str(self.root))
+            if prepared is not None:
+                log.info("CelebA: %d images of split %r from the prepared file %s", prepared.num_images,
+                         self.split, prepared.images)
+                attrs = torch.from_numpy(np.load(prepared.attrs))
+                return ArrayFaces(prepared.images, attrs, gather=not self.on_device)
+            log.info("No prepared file at %s: decoding JPEGs every epoch. `%s` (or `make prepare`) "
+                     "decodes them once, for a much faster loader.", record, command)
+        log.info("CelebA: %d images of split %r from %s", len(files), self.split, self.root)
+        return ImageFiles(files, attrs, face_transform(self.img_size, self.crop, self.flip))
+
+    def _eval_subset(self, split: str, limit: int | None) -> tuple[list[Path], torch.Tensor | None, list[int]]:
+        """(every file of the split, their attributes or None, the seeded subset of `limit` measured)."""
+        files, attrs, self.attr_names = list_images(self.root, split)
+        if limit is None or limit >= len(files):
+            return files, attrs, list(range(len(files)))
+        # CelebA's files are not in random order; a seeded subset is a fair sample of the split.
+        return files, attrs, seeded_subset(len(files), limit, seed=0).sort().values.tolist()
+
+    def eval_dataset(self, split: str, limit: int | None = None) -> Dataset:
+        files, attrs, keep = self._eval_subset(split, limit)
+        return ImageFiles([files[i] for i in keep], attrs[keep] if attrs is not None else None,
+                          face_transform(self.img_size, self.crop, flip=False))
+
+    def fingerprint(self, split: str, limit: int | None = None) -> dict:
+        files, _, keep = self._eval_subset(split, limit)
+        # Names, sizes and modification times of the whole split: an added, removed or rewritten
+        # image changes the subset or its pixels, and so the statistics.
+        h = hash_files(files, relative_to=self.root)
+        return {"dataset": "celeba", "split": split, "crop": self.crop, "img_size": self.img_size,
+                "num_images": len(keep), "split_size": len(files), "files_sha256": h.hexdigest()}
+
+
+class SyntheticDataModule(FaceDataModule):
+    attr_names = SYNTHETIC_ATTR_NAMES
+
+    def __init__(self, *, num_images: int = 10000, seed: int = 0, split: str = "train", flip: bool = True, **loader):
+        super().__init__(**loader)
+        check_whole("data.num_images", num_images, 1)
+        if split not in SPLIT_IDS:
+            raise UserError(f"data.split={split!r} is not one of the synthetic faces' splits {list(SPLIT_IDS)}.")
+        self.num_images, self.seed, self.split, self.flip = num_images, seed, split, flip
+
+    def build_dataset(self) -> Dataset:
+        images, attrs = render_faces(self.num_images, self.img_size, seed=self.seed, split=self.split)
+        log.info("Synthetic faces: %d images of %dpx, split %r", len(images), self.img_size, self.split)
+        # (N, 3, S, S) -> (N, S, S, 3): ArrayFaces keeps images channels last, as prepared files do.
+        return ArrayFaces(images.permute(0, 2, 3, 1).contiguous(), attrs, gather=not self.on_device)
+
+    def eval_dataset(self, split: str, limit: int | None = None) -> Dataset:
+        images, attrs = render_faces(limit or self.num_images, self.img_size, seed=self.seed, split=split)
+        return TensorFaces(images, attrs)
+
+    def fingerprint(self, split: str, limit: int | None = None) -> dict:
+        # Image i depends on (seed, split, i) and on the renderer: its declared version, and its
+        # code's hash as a guard against a pixel change that forgot to bump the version.
+        renderer = hashlib.sha256(Path(render_faces.__code__.co_filename).read_bytes()).hexdigest()
+        return {"dataset": "synthetic", "split": split, "crop": "full", "img_size": self.img_size,
+                "num_images": limit or self.num_images, "seed": self.seed,
+                "renderer_version": RENDERER_VERSION, "renderer_sha256": renderer}

@@ -1,0 +1,80 @@
+"""Latents, generated images, their captions and image files: what the commands that look at a
+generator share (sample.py, attributes.py)."""
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw, ImageFont
+from torchvision.transforms.functional import to_tensor
+from torchvision.utils import make_grid, save_image
+from tqdm import tqdm
+
+from celebgan.io import atomic_write
+from celebgan.gan.module import GAN
+
+
+def latents(n: int, nz: int, seed: int) -> torch.Tensor:
+    """(n, nz, 1, 1) standard normal latents, the same for a seed on every machine (drawn on the CPU)."""
+    return torch.randn(n, nz, 1, 1, generator=torch.Generator().manual_seed(seed))
+
+
+def latent_batches(n: int, nz: int, seed: int, batch_size: int) -> Iterator[torch.Tensor]:
+    """latents(n, nz, seed) as consecutive (<= batch_size, nz, 1, 1) batches, holding a few batches
+    at most whatever n is.
+
+    The batches are drawn from the seed's one generator, in calls of a multiple of 16 latents and a
+    last call of at least that many: torch's CPU randn turns 16 uniforms at a time into normals and
+    redraws a ragged end, so such calls concatenate to exactly what one call for all n draws."""
+    generator = torch.Generator().manual_seed(seed)
+    draw = -(-batch_size // 16) * 16
+    pending, left = torch.empty(0, nz, 1, 1), n
+    while left or len(pending):
+        if len(pending) < batch_size and left:
+            k = left if left < 2 * draw else draw  # the end in one call, as a single call draws it
+            pending = torch.cat([pending, torch.randn(k, nz, 1, 1, generator=generator)])
+            left -= k
+            continue
+        yield pending[:batch_size]
+        pending = pending[batch_size:]
+
+
+@torch.no_grad()
+def generate(gan: GAN, z: torch.Tensor, batch_size: int = 256, progress: bool = False) -> torch.Tensor:
+    """(N, nz, 1, 1) latents -> (N, 3, S, S) CPU images in [-1, 1], batch by batch."""
+    chunks = z.split(batch_size)
+    return torch.cat([gan.sample(c).cpu() for c in tqdm(chunks, desc="generating", disable=not progress)])
+
+
+def to_grid(images: torch.Tensor, nrow: int) -> torch.Tensor:
+    """(N, 3, S, S) in [-1, 1] -> (3, H, W) in [0, 1], 2px gaps."""
+    return make_grid(images, nrow=nrow, normalize=True, value_range=(-1, 1))
+
+
+def column_centres(n: int, img_size: int, padding: int = 2) -> list[float]:
+    """x of the centre of each of n columns of a to_grid grid, in pixels."""
+    return [padding + c * (img_size + padding) + img_size / 2 for c in range(n)]
+
+
+def caption(image: torch.Tensor, labels: Sequence[tuple[float, str]]) -> torch.Tensor:
+    """(3, H, W) in [0, 1] -> (3, h + H, W): a white strip above the image, each label's text
+    centred at its x (pixels). The font shrinks until neighbouring labels do not overlap."""
+    width = image.shape[-1]
+    xs = sorted(x for x, _ in labels)
+    room = min([b - a for a, b in zip(xs, xs[1:])] + [float(width)]) - 4
+    size = 14
+    font = ImageFont.load_default(size)
+    while size > 7 and max(font.getlength(text) for _, text in labels) > room:
+        size -= 1
+        font = ImageFont.load_default(size)
+    strip = Image.new("RGB", (width, size + 6), "white")
+    draw = ImageDraw.Draw(strip)
+    for x, text in labels:
+        draw.text((x, 3), text, fill="black", font=font, anchor="ma")
+    return torch.cat([to_tensor(strip).to(image.dtype), image.cpu()], dim=1)
+
+
+def save_png(grid: torch.Tensor, path: Path) -> Path:
+    """(3, H, W) in [0, 1] -> a PNG at `path`, which holds the whole image or its previous content."""
+    with atomic_write(path) as tmp:
+        save_image(grid, tmp, format="png")
+    return path

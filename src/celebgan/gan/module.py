@@ -1,0 +1,342 @@
+"""The GAN LightningModule: alternating D and G steps under manual optimization."""
+import copy
+import functools
+import inspect
+import math
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
+
+import torch
+import torch.distributed as dist
+from lightning import LightningModule
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from celebgan.gan.augment import DiffAugment
+from celebgan.errors import UserError
+from celebgan.gan.losses import d_bce, g_nonsaturating
+
+
+def plain_partial(fn: Callable) -> Callable:
+    """A Hydra partial as a plain functools.partial. Hydra's own re-checks its target policy on
+    every call (about 2 ms on a CPU), too slow for a function called every training step."""
+    if isinstance(fn, functools.partial):
+        return functools.partial(fn.func, *fn.args, **fn.keywords)
+    return fn
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_optimizer_settings(key: str, settings: Mapping) -> None:
+    """lr and betas, in words a user can act on (torch says "'<=' not supported" for lr=fast)."""
+    lr = settings.get("lr", 1.0)
+    if not (_number(lr) and lr > 0):
+        raise UserError(f"model.{key}.lr={lr!r} must be a number > 0 (the DCGAN paper's is 2e-4).")
+    betas = settings.get("betas", (0.0, 0.0))
+    if not (isinstance(betas, Sequence) and len(betas) == 2 and all(_number(b) and 0 <= b < 1 for b in betas)):
+        shown = list(betas) if isinstance(betas, Sequence) and not isinstance(betas, str) else betas
+        raise UserError(f"model.{key}.betas={shown!r} must be two numbers in [0, 1): Adam's decay rates of "
+                        "its gradient's mean and square (the DCGAN paper's are [0.5, 0.999]).")
+
+
+class GAN(LightningModule):
+    """DCGAN training (Radford et al. 2016) with an EMA of the generator for samples and metrics.
+
+    generator / discriminator: the networks (Hydra builds them from model.generator / .discriminator).
+    g_optimizer / d_optimizer: partial optimizers, bound to each network's parameters here.
+    d_loss / g_loss: the objective, functions of D's logits from celebgan.gan.losses (config group
+        model/loss). A G loss with a `real_logits` parameter (RpGAN) also gets D's real logits.
+    penalties: named gradient penalties from celebgan.gan.penalties (model/penalty), each added to the D
+        loss on one D step in its `every`, times `every`.
+    augment: a DiffAugment policy ([color, translation, cutout]) applied to every image D sees; [] is off.
+    n_dis: D steps per G step; each D step takes a fresh real batch (WGAN-GP's critic iterations).
+    ema_half_life: half-life of the generator EMA in images (StyleGAN's 10k); 0 turns EMA off.
+    ema_rampup: early on, the half-life is at most this fraction of the images seen so far, so the
+        EMA does not drag the random initial weights along (StyleGAN's 0.05); null disables it.
+    num_fixed / fixed_seed: the latent batch drawn once for every progress grid of the run.
+    instance_noise / instance_noise_steps: std of Gaussian noise added to every image D sees (real
+        and fake, in [-1, 1] units), annealed linearly to 0 over that many training steps; 0 is off.
+    lr_scheduler: a partial LR scheduler, one built per optimizer and stepped once per epoch
+        (e.g. StepLR, or LinearLR to 0 over the run); None keeps the learning rates constant.
+    compile: torch.compile G and D (in place: checkpoints keep their plain parameter names).
+    gradient_clip_val, gradient_clip_algorithm: clip G's and D's gradients (by "norm" or "value")
+        before each of their steps; train() passes the trainer's settings here.
+
+    A training step is one real batch: one D step, and a G step on every n_dis-th.
+    """
+
+    def __init__(
+        self,
+        *,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        g_optimizer: Callable[..., torch.optim.Optimizer],
+        d_optimizer: Callable[..., torch.optim.Optimizer],
+        d_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = d_bce,
+        g_loss: Callable[..., torch.Tensor] = g_nonsaturating,
+        penalties: Mapping[str, Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]] | None = None,
+        augment: str | Sequence[str] = (),
+        n_dis: int = 1,
+        ema_half_life: float = 10_000,
+        ema_rampup: float | None = 0.05,
+        num_fixed: int = 64,
+        fixed_seed: int = 0,
+        instance_noise: float = 0.0,
+        instance_noise_steps: int = 0,
+        lr_scheduler: Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler] | None = None,
+        compile: bool = False,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ):
+        super().__init__()
+        if generator.img_size != discriminator.img_size:
+            raise UserError(f"generator.img_size={generator.img_size} differs from "
+                            f"discriminator.img_size={discriminator.img_size}.")
+        if instance_noise < 0 or (instance_noise > 0 and instance_noise_steps <= 0):
+            raise UserError(f"model.instance_noise={instance_noise} needs instance_noise >= 0 and, when on, "
+                            f"model.instance_noise_steps > 0 (got {instance_noise_steps}).")
+        if not isinstance(n_dis, int) or n_dis < 1:
+            raise UserError(f"model.n_dis={n_dis!r} must be a whole number >= 1 (D steps per G step).")
+        try:
+            self.augment = DiffAugment(augment or ())
+        except ValueError as err:
+            raise UserError(f"model.augment={list(augment) if not isinstance(augment, str) else augment!r}: "
+                            f"{err}.") from None
+        self.save_hyperparameters(ignore=["generator", "discriminator", "g_optimizer", "d_optimizer", "d_loss",
+                                          "g_loss", "penalties", "lr_scheduler"], logger=False)
+        self.automatic_optimization = False
+        # channels_last: the memory format whose convolution kernels are fastest on tensor cores
+        # and in oneDNN on CPU; inputs are converted to it in training_step.
+        generator.to(memory_format=torch.channels_last)
+        discriminator.to(memory_format=torch.channels_last)
+        self.generator, self.discriminator = generator, discriminator
+        self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
+        self.d_loss_fn, self.g_loss_fn = plain_partial(d_loss), plain_partial(g_loss)
+        self.g_loss_needs_real = "real_logits" in inspect.signature(g_loss).parameters
+        real_label = getattr(self.d_loss_fn, "keywords", {}).get("real_label", 1.0)
+        if not 0.0 < real_label <= 1.0:
+            raise UserError(f"model.d_loss.real_label={real_label} must lie in (0, 1]; 0.9 is one-sided "
+                            "label smoothing.")
+        self.penalties = dict(penalties or {})
+        self.n_dis = n_dis
+        self.lr_scheduler = lr_scheduler
+        self.instance_noise, self.instance_noise_steps = instance_noise, instance_noise_steps
+        self.ema_half_life, self.ema_rampup = ema_half_life, ema_rampup
+        self.generator_ema = copy.deepcopy(generator).requires_grad_(False) if ema_half_life > 0 else None
+        self.epoch_totals: dict[str, tuple[torch.Tensor, int]] = {}  # name -> (sum, steps) this epoch
+        fixed_z = torch.randn(num_fixed, generator.nz, 1, 1, generator=torch.Generator().manual_seed(fixed_seed))
+        self.register_buffer("fixed_z", fixed_z)  # (N, nz, 1, 1), saved with the weights
+        if compile:
+            generator.compile()
+            discriminator.compile()
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None, strict=None,
+                             weights_only=None, **kwargs):
+        """Lightning's loader, which rebuilds the module from its saved hyperparameters: G, D, their
+        optimizers and the objective are not among them (Hydra builds them from the run config), so
+        they must be passed as keyword arguments. celebgan.run.checkpoint.load_gan(path) rebuilds all of
+        them from the config the checkpoint carries."""
+        required = ("generator", "discriminator", "g_optimizer", "d_optimizer")
+        missing = [name for name in required if name not in kwargs]
+        if missing:
+            raise TypeError(
+                f"GAN.load_from_checkpoint({str(checkpoint_path)!r}) cannot rebuild {', '.join(missing)}: a "
+                "celebgan checkpoint stores the run config they are built from, not the objects. Use "
+                "`from celebgan.run.checkpoint import load_gan; gan, config = load_gan(path)`, or pass "
+                "generator=, discriminator=, g_optimizer=, d_optimizer= (and d_loss=, g_loss= for an "
+                "objective other than BCE) yourself.")
+        # Tensors and plain containers only (Lightning reads a URL with weights_only=False), and no
+        # `_instantiator` from the file's hyperparameters: they reach GAN() as values, nothing else.
+        return super().load_from_checkpoint(checkpoint_path, map_location, hparams_file, strict, weights_only=True,
+                                            _instantiator=None, **kwargs)
+
+    @property
+    def steps_done(self) -> int:
+        """Training steps (real batches) completed so far in the run.
+
+        Lightning's global_step counts optimizer steps: one D step per training step plus a G step
+        on every n_dis-th, so after b steps it is b + b // n_dis, which inverts exactly.
+        """
+        optimizer_steps = self.trainer.global_step
+        return optimizer_steps - optimizer_steps // (self.n_dis + 1)
+
+    def optimizer_steps(self, steps: int) -> int:
+        """Lightning's global_step after `steps` training steps: what trainer.max_steps must be for
+        the run to stop after exactly that many real batches."""
+        return steps + steps // self.n_dis
+
+    @property
+    def img_size(self) -> int:
+        return self.generator.img_size
+
+    @property
+    def sampler(self) -> nn.Module:
+        """The generator that grids, metrics and sampling use: the EMA copy when there is one."""
+        return self.generator_ema if self.generator_ema is not None else self.generator
+
+    @torch.no_grad()
+    def sample(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, nz[, 1, 1]) latents -> (B, 3, S, S) images in [-1, 1], from the sampler in eval mode."""
+        g = self.sampler
+        was_training = g.training
+        g.eval()
+        try:
+            return g(z.to(self.device)).float()
+        finally:
+            g.train(was_training)
+
+    def configure_optimizers(self):
+        optimizers = []
+        for key, make, network in (("g_optimizer", self.g_optimizer, self.generator),
+                                   ("d_optimizer", self.d_optimizer, self.discriminator)):
+            check_optimizer_settings(key, getattr(make, "keywords", {}))
+            try:  # torch checks the other settings here: the first moment they are seen
+                optimizers.append(make(network.parameters()))
+            except (ValueError, TypeError) as err:
+                raise UserError(f"model.{key}: {err}. Fix that setting of model.{key}.") from None
+        if self.lr_scheduler is None:
+            return optimizers
+        # Lightning saves and restores the schedulers with the checkpoint; stepping is ours (manual).
+        return optimizers, [self.lr_scheduler(opt) for opt in optimizers]
+
+    def on_train_epoch_start(self) -> None:
+        self.epoch_totals = {}
+
+    def on_train_epoch_end(self) -> None:
+        # `epoch/NAME`: each step value's mean over the epoch's steps that logged it (the HParams
+        # table's final values), averaged over the processes.
+        means = {"epoch/" + name.removeprefix("train/"): total / steps
+                 for name, (total, steps) in self.epoch_totals.items()}
+        self.log_dict(means, on_step=False, on_epoch=True, sync_dist=True)
+        # Only after a whole epoch: the end of one that trainer.max_steps cut short comes again once a
+        # resumed run has trained its remaining batches (as Lightning does for its own schedulers).
+        if not self.trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return
+        for scheduler in self.lr_schedulers() or []:  # None without schedulers, else one per optimizer
+            scheduler.step()
+
+    def instance_noise_std(self, step: int) -> float:
+        """The instance-noise std at training step `step`: linear from instance_noise down to 0."""
+        if self.instance_noise == 0:
+            return 0.0
+        return self.instance_noise * max(0.0, 1.0 - step / self.instance_noise_steps)
+
+    def noisy(self, images: torch.Tensor, std: float) -> torch.Tensor:
+        # Blurs the real and fake distributions into overlap, so D cannot separate them perfectly
+        # early on (Sonderby et al. 2017). No draw at all when off: the seeds' runs stay exact.
+        return images + std * torch.randn_like(images) if std > 0 else images
+
+    def d_view(self, images: torch.Tensor, noise_std: float) -> torch.Tensor:
+        """Images as D sees them: augmented (DiffAugment), then instance-noised."""
+        return self.noisy(self.augment(images) if self.augment else images, noise_std)
+
+    def training_step(self, batch, batch_idx: int) -> None:
+        real = batch[0] if isinstance(batch, (tuple, list)) else batch  # (B, 3, S, S) in [-1, 1]
+        real = real.contiguous(memory_format=torch.channels_last)  # a no-op for the batch loaders' output
+        g_opt, d_opt = self.optimizers()
+        step = self.steps_done
+        g_step = (step + 1) % self.n_dis == 0
+        z = torch.randn(real.size(0), self.generator.nz, 1, 1, device=real.device)
+        with torch.set_grad_enabled(g_step):  # no graph through G on D-only steps
+            fake = self.generator(z)  # one forward, reused: detached for D, attached for G
+        noise_std = self.instance_noise_std(step)
+        logs = {}
+
+        # Optimize discriminator: a real and a separate fake mini-batch, losses summed.
+        with self.toggled_optimizer(d_opt):
+            d_real_in, d_fake_in = self.d_view(real, noise_std), self.d_view(fake.detach(), noise_std)
+            d_real_logits = self.discriminator(d_real_in)
+            d_fake_logits = self.discriminator(d_fake_in)
+            d_loss = self.d_loss_fn(d_real_logits, d_fake_logits)
+            logs["train/d_loss"] = d_loss.detach()
+            for name, penalty in self.penalties.items():
+                if step % penalty.every == 0:
+                    value = penalty(self.discriminator, d_real_in, d_fake_in)
+                    d_loss = d_loss + penalty.every * value
+                    logs[f"train/penalty/{name}"] = value.detach()
+            d_opt.zero_grad(set_to_none=True)
+            self.manual_backward(d_loss)
+            self.average_gradients(self.discriminator)
+            self.clip(d_opt)
+            d_opt.step()
+
+        # Optimize generator, on every n_dis-th step: the same fakes, scored by the updated D.
+        if g_step:
+            with self.toggled_optimizer(g_opt):
+                g_fake_logits = self.discriminator(self.d_view(fake, noise_std))
+                if self.g_loss_needs_real:  # relativistic: D's view of the real batch, as of now
+                    real_logits = self.discriminator(self.d_view(real, noise_std))
+                    g_loss = self.g_loss_fn(g_fake_logits, real_logits=real_logits)
+                else:
+                    g_loss = self.g_loss_fn(g_fake_logits)
+                g_opt.zero_grad(set_to_none=True)
+                self.manual_backward(g_loss)
+                self.average_gradients(self.generator)
+                self.clip(g_opt)
+                g_opt.step()
+            # Batches are equal (drop_last); the EMA advances by the images of the n_dis steps.
+            batch_images = real.size(0) * self.trainer.world_size
+            self.update_ema(batch_images * self.n_dis, images_seen=(step + 1) * batch_images)
+            logs["train/g_loss"] = g_loss.detach()
+            logs["train/D_G_z2"] = torch.sigmoid(g_fake_logits.detach()).mean()
+
+        # D_x, D_G_z1 (fakes before the D update) and D_G_z2 (after it, as G sees them) follow
+        # pytorch/examples' DCGAN printout. Tensors, not .item(): no host sync in the step.
+        logs["train/D_x"] = torch.sigmoid(d_real_logits.detach()).mean()
+        logs["train/D_G_z1"] = torch.sigmoid(d_fake_logits.detach()).mean()
+        # `train/NAME` every step; one log call with on_step and on_epoch would suffix the names
+        # (_step, _epoch). Their epoch means are summed here and logged once an epoch as
+        # `epoch/NAME`: Lightning's log costs far more per name and step than an addition.
+        for name, value in logs.items():
+            total, steps = self.epoch_totals.get(name, (0.0, 0))
+            self.epoch_totals[name] = (total + value.float(), steps + 1)
+        losses = {k: logs.pop(k) for k in ("train/d_loss", "train/g_loss") if k in logs}
+        self.log_dict(losses, on_step=True, on_epoch=False, prog_bar=True, sync_dist=True)
+        self.log_dict(logs, on_step=True, on_epoch=False, sync_dist=True)
+        if self.instance_noise > 0:
+            self.log("train/instance_noise_std", noise_std, on_step=True, on_epoch=False)
+
+    def manual_backward(self, loss: torch.Tensor, *args, **kwargs) -> None:
+        # DDP's reducer expects every parameter to get a gradient in every backward, but the D step
+        # leaves G's untouched and the G step D's. Its sync is switched off here and each network's
+        # gradients are averaged by average_gradients() instead, so any DDP flavour works
+        # (find_unused_parameters true or false, ddp or ddp_spawn) with no strategy settings.
+        model = self.trainer.strategy.model
+        with model.no_sync() if isinstance(model, DistributedDataParallel) else nullcontext():
+            super().manual_backward(loss, *args, **kwargs)
+
+    @torch.no_grad()
+    def clip(self, optimizer) -> None:
+        """trainer.gradient_clip_val, which Lightning applies only under automatic optimization."""
+        if self.hparams.gradient_clip_val:
+            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.gradient_clip_val,
+                                gradient_clip_algorithm=self.hparams.gradient_clip_algorithm or "norm")
+
+    def average_gradients(self, network: nn.Module) -> None:
+        """Average `network`'s gradients over the processes (one all-reduce); a no-op on one process."""
+        world_size = self.trainer.world_size
+        if world_size == 1 or not dist.is_available() or not dist.is_initialized():
+            return
+        grads = [p.grad for p in network.parameters() if p.grad is not None]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= world_size
+        for g, avg in zip(grads, flat.split([g.numel() for g in grads])):
+            g.copy_(avg.view_as(g))
+
+    @torch.no_grad()
+    def update_ema(self, batch_images: int, images_seen: int) -> None:
+        """Move the EMA towards G: beta = 0.5 ** (batch_images / half_life)."""
+        if self.generator_ema is None:
+            return
+        half_life = self.ema_half_life
+        if self.ema_rampup is not None:
+            half_life = min(half_life, images_seen * self.ema_rampup)
+        beta = 0.5 ** (batch_images / max(half_life, 1e-8))
+        torch._foreach_lerp_(list(self.generator_ema.parameters()), list(self.generator.parameters()), 1.0 - beta)
+        # BatchNorm running statistics are copied, not averaged: they describe the live G.
+        for b_ema, b in zip(self.generator_ema.buffers(), self.generator.buffers()):
+            b_ema.copy_(b)

@@ -1,0 +1,317 @@
+"""Continuing a run exactly: which checkpoint to resume (`resume=PATH` or `resume=auto`), whether it
+fits the current config, and the RNG streams that Lightning does not save."""
+import copy
+import logging
+import os
+import random
+import signal
+import threading
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from lightning import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from celebgan.run.checkpoint import RESUME_HINT, load_checkpoint, run_config, run_dir
+from celebgan.errors import UserError
+from celebgan.run.trust import UntrustedCheckpoint
+
+log = logging.getLogger(__name__)
+
+# Keys that may differ between a checkpoint and the run resuming it: where the data lives and how
+# it is loaded change nothing in what is trained.
+LOADING_KEYS = {"data.root", "data.num_workers", "data.pin_memory"}
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def differences(saved: dict, current: dict, sections: tuple[str, ...]) -> list[str]:
+    """`key: saved -> current` for each key under `sections` that differs (dotted keys)."""
+    saved = {k: v for k, v in _flatten(saved).items() if k.split(".")[0] in sections or k in sections}
+    current = {k: v for k, v in _flatten(current).items() if k.split(".")[0] in sections or k in sections}
+    return [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in sorted(saved.keys() | current.keys())
+            if k not in LOADING_KEYS and saved.get(k) != current.get(k)]
+
+
+def check_compatible(path: str | Path, saved: dict, current: dict) -> None:
+    """A checkpoint resumes only into the model and image size it was trained with."""
+    diffs = differences(saved, current, ("model", "data.img_size"))
+    if diffs:
+        raise UserError(
+            f"resume={str(path)!r} belongs to a different model or image size:\n  " + "\n  ".join(diffs[:10])
+            + "\nResume with the checkpoint's own settings (its run's .hydra/overrides.yaml), "
+            "or start a new run without resume.")
+
+
+def is_same_run(saved: dict, current: dict) -> bool:
+    """resume=auto's notion of the same config: same model, same data (up to where it is stored and how
+    it is loaded) and same seed. Trainer settings (max_epochs, devices, precision) may change."""
+    return not differences(saved, current, ("model", "data", "seed"))
+
+
+def run_checkpoints(run: Path) -> list[Path]:
+    """RUN/checkpoints/*.ckpt in the order resume=auto tries them: last.ckpt (the end of the newest
+    epoch, or where a signal stopped it), best.ckpt (the lowest FID), then any other, newest first."""
+    rank = {"last.ckpt": 0, "best.ckpt": 1}
+    return sorted((run / "checkpoints").glob("*.ckpt"), key=lambda p: (rank.get(p.name, 2), -p.stat().st_mtime))
+
+
+def find_latest(runs_root: Path, current: dict, exclude: Path | None = None) -> tuple[Path | None, list[str]]:
+    """(the checkpoint resume=auto continues, why it passed over each damaged one).
+
+    Of the newest run under runs_root (by its newest checkpoint) whose config is the same run's,
+    the first readable checkpoint of run_checkpoints: a damaged last.ckpt falls back to that run's
+    best.ckpt rather than to an older run. A run of another config is passed over silently. An
+    untrusted file stops the search: it is not a damaged run of this user's to skip."""
+    runs = {path.parents[1] for path in runs_root.glob("*/checkpoints/*.ckpt")} - {exclude}
+    newest_first = sorted(runs, key=lambda run: max(p.stat().st_mtime for p in run_checkpoints(run)), reverse=True)
+    skipped = []
+    for run in newest_first:
+        for path in run_checkpoints(run):
+            try:
+                saved = run_config(path, arg="resume", hint=RESUME_HINT)
+            except UntrustedCheckpoint:
+                raise
+            except UserError as err:
+                skipped.append(str(err))
+                continue
+            if is_same_run(saved, current):
+                return path, skipped
+            break  # every checkpoint of a run holds that run's config
+    return None, skipped
+
+
+def resolve(resume: str | None, config: dict) -> tuple[str | None, Path | None]:
+    """(checkpoint to resume or None, run directory to continue in or None) for `resume`.
+
+    Runs before any data is read, so a wrong path or model fails at once. `config` is the resolved
+    current config; runs are looked for next to its run directory (outputs/runs/)."""
+    if resume in (None, ""):
+        return None, None
+    this_run = Path(config["paths"]["output_dir"])
+    if resume == "auto":
+        path, skipped = find_latest(this_run.parent, config, exclude=this_run)
+        taken = (f"continues {path}" if path else
+                 f"starts a new run: no usable earlier run of this config under {this_run.parent}")
+        if skipped:  # one line: what it took, what it passed over and why
+            log.warning("resume=auto %s, skipping: %s", taken, " | ".join(skipped))
+        else:
+            log.info("resume=auto %s", taken)
+        if path is None:
+            return None, None
+    else:
+        path = Path(resume).expanduser().resolve()
+    check_compatible(path, run_config(path, arg="resume", hint=RESUME_HINT), config)
+    # RUN/checkpoints/X.ckpt continues in RUN: the same TensorBoard run, samples and checkpoints.
+    return str(path), run_dir(path)
+
+
+class RNGState(Callback):
+    """Saves every process's torch, CUDA, numpy and Python RNG states in each checkpoint and restores
+    them on resume, so the latents, flips and the DataLoader's shuffling continue as if the run had
+    never stopped. Lightning restores weights, optimizers, scaler and loops, but not these."""
+
+    def state_dict(self) -> dict:
+        # Lightning asks every rank for this state (rank 0 then writes it), so gathering is safe here.
+        state = _rng_state()
+        if dist.is_available() and dist.is_initialized():
+            gathered = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, state)
+            return {"ranks": gathered}
+        return {"ranks": [state]}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        # Lightning restores callbacks after the processes have joined and before the first epoch's
+        # DataLoader iterator draws its seed; nothing random runs in between.
+        ranks = state_dict.get("ranks", [])
+        distributed = dist.is_available() and dist.is_initialized()
+        world_size, rank = (dist.get_world_size(), dist.get_rank()) if distributed else (1, 0)
+        if len(ranks) != world_size:
+            log.warning("The checkpoint holds RNG states of %d processes, this run has %d: random streams "
+                        "restart (weights and optimizers are restored exactly).", len(ranks), world_size)
+            return
+        _set_rng_state(ranks[rank])
+
+
+class ResumePosition(Callback):
+    """Reads a checkpoint written at an epoch's end (ModelCheckpoint's last.ckpt, or the end of a run
+    that trainer.max_steps stopped) as the point between that epoch and the next, before Lightning
+    restores its loops from it.
+
+    Lightning saves such a checkpoint with the epoch processed but not yet completed. It resumes
+    that correctly only without max_steps: with max_steps it takes every checkpoint for one written
+    mid-epoch, so it ran the saved epoch's end again (an empty epoch in the log, the next epoch with
+    the data order of the one after it) and counted one epoch too many."""
+
+    def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict) -> None:
+        fit_loop = checkpoint.get("loops", {}).get("fit_loop")
+        if fit_loop is None:
+            return
+        settle_epoch_end(fit_loop)
+
+
+def check_epochs(path: str, max_epochs: int | None) -> None:
+    """A checkpoint that has trained more epochs than trainer.max_epochs leaves nothing to train: one
+    error before the run starts (Lightning's own check comes after the logger wrote to the run)."""
+    fit_loop = load_checkpoint(path).get("loops", {}).get("fit_loop")
+    if max_epochs in (None, -1) or fit_loop is None:
+        return
+    fit_loop = copy.deepcopy(fit_loop)
+    settle_epoch_end(fit_loop)
+    epochs = fit_loop["epoch_progress"]["current"]["completed"]
+    if epochs > max_epochs:
+        raise UserError(f"resume={path!r} has trained {epochs} epochs, more than trainer.max_epochs="
+                        f"{max_epochs}: nothing is left to train. Resume with trainer.max_epochs above "
+                        f"{epochs} to train further.")
+
+
+def settle_epoch_end(fit_loop: dict) -> None:
+    """Rewrites Lightning's fit-loop state (a checkpoint's loops.fit_loop) in place when it was saved
+    at an epoch's end (the epoch processed; completed too when a signal stopped the run there): an
+    epoch whose batches all ran is completed, and the next one starts at its first batch; one that
+    max_steps cut short becomes unprocessed again, so it continues from its next batch and is
+    counted once, when it ends. A checkpoint written mid-epoch is left as it is."""
+    epochs, batches = fit_loop["epoch_progress"], fit_loop["epoch_loop.batch_progress"]
+    processed = [epochs[k]["processed"] == epochs[k]["started"] for k in ("total", "current")]
+    completed = [epochs[k]["completed"] == epochs[k]["processed"] for k in ("total", "current")]
+    if not all(processed):
+        return
+    if batches["is_last_batch"]:  # also completed: a signal during an epoch's last batch saves there
+        for k in ("total", "current"):
+            epochs[k]["completed"] = epochs[k]["processed"]
+        batches["current"] = dict.fromkeys(batches["current"], 0)
+        batches["is_last_batch"] = False
+        fit_loop.get("state_dict", {}).pop("combined_loader", None)  # its position is the ended epoch's
+    elif not any(completed):
+        for k in ("total", "current"):
+            epochs[k]["processed"] -= 1
+
+
+def _rng_state() -> dict:
+    mt, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        # numpy's and Python's states as tensors and ints: weights_only loading accepts them.
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss, "gauss": gauss},
+        "python": {"version": random.getstate()[0], "state": list(random.getstate()[1])},
+    }
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    random.setstate((state["python"]["version"], tuple(state["python"]["state"]), None))
+
+
+class SaveOnSignal(Callback):
+    """SIGTERM, which SLURM and Kubernetes send before they stop a job, and Ctrl-C end the run after
+    the training step under way and save `ckpt_path` (the run's last.ckpt) at that point: weights,
+    optimizers, loops, RNG states and the position in the epoch, so resume=auto continues exactly.
+
+    Lightning catches SIGTERM and stops its loop after the step (SIGTERMException); this saves the
+    checkpoint on the way out. SIGUSR1 (SLURM's warning before the time limit) does the same,
+    except under SLURM with auto-requeue, where Lightning's SLURM plugin owns it (it saves its own
+    checkpoint and requeues the job). Ctrl-C (SIGINT) takes the same way: Lightning's own handling
+    of it would stop in the middle of a step and save nothing. A second Ctrl-C is ignored (with a
+    word saying so): the save it would cut short is the one that lets the run continue.
+
+    `signum` is the first stop signal received (SIGINT or SIGTERM; SIGUSR1 counts as SIGTERM);
+    `exit_status` is the process's status after the stop, 128 + signum as a shell reports it.
+    """
+
+    def __init__(self, *, ckpt_path: str):
+        self.ckpt_path = ckpt_path
+        self.signum: int | None = None
+        self._replaced: dict[int, tuple[object, object]] = {}  # signal: (handler set here, the one before)
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + (self.signum or signal.SIGTERM)
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.signum = None
+        if threading.current_thread() is not threading.main_thread():
+            return
+        # After Lightning registered its handlers: a SIGUSR1 handler here means its SLURM plugin's.
+        if signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL:
+            self._replace(signal.SIGUSR1, _as_sigterm)
+        lightning_sigterm = signal.getsignal(signal.SIGTERM)
+        if callable(lightning_sigterm):
+            self._replace(signal.SIGTERM, partial(self._on_stop_signal, lightning_sigterm))
+            self._replace(signal.SIGINT, partial(self._on_stop_signal, lightning_sigterm))
+
+    def _replace(self, signum: int, handler) -> None:
+        previous = signal.signal(signum, handler)
+        self._replaced.setdefault(signum, (handler, previous))
+
+    def _on_stop_signal(self, lightning_sigterm, signum: int, frame) -> None:
+        if self.signum == signal.SIGINT and signum == signal.SIGINT:
+            log.warning("Ctrl-C again: ignored while the run stops and saves %s (kill -9 %d ends it at once; "
+                        "the last complete last.ckpt stays valid).", self.ckpt_path, os.getpid())
+            return
+        if self.signum is None:
+            self.signum = signum
+            if signum == signal.SIGINT:
+                log.warning("Ctrl-C: stopping after the training step under way, then saving %s.", self.ckpt_path)
+            # A DataLoader worker ended by the same signal (one that died before it could ignore it) is
+            # part of the stop: torch's SIGCHLD handler would raise its RuntimeError at whatever line
+            # the training process is on, possibly in the middle of a step. Without it, a dead worker
+            # shows at the next fetch, between two steps (stopped_by_signal).
+            self._replace(signal.SIGCHLD, signal.SIG_DFL)
+        lightning_sigterm(signal.SIGTERM, frame)  # stops the loop after the step, on every rank
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        # Only what is still this callback's: Lightning restores its own handlers before this hook.
+        for signum, (handler, previous) in self._replaced.items():
+            if signal.getsignal(signum) is handler:
+                signal.signal(signum, previous)
+        self._replaced = {}
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        if not stopped_by_signal(trainer, exception):
+            return
+        trainer.save_checkpoint(self.ckpt_path)  # every rank takes part; rank 0 writes
+        if trainer.is_global_zero:
+            how = "Ctrl-C" if self.signum == signal.SIGINT else "a signal"
+            log.warning("Stopped by %s after training step %d (epoch %d); saved %s. Continue the run "
+                        "with resume=auto (or resume=%s).", how, pl_module.steps_done, trainer.current_epoch,
+                        self.ckpt_path, self.ckpt_path)
+
+
+def stopped_by_signal(trainer: Trainer, exception: BaseException) -> bool:
+    """Whether `exception` ended the fit because of a stop signal (SaveOnSignal saved last.ckpt).
+
+    Besides Lightning's SIGTERMException: a DataLoader worker's death once a stop signal arrived,
+    the worker having been sent the same signal before it could ignore it
+    (batches.worker_init_fn), which the next fetch reports between two steps."""
+    if isinstance(exception, SIGTERMException):
+        return True
+    # A batch whose file descriptors the dead worker held fails to unpickle: ConnectionResetError.
+    worker_died = (isinstance(exception, RuntimeError) and "DataLoader worker" in str(exception)
+                   or isinstance(exception, ConnectionResetError))
+    return trainer.received_sigterm and worker_died
+
+
+def stop_status(trainer: Trainer) -> int:
+    """The exit status of a run stopped by a signal: 130 after Ctrl-C, 143 after SIGTERM or SIGUSR1."""
+    saver = next((c for c in trainer.callbacks if isinstance(c, SaveOnSignal)), None)
+    return saver.exit_status if saver is not None else 128 + signal.SIGTERM
+
+
+def _as_sigterm(signum, frame) -> None:
+    os.kill(os.getpid(), signal.SIGTERM)

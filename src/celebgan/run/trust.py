@@ -1,0 +1,122 @@
+"""What a checkpoint's stored run config may hold: plain values, and in the sections celebgan builds
+objects from, only `_target_`s that celebgan's own configs name.
+
+torch.load(weights_only=True) refuses pickled objects, but a config made of dicts and strings is
+enough to make hydra.utils.instantiate import and call anything (`_target_: builtins.open`). So the
+stored config is read as data: checked here before anything builds from it.
+"""
+import functools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from torch.optim.lr_scheduler import LRScheduler
+
+from celebgan.conf import CONFIG_DIR
+from celebgan.errors import UserError
+
+# The config groups whose files compose the sections built from a checkpoint: `model` (with the
+# lr_schedule group, which fills model.lr_scheduler) and `data`.
+BUILT_GROUPS = ("model", "lr_schedule", "data")
+# Sections a checkpoint's reader builds (checkpoint.load_gan, checkpoint.build_datamodule). The
+# others (trainer, callbacks, logger, metrics) are only ever built from a command's own config, so
+# a run's checkpoint may name its user's own callback there; they are still read as plain values.
+BUILT_SECTIONS = ("model", "data")
+PLAIN = (str, int, float, bool, type(None))
+DO_NOT_TRUST = "This file is not a checkpoint celebgan wrote (or it was altered since); do not trust it."
+
+
+class UntrustedCheckpoint(UserError):
+    """A file holding what celebgan never writes into a checkpoint. Unlike a damaged checkpoint,
+    resume=auto stops at it rather than skipping it: someone put it there."""
+
+
+def _targets_in(tree: Any) -> Iterator[str]:
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            if key == "_target_" and isinstance(value, str):
+                yield value
+            yield from _targets_in(value)
+    elif isinstance(tree, list):
+        for value in tree:
+            yield from _targets_in(value)
+
+
+@functools.cache
+def group_targets(group: str) -> frozenset[str]:
+    """Every `_target_` in the shipped config files of one config group (conf/GROUP/**.yaml)."""
+    files = sorted((CONFIG_DIR / group).rglob("*.yaml"))
+    trees = (OmegaConf.to_container(OmegaConf.load(path)) for path in files)  # unresolved: as written
+    return frozenset(t for tree in trees for t in _targets_in(tree))
+
+
+@functools.cache
+def torch_targets() -> frozenset[str]:
+    """torch.optim's optimizers and LR schedulers under the names configs give them
+    (torch.optim.Adam, torch.optim.lr_scheduler.StepLR). The classes are enumerated: a prefix would
+    let through `torch.optim.optimizer.torch.load`, which Hydra resolves to torch.load."""
+    found = set()
+    for module, base in ((torch.optim, torch.optim.Optimizer), (torch.optim.lr_scheduler, LRScheduler)):
+        for name, obj in vars(module).items():
+            if isinstance(obj, type) and issubclass(obj, base) and obj is not base and not name.startswith("_"):
+                found.add(f"{module.__name__}.{name}")
+    return frozenset(found)
+
+
+def allowed_targets() -> frozenset[str]:
+    """The `_target_`s a checkpoint's model and data may name, compared as exact strings."""
+    return frozenset().union(*map(group_targets, BUILT_GROUPS), torch_targets())
+
+
+def value_problems(tree: Any, key: str) -> Iterator[tuple[str, Any, str]]:
+    """(dotted key, value, what is wrong) for each part of a stored config that is not plain data:
+    dicts with string keys, lists, str, int, float, bool, None."""
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            if isinstance(k, str):
+                yield from value_problems(v, f"{key}.{k}")
+            else:
+                yield f"{key}[{k!r}]", k, f"is a key of type {type(k).__name__}, not a string"
+    elif isinstance(tree, list):
+        for i, v in enumerate(tree):
+            yield from value_problems(v, f"{key}[{i}]")
+    elif not isinstance(tree, PLAIN):
+        yield key, tree, f"is a {type(tree).__name__}, not a plain value"
+    elif isinstance(tree, str) and "${" in tree:
+        # OmegaConf would resolve it (an environment variable, a resolver) when the config is built.
+        yield key, tree, "is an interpolation, which a stored (resolved) config never holds"
+
+
+def target_problems(tree: Any, key: str, allowed: frozenset[str]) -> Iterator[tuple[str, Any, str]]:
+    """(dotted key, value, what is wrong) for each `_target_` under `tree` that is not allowed."""
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            if k == "_target_" and not (isinstance(v, str) and v in allowed):
+                yield f"{key}._target_", v, "names code that celebgan's configs never build"
+            yield from target_problems(v, f"{key}.{k}", allowed)
+    elif isinstance(tree, list):
+        for i, v in enumerate(tree):
+            yield from target_problems(v, f"{key}[{i}]", allowed)
+
+
+def config_problems(config: Any, key: str) -> Iterator[tuple[str, Any, str]]:
+    """What makes `config` (a run config stored under `key`) unfit to build from."""
+    if not isinstance(config, dict):
+        yield key, config, "is not a run config (a dict of settings)"
+        return
+    yield from value_problems(config, key)
+    for section in BUILT_SECTIONS:
+        if not isinstance(config.get(section), dict):
+            yield f"{key}.{section}", config.get(section), "should be a section (every run config has one)"
+        else:
+            yield from target_problems(config[section], f"{key}.{section}", allowed_targets())
+
+
+def check_stored_config(config: Any, *, key: str, source: str) -> None:
+    """One UntrustedCheckpoint naming the first problem of a stored run config, if it has one.
+    `source` says where the config came from (ckpt='PATH')."""
+    for where, value, problem in config_problems(config, key):
+        shown = repr(value) if len(repr(value)) <= 200 else repr(value)[:200] + "..."
+        raise UntrustedCheckpoint(f"{source} holds {where}={shown}, which {problem}. {DO_NOT_TRUST}")
