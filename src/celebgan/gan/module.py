@@ -32,8 +32,8 @@ def _number(value) -> bool:
 def check_optimizer_settings(key: str, settings: Mapping) -> None:
     """lr and betas, in words a user can act on (torch says "'<=' not supported" for lr=fast)."""
     lr = settings.get("lr", 1.0)
-    if not (_number(lr) and lr > 0):
-        raise UserError(f"model.{key}.lr={lr!r} must be a number > 0 (the DCGAN paper's is 2e-4).")
+    if not (_number(lr) and lr >= 0):  # 0 freezes that network, a control experiment
+        raise UserError(f"model.{key}.lr={lr!r} must be a number >= 0 (the DCGAN paper's is 2e-4).")
     betas = settings.get("betas", (0.0, 0.0))
     if not (isinstance(betas, Sequence) and len(betas) == 2 and all(_number(b) and 0 <= b < 1 for b in betas)):
         shown = list(betas) if isinstance(betas, Sequence) and not isinstance(betas, str) else betas
