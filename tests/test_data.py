@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from celebgan.data.modules import batches
+from celebgan.data import batches
 from celebgan.data.celeba import face_transform, find_layout, list_images
 from celebgan.data.modules import CelebADataModule, ImageFiles, SyntheticDataModule
 from celebgan.errors import UserError
