@@ -10,7 +10,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 from PIL import Image
 
 from celebgan import attributes, evaluate, plot, sample
@@ -58,8 +57,7 @@ def png(tmp, mp):
 
 
 def image_folder(tmp, mp):
-    cfg = OmegaConf.create({"n": 3, "seed": 0, "batch_size": 2})
-    return tmp / "images", lambda: sample.write_images(TinyGAN(), cfg, tmp / "images")
+    return tmp / "images", lambda: sample.write_images(TinyGAN(), tmp / "images", n=3, seed=0, batch_size=2)
 
 
 def progress_gif(tmp, mp):

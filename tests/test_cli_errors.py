@@ -86,8 +86,18 @@ def table(tmp: Path) -> list[tuple[str, list[str], str]]:
         (TRAIN, ["data.split=all"], "data.split='all' is not one of the synthetic faces' splits"),
         (TRAIN, [*celeba[:1], f"data.root={good}", "data.split=bogus"], "['train', 'valid', 'test', 'all']"),
         (TRAIN, [*celeba[:1], f"data.root={good}", "data.num_workers=many"], "data.num_workers='many' must be a whole number >= 0"),
-        ("celebgan.prepare", [*celeba[:1], f"data.root={good}", "--workers", "-1"], "--workers=-1 must be a whole number >= 0"),
-        ("celebgan.prepare", [*celeba[:1], f"data.root={good}", "--workers", "many"], "invalid int value: 'many'"),
+        ("celebgan.prepare", [*celeba[:1], f"data.root={good}", "workers=-1"], "workers=-1 must be a whole number >= 0"),
+        ("celebgan.prepare", [*celeba[:1], f"data.root={good}", "workers=many"], "workers='many' must be a whole number"),
+        ("celebgan.prepare", [*celeba[:1], f"data.root={good}", "force=maybe"], "force='maybe' must be true or false"),
+        ("celebgan.prepare", [*celeba[:1], f"data.root={good}", "worker=2"], "Could not override 'worker'"),
+        ("celebgan.prepare", ["data=celeba16"], "celeba16"),
+        ("celebgan.prepare", [*celeba[:1], f"data.root={good}", "--workers", "1"], "unrecognized arguments: --workers"),
+        ("celebgan.plot", [], "run is required"),
+        ("celebgan.plot", [f"run={tmp / 'empty'}"], "No TensorBoard event files"),
+        ("celebgan.plot", [f"run={tmp / 'empty'}", "smooth=0.5"], "Could not override 'smooth'"),
+        ("celebgan.plot", [f"run={tmp / 'empty'}", "smoothing=1.5"], "smoothing=1.5 must be a number in [0, 1)"),
+        ("celebgan.plot", [f"run={tmp / 'empty'}", "smoothing=high"], "smoothing='high' must be a number"),
+        ("celebgan.plot", [f"run={tmp / '0_model=vanilla'}"], f"\"run='{tmp / '0_model=vanilla'}'\""),
         ("celebgan.prepare", [*celeba[:1], f"data.root={good}", "data.split=bogus"], "data.split='bogus'"),
         ("celebgan.evaluate", [], "needs a checkpoint"),
         ("celebgan.evaluate", [f"ckpt={tmp / 'none.ckpt'}"], "Checkpoint not found"),
@@ -159,3 +169,21 @@ def test_a_full_disk_that_also_fails_the_cleanup_is_still_one_message():
             raise KeyError("a bug")
     except KeyError as err:
         assert user_message(err) is None
+
+
+def test_a_mistake_that_ends_a_job_is_one_line_on_stderr_and_in_the_jobs_log_file(tmp_path, capsys):
+    import logging
+
+    from celebgan.errors import UserError, _exit_on_user_mistake
+
+    log_file = logging.FileHandler(tmp_path / "train.log")
+    logging.getLogger().addHandler(log_file)
+    try:
+        with pytest.raises(SystemExit) as exit_, _exit_on_user_mistake(in_job=True):
+            raise UserError("Training diverged: the test says so.")
+    finally:
+        logging.getLogger().removeHandler(log_file)
+        log_file.close()
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == "Error: Training diverged: the test says so.\n"
+    assert (tmp_path / "train.log").read_text() == "Error: Training diverged: the test says so.\n"

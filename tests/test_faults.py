@@ -211,7 +211,7 @@ def test_prepare_into_a_read_only_folder_says_to_set_prepared_dir(tmp_path):
     make_celeba(root, per_split=2)
     code, out = in_namespace(
         f"mount --bind {root} {root} && mount -o remount,bind,ro {root} && "
-        f"{sys.executable} -m celebgan.prepare data=celeba32 data.root={root} --workers 1", tmp_path)
+        f"{sys.executable} -m celebgan.prepare data=celeba32 data.root={root} workers=1", tmp_path)
     assert code == 2 and "Traceback" not in out, out
     assert "Read-only file system" in out and "data.prepared_dir=" in out
 

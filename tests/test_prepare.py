@@ -13,12 +13,11 @@ import torch
 from PIL import Image
 
 from celebgan.data import prepared as prep
-from celebgan.prepare import main as prepare_main
 from celebgan.data.batches import ArrayFaces
 from celebgan.data.celeba import face_transform, list_images
 from celebgan.data.modules import CelebADataModule, ImageFiles
 from celebgan.errors import UserError
-from conftest import make_celeba
+from conftest import TESTS_DIR, cli_env, make_celeba
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -160,19 +159,29 @@ def test_a_killed_build_leaves_no_half_file_in_place(tmp_path):
     assert prepared.num_images == 20
 
 
-def test_prepare_command(celeba_root, tmp_path, caplog):
-    out = tmp_path / "prepared"
-    args = ["data=celeba32", f"data.root={celeba_root}", "data.img_size=16", f"data.prepared_dir={out}", "--workers", "1"]
-    prepare_main(args)
+def test_prepare_command(celeba_root, tmp_path):
+    out, work = tmp_path / "prepared", tmp_path / "work"
+    work.mkdir()
+    args = ["data=celeba32", f"data.root={celeba_root}", "data.img_size=16", f"data.prepared_dir={out}", "workers=1"]
+    first, again, forced, missing, help_ = run_commands(work, [
+        args, args, [*args, "force=true"], [*args, f"data.root={tmp_path / 'nowhere'}"], ["--help"]])
+    assert first["code"] == again["code"] == forced["code"] == 0, first["output"] + again["output"]
     meta = json.loads((out / "celeba_train_full_16.json").read_text())
     assert meta["num_images"] == 3 and meta["img_size"] == 16
-    with caplog.at_level("INFO"):
-        prepare_main(args)
-    assert "Up to date" in caplog.text
+    assert "Up to date" in again["output"] and "Up to date" not in forced["output"]
+    assert missing["code"] == 2 and "not found" in missing["output"] and "Traceback" not in missing["output"]
+    assert help_["code"] == 0 and all(key in help_["output"] for key in ("workers: 0", "force: false", "prepared_dir"))
+    assert list(work.iterdir()) == []  # no Hydra folder, no log
 
-    with pytest.raises(SystemExit) as exit_:
-        prepare_main([*args, f"data.root={tmp_path / 'nowhere'}"])
-    assert exit_.value.code == 2 and "not found" in caplog.text
+
+def run_commands(cwd: Path, argvs: list[list[str]]) -> list[dict]:
+    """`python -m celebgan.prepare ARGS` for each ARGS, in one interpreter (tests/cli_runner.py)."""
+    cases = cwd.parent / "cases.json"
+    cases.write_text(json.dumps([{"module": "celebgan.prepare", "args": a, "cwd": str(cwd)} for a in argvs]))
+    results = cwd.parent / "results.json"
+    subprocess.run([sys.executable, str(TESTS_DIR / "cli_runner.py"), str(cases), str(results)],
+                   env=cli_env(), check=True, timeout=600)
+    return json.loads(results.read_text())
 
 
 def test_a_killed_builds_temporaries_go_when_the_folder_is_next_opened(celeba_root, tmp_path):
@@ -207,7 +216,7 @@ def test_a_killed_builds_temporaries_go_when_the_folder_is_next_opened(celeba_ro
 @pytest.mark.parametrize("workers", [-1, "4", 2.5])
 def test_a_bad_worker_count_is_refused_before_anything_is_written(celeba_root, tmp_path, workers):
     out = tmp_path / "prepared"
-    with pytest.raises(UserError, match=r"--workers=.* must be a whole number >= 0 \(0: one per usable core\)"):
+    with pytest.raises(UserError, match=r"workers=.* must be a whole number >= 0 \(0: one per usable core\)"):
         prep.prepare(str(celeba_root), "train", "full", 16, str(out), workers=workers, progress=False)
     assert not out.exists()
 

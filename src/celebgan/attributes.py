@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Subset
@@ -178,37 +177,39 @@ def edit_latents(z: torch.Tensor, direction: torch.Tensor, strengths: torch.Tens
     return (z[:, None] + strengths[None, :, None, None, None] * direction).flatten(0, 1)
 
 
-def write_attribute_edits(gan: GAN, config: dict[str, Any], cfg: DictConfig, out: Path) -> dict[str, Any]:
-    """A grid whose rows move faces along the attribute's direction, from -strength to +strength."""
-    acfg = cfg.attributes
+def write_attribute_edits(gan: GAN, config: dict[str, Any], out: Path, *, attribute: str, strength: float,
+                          num_latents: int, cache_dir: str | Path, classifier: dict[str, Any], data_root: str | None,
+                          rows: int, steps: int, seed: int, batch_size: int) -> dict[str, Any]:
+    """A grid whose rows move faces along the attribute's direction, from -strength to +strength.
+    classifier: train_classifier's settings; data_root: where the run's images live now, if they moved."""
     data_config = dict(config["data"])
-    if cfg.compare.data_root is not None:
-        data_config["root"] = cfg.compare.data_root
+    if data_root is not None:
+        data_config["root"] = data_root
     device = next(gan.parameters()).device
-    classifier, record = cached_classifier(data_config, acfg.cache_dir, dict(acfg.classifier), device)
+    model, record = cached_classifier(data_config, cache_dir, classifier, device)
     names = record["attr_names"]
-    if acfg.attribute not in names:
-        raise UserError(f"attributes.attribute={acfg.attribute!r} is not one of this dataset's attributes: {names}.")
-    index = names.index(acfg.attribute)
+    if attribute not in names:
+        raise UserError(f"attributes.attribute={attribute!r} is not one of this dataset's attributes: {names}.")
+    index = names.index(attribute)
     log.info("Attribute classifier: held-out accuracy %.3f on %s (always-majority: %.3f; mean over all %d "
-             "attributes %.3f), from %s", record["accuracy"][acfg.attribute], acfg.attribute,
-             record["majority"][acfg.attribute], len(names), sum(record["accuracy"].values()) / len(names),
+             "attributes %.3f), from %s", record["accuracy"][attribute], attribute,
+             record["majority"][attribute], len(names), sum(record["accuracy"].values()) / len(names),
              record["path"])
     nz = gan.generator.nz
-    z_all = latents(cfg.rows + acfg.num_latents, nz, cfg.seed)
-    rows, pool = z_all[:cfg.rows], z_all[cfg.rows:]
-    direction = attribute_direction(gan, classifier, index, pool, cfg.batch_size)
-    strengths = torch.linspace(-acfg.strength, acfg.strength, cfg.steps)
-    images = generate(gan, edit_latents(rows, direction, strengths), cfg.batch_size)
-    scores = attribute_scores(classifier, images, index).view(cfg.rows, cfg.steps).mean(0)
-    log.info("Mean %s score along the direction: %s", acfg.attribute,
+    z_all = latents(rows + num_latents, nz, seed)
+    row_latents, pool = z_all[:rows], z_all[rows:]
+    direction = attribute_direction(gan, model, index, pool, batch_size)
+    strengths = torch.linspace(-strength, strength, steps)
+    images = generate(gan, edit_latents(row_latents, direction, strengths), batch_size)
+    scores = attribute_scores(model, images, index).view(rows, steps).mean(0)
+    log.info("Mean %s score along the direction: %s", attribute,
              "  ".join(f"{s:+.1f}: {p:.2f}" for s, p in zip(strengths.tolist(), scores.tolist())))
     # The columns' strengths above the grid: 0 is the unedited face.
-    labels = zip(column_centres(cfg.steps, gan.img_size), (f"{s:+.1f}" if s else "0" for s in strengths.tolist()))
+    labels = zip(column_centres(steps, gan.img_size), (f"{s:+.1f}" if s else "0" for s in strengths.tolist()))
     return {
-        "out": save_png(caption(to_grid(images, cfg.steps), list(labels)), out),
-        "accuracy": record["accuracy"][acfg.attribute],
-        "majority": record["majority"][acfg.attribute],
+        "out": save_png(caption(to_grid(images, steps), list(labels)), out),
+        "accuracy": record["accuracy"][attribute],
+        "majority": record["majority"][attribute],
         "direction": direction,
         "strengths": strengths,
         "scores": scores,

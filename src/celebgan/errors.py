@@ -6,8 +6,11 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
+import hydra
 from hydra.errors import ConfigCompositionException, InstantiationException, OverrideParseException
+from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue, ValidationError
 
 
@@ -22,21 +25,6 @@ def check_whole(key: str, value, minimum: int, note: str = "") -> None:
     """A config value that must be an int >= minimum (a bool, float or string is refused)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise UserError(f"{key}={value!r} must be a whole number >= {minimum}{note}.")
-
-
-@contextmanager
-def exit_on_user_error(log: logging.Logger) -> Iterator[None]:
-    """The commands' error boundary: a UserError (also one that Hydra wrapped while calling a
-    constructor), a config mistake or a full disk (user_message) is logged as its message alone
-    and ends the process with status 2. Anything else propagates with its traceback."""
-    try:
-        yield
-    except Exception as err:
-        message = user_message(err)
-        if message is None:
-            raise
-        log.error("%s", message)
-        sys.exit(2)
 
 
 # TypeErrors of a constructor call that come from the config's keys, not from a bug.
@@ -79,11 +67,17 @@ def user_message(err: BaseException) -> str | None:
     return None
 
 
+def wrapped_user_error(err: BaseException) -> UserError | None:
+    """The UserError a constructor raised when Hydra's instantiate wrapped it, else None."""
+    cause = err.__cause__
+    return cause if isinstance(err, InstantiationException) and isinstance(cause, UserError) else None
+
+
 def _direct_message(err: BaseException) -> str | None:
+    if (wrapped := wrapped_user_error(err)) is not None:
+        return str(wrapped)
     if isinstance(err, InstantiationException):
         cause = err.__cause__
-        if isinstance(cause, UserError):
-            return str(cause)
         if isinstance(cause, TypeError) and any(s in str(cause) for s in _BAD_ARGUMENTS):
             where = str(err).rsplit("full_key: ", 1)[-1].strip() if "full_key: " in str(err) else "the config"
             return (f"{where}: {cause}. Check the keys you set or added under {where} "
@@ -93,8 +87,12 @@ def _direct_message(err: BaseException) -> str | None:
         key = err.full_key or "a required key"
         return f"{key} is required but has no value: pass {key}=... on the command line."
     if isinstance(err, OverrideParseException):
+        key, _, value = err.override.partition("=")
+        # A --multirun job's folder is named by its overrides (0_model=vanilla): paths into it hold "=".
+        quote = (f" A value that holds '=' goes in quotes: \"{key}='{value}'\" (or escape it: \\=)."
+                 if "=" in value else "")
         return (f"cannot parse the override {err.override!r}: {err.message.splitlines()[0]}.\n"
-                "Overrides are key=value (or group=option), e.g. data.batch_size=64.")
+                f"Overrides are key=value (or group=option), e.g. data.batch_size=64.{quote}")
     if isinstance(err, ConfigCompositionException):  # unknown key or group option, a bad override
         message = str(err).strip()
         cause = err.__cause__
@@ -114,29 +112,61 @@ def _quiet_disk_errors(args: threading.ExceptHookArgs) -> None:
     threading.__excepthook__(args)
 
 
-def command(hydra_main: Callable[[], None]) -> Callable[[], None]:
-    """Wraps a @hydra.main entry point so that every user mistake, also one Hydra finds while it
-    composes the config (an unknown key, a missing value, a malformed override), is one message
-    on stderr and exit status 2, with no traceback. Anything else keeps its full traceback."""
+def command(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:
+    """@command("sample") over a function of the composed config makes it a command's entry point:
+    Hydra composes conf/<config_name>.yaml with the command line (hydra.main), and this is the
+    commands' one error boundary. Every user mistake (a UserError, also one Hydra wrapped while
+    calling a constructor; one Hydra finds while it composes the config: an unknown key, a missing
+    value, a malformed override; a full disk) is one `Error: ...` line on stderr, also in the job's
+    log file where it has one, and exit status 2, with no traceback. Anything else keeps its full
+    traceback. A mistake inside the job ends it there: Hydra would add a line of its own to the
+    message and, in a --multirun sweep, start the next job."""
 
-    @functools.wraps(hydra_main)
-    def run() -> None:
-        # Unset, Hydra prints its own errors and exits 1; set, it raises them to be handled here.
-        previous = os.environ.get("HYDRA_FULL_ERROR")
-        os.environ["HYDRA_FULL_ERROR"] = "1"
-        threading.excepthook = _quiet_disk_errors
-        try:
-            hydra_main()
-        except Exception as err:
-            message = user_message(err)
-            if message is None:
-                raise
-            print(f"Error: {message}", file=sys.stderr)
-            sys.exit(2)
-        finally:
-            if previous is None:
-                os.environ.pop("HYDRA_FULL_ERROR", None)
-            else:
-                os.environ["HYDRA_FULL_ERROR"] = previous
+    def decorate(task: Callable[[DictConfig], Any]) -> Callable[[], Any]:
+        @functools.wraps(task)  # Hydra names the job (and its log file) after the unwrapped task
+        def job(cfg: DictConfig) -> Any:
+            with _exit_on_user_mistake(in_job=True):
+                return task(cfg)
 
-    return run
+        hydra_main = hydra.main(version_base="1.3", config_path="pkg://celebgan.conf", config_name=config_name)(job)
+
+        @functools.wraps(task)
+        def run() -> Any:
+            # Unset, Hydra prints its own errors and exits 1; set, it raises them to be handled here.
+            previous = os.environ.get("HYDRA_FULL_ERROR")
+            os.environ["HYDRA_FULL_ERROR"] = "1"
+            threading.excepthook = _quiet_disk_errors
+            try:
+                with _exit_on_user_mistake(in_job=False):
+                    return hydra_main()
+            finally:
+                if previous is None:
+                    os.environ.pop("HYDRA_FULL_ERROR", None)
+                else:
+                    os.environ["HYDRA_FULL_ERROR"] = previous
+
+        return run
+
+    return decorate
+
+
+@contextmanager
+def _exit_on_user_mistake(in_job: bool) -> Iterator[None]:
+    try:
+        yield
+    except Exception as err:
+        message = user_message(err)
+        if message is None:
+            raise
+        print(f"Error: {message}", file=sys.stderr)
+        if in_job:  # a run's log file says why the run ended, as the console does
+            _to_log_files(message)
+        sys.exit(2)
+
+
+def _to_log_files(message: str) -> None:
+    record = logging.makeLogRecord({"name": __name__, "levelno": logging.ERROR, "levelname": "ERROR",
+                                    "msg": "Error: %s", "args": (message,)})
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)

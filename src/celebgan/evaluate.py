@@ -6,6 +6,7 @@ protocol with the numbers and writes them as JSON.
 """
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import hydra
@@ -13,7 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from celebgan.run.checkpoint import build_datamodule, load_gan
-from celebgan.errors import UserError, command, exit_on_user_error
+from celebgan.errors import UserError, command
 from celebgan.io import atomic_write
 from celebgan.metrics.feature_cache import RealFeatureCache
 from celebgan.metrics.features import generator_features
@@ -23,26 +24,39 @@ log = logging.getLogger(__name__)
 
 
 def evaluate(cfg: DictConfig) -> dict:
-    """Compute and print the metrics of cfg.ckpt; returns the JSON-ready results."""
+    """The command's work, from its composed config (conf/evaluate.yaml): the metrics of cfg.ckpt."""
     if OmegaConf.is_missing(cfg, "ckpt") or cfg.ckpt is None:
         raise UserError("celebgan.evaluate needs a checkpoint: ckpt=RUN_DIR/checkpoints/last.ckpt "
                         "(or best.ckpt) of a celebgan.train run.")
-    for key in ("n_samples", "pr_samples"):
-        if cfg[key] < 2:
-            raise UserError(f"{key}={cfg[key]} must be at least 2.")
-    model, config = load_gan(cfg.ckpt)
-    datamodule = build_datamodule(config, root=cfg.data_root)
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if cfg.device == "auto" else cfg.device)
-    extractor = hydra.utils.instantiate(cfg.metrics.feature_extractor)().to(device)
+    m = cfg.metrics
+    return evaluate_checkpoint(
+        cfg.ckpt, n_samples=cfg.n_samples, n_real=cfg.n_real, real_split=cfg.real_split, pr_samples=cfg.pr_samples,
+        pr_k=cfg.pr_k, data_root=cfg.data_root, device=cfg.device, output=cfg.output,
+        feature_extractor=hydra.utils.instantiate(m.feature_extractor), cache_dir=m.cache_dir,
+        batch_size=m.batch_size, seed=m.seed, kid_subsets=m.kid_subsets, kid_subset_size=m.kid_subset_size)
+
+
+def evaluate_checkpoint(ckpt: str, *, n_samples: int, n_real: int | None, real_split: str, pr_samples: int,
+                        pr_k: int, data_root: str | None, device: str, output: str | None,
+                        feature_extractor: Callable[[], torch.nn.Module], cache_dir: str, batch_size: int,
+                        seed: int, kid_subsets: int, kid_subset_size: int) -> dict:
+    """Compute and print the metrics of a checkpoint; returns the JSON-ready results.
+    feature_extractor builds the feature network (a partial: built only once the checks pass)."""
+    for key, value in (("n_samples", n_samples), ("pr_samples", pr_samples)):
+        if value < 2:
+            raise UserError(f"{key}={value} must be at least 2.")
+    model, config = load_gan(ckpt)
+    datamodule = build_datamodule(config, root=data_root)
+    device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                          "cpu" if device == "auto" else device)
+    extractor = feature_extractor().to(device)
     model.to(device)
 
-    real = RealFeatureCache(cfg.metrics.cache_dir).get(
-        datamodule, cfg.real_split, cfg.n_real, extractor, batch_size=cfg.metrics.batch_size, device=device)
-    fake = generator_features(model, extractor, cfg.n_samples, batch_size=cfg.metrics.batch_size,
-                              seed=cfg.metrics.seed)
-    distances = FeatureDistances(real.shape[1], kid_subsets=cfg.metrics.kid_subsets,
-                                 kid_subset_size=min(cfg.metrics.kid_subset_size, len(real), len(fake)))
+    real = RealFeatureCache(cache_dir).get(datamodule, real_split, n_real, extractor, batch_size=batch_size,
+                                           device=device)
+    fake = generator_features(model, extractor, n_samples, batch_size=batch_size, seed=seed)
+    distances = FeatureDistances(real.shape[1], kid_subsets=kid_subsets,
+                                 kid_subset_size=min(kid_subset_size, len(real), len(fake)))
     distances.add_real(real)
     distances.add_fake(fake)
     scores = distances.compute()
@@ -52,22 +66,22 @@ def evaluate(cfg: DictConfig) -> dict:
     spread = 2 * subset_size <= min(len(real), len(fake))
     if not spread:
         scores["kid_std"] = None
-    n_pr = min(cfg.pr_samples, len(real), len(fake))
-    scores.update(precision_recall(real[:n_pr], fake[:n_pr], k=cfg.pr_k))
+    n_pr = min(pr_samples, len(real), len(fake))
+    scores.update(precision_recall(real[:n_pr], fake[:n_pr], k=pr_k))
 
     data = config["data"]
     protocol = {
-        "checkpoint": str(Path(cfg.ckpt).expanduser().resolve()),
+        "checkpoint": str(Path(ckpt).expanduser().resolve()),
         "generator": "EMA" if model.generator_ema is not None else "G (no EMA)",
         "dataset": data["_target_"].rsplit(".", 1)[-1].replace("DataModule", ""),
         "img_size": data["img_size"],
         "crop": data.get("crop", "full"),
-        "real_split": cfg.real_split,
+        "real_split": real_split,
         "num_real": len(real),
         "num_fake": len(fake),
         "feature_extractor": getattr(extractor, "name", type(extractor).__name__),
-        "kid_subsets": f"{cfg.metrics.kid_subsets} x {distances.kid.subset_size}",
-        "precision_recall": f"k={cfg.pr_k} on {n_pr} real and {n_pr} generated",
+        "kid_subsets": f"{kid_subsets} x {distances.kid.subset_size}",
+        "precision_recall": f"k={pr_k} on {n_pr} real and {n_pr} generated",
     }
     results = {"protocol": protocol, "metrics": scores}
     width = max(map(len, protocol))
@@ -78,14 +92,14 @@ def evaluate(cfg: DictConfig) -> dict:
     print(f"  FID        {scores['fid']:.3f}")
     if spread:
         print(f"  KID        {scores['kid']:.5f} +- {scores['kid_std']:.5f} "
-              f"(std over {cfg.metrics.kid_subsets} subsets)")
+              f"(std over {kid_subsets} subsets)")
     else:
         print(f"  KID        {scores['kid']:.5f} (no spread: subsets of {subset_size} of {min(len(real), len(fake))} "
               f"images overlap; it needs at least {2 * subset_size} real and generated images)")
     print(f"  precision  {scores['precision']:.4f}")
     print(f"  recall     {scores['recall']:.4f}")
 
-    out = Path(cfg.output).expanduser() if cfg.output else Path(cfg.ckpt).expanduser().with_suffix(".eval.json")
+    out = Path(output).expanduser() if output else Path(ckpt).expanduser().with_suffix(".eval.json")
     print(f"Wrote {write_results(results, out)}")
     return results
 
@@ -96,11 +110,9 @@ def write_results(results: dict, out: Path) -> Path:
     return out
 
 
-@command
-@hydra.main(version_base="1.3", config_path="pkg://celebgan.conf", config_name="evaluate")
+@command("evaluate")
 def main(cfg: DictConfig) -> None:
-    with exit_on_user_error(log):
-        evaluate(cfg)
+    evaluate(cfg)
 
 
 if __name__ == "__main__":

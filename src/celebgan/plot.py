@@ -4,19 +4,16 @@ Reads the run's TensorBoard event files and draws two panels, the D and G losses
 discriminator's outputs D(x) and D(G(z)), as a PNG (default RUN_DIR/training_curves.png).
 Drawn with Pillow, so plotting needs nothing beyond the training dependencies.
 """
-import logging
 import os
-import sys
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig
 from PIL import Image, ImageDraw, ImageFont
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from celebgan.errors import UserError, exit_on_user_error
+from celebgan.errors import UserError, command
 from celebgan.io import atomic_write
 
-log = logging.getLogger(__name__)
 
 # Panels: (title, y range or None for the data's, [(tag, label, colour)]).
 PANELS = [
@@ -104,8 +101,8 @@ def draw_panel(draw: ImageDraw.ImageDraw, top: int, title: str, y_range, series,
 
 def plot_run(run: str | os.PathLike, out: str | os.PathLike | None = None, smoothing: float = 0.9) -> Path:
     """Draw a run's loss and D-output curves into a PNG; returns its path."""
-    if not 0.0 <= smoothing < 1.0:
-        raise UserError(f"smoothing={smoothing} must lie in [0, 1); 0 draws the raw values only.")
+    if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or not 0.0 <= smoothing < 1.0:
+        raise UserError(f"smoothing={smoothing!r} must be a number in [0, 1); 0 draws the raw values only.")
     scalars = read_scalars(run)
     missing = [tag for _, _, series in PANELS for tag, _, _ in series if not scalars.get(tag)]
     if missing:
@@ -124,28 +121,9 @@ def plot_run(run: str | os.PathLike, out: str | os.PathLike | None = None, smoot
     return out
 
 
-USAGE = "Usage: python -m celebgan.plot run=RUN_DIR [out=PATH] [smoothing=0.9]"
-
-
-def main(argv: list[str] | None = None) -> None:
-    # celebgan's messages only: TensorBoard's event reader logs its progress at INFO.
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    log.setLevel(logging.INFO)
-    argv = sys.argv[1:] if argv is None else argv
-    if {"-h", "--help"} & set(argv):
-        print(f"{USAGE}\n\n{__doc__.split(chr(10), 2)[2].strip()}\n\n"
-              "  run        a celebgan.train run directory\n"
-              "  out        the PNG to write (default RUN_DIR/training_curves.png)\n"
-              "  smoothing  TensorBoard's smoothing weight in [0, 1), 0 draws the raw values only")
-        return
-    args = OmegaConf.from_cli(argv)
-    unknown = set(args) - {"run", "out", "smoothing"}
-    with exit_on_user_error(log):
-        if "run" not in args or unknown:
-            raise UserError(USAGE + (f"; unknown keys: {sorted(unknown)}" if unknown else "")
-                            + " (--help says more)")
-        out = plot_run(str(args.run), args.get("out"), float(args.get("smoothing", 0.9)))
-    log.info("Wrote %s", out)
+@command("plot")
+def main(cfg: DictConfig) -> None:
+    print(f"Wrote {plot_run(str(cfg.run), cfg.out, cfg.smoothing)}")
 
 
 if __name__ == "__main__":

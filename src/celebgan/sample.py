@@ -1,6 +1,7 @@
 """Look at a trained generator: `python -m celebgan.sample ckpt=PATH mode=grid|images|interpolate|...`.
 
-sample(cfg) holds the logic (tests call it with a composed config); main() is the Hydra wrapper.
+sample(cfg) reads the composed config once (tests call it with one) and passes plain values on;
+main() is the Hydra wrapper.
 Every image comes from the EMA generator in eval mode; latents come from `seed` alone.
 """
 import logging
@@ -11,7 +12,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
@@ -22,7 +22,7 @@ from tqdm import tqdm
 from celebgan.attributes import write_attribute_edits
 from celebgan.data.batches import seeded_subset
 from celebgan.run.checkpoint import build_datamodule, load_gan, run_dir
-from celebgan.errors import UserError, check_whole, command, exit_on_user_error
+from celebgan.errors import UserError, check_whole, command
 from celebgan.gan.images import caption, generate, latent_batches, latents, save_png, to_grid
 from celebgan.io import atomic_write
 from celebgan.gan.module import GAN
@@ -46,26 +46,26 @@ def slerp(z0: torch.Tensor, z1: torch.Tensor, t: float) -> torch.Tensor:
     return out.view_as(z0)
 
 
-def write_grid(gan: GAN, cfg: DictConfig, out: Path) -> dict[str, Any]:
-    z = latents(cfg.n, gan.generator.nz, cfg.seed)
-    return {"out": save_png(to_grid(generate(gan, z, cfg.batch_size), cfg.nrow), out)}
+def write_grid(gan: GAN, out: Path, *, n: int, nrow: int, seed: int, batch_size: int) -> dict[str, Any]:
+    z = latents(n, gan.generator.nz, seed)
+    return {"out": save_png(to_grid(generate(gan, z, batch_size), nrow), out)}
 
 
-def write_images(gan: GAN, cfg: DictConfig, out: Path) -> dict[str, Any]:
+def write_images(gan: GAN, out: Path, *, n: int, seed: int, batch_size: int) -> dict[str, Any]:
     """n PNGs 000000.png ... in a folder that appears complete or not at all, written batch by batch:
     memory holds a batch of latents and images, whatever n is. Names have 6 digits, more when n
     needs them, so that they sort in order."""
     if out.exists():
         raise UserError(f"out={str(out)!r} already exists; choose another out, or delete it to write it again.")
-    batches = latent_batches(cfg.n, gan.generator.nz, cfg.seed, cfg.batch_size)
+    batches = latent_batches(n, gan.generator.nz, seed, batch_size)
     with no_new_folders_on_failure(out), atomic_write(out) as tmp:
         tmp.mkdir()
-        digits = max(6, len(str(cfg.n - 1)))
+        digits = max(6, len(str(n - 1)))
         written = write_pngs(gan, next(batches), tmp, 0, digits)
-        log.info("%s", disk_estimate(cfg.n, gan.img_size, out, tmp))
-        for z in tqdm(batches, initial=1, total=-(-cfg.n // cfg.batch_size), desc="images", unit="batch"):
+        log.info("%s", disk_estimate(n, gan.img_size, out, tmp))
+        for z in tqdm(batches, initial=1, total=-(-n // batch_size), desc="images", unit="batch"):
             written = write_pngs(gan, z, tmp, written, digits)
-    return {"out": out, "count": cfg.n}
+    return {"out": out, "count": n}
 
 
 def write_pngs(gan: GAN, z: torch.Tensor, folder: Path, first: int, digits: int) -> int:
@@ -117,11 +117,11 @@ def interpolation_latents(nz: int, rows: int, steps: int, seed: int) -> torch.Te
     return torch.stack([slerp(z0, z1, t) for t in ts], dim=1).flatten(0, 1)
 
 
-def write_interpolation(gan: GAN, cfg: DictConfig, out: Path) -> dict[str, Any]:
-    if cfg.steps < 2:
-        raise UserError(f"steps={cfg.steps}: an interpolation needs at least its two endpoints (steps>=2).")
-    z = interpolation_latents(gan.generator.nz, cfg.rows, cfg.steps, cfg.seed)
-    return {"out": save_png(to_grid(generate(gan, z, cfg.batch_size), cfg.steps), out)}
+def write_interpolation(gan: GAN, out: Path, *, rows: int, steps: int, seed: int, batch_size: int) -> dict[str, Any]:
+    if steps < 2:
+        raise UserError(f"steps={steps}: an interpolation needs at least its two endpoints (steps>=2).")
+    z = interpolation_latents(gan.generator.nz, rows, steps, seed)
+    return {"out": save_png(to_grid(generate(gan, z, batch_size), steps), out)}
 
 
 def write_progress(run: Path, out: Path, frame_ms: int) -> dict[str, Any]:
@@ -155,22 +155,23 @@ def real_images(config: dict[str, Any], n: int, seed: int, split: str, data_root
     return torch.stack([dataset[int(i)][0] for i in index])
 
 
-def write_comparison(gan: GAN, config: dict[str, Any], cfg: DictConfig, out: Path) -> dict[str, Any]:
+def write_comparison(gan: GAN, config: dict[str, Any], out: Path, *, n: int, nrow: int, seed: int, batch_size: int,
+                     split: str, data_root: str | None) -> dict[str, Any]:
     """Real images (left) and generated ones (right), two equal grids with a white band between,
     under a caption that says which is which."""
-    real = to_grid(real_images(config, cfg.n, cfg.seed, cfg.compare.split, cfg.compare.data_root), cfg.nrow)
-    fake = to_grid(generate(gan, latents(cfg.n, gan.generator.nz, cfg.seed), cfg.batch_size), cfg.nrow)
+    real = to_grid(real_images(config, n, seed, split, data_root), nrow)
+    fake = to_grid(generate(gan, latents(n, gan.generator.nz, seed), batch_size), nrow)
     band = torch.ones(3, real.shape[1], max(8, gan.img_size // 2))
     side, gap = real.shape[-1], band.shape[-1]
-    labels = [(side / 2, f"real ({cfg.compare.split})"), (side + gap + side / 2, "generated")]
+    labels = [(side / 2, f"real ({split})"), (side + gap + side / 2, "generated")]
     return {"out": save_png(caption(torch.cat([real, band, fake], dim=2), labels), out)}
 
 
-def default_out(cfg: DictConfig) -> Path:
-    name = DEFAULT_NAMES.get(cfg.mode, f"{cfg.mode}.png")
-    if cfg.mode == "attributes":
-        name = f"attributes_{cfg.attributes.attribute}.png"
-    return Path(cfg.out_dir) / name
+def default_out(mode: str, out_dir: str, attribute: str) -> Path:
+    name = DEFAULT_NAMES.get(mode, f"{mode}.png")
+    if mode == "attributes":
+        name = f"attributes_{attribute}.png"
+    return Path(out_dir) / name
 
 
 def pick_device(name: str) -> torch.device:
@@ -179,12 +180,9 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-COUNTS = ("n", "rows", "steps", "nrow", "batch_size", "attributes.num_latents")
-
-
-def check_counts(cfg: DictConfig) -> None:
-    for key in COUNTS:
-        value = OmegaConf.select(cfg, key)
+def check_counts(counts: dict[str, Any]) -> None:
+    """{key: value} of the settings that count something: each a whole number >= 1."""
+    for key, value in counts.items():
         # The command line reads 1e7 as a float: say how to write it.
         note = f" (write {key}={int(value)})" if isinstance(value, float) and value.is_integer() else ""
         check_whole(key, value, 1, note)
@@ -197,15 +195,15 @@ def check_counts(cfg: DictConfig) -> None:
 PEAK_COPIES = 4.5
 
 
-def held_images(cfg: DictConfig) -> int:
+def held_images(mode: str, n: int, rows: int, steps: int, num_latents: int) -> int:
     """How many (3, S, S) images a mode holds in memory at once; 0 for the modes that do not
     (images streams them batch by batch, progress reads the run's grids)."""
-    if cfg.mode in ("grid", "compare"):
-        return cfg.n * (2 if cfg.mode == "compare" else 1)  # compare: n real and n generated
-    if cfg.mode == "interpolate":
-        return cfg.rows * cfg.steps
-    if cfg.mode == "attributes":  # the direction's latents are generated at once, then the grid
-        return max(cfg.rows * cfg.steps, cfg.attributes.num_latents)
+    if mode in ("grid", "compare"):
+        return n * (2 if mode == "compare" else 1)  # compare: n real and n generated
+    if mode == "interpolate":
+        return rows * steps
+    if mode == "attributes":  # the direction's latents are generated at once, then the grid
+        return max(rows * steps, num_latents)
     return 0
 
 
@@ -225,58 +223,66 @@ def available_memory() -> int | None:
         return None
 
 
-def check_fits_in_memory(cfg: DictConfig, img_size: int) -> None:
-    """A mode that holds all its images refuses, before generating any, a count that cannot fit."""
-    count, available = held_images(cfg), available_memory()
+def check_fits_in_memory(mode: str, count: int, img_size: int) -> None:
+    """A mode that holds all its `count` images (held_images) refuses, before generating any, a
+    count that cannot fit."""
+    available = available_memory()
     need = PEAK_COPIES * count * 3 * img_size * img_size * 4
     if available is None or need <= available:
         return
     counts = {"interpolate": "rows * steps", "attributes": "rows * steps or attributes.num_latents"}
     raise UserError(
-        f"mode={cfg.mode} holds all its {count:,} images of {img_size}px in memory at once: it would need "
+        f"mode={mode} holds all its {count:,} images of {img_size}px in memory at once: it would need "
         f"about {need / 1e9:,.1f} GB, and this machine has {available / 1e9:,.1f} GB available. Lower "
-        f"{counts.get(cfg.mode, 'n')}, or write any number of single PNGs with mode=images, which streams "
+        f"{counts.get(mode, 'n')}, or write any number of single PNGs with mode=images, which streams "
         "them to disk batch by batch.")
 
 
 def sample(cfg: DictConfig) -> dict[str, Any]:
-    """Run one mode; returns what it wrote ({"out": path, ...})."""
-    if cfg.mode not in MODES:
-        raise UserError(f"mode={cfg.mode!r} is not one of {list(MODES)}.")
-    check_counts(cfg)
-    out = Path(cfg.out) if cfg.out is not None else default_out(cfg)
-    if cfg.mode == "progress" and cfg.progress.run is not None:
+    """The command's work, from its composed config (conf/sample.yaml): run one mode; returns what
+    it wrote ({"out": path, ...})."""
+    mode, ckpt, seed, n, nrow, rows, steps, batch_size = (
+        cfg.mode, cfg.ckpt, cfg.seed, cfg.n, cfg.nrow, cfg.rows, cfg.steps, cfg.batch_size)
+    attrs = cfg.attributes
+    if mode not in MODES:
+        raise UserError(f"mode={mode!r} is not one of {list(MODES)}.")
+    check_counts({"n": n, "rows": rows, "steps": steps, "nrow": nrow, "batch_size": batch_size,
+                  "attributes.num_latents": attrs.num_latents})
+    out = Path(cfg.out) if cfg.out is not None else default_out(mode, cfg.out_dir, attrs.attribute)
+    if mode == "progress" and cfg.progress.run is not None:
         result = write_progress(Path(cfg.progress.run), out, cfg.progress.frame_ms)
         log.info("Wrote %s", result["out"])
         return result
-    if cfg.ckpt is None:
-        raise UserError(f"mode={cfg.mode} needs a checkpoint: ckpt=RUN_DIR/checkpoints/last.ckpt.")
-    gan, config = load_gan(cfg.ckpt, img_size=cfg.img_size)
-    check_fits_in_memory(cfg, gan.img_size)
+    if ckpt is None:
+        raise UserError(f"mode={mode} needs a checkpoint: ckpt=RUN_DIR/checkpoints/last.ckpt.")
+    gan, config = load_gan(ckpt, img_size=cfg.img_size)
+    check_fits_in_memory(mode, held_images(mode, n, rows, steps, attrs.num_latents), gan.img_size)
     gan.to(pick_device(cfg.device))
-    if cfg.mode == "grid":
-        result = write_grid(gan, cfg, out)
-    elif cfg.mode == "images":
-        result = write_images(gan, cfg, out)
-    elif cfg.mode == "interpolate":
-        result = write_interpolation(gan, cfg, out)
-    elif cfg.mode == "progress":
+    if mode == "grid":
+        result = write_grid(gan, out, n=n, nrow=nrow, seed=seed, batch_size=batch_size)
+    elif mode == "images":
+        result = write_images(gan, out, n=n, seed=seed, batch_size=batch_size)
+    elif mode == "interpolate":
+        result = write_interpolation(gan, out, rows=rows, steps=steps, seed=seed, batch_size=batch_size)
+    elif mode == "progress":
         # A checkpoint kept outside a run folder: look next to it (and say so when nothing is there).
-        run = run_dir(cfg.ckpt) or Path(cfg.ckpt).expanduser().resolve().parent
+        run = run_dir(ckpt) or Path(ckpt).expanduser().resolve().parent
         result = write_progress(run, out, cfg.progress.frame_ms)
-    elif cfg.mode == "compare":
-        result = write_comparison(gan, config, cfg, out)
+    elif mode == "compare":
+        result = write_comparison(gan, config, out, n=n, nrow=nrow, seed=seed, batch_size=batch_size,
+                                  split=cfg.compare.split, data_root=cfg.data_root)
     else:
-        result = write_attribute_edits(gan, config, cfg, out)
+        result = write_attribute_edits(
+            gan, config, out, attribute=attrs.attribute, strength=attrs.strength, num_latents=attrs.num_latents,
+            cache_dir=attrs.cache_dir, classifier=OmegaConf.to_container(attrs.classifier),
+            data_root=cfg.data_root, rows=rows, steps=steps, seed=seed, batch_size=batch_size)
     log.info("Wrote %s", result["out"])
     return result
 
 
-@command
-@hydra.main(version_base="1.3", config_path="pkg://celebgan.conf", config_name="sample")
+@command("sample")
 def main(cfg: DictConfig) -> None:
-    with exit_on_user_error(log):
-        sample(cfg)
+    sample(cfg)
 
 
 if __name__ == "__main__":

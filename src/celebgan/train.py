@@ -26,7 +26,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from celebgan.run import lock, resume
 from celebgan.run.checkpoint import AtomicCheckpointIO, RunConfig
 from celebgan.data.modules import ImageFiles
-from celebgan.errors import UserError, command, exit_on_user_error
+from celebgan.errors import UserError, command, wrapped_user_error
 from celebgan.run.guards import DivergenceWatch, NonFiniteGuard, check_devices, check_trainer_counts
 from celebgan.run.hparams import FinalMetrics, final_metrics, log_hparams
 from celebgan.io import remove_stale_temporaries
@@ -40,8 +40,8 @@ def instantiate(node, **kwargs):
     try:
         return hydra.utils.instantiate(node, **kwargs)
     except InstantiationException as err:
-        if isinstance(err.__cause__, UserError):
-            raise err.__cause__ from None
+        if (user_error := wrapped_user_error(err)) is not None:
+            raise user_error from None
         raise
 
 
@@ -316,7 +316,7 @@ def sweep_folder_overrides(args: Sequence[str]) -> list[str]:
     return [f"{EXCLUDE_KEYS}=[{','.join(repr(k) for k in keys)}]"]
 
 
-@hydra.main(version_base="1.3", config_path="pkg://celebgan.conf", config_name="config")
+@command("config")
 def hydra_main(cfg: DictConfig) -> float | None:
     """The command; returns the final optimized_metric, which a sweeper (search=optuna) minimises."""
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(StartupNoise())
@@ -325,14 +325,13 @@ def hydra_main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     # lock.HydraRunLock took run_dir before Hydra wrote into it (a --multirun job takes it here).
-    with exit_on_user_error(log), removed_if_unused(run_dir, f"{hydra_cfg.job.name}.log"), lock.owned(run_dir):
+    with removed_if_unused(run_dir, f"{hydra_cfg.job.name}.log"), lock.owned(run_dir):
         metrics = train(cfg)
     metric = cfg.get("optimized_metric")
     # NaN when the run ended before its first measurement: Optuna records the trial as failed.
     return metrics.get(metric, float("nan")) if metric else None
 
 
-@command
 def main() -> None:
     sys.argv += sweep_folder_overrides(sys.argv[1:])  # read by Hydra's own command-line parser
     hydra_main()

@@ -11,7 +11,6 @@ record that points at a half-written array. The fingerprint covers the image lis
 file's size and mtime, the attribute file, crop, size, split and this file's format version, so a
 changed dataset or setting is noticed before training uses the file.
 """
-import argparse
 import functools
 import hashlib
 import json
@@ -23,13 +22,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
 from PIL import Image
 from tqdm import tqdm
 
 from celebgan.data.batches import usable_cores
 from celebgan.data.celeba import crop_resize, hash_files, list_images, to_rgb
-from celebgan.errors import UserError, check_whole, exit_on_user_error, user_message
+from celebgan.errors import UserError, check_whole
 from celebgan.io import atomic_write, remove_stale_temporaries, temporary_sibling
 
 log = logging.getLogger(__name__)
@@ -243,7 +241,7 @@ def _compact(path: Path, keep: np.ndarray) -> None:
 def prepare(root: str, split: str, crop: str, img_size: int, prepared_dir: str, *, workers: int = 0,
             force: bool = False, progress: bool = True) -> Prepared:
     """The prepared split for these settings: the existing one when it matches, else a new build."""
-    check_whole("--workers", workers, 0, " (0: one per usable core)")
+    check_whole("workers", workers, 0, " (0: one per usable core)")
     source = source_of(root, split, crop, img_size)
     if not force:
         prepared, why = check_prepared(prepared_dir, source)
