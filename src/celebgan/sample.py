@@ -243,14 +243,14 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
     it wrote ({"out": path, ...})."""
     mode, ckpt, seed, n, nrow, rows, steps, batch_size = (
         cfg.mode, cfg.ckpt, cfg.seed, cfg.n, cfg.nrow, cfg.rows, cfg.steps, cfg.batch_size)
-    attrs = cfg.attributes
+    attrs, frame_ms, data_root = cfg.attributes, cfg.progress.frame_ms, cfg.data_root
     if mode not in MODES:
         raise UserError(f"mode={mode!r} is not one of {list(MODES)}.")
     check_counts({"n": n, "rows": rows, "steps": steps, "nrow": nrow, "batch_size": batch_size,
                   "attributes.num_latents": attrs.num_latents})
     out = Path(cfg.out) if cfg.out is not None else default_out(mode, cfg.out_dir, attrs.attribute)
     if mode == "progress" and cfg.progress.run is not None:
-        result = write_progress(Path(cfg.progress.run), out, cfg.progress.frame_ms)
+        result = write_progress(Path(cfg.progress.run), out, frame_ms)
         log.info("Wrote %s", result["out"])
         return result
     if ckpt is None:
@@ -267,15 +267,15 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
     elif mode == "progress":
         # A checkpoint kept outside a run folder: look next to it (and say so when nothing is there).
         run = run_dir(ckpt) or Path(ckpt).expanduser().resolve().parent
-        result = write_progress(run, out, cfg.progress.frame_ms)
+        result = write_progress(run, out, frame_ms)
     elif mode == "compare":
         result = write_comparison(gan, config, out, n=n, nrow=nrow, seed=seed, batch_size=batch_size,
-                                  split=cfg.compare.split, data_root=cfg.data_root)
+                                  split=cfg.compare.split, data_root=data_root)
     else:
         result = write_attribute_edits(
             gan, config, out, attribute=attrs.attribute, strength=attrs.strength, num_latents=attrs.num_latents,
             cache_dir=attrs.cache_dir, classifier=OmegaConf.to_container(attrs.classifier),
-            data_root=cfg.data_root, rows=rows, steps=steps, seed=seed, batch_size=batch_size)
+            data_root=data_root, rows=rows, steps=steps, seed=seed, batch_size=batch_size)
     log.info("Wrote %s", result["out"])
     return result
 
