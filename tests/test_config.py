@@ -65,3 +65,18 @@ def test_paper_defaults(tmp_path):
         assert opt.defaults["lr"] == 2e-4 and tuple(opt.defaults["betas"]) == (0.5, 0.999)
     assert cfg.data.batch_size == 128 and cfg.model.generator.nz == 100
     assert {id(p) for p in g_opt.param_groups[0]["params"]} == {id(p) for p in gan.generator.parameters()}
+
+
+def test_machine_dependent_defaults_resolve_in_the_config(tmp_path, monkeypatch):
+    # metrics=auto measures on a GPU only; trainer.precision's default is bf16-mixed on a CUDA GPU with bf16.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cpu = compose_config(["trainer.accelerator=auto"], tmp_path)
+    assert cpu.metrics.every_n_epochs == 0 and cpu.trainer.precision == "32-true"
+    assert compose_config(["trainer.accelerator=gpu"], tmp_path).metrics.every_n_epochs == 1
+    assert compose_config(["metrics=small"], tmp_path).metrics.every_n_epochs == 1  # a choice, not the machine's
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    gpu = compose_config(["trainer.accelerator=auto"], tmp_path)
+    assert gpu.metrics.every_n_epochs == 1 and gpu.trainer.precision == "bf16-mixed"
+    forced = compose_config(["trainer.accelerator=cpu"], tmp_path)
+    assert forced.metrics.every_n_epochs == 0 and forced.trainer.precision == "32-true"

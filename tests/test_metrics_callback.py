@@ -6,9 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import cli_cmd, cli_env
+from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import open_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from celebgan.run.callbacks import QualityMetrics
 from celebgan.run.checkpoint import load_gan
 from celebgan.metrics.features import RandomFeatures, generator_features
 from celebgan.metrics.scores import FeatureDistances
@@ -80,3 +82,32 @@ def test_two_process_ddp_logs_one_fid_per_epoch_over_both_ranks_samples(tmp_path
     one_rank.add_real(real[0::2])
     one_rank.add_fake(fake[:24])
     assert fids[-1].value != pytest.approx(one_rank.compute()["fid"], rel=1e-3)
+
+
+class Built(Exception):
+    """Raised in place of fitting, once the trainer and its callbacks are built."""
+
+
+@pytest.mark.parametrize("metrics, measured", [("none", False), ("small", True)])
+def test_the_metrics_choice_brings_its_callbacks_and_none_builds_nothing(make_cfg, tmp_path, monkeypatch, metrics,
+                                                                        measured):
+    import lightning
+
+    built = {}
+
+    def fit(trainer, *args, **kwargs):
+        built["callbacks"] = list(trainer.callbacks)
+        raise Built
+
+    monkeypatch.setattr(lightning.Trainer, "fit", fit)
+    small = ["metrics.n_samples=16", "metrics.n_real=16", f"metrics.cache_dir={tmp_path / 'cache'}",
+             "metrics.feature_extractor._target_=probe.random_features"]
+    cfg = make_cfg(f"metrics={metrics}", *(small if measured else []))
+    with pytest.raises(Built):
+        train(cfg)
+    quality = [c for c in built["callbacks"] if isinstance(c, QualityMetrics)]
+    checkpoints = sorted(c.filename for c in built["callbacks"] if isinstance(c, ModelCheckpoint))
+    assert len(quality) == (1 if measured else 0)
+    assert checkpoints == (["best", "last"] if measured else ["last"])
+    if measured:
+        assert quality[0].n_samples == 16 and quality[0].every_n_epochs == 1  # metrics.* reach the callback

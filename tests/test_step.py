@@ -4,7 +4,7 @@ import lightning as L
 import pytest
 import torch
 
-from celebgan import train as train_mod
+from celebgan.conf import resolvers
 
 
 def one_step(cfg, precision: str):
@@ -63,10 +63,10 @@ def test_compiled_and_eager_steps_agree(make_cfg):
 
 def test_precision_auto(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert train_mod.default_precision("auto") == "32-true"
+    assert resolvers.default_precision("auto") == "32-true"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    assert train_mod.default_precision("auto") == "bf16-mixed"
-    assert train_mod.default_precision("cpu") == "32-true"
+    assert resolvers.default_precision("auto") == "bf16-mixed"
+    assert resolvers.default_precision("cpu") == "32-true"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
-    assert train_mod.default_precision("gpu") == "32-true"
+    assert resolvers.default_precision("gpu") == "32-true"

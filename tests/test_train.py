@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import cli_cmd, cli_env
+from omegaconf import OmegaConf, open_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from celebgan.train import sweep_folder_overrides, train
@@ -143,3 +144,21 @@ def test_sweep_folder_overrides_leave_out_every_single_valued_key():
     assert {"trainer.max_steps", "model/penalty", "data.root"} <= set(excluded)  # one value each, a list too
     assert not {"model", "seed", "hydra/launcher"} & set(excluded)  # swept, or Hydra's own
     assert sweep_folder_overrides(["model=vanilla,hinge"]) == []  # not a sweep
+
+
+def test_train_leaves_its_config_as_composed(make_cfg, tmp_path):
+    # metrics=auto on a CPU and a resumed run's folder are decided in the config and beside it.
+    runs = tmp_path / "runs"
+    first = make_cfg("metrics=auto")
+    with open_dict(first):
+        first.paths.output_dir = str(runs / "first")
+    before = OmegaConf.to_container(first)
+    train(first)
+    assert OmegaConf.to_container(first) == before
+    second = make_cfg("metrics=auto", "resume=auto", "trainer.max_epochs=2")
+    with open_dict(second):
+        second.paths.output_dir = str(runs / "second")
+    before, resolved = OmegaConf.to_container(second), OmegaConf.to_container(second, resolve=True)
+    train(second)
+    assert OmegaConf.to_container(second) == before and OmegaConf.to_container(second, resolve=True) == resolved
+    assert (runs / "first" / "checkpoints" / "last.ckpt").is_file() and not (runs / "second" / "checkpoints").exists()

@@ -13,9 +13,10 @@ from celebgan.train import train
 
 
 def test_common_trainer_keys_need_no_plus_and_reach_the_trainer(tmp_path):
+    # Clipping is the model's (model.gradient_clip_*): Lightning cannot clip under manual optimization.
     cmd = cli_cmd(
         "trainer.max_epochs=5", "trainer.max_steps=4", "trainer.limit_train_batches=2",
-        "trainer.gradient_clip_val=0.5", "trainer.gradient_clip_algorithm=value",
+        "model.gradient_clip_val=0.5", "model.gradient_clip_algorithm=value",
         "trainer.accumulate_grad_batches=1", "trainer.deterministic=true", "trainer.profiler=simple",
         "trainer.check_val_every_n_epoch=2", "trainer.fast_dev_run=false",
         f"hydra.run.dir={tmp_path / 'run'}",
@@ -55,14 +56,20 @@ def weight_change(make_cfg, tmp_path, *overrides) -> dict:
 
 def test_gradient_clip_val_bounds_both_networks_steps(make_cfg, tmp_path):
     # Clipped to a norm of 1e-4, each of the 4 steps of a network moves it by at most lr x 1e-4.
-    clipped = weight_change(make_cfg, tmp_path, "trainer.gradient_clip_val=1e-4")
+    clipped = weight_change(make_cfg, tmp_path, "model.gradient_clip_val=1e-4")
     assert clipped["global_step"] == 8
     assert 0 < clipped["generator"] <= 4 * 0.5 * 1e-4 * 1.001
     assert 0 < clipped["discriminator"] <= 4 * 0.5 * 1e-4 * 1.001
-    free = weight_change(make_cfg, tmp_path, "trainer.gradient_clip_val=null")
+    free = weight_change(make_cfg, tmp_path, "model.gradient_clip_val=null")
     assert free["generator"] > 100 * clipped["generator"] and free["discriminator"] > 100 * clipped["discriminator"]
 
 
 def test_accumulate_grad_batches_is_one_clear_error(make_cfg):
     with pytest.raises(UserError, match="accumulate_grad_batches=2.*data.batch_size"):
         train(make_cfg("trainer.accumulate_grad_batches=2"))
+
+
+@pytest.mark.parametrize("key", ["gradient_clip_val=0.5", "gradient_clip_algorithm=value"])
+def test_trainer_gradient_clipping_is_one_clear_error_naming_the_model_key(make_cfg, key):
+    with pytest.raises(UserError, match=f"Use model.{key}"):
+        train(make_cfg(f"trainer.{key}"))

