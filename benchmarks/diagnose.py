@@ -75,7 +75,7 @@ def run(model: str, overrides: list[str], steps: int, batch_size: int, seed: int
     datamodule = hydra.utils.instantiate(cfg.data)
     gan = hydra.utils.instantiate(cfg.model)
     curves = Curves()
-    trainer = L.Trainer(accelerator="cpu", max_steps=steps * (1 + 1 / gan.n_dis), logger=False,
+    trainer = L.Trainer(accelerator="cpu", max_steps=gan.optimizer_steps(steps, gan.n_dis), logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         callbacks=[curves])
     trainer.fit(gan, datamodule=datamodule)

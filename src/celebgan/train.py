@@ -139,7 +139,7 @@ def max_steps_kwargs(cfg: DictConfig, model) -> dict[str, int]:
     steps = cfg.trainer.get("max_steps")
     if steps is None or steps < 0:  # -1, Lightning's default: no limit
         return {}
-    optimizer_steps = model.optimizer_steps(steps)
+    optimizer_steps = model.optimizer_steps(steps, model.n_dis)
     log.info("trainer.max_steps=%d: training stops after %d training steps (real batches): %d D steps and "
              "%d G steps (model.n_dis=%d), which Lightning counts as max_steps=%d optimizer steps",
              steps, steps, steps, steps // model.n_dis, model.n_dis, optimizer_steps)

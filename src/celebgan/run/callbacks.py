@@ -14,6 +14,7 @@ from torch import nn
 from torchvision.utils import make_grid, save_image
 
 from celebgan.errors import UserError
+from celebgan.gan.module import GAN
 from celebgan.metrics.feature_cache import RealFeatureCache
 from celebgan.metrics.features import generator_features
 from celebgan.io import atomic_write, remove_stale_temporaries
@@ -149,8 +150,9 @@ def epochs_to_run(trainer: Trainer) -> int:
         per_epoch = trainer.num_training_batches
         if per_epoch in (None, 0, math.inf):
             per_epoch = len(trainer.datamodule.train_dataloader())
-        # Lightning counts optimizer steps: a D step per batch and a G step on most.
-        max_epochs = min(max_epochs, math.ceil(trainer.max_steps / max(per_epoch, 1)))
+        # Lightning's max_steps counts optimizer steps; an epoch is per_epoch training steps (batches).
+        steps = GAN.training_steps(trainer.max_steps, trainer.lightning_module.n_dis)
+        max_epochs = min(max_epochs, math.ceil(steps / max(per_epoch, 1)))
     return int(max(max_epochs - trainer.current_epoch, 1)) if max_epochs != math.inf else 1
 
 
