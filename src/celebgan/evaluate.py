@@ -9,10 +9,10 @@ import logging
 from pathlib import Path
 
 import hydra
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from celebgan.run.checkpoint import build_datamodule, load_gan
+from celebgan.devices import pick_device
 from celebgan.errors import UserError, command, exit_on_user_error
 from celebgan.io import atomic_write
 from celebgan.metrics.feature_cache import RealFeatureCache
@@ -32,8 +32,7 @@ def evaluate(cfg: DictConfig) -> dict:
             raise UserError(f"{key}={cfg[key]} must be at least 2.")
     model, config = load_gan(cfg.ckpt)
     datamodule = build_datamodule(config, root=cfg.data_root)
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if cfg.device == "auto" else cfg.device)
+    device = pick_device(cfg.device)
     extractor = hydra.utils.instantiate(cfg.metrics.feature_extractor)().to(device)
     model.to(device)
 

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from celebgan.attributes import write_attribute_edits
 from celebgan.data.batches import seeded_subset
 from celebgan.run.checkpoint import build_datamodule, load_gan, run_dir
+from celebgan.devices import pick_device
 from celebgan.errors import UserError, check_whole, command, exit_on_user_error
 from celebgan.gan.images import caption, generate, latent_batches, latents, save_png, to_grid
 from celebgan.io import atomic_write
@@ -171,12 +172,6 @@ def default_out(cfg: DictConfig) -> Path:
     if cfg.mode == "attributes":
         name = f"attributes_{cfg.attributes.attribute}.png"
     return Path(cfg.out_dir) / name
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 COUNTS = ("n", "rows", "steps", "nrow", "batch_size", "attributes.num_latents")

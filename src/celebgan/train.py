@@ -26,6 +26,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from celebgan.run import lock, resume
 from celebgan.run.checkpoint import AtomicCheckpointIO, RunConfig
 from celebgan.data.modules import ImageFiles
+from celebgan.devices import best_device, has_cuda
 from celebgan.errors import UserError, command, exit_on_user_error
 from celebgan.run.guards import DivergenceWatch, NonFiniteGuard, check_devices, check_trainer_counts
 from celebgan.run.hparams import FinalMetrics, final_metrics, log_hparams
@@ -51,13 +52,12 @@ def default_precision(accelerator: str) -> str:
     On CPUs without native bf16 (no AVX512-BF16/AMX) autocast to bf16 is emulated: a DCGAN-64
     step measured 8-25x slower than fp32 on the 2-core AMD EPYC this was developed on.
     """
-    gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    gpu = accelerator in ("auto", "gpu", "cuda") and has_cuda()
     return "bf16-mixed" if gpu and torch.cuda.is_bf16_supported() else "32-true"
 
 
 def trains_on_gpu(accelerator: str) -> bool:
-    gpu_here = torch.cuda.is_available() or torch.backends.mps.is_available()
-    return accelerator in ("gpu", "cuda", "mps") or (accelerator == "auto" and gpu_here)
+    return accelerator in ("gpu", "cuda", "mps") or (accelerator == "auto" and best_device().type != "cpu")
 
 
 def check_precision(precision, accelerator: str) -> None:
