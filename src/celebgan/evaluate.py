@@ -12,6 +12,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from celebgan.run.checkpoint import build_datamodule, load_gan
+from celebgan.data.modules import dataset_name
 from celebgan.devices import pick_device
 from celebgan.errors import UserError, command, exit_on_user_error
 from celebgan.io import atomic_write
@@ -58,7 +59,7 @@ def evaluate(cfg: DictConfig) -> dict:
     protocol = {
         "checkpoint": str(Path(cfg.ckpt).expanduser().resolve()),
         "generator": "EMA" if model.generator_ema is not None else "G (no EMA)",
-        "dataset": data["_target_"].rsplit(".", 1)[-1].replace("DataModule", ""),
+        "dataset": dataset_name(data),
         "img_size": data["img_size"],
         "crop": data.get("crop", "full"),
         "real_split": cfg.real_split,

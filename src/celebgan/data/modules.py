@@ -27,6 +27,11 @@ from celebgan.data.synthetic import RENDERER_VERSION, SPLIT_IDS, render_faces
 log = logging.getLogger(__name__)
 
 
+def dataset_name(data_config) -> str:
+    """The data set a data config reads, named by its data module: CelebA or Synthetic."""
+    return str(data_config.get("_target_", "")).rsplit(".", 1)[-1].removesuffix("DataModule")
+
+
 class ImageFiles(Dataset):
     """(image (3, S, S) in [-1, 1], attributes) from image files.
 

@@ -14,7 +14,9 @@ import hydra
 import torch
 from lightning import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from torch.utils.data import Dataset, Subset
 
+from celebgan.data.batches import seeded_subset
 from celebgan.errors import UserError
 from celebgan.io import atomic_write
 from celebgan.gan.module import GAN
@@ -218,3 +220,18 @@ def build_datamodule(config: dict[str, Any], **overrides: Any) -> LightningDataM
         # used (auto), none is built.
         data_cfg["prepared"] = "auto"
     return hydra.utils.instantiate(data_cfg)
+
+
+def real_subset(config: dict[str, Any], split: str, n: int, seed: int, *,
+                root: str | None = None) -> tuple[Dataset, list[str]]:
+    """(at most n real images of one split of a run's data, unflipped, as (image, attributes) pairs;
+    its attribute names). A split of more than n images gives a seeded random subset of n, the same
+    for a seed on every machine; a rendered data set renders only n (draws of one distribution)."""
+    overrides: dict[str, Any] = {"split": split, "flip": False, "num_workers": 0, "batch_size": 1, "root": root}
+    if "num_images" in config["data"]:
+        overrides["num_images"] = n
+    datamodule = build_datamodule(config, **overrides)
+    dataset = datamodule.eval_dataset(split)
+    if len(dataset) > n:
+        dataset = Subset(dataset, seeded_subset(len(dataset), n, seed).tolist())
+    return dataset, list(datamodule.attr_names or [])
