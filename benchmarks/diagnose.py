@@ -28,9 +28,9 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
-from torchvision.utils import save_image
 
 from celebgan.conf import CONFIG_DIR
+from celebgan.gan.images import save_png, to_grid
 from celebgan.gan.networks import Discriminator, Generator
 from celebgan.data.synthetic import render_faces
 
@@ -93,8 +93,7 @@ def run(model: str, overrides: list[str], steps: int, batch_size: int, seed: int
         gan.generator.eval()
         g_eval = gan.generator(z)
     if grid is not None:  # what G makes, as the run's own grids show it (EMA G, eval mode)
-        grid.parent.mkdir(parents=True, exist_ok=True)
-        save_image(gan.sample(gan.fixed_z[:64]), grid, nrow=8, normalize=True, value_range=(-1, 1))
+        save_png(to_grid(gan.sample(gan.fixed_z[:64]).cpu(), 8), grid)
     real_flat, real_edge = low_level_stats(real)
     fake_flat, fake_edge = low_level_stats(g_eval)
     return {

@@ -11,13 +11,13 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.seed import isolate_rng
 import torch
 from torch import nn
-from torchvision.utils import make_grid, save_image
 
 from celebgan.errors import UserError
+from celebgan.gan.images import save_png, to_grid
 from celebgan.gan.module import GAN
 from celebgan.metrics.feature_cache import RealFeatureCache
 from celebgan.metrics.features import generator_features
-from celebgan.io import atomic_write, remove_stale_temporaries
+from celebgan.io import remove_stale_temporaries
 from celebgan.metrics.scores import FeatureDistances
 
 log = logging.getLogger(__name__)
@@ -39,9 +39,8 @@ class SampleGrid(Callback):
         if (epoch + 1) % self.every_n_epochs or not trainer.is_global_zero:
             return
         images = pl_module.sample(pl_module.fixed_z)  # (N, 3, S, S) in [-1, 1]
-        grid = make_grid(images.cpu(), nrow=self.nrow, normalize=True, value_range=(-1, 1))
-        with atomic_write(self.dirpath / f"epoch_{epoch:04d}.png") as tmp:
-            save_image(grid, tmp, format="png")
+        grid = to_grid(images.cpu(), self.nrow)
+        save_png(grid, self.dirpath / f"epoch_{epoch:04d}.png")
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image("samples", grid, global_step=epoch)
