@@ -25,6 +25,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from celebgan.run import lock, resume
 from celebgan.run.checkpoint import AtomicCheckpointIO, RunConfig
+from celebgan.conf import CONFIG_DIR
 from celebgan.data.modules import ImageFiles
 from celebgan.devices import best_device, has_cuda
 from celebgan.errors import UserError, command, exit_on_user_error
@@ -294,15 +295,20 @@ def logs_no_step(run_dir: Path) -> bool:
     return all(tag.startswith("final/") and math.isnan(value) for tag, value in values)
 
 
-# Keys that never name a sweep job's folder: where the data lives and what hardware a job runs on.
-UNNAMED_KEYS = ("data.root", "paths.data_dir", "resume", "trainer.devices", "trainer.accelerator")
 EXCLUDE_KEYS = "hydra.job.config.override_dirname.exclude_keys"
+
+
+def unnamed_keys() -> list[str]:
+    """Keys that never name a sweep job's folder (where the data lives, what hardware a job runs on):
+    the exclude_keys of conf/hydra/default.yaml, which a sweep that sets no list of its own keeps."""
+    return list(OmegaConf.select(OmegaConf.load(CONFIG_DIR / "hydra" / "default.yaml"),
+                                 EXCLUDE_KEYS.removeprefix("hydra.")))
 
 
 def sweep_folder_overrides(args: Sequence[str]) -> list[str]:
     """The Hydra override that names each job folder of a --multirun sweep by its swept keys alone
     (`3_data=celeba64,model=vanilla`): a key given one value on the command line is the same in every
-    job, so it is left out of hydra.job.override_dirname, as are UNNAMED_KEYS. Hydra knows which keys
+    job, so it is left out of hydra.job.override_dirname, as are unnamed_keys(). Hydra knows which keys
     were swept only in the launching process; as an override, the list reaches every job under any
     launcher (local, submitit). [] when the command is not a sweep or sets the list itself."""
     if not {"-m", "--multirun"} & set(args) or any(a.startswith(EXCLUDE_KEYS) for a in args):
@@ -312,7 +318,7 @@ def sweep_folder_overrides(args: Sequence[str]) -> list[str]:
     except OverrideParseException:
         return []  # Hydra reports the bad override itself
     fixed = {o.key_or_group for o in overrides if not o.is_sweep_override() and not o.is_hydra_override()}
-    keys = sorted(fixed | set(UNNAMED_KEYS))
+    keys = sorted(fixed | set(unnamed_keys()))
     return [f"{EXCLUDE_KEYS}=[{','.join(repr(k) for k in keys)}]"]
 
 
