@@ -36,7 +36,7 @@ from celebgan.data.synthetic import render_faces
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from quality import write_section  # noqa: E402  (one RESULTS.md writer for the benchmarks)
+from results import write_section  # noqa: E402  (RESULTS.md's one writer)
 
 SECTION = "## Training dynamics (benchmarks/diagnose.py)"
 LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).view(1, 1, 3, 3)
@@ -166,7 +166,7 @@ def main() -> None:
     ])
     print(section)
     if not args.no_write:
-        write_section(args.results, section, SECTION)
+        write_section(args.results, section)
 
 
 if __name__ == "__main__":

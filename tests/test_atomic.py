@@ -96,7 +96,7 @@ def evaluation_json(tmp, mp):
 
 def quality_results(tmp, mp):
     quality = load_script("quality")
-    return tmp / "RESULTS.md", lambda: quality.write_section(tmp / "RESULTS.md", f"{quality.SECTION}\nnew\n")
+    return tmp / "RESULTS.md", lambda: load_script("results").write_section(tmp / "RESULTS.md", f"{quality.SECTION}\nnew\n")
 
 
 def throughput_results(tmp, mp):
