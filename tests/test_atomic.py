@@ -95,8 +95,8 @@ def evaluation_json(tmp, mp):
 
 
 def quality_results(tmp, mp):
-    quality = load_script("quality")
-    return tmp / "RESULTS.md", lambda: load_script("results").write_section(tmp / "RESULTS.md", f"{quality.SECTION}\nnew\n")
+    quality, results = load_script("quality"), load_script("results")
+    return tmp / "RESULTS.md", lambda: results.write_section(tmp / "RESULTS.md", f"{quality.SECTION}\nnew\n")
 
 
 def throughput_results(tmp, mp):

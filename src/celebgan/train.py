@@ -143,7 +143,7 @@ def max_steps_kwargs(cfg: DictConfig, model) -> dict[str, int]:
     optimizer_steps = model.optimizer_steps(steps, model.n_dis)
     log.info("trainer.max_steps=%d: training stops after %d training steps (real batches): %d D steps and "
              "%d G steps (model.n_dis=%d), which Lightning counts as max_steps=%d optimizer steps",
-             steps, steps, steps, steps // model.n_dis, model.n_dis, optimizer_steps)
+             steps, steps, steps, optimizer_steps - steps, model.n_dis, optimizer_steps)
     return {"max_steps": optimizer_steps}
 
 
