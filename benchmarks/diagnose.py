@@ -28,15 +28,15 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
-from torchvision.utils import save_image
 
 from celebgan.conf import CONFIG_DIR
+from celebgan.gan.images import save_png, to_grid
 from celebgan.gan.networks import Discriminator, Generator
 from celebgan.data.synthetic import render_faces
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from quality import write_section  # noqa: E402  (one RESULTS.md writer for the benchmarks)
+from results import write_section  # noqa: E402  (RESULTS.md's one writer)
 
 SECTION = "## Training dynamics (benchmarks/diagnose.py)"
 LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).view(1, 1, 3, 3)
@@ -75,7 +75,7 @@ def run(model: str, overrides: list[str], steps: int, batch_size: int, seed: int
     datamodule = hydra.utils.instantiate(cfg.data)
     gan = hydra.utils.instantiate(cfg.model)
     curves = Curves()
-    trainer = L.Trainer(accelerator="cpu", max_steps=steps * (1 + 1 / gan.n_dis), logger=False,
+    trainer = L.Trainer(accelerator="cpu", max_steps=gan.optimizer_steps(steps, gan.n_dis), logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         callbacks=[curves])
     trainer.fit(gan, datamodule=datamodule)
@@ -93,8 +93,7 @@ def run(model: str, overrides: list[str], steps: int, batch_size: int, seed: int
         gan.generator.eval()
         g_eval = gan.generator(z)
     if grid is not None:  # what G makes, as the run's own grids show it (EMA G, eval mode)
-        grid.parent.mkdir(parents=True, exist_ok=True)
-        save_image(gan.sample(gan.fixed_z[:64]), grid, nrow=8, normalize=True, value_range=(-1, 1))
+        save_png(to_grid(gan.sample(gan.fixed_z[:64]).cpu(), 8), grid)
     real_flat, real_edge = low_level_stats(real)
     fake_flat, fake_edge = low_level_stats(g_eval)
     return {
@@ -167,7 +166,7 @@ def main() -> None:
     ])
     print(section)
     if not args.no_write:
-        write_section(args.results, section, SECTION)
+        write_section(args.results, section)
 
 
 if __name__ == "__main__":

@@ -60,6 +60,9 @@ from celebgan.metrics.scores import FeatureDistances
 from celebgan.data.synthetic import RENDERER_VERSION
 from celebgan.train import train
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results import section_pattern, write_section  # noqa: E402  (RESULTS.md's one writer)
+
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Sample quality (benchmarks/quality.py)"
 ALL_VARIANTS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
@@ -365,21 +368,6 @@ def write_table(args, rows, budget, kid_subset: int, extractor_name: str, second
         return
     write_section(args.results, table)
     print(f"Wrote {args.results}")
-
-
-def section_pattern(heading: str) -> re.Pattern:
-    """A RESULTS.md section: its heading line, then its body (group 1) up to the next '## ' or the end."""
-    return re.compile(rf"^{re.escape(heading)}\n(.*?)(?=^## |\Z)", re.S | re.M)
-
-
-def write_section(path: Path, section: str, heading: str = SECTION) -> None:
-    """Replace the section under `heading` in RESULTS.md (up to the next '## '), or append it."""
-    text = path.read_text() if path.is_file() else "# Benchmark results\n\n"
-    pattern = section_pattern(heading)
-    section = section.rstrip("\n") + "\n\n"
-    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
-    with atomic_write(path) as tmp:
-        tmp.write_text(text)
 
 
 if __name__ == "__main__":

@@ -32,8 +32,10 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
+sys.path.insert(0, str(HERE))
 from celebgan.conf import CONFIG_DIR  # noqa: E402
 from celebgan.io import atomic_write  # noqa: E402  (found through the path above, installed or not)
+from results import write_section  # noqa: E402  (RESULTS.md's one writer, next to this script)
 
 CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if CUDA else "cpu")
@@ -430,14 +432,7 @@ def table(results: dict, flops: float) -> str:
 
 
 def write_results(section: str) -> None:
-    path = HERE / "RESULTS.md"
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    heading = "## throughput"
-    pattern = re.compile(rf"^{heading}\n.*?(?=^## |\Z)", re.S | re.M)
-    block = f"{heading}\n\n{section}\n\n"
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + block
-    with atomic_write(path) as tmp:
-        tmp.write_text(text)
+    write_section(HERE / "RESULTS.md", f"## throughput\n\n{section}")
 
 
 def main() -> None:

@@ -5,11 +5,12 @@ import sys
 import torch
 from omegaconf import OmegaConf
 
+from celebgan.devices import best_device, has_cuda
+
 
 def trains_on_gpu(accelerator: str) -> bool:
     """trainer.accelerator trains on a GPU here (auto: whenever one is present)."""
-    gpu_here = torch.cuda.is_available() or torch.backends.mps.is_available()
-    return accelerator in ("gpu", "cuda", "mps") or (accelerator == "auto" and gpu_here)
+    return accelerator in ("gpu", "cuda", "mps") or (accelerator == "auto" and best_device().type != "cpu")
 
 
 def gpu_or_cpu(accelerator: str, on_gpu, on_cpu):
@@ -23,7 +24,7 @@ def default_precision(accelerator: str) -> str:
     On CPUs without native bf16 (no AVX512-BF16/AMX) autocast to bf16 is emulated: a DCGAN-64
     step measured 8-25x slower than fp32 on the 2-core AMD EPYC this was developed on.
     """
-    gpu = str(accelerator) in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    gpu = str(accelerator) in ("auto", "gpu", "cuda") and has_cuda()
     return "bf16-mixed" if gpu and torch.cuda.is_bf16_supported() else "32-true"
 
 

@@ -7,6 +7,7 @@ from conftest import TINY, compose_config
 from PIL import Image
 
 import celebgan
+from celebgan.devices import pick_device
 from celebgan.run.checkpoint import load_gan
 from celebgan.gan.images import latents
 from celebgan.train import train
@@ -45,6 +46,17 @@ def test_pil_images_and_run_config(ckpt):
     assert len(faces) == 2 and all(isinstance(f, Image.Image) and f.size == (16, 16) for f in faces)
     assert G.config["data"]["img_size"] == G.img_size == 16 and G.nz == 100
     assert G.device.type in ("cpu", "cuda", "mps")
+
+
+def test_auto_device_is_the_cpu_without_a_gpu(ckpt, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert pick_device("auto") == pick_device() == torch.device("cpu")
+    assert celebgan.load_generator(ckpt).device == torch.device("cpu")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)  # CUDA first, then MPS
+    assert pick_device("auto") == torch.device("mps") and pick_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pick_device("auto") == torch.device("cuda") and pick_device("cuda:1") == torch.device("cuda", 1)
 
 
 def test_a_file_that_is_not_a_checkpoint_is_a_user_error(tmp_path):

@@ -3,7 +3,6 @@ rename hits a full disk), the error names the file, no temporary is left behind,
 at the target before is untouched."""
 import errno
 import importlib.util
-import json
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -93,8 +92,8 @@ def evaluation_json(tmp, mp):
 
 
 def quality_results(tmp, mp):
-    quality = load_script("quality")
-    return tmp / "RESULTS.md", lambda: quality.write_section(tmp / "RESULTS.md", f"{quality.SECTION}\nnew\n")
+    quality, results = load_script("quality"), load_script("results")
+    return tmp / "RESULTS.md", lambda: results.write_section(tmp / "RESULTS.md", f"{quality.SECTION}\nnew\n")
 
 
 def throughput_results(tmp, mp):

@@ -1,6 +1,5 @@
 """Every model x data combination composes, instantiates and sizes its networks from data.img_size;
 the presets differ from vanilla by their own keys only; the paper's defaults."""
-from pathlib import Path
 
 import hydra
 import pytest

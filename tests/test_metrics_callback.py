@@ -2,6 +2,7 @@
 of Inception (see test_metrics.py)."""
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -10,13 +11,31 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import open_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from celebgan.run.callbacks import QualityMetrics
+from celebgan.gan.module import GAN
+from celebgan.run.callbacks import QualityMetrics, epochs_to_run
 from celebgan.run.checkpoint import load_gan
 from celebgan.metrics.features import RandomFeatures, generator_features
 from celebgan.metrics.scores import FeatureDistances
 from celebgan.train import train
 
 METRICS = ["metrics=default", "metrics.n_samples=48", "metrics.n_real=48", "metrics.batch_size=16"]
+
+
+@pytest.mark.parametrize("n_dis", [1, 5])
+def test_epochs_to_run_counts_training_steps_per_epoch(n_dis):
+    # trainer.max_steps=30 training steps, 8 batches an epoch: 4 epochs (the FID cost announced
+    # before training counts 4 evaluations), whatever the optimizer steps Lightning counts.
+    trainer = SimpleNamespace(max_epochs=100, max_steps=GAN.optimizer_steps(30, n_dis), current_epoch=0,
+                              num_training_batches=8, lightning_module=SimpleNamespace(n_dis=n_dis))
+    assert epochs_to_run(trainer) == 4
+    assert epochs_to_run(SimpleNamespace(**{**vars(trainer), "max_epochs": 3})) == 3
+    assert epochs_to_run(SimpleNamespace(**{**vars(trainer), "current_epoch": 1})) == 3
+
+
+def test_optimizer_steps_and_training_steps_invert_each_other():
+    for n_dis in (1, 2, 5):
+        assert [GAN.training_steps(GAN.optimizer_steps(b, n_dis), n_dis) for b in range(50)] == list(range(50))
+    assert GAN.optimizer_steps(10, 1) == 20 and GAN.optimizer_steps(10, 5) == 12
 
 
 def scalars(logdir: Path, tag: str) -> list:

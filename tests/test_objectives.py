@@ -23,7 +23,7 @@ def fit(make_cfg, steps: int, *overrides: str, callbacks=()):
     L.seed_everything(0)
     gan = hydra.utils.instantiate(cfg.model)
     dm = SyntheticDataModule(num_images=64, img_size=16, batch_size=8)
-    trainer = L.Trainer(max_steps=steps + steps // gan.n_dis, accelerator="cpu", logger=False,
+    trainer = L.Trainer(max_steps=gan.optimizer_steps(steps, gan.n_dis), accelerator="cpu", logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         callbacks=list(callbacks))
     trainer.fit(gan, datamodule=dm)

@@ -15,7 +15,8 @@ from conftest import CONF_DIR, TESTS_DIR, TINY, TINY_CLI, cli_env, compose_confi
 from omegaconf import OmegaConf
 
 import celebgan
-from celebgan.run.checkpoint import build_datamodule, load_gan, upgrade_config
+from celebgan.run import resume
+from celebgan.run.checkpoint import build_datamodule, load_gan, read_checkpoint, upgrade_config
 from celebgan.errors import UserError
 from celebgan.gan.module import GAN
 from celebgan.sample import MODES
@@ -103,6 +104,16 @@ def test_load_generator_refuses_a_poisoned_config_and_builds_nothing(clean, tmp_
         celebgan.load_generator(path, device="cpu")
     assert victim is None or not victim.exists()
     assert not evil_module[1].exists() and EVIL_MODULE not in sys.modules
+
+
+@pytest.mark.parametrize("reader", [read_checkpoint, load_gan, celebgan.load_generator,
+                                    lambda path: resume.check_epochs(path, 10)],
+                         ids=["read_checkpoint", "load_gan", "load_generator", "check_epochs"])
+def test_every_public_reader_checks_the_stored_config(clean, tmp_path, reader):
+    path, key, victim = poisoned(clean, tmp_path, "open")
+    with pytest.raises(UserError, match=refusal(key)):
+        reader(path)
+    assert not victim.exists()
 
 
 def run_cli(tmp: Path, cases: list[tuple[str, list[str]]], pythonpath: Path) -> list[dict]:

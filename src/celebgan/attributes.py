@@ -14,11 +14,12 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from celebgan.data.batches import loader_workers, seeded_subset
-from celebgan.run.checkpoint import build_datamodule
+from celebgan.data.batches import loader_workers
+from celebgan.data.modules import dataset_name
+from celebgan.run.checkpoint import real_subset
 from celebgan.errors import UserError
 from celebgan.gan.images import caption, column_centres, generate, latents, save_png, to_grid
 from celebgan.io import atomic_write
@@ -54,7 +55,7 @@ def fingerprint(data_config: dict[str, Any], classifier: dict[str, Any]) -> str:
     data = {k: v for k, v in data_config.items() if k not in LOADER_KEYS}
     if data.get("root") is not None:
         data["root"] = str(Path(data["root"]).expanduser().resolve())
-    if str(data.get("_target_", "")).endswith("SyntheticDataModule"):  # new pixels, new classifier
+    if dataset_name(data) == "Synthetic":  # new pixels, new classifier
         data["renderer_version"] = RENDERER_VERSION
     blob = json.dumps({"data": data, "classifier": classifier}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -62,18 +63,11 @@ def fingerprint(data_config: dict[str, Any], classifier: dict[str, Any]) -> str:
 
 def labelled_split(data_config: dict[str, Any], split: str, max_images: int, seed: int):
     """(dataset of (image, labels), attribute names), at most max_images of a split, seeded subset."""
-    overrides: dict[str, Any] = {"split": split, "flip": False, "batch_size": 1}
-    if "num_images" in data_config:  # a rendered set: render only what is used
-        overrides["num_images"] = max_images  # draws of one distribution: more than the run used is fine
-    dm = build_datamodule({"data": data_config}, **overrides)
-    dataset = dm.eval_dataset(split)
-    if not dm.attr_names:
+    dataset, attr_names = real_subset({"data": data_config}, split, max_images, seed)
+    if not attr_names:
         raise UserError("The attributes mode needs attribute labels, and this run's dataset has none. "
                         "For CelebA, put list_attr_celeba.txt (or the Kaggle .csv) next to the images.")
-    if len(dataset) > max_images:
-        index = seeded_subset(len(dataset), max_images, seed)
-        dataset = Subset(dataset, index.tolist())
-    return dataset, list(dm.attr_names)
+    return dataset, attr_names
 
 
 def _loader(dataset, batch_size: int, num_workers: int, shuffle: bool, seed: int = 0) -> DataLoader:

@@ -14,6 +14,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from celebgan.run.checkpoint import build_datamodule, load_gan
+from celebgan.data.modules import dataset_name
+from celebgan.devices import pick_device
 from celebgan.errors import UserError, command
 from celebgan.io import atomic_write
 from celebgan.metrics.feature_cache import RealFeatureCache
@@ -47,8 +49,7 @@ def evaluate_checkpoint(ckpt: str, *, n_samples: int, n_real: int | None, real_s
             raise UserError(f"{key}={value} must be at least 2.")
     model, config = load_gan(ckpt)
     datamodule = build_datamodule(config, root=data_root)
-    device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                          "cpu" if device == "auto" else device)
+    device = pick_device(device)
     extractor = feature_extractor().to(device)
     model.to(device)
 
@@ -73,7 +74,7 @@ def evaluate_checkpoint(ckpt: str, *, n_samples: int, n_real: int | None, real_s
     protocol = {
         "checkpoint": str(Path(ckpt).expanduser().resolve()),
         "generator": "EMA" if model.generator_ema is not None else "G (no EMA)",
-        "dataset": data["_target_"].rsplit(".", 1)[-1].replace("DataModule", ""),
+        "dataset": dataset_name(data),
         "img_size": data["img_size"],
         "crop": data.get("crop", "full"),
         "real_split": real_split,

@@ -20,8 +20,8 @@ from torchvision.utils import save_image
 from tqdm import tqdm
 
 from celebgan.attributes import write_attribute_edits
-from celebgan.data.batches import seeded_subset
-from celebgan.run.checkpoint import build_datamodule, load_gan, run_dir
+from celebgan.run.checkpoint import load_gan, real_subset, run_dir
+from celebgan.devices import pick_device
 from celebgan.errors import UserError, check_whole, command
 from celebgan.gan.images import caption, generate, latent_batches, latents, save_png, to_grid
 from celebgan.io import atomic_write
@@ -143,16 +143,10 @@ def write_progress(run: Path, out: Path, frame_ms: int) -> dict[str, Any]:
 
 def real_images(config: dict[str, Any], n: int, seed: int, split: str, data_root: str | None) -> torch.Tensor:
     """(n, 3, S, S) real images in [-1, 1], unflipped, a seeded random subset of one split."""
-    overrides: dict[str, Any] = {"split": split, "flip": False, "num_workers": 0, "batch_size": 1}
-    if data_root is not None:
-        overrides["root"] = data_root
-    if "num_images" in config["data"]:
-        overrides["num_images"] = n  # a rendered set: render only what is shown
-    dataset = build_datamodule(config, **overrides).eval_dataset(split)
+    dataset, _ = real_subset(config, split, n, seed, root=data_root)
     if len(dataset) < n:
         raise UserError(f"Split {split!r} holds {len(dataset)} images, fewer than n={n}; lower n.")
-    index = seeded_subset(len(dataset), n, seed)
-    return torch.stack([dataset[int(i)][0] for i in index])
+    return torch.stack([dataset[i][0] for i in range(n)])
 
 
 def write_comparison(gan: GAN, config: dict[str, Any], out: Path, *, n: int, nrow: int, seed: int, batch_size: int,
@@ -172,12 +166,6 @@ def default_out(mode: str, out_dir: str, attribute: str) -> Path:
     if mode == "attributes":
         name = f"attributes_{attribute}.png"
     return Path(out_dir) / name
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def check_counts(counts: dict[str, Any]) -> None:

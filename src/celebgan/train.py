@@ -26,6 +26,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from celebgan.conf.resolvers import trains_on_gpu
 from celebgan.run import lock, resume
 from celebgan.run.checkpoint import AtomicCheckpointIO, RunConfig
+from celebgan.conf import CONFIG_DIR
 from celebgan.data.modules import ImageFiles
 from celebgan.errors import UserError, command, wrapped_user_error
 from celebgan.run.guards import DivergenceWatch, NonFiniteGuard, check_devices, check_trainer_counts
@@ -128,10 +129,10 @@ def max_steps_kwargs(cfg: DictConfig, model) -> dict[str, int]:
     steps = cfg.trainer.get("max_steps")
     if steps is None or steps < 0:  # -1, Lightning's default: no limit
         return {}
-    optimizer_steps = model.optimizer_steps(steps)
+    optimizer_steps = model.optimizer_steps(steps, model.n_dis)
     log.info("trainer.max_steps=%d: training stops after %d training steps (real batches): %d D steps and "
              "%d G steps (model.n_dis=%d), which Lightning counts as max_steps=%d optimizer steps",
-             steps, steps, steps, steps // model.n_dis, model.n_dis, optimizer_steps)
+             steps, steps, steps, optimizer_steps - steps, model.n_dis, optimizer_steps)
     return {"max_steps": optimizer_steps}
 
 
@@ -293,15 +294,20 @@ def logs_no_step(run_dir: Path) -> bool:
     return all(tag.startswith("final/") and math.isnan(value) for tag, value in values)
 
 
-# Keys that never name a sweep job's folder: where the data lives and what hardware a job runs on.
-UNNAMED_KEYS = ("data.root", "paths.data_dir", "resume", "trainer.devices", "trainer.accelerator")
 EXCLUDE_KEYS = "hydra.job.config.override_dirname.exclude_keys"
+
+
+def unnamed_keys() -> list[str]:
+    """Keys that never name a sweep job's folder (where the data lives, what hardware a job runs on):
+    the exclude_keys of conf/hydra/default.yaml, which a sweep that sets no list of its own keeps."""
+    return list(OmegaConf.select(OmegaConf.load(CONFIG_DIR / "hydra" / "default.yaml"),
+                                 EXCLUDE_KEYS.removeprefix("hydra.")))
 
 
 def sweep_folder_overrides(args: Sequence[str]) -> list[str]:
     """The Hydra override that names each job folder of a --multirun sweep by its swept keys alone
     (`3_data=celeba64,model=vanilla`): a key given one value on the command line is the same in every
-    job, so it is left out of hydra.job.override_dirname, as are UNNAMED_KEYS. Hydra knows which keys
+    job, so it is left out of hydra.job.override_dirname, as are unnamed_keys(). Hydra knows which keys
     were swept only in the launching process; as an override, the list reaches every job under any
     launcher (local, submitit). [] when the command is not a sweep or sets the list itself."""
     if not {"-m", "--multirun"} & set(args) or any(a.startswith(EXCLUDE_KEYS) for a in args):
@@ -311,7 +317,7 @@ def sweep_folder_overrides(args: Sequence[str]) -> list[str]:
     except OverrideParseException:
         return []  # Hydra reports the bad override itself
     fixed = {o.key_or_group for o in overrides if not o.is_sweep_override() and not o.is_hydra_override()}
-    keys = sorted(fixed | set(UNNAMED_KEYS))
+    keys = sorted(fixed | set(unnamed_keys()))
     return [f"{EXCLUDE_KEYS}=[{','.join(repr(k) for k in keys)}]"]
 
 

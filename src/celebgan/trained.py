@@ -13,15 +13,8 @@ from torch import nn
 from torchvision.transforms.functional import to_pil_image
 
 from celebgan.run.checkpoint import load_gan
+from celebgan.devices import pick_device
 from celebgan.gan.images import latents
-
-
-def best_device() -> torch.device:
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 class TrainedGenerator:
@@ -76,4 +69,4 @@ def load_generator(path: str | Path, *, device: torch.device | str | None = None
     (default: a CUDA GPU, else Apple's MPS, else the CPU). A file that is not a celebgan
     checkpoint raises celebgan.errors.UserError saying so."""
     gan, config = load_gan(path)
-    return TrainedGenerator(gan.sampler, config, device if device is not None else best_device())
+    return TrainedGenerator(gan.sampler, config, pick_device(device if device is not None else "auto"))

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from celebgan.data.batches import (ArrayFaces, EpochLoader, batch_loader, loader_workers, seeded_subset,
                               to_model_input, worker_init_fn)
 from celebgan.data.celeba import check_split, face_transform, hash_files, list_images, to_rgb
+from celebgan.devices import has_cuda
 from celebgan.errors import UserError, check_whole
 from celebgan.gan.networks import num_stages
 from celebgan.data.prepared import build, check_prepared, record_path, source_of
@@ -24,6 +25,11 @@ from celebgan.data.synthetic import ATTR_NAMES as SYNTHETIC_ATTR_NAMES
 from celebgan.data.synthetic import RENDERER_VERSION, SPLIT_IDS, render_faces
 
 log = logging.getLogger(__name__)
+
+
+def dataset_name(data_config) -> str:
+    """The data set a data config reads, named by its data module: CelebA or Synthetic."""
+    return str(data_config.get("_target_", "")).rsplit(".", 1)[-1].removesuffix("DataModule")
 
 
 class ImageFiles(Dataset):
@@ -130,14 +136,14 @@ class FaceDataModule(LightningDataModule):
             # No worker processes: slicing a batch costs less than handing it over from a worker
             # (benchmarks/throughput.py, "prepared loader" rows: about 2.5x more images/s).
             loader = batch_loader(self.train_set, self.batch_size, num_workers=0,
-                                  pin_memory=self.pin_memory and torch.cuda.is_available() and not self.on_device)
+                                  pin_memory=self.pin_memory and has_cuda() and not self.on_device)
             loader.batches_done = self._batches_done
             return loader
         return EpochLoader(
             self.train_set, batch_size=self.batch_size, shuffle=True,
             drop_last=True,  # equal batches keep BatchNorm statistics and the step count regular
             num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            pin_memory=self.pin_memory and has_cuda(),
             worker_init_fn=worker_init_fn(self._rank()) if self.num_workers > 0 else None,
         )
 

@@ -155,18 +155,22 @@ class GAN(LightningModule):
 
     @property
     def steps_done(self) -> int:
-        """Training steps (real batches) completed so far in the run.
+        """Training steps (real batches) completed so far in the run."""
+        return self.training_steps(self.trainer.global_step, self.n_dis)
 
-        Lightning's global_step counts optimizer steps: one D step per training step plus a G step
-        on every n_dis-th, so after b steps it is b + b // n_dis, which inverts exactly.
-        """
-        optimizer_steps = self.trainer.global_step
-        return optimizer_steps - optimizer_steps // (self.n_dis + 1)
-
-    def optimizer_steps(self, steps: int) -> int:
+    # Lightning's global_step and max_steps count optimizer steps: one D step per training step (a
+    # real batch) plus a G step on every n_dis-th, so after b training steps it is b + b // n_dis.
+    # These two are the only conversions between the counts; everything else calls them.
+    @staticmethod
+    def optimizer_steps(steps: int, n_dis: int) -> int:
         """Lightning's global_step after `steps` training steps: what trainer.max_steps must be for
         the run to stop after exactly that many real batches."""
-        return steps + steps // self.n_dis
+        return steps + steps // n_dis
+
+    @staticmethod
+    def training_steps(optimizer_steps: int, n_dis: int) -> int:
+        """The training steps behind Lightning's `optimizer_steps`: optimizer_steps' exact inverse."""
+        return optimizer_steps - optimizer_steps // (n_dis + 1)
 
     @property
     def img_size(self) -> int:

@@ -11,12 +11,13 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.seed import isolate_rng
 import torch
 from torch import nn
-from torchvision.utils import make_grid, save_image
 
 from celebgan.errors import UserError
+from celebgan.gan.images import save_png, to_grid
+from celebgan.gan.module import GAN
 from celebgan.metrics.feature_cache import RealFeatureCache
 from celebgan.metrics.features import generator_features
-from celebgan.io import atomic_write, remove_stale_temporaries
+from celebgan.io import remove_stale_temporaries
 from celebgan.metrics.scores import FeatureDistances
 
 log = logging.getLogger(__name__)
@@ -38,9 +39,8 @@ class SampleGrid(Callback):
         if (epoch + 1) % self.every_n_epochs or not trainer.is_global_zero:
             return
         images = pl_module.sample(pl_module.fixed_z)  # (N, 3, S, S) in [-1, 1]
-        grid = make_grid(images.cpu(), nrow=self.nrow, normalize=True, value_range=(-1, 1))
-        with atomic_write(self.dirpath / f"epoch_{epoch:04d}.png") as tmp:
-            save_image(grid, tmp, format="png")
+        grid = to_grid(images.cpu(), self.nrow)
+        save_png(grid, self.dirpath / f"epoch_{epoch:04d}.png")
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image("samples", grid, global_step=epoch)
@@ -149,8 +149,9 @@ def epochs_to_run(trainer: Trainer) -> int:
         per_epoch = trainer.num_training_batches
         if per_epoch in (None, 0, math.inf):
             per_epoch = len(trainer.datamodule.train_dataloader())
-        # Lightning counts optimizer steps: a D step per batch and a G step on most.
-        max_epochs = min(max_epochs, math.ceil(trainer.max_steps / max(per_epoch, 1)))
+        # Lightning's max_steps counts optimizer steps; an epoch is per_epoch training steps (batches).
+        steps = GAN.training_steps(trainer.max_steps, trainer.lightning_module.n_dis)
+        max_epochs = min(max_epochs, math.ceil(steps / max(per_epoch, 1)))
     return int(max(max_epochs - trainer.current_epoch, 1)) if max_epochs != math.inf else 1
 
 

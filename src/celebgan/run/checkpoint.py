@@ -2,7 +2,10 @@
 
 Lightning writes each checkpoint through AtomicCheckpointIO, and RunConfig adds the run's resolved
 config under CONFIG_KEY, so a checkpoint alone rebuilds its model and data. Everything that reads
-a checkpoint (resume, sample, evaluate, benchmarks, the notebook) goes through this module.
+a checkpoint goes through this module, by one public door per use: `read_checkpoint` for training
+(resume: the stored run config and loop state), `load_gan` for sampling and evaluating (the GAN and
+its config), and celebgan.load_generator, the Python API, on top of load_gan. Each checks the stored
+config as data (trust.py) before anything reads it.
 """
 import pickle
 import shutil
@@ -14,7 +17,9 @@ import hydra
 import torch
 from lightning import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from torch.utils.data import Dataset, Subset
 
+from celebgan.data.batches import seeded_subset
 from celebgan.errors import UserError
 from celebgan.io import atomic_write
 from celebgan.gan.module import GAN
@@ -82,7 +87,7 @@ def failed_write(err: RuntimeError, path: Path) -> OSError:
     return OSError(f"the write stopped with {free / 1e6:.1f} MB free on that disk (torch.save: {str(err).strip()})")
 
 
-def load_checkpoint(path: str | Path, *, hint: str = "") -> dict[str, Any]:
+def _load_checkpoint(path: str | Path, *, hint: str = "") -> dict[str, Any]:
     """torch.load with weights_only=True: tensors and plain containers only, so a checkpoint from an
     untrusted place cannot run code while it loads. Every bad file is one UserError; `hint` ends
     the not-found message (what to pass instead)."""
@@ -105,12 +110,13 @@ def load_checkpoint(path: str | Path, *, hint: str = "") -> dict[str, Any]:
 
 
 def read_checkpoint(path: str | Path, *, arg: str = "ckpt", hint: str = CKPT_HINT) -> dict[str, Any]:
-    """The checkpoint dict of a celebgan training run, or one UserError that says what is wrong.
-    `arg` names the setting that gave the path (ckpt, resume) in the messages.
+    """The checkpoint dict of a celebgan training run, its run config under CONFIG_KEY, or one
+    UserError that says what is wrong. `arg` names the setting that gave the path (ckpt, resume) in
+    the messages.
 
     Its stored run config is checked as data here, before anything reads it: plain values only,
     and no `_target_` in its model or data that celebgan's own configs do not name (trust.py)."""
-    ckpt = load_checkpoint(path, hint=hint)
+    ckpt = _load_checkpoint(path, hint=hint)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise UserError(f"{arg}={str(path)!r} is not a Lightning checkpoint (no state_dict).{hint}")
     if CONFIG_KEY not in ckpt:
@@ -119,11 +125,6 @@ def read_checkpoint(path: str | Path, *, arg: str = "ckpt", hint: str = CKPT_HIN
     ckpt[CONFIG_KEY] = upgrade_config(ckpt[CONFIG_KEY])
     check_stored_config(ckpt[CONFIG_KEY], key=CONFIG_KEY, source=f"{arg}={str(path)!r}")
     return ckpt
-
-
-def run_config(path: str | Path, *, arg: str = "ckpt", hint: str = CKPT_HINT) -> dict[str, Any]:
-    """The resolved config of the run that wrote the checkpoint at `path`."""
-    return read_checkpoint(path, arg=arg, hint=hint)[CONFIG_KEY]
 
 
 def run_dir(path: str | Path) -> Path | None:
@@ -218,3 +219,18 @@ def build_datamodule(config: dict[str, Any], **overrides: Any) -> LightningDataM
         # used (auto), none is built.
         data_cfg["prepared"] = "auto"
     return hydra.utils.instantiate(data_cfg)
+
+
+def real_subset(config: dict[str, Any], split: str, n: int, seed: int, *,
+                root: str | None = None) -> tuple[Dataset, list[str]]:
+    """(at most n real images of one split of a run's data, unflipped, as (image, attributes) pairs;
+    its attribute names). A split of more than n images gives a seeded random subset of n, the same
+    for a seed on every machine; a rendered data set renders only n (draws of one distribution)."""
+    overrides: dict[str, Any] = {"split": split, "flip": False, "num_workers": 0, "batch_size": 1, "root": root}
+    if "num_images" in config["data"]:
+        overrides["num_images"] = n
+    datamodule = build_datamodule(config, **overrides)
+    dataset = datamodule.eval_dataset(split)
+    if len(dataset) > n:
+        dataset = Subset(dataset, seeded_subset(len(dataset), n, seed).tolist())
+    return dataset, list(datamodule.attr_names or [])

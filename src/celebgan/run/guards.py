@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from lightning import Callback, LightningModule, Trainer
 
+from celebgan.devices import has_cuda
 from celebgan.errors import UserError, check_whole
 
 log = logging.getLogger(__name__)
@@ -14,7 +15,7 @@ log = logging.getLogger(__name__)
 
 def check_devices(accelerator: str, devices, sync_batchnorm: bool = False) -> None:
     """A device request this machine cannot meet fails here, before any data is read."""
-    if sync_batchnorm and (accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())):
+    if sync_batchnorm and (accelerator == "cpu" or (accelerator == "auto" and not has_cuda())):
         raise UserError("trainer.sync_batchnorm=true needs GPUs: PyTorch's SyncBatchNorm does not run on CPU. "
                         "Drop it on CPU; each process then normalises with its own batch statistics.")
     if not isinstance(devices, int) and not (isinstance(devices, str) and devices.lstrip("-").isdigit()):

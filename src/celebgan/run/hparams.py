@@ -6,6 +6,8 @@ from typing import Any
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import Logger
 
+from celebgan.data.modules import dataset_name
+
 # HParams columns -> the logged metric whose last value fills them at the end of training.
 FINAL_LOSSES = {
     "final/d_loss": "epoch/d_loss",
@@ -33,7 +35,7 @@ def run_hparams(config: Mapping[str, Any], choices: Mapping[str, Any]) -> dict[s
     model, data = config["model"], config["data"]
     return {
         "model": choices.get("model") or "",  # the preset: vanilla, high_lr, ...
-        "data": choices.get("data") or _name(data["_target_"]).removesuffix("DataModule"),
+        "data": choices.get("data") or dataset_name(data),
         "objective": _name(model["g_loss"]["_target_"]).removeprefix("g_"),
         "real_label": model["d_loss"].get("real_label", 1.0),
         "penalties": ",".join(sorted(model.get("penalties") or {})) or "none",

@@ -15,7 +15,7 @@ import torch.distributed as dist
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from celebgan.run.checkpoint import RESUME_HINT, load_checkpoint, run_config, run_dir
+from celebgan.run.checkpoint import CONFIG_KEY, RESUME_HINT, read_checkpoint, run_dir
 from celebgan.errors import UserError
 from celebgan.run.trust import UntrustedCheckpoint
 
@@ -42,6 +42,11 @@ def differences(saved: dict, current: dict, sections: tuple[str, ...]) -> list[s
     current = {k: v for k, v in _flatten(current).items() if k.split(".")[0] in sections or k in sections}
     return [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in sorted(saved.keys() | current.keys())
             if k not in LOADING_KEYS and saved.get(k) != current.get(k)]
+
+
+def _stored_config(path: str | Path) -> dict:
+    """The run config that the checkpoint at `path` stores, checked as data (checkpoint.read_checkpoint)."""
+    return read_checkpoint(path, arg="resume", hint=RESUME_HINT)[CONFIG_KEY]
 
 
 def check_compatible(path: str | Path, saved: dict, current: dict) -> None:
@@ -80,7 +85,7 @@ def find_latest(runs_root: Path, current: dict, exclude: Path | None = None) -> 
     for run in newest_first:
         for path in run_checkpoints(run):
             try:
-                saved = run_config(path, arg="resume", hint=RESUME_HINT)
+                saved = _stored_config(path)
             except UntrustedCheckpoint:
                 raise
             except UserError as err:
@@ -112,7 +117,7 @@ def resolve(resume: str | None, config: dict) -> tuple[str | None, Path | None]:
             return None, None
     else:
         path = Path(resume).expanduser().resolve()
-    check_compatible(path, run_config(path, arg="resume", hint=RESUME_HINT), config)
+    check_compatible(path, _stored_config(path), config)
     # RUN/checkpoints/X.ckpt continues in RUN: the same TensorBoard run, samples and checkpoints.
     return str(path), run_dir(path)
 
@@ -164,7 +169,7 @@ class ResumePosition(Callback):
 def check_epochs(path: str, max_epochs: int | None) -> None:
     """A checkpoint that has trained more epochs than trainer.max_epochs leaves nothing to train: one
     error before the run starts (Lightning's own check comes after the logger wrote to the run)."""
-    fit_loop = load_checkpoint(path).get("loops", {}).get("fit_loop")
+    fit_loop = read_checkpoint(path, arg="resume", hint=RESUME_HINT).get("loops", {}).get("fit_loop")
     if max_epochs in (None, -1) or fit_loop is None:
         return
     fit_loop = copy.deepcopy(fit_loop)

@@ -7,7 +7,6 @@ stored config is read as data: checked here before anything builds from it.
 """
 import functools
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import torch
