@@ -3,21 +3,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, compose_config
 from PIL import Image
 
 import celebgan
 from celebgan.run.checkpoint import load_gan
 from celebgan.gan.images import latents
-from celebgan.train import train
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    # A module-scoped run: make_cfg is function-scoped, so compose here.
-    out = tmp_path_factory.mktemp("api") / "run"
-    train(compose_config([*TINY, "trainer.max_steps=4"], out))
-    return out / "checkpoints" / "last.ckpt"
+def ckpt(trained_run) -> Path:
+    return trained_run.ckpt
 
 
 def test_sample_gives_the_ema_generators_images_in_unit_range(ckpt):

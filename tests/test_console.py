@@ -4,6 +4,7 @@ import logging
 import subprocess
 from pathlib import Path
 
+import pytest
 from conftest import cli_cmd, cli_env
 from omegaconf import open_dict
 
@@ -12,6 +13,7 @@ from celebgan.train import train
 RANDOM_FEATURES = {"_target_": "celebgan.metrics.features.RandomFeatures", "_partial_": True}
 
 
+@pytest.mark.integration
 def test_output_to_a_file_is_one_line_per_epoch_and_a_summary(tmp_path):
     run = tmp_path / "run"
     cmd = cli_cmd("trainer.max_epochs=2", "trainer.enable_progress_bar=true", "metrics=auto",

@@ -21,6 +21,7 @@ def run_ddp(tmp_path: Path, *overrides: str) -> tuple[Path, dict, dict]:
     return run, ranks[0], ranks[1]
 
 
+@pytest.mark.integration
 def test_two_process_ddp_one_run_folder_same_weights_reduced_metrics(tmp_path):
     # trainer.strategy stays auto: the documented `trainer.devices=2` alone must work.
     run, r0, r1 = run_ddp(tmp_path)
@@ -60,6 +61,7 @@ def test_two_process_ddp_one_run_folder_same_weights_reduced_metrics(tmp_path):
     assert logged == pytest.approx(r0["d_loss"], rel=1e-5)
 
 
+@pytest.mark.integration
 def test_ddp_explicit_strategy_without_unused_parameter_detection(tmp_path):
     # Plain "ddp" (find_unused_parameters=False) is what raised "unused parameters" with a GAN's two
     # backward passes; the module averages gradients itself, so it trains and the ranks agree.
@@ -68,6 +70,7 @@ def test_ddp_explicit_strategy_without_unused_parameter_detection(tmp_path):
         assert torch.equal(r0["state_dict"][name], r1["state_dict"][name]), name
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["label_smoothing", "vanilla"])
 def test_ddp_every_variant_with_unused_parameter_detection(tmp_path, model):
@@ -76,6 +79,7 @@ def test_ddp_every_variant_with_unused_parameter_detection(tmp_path, model):
         assert torch.equal(r0["state_dict"][name], r1["state_dict"][name]), name
 
 
+@pytest.mark.integration
 @pytest.mark.gpu
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
 def test_ddp_sync_batchnorm_on_two_gpus(tmp_path):
@@ -106,6 +110,7 @@ def test_a_dead_peer_is_one_line_and_other_errors_keep_their_traceback():
     assert peer_died_message(RuntimeError("mat1 and mat2 shapes cannot be multiplied"), rank=0, world_size=2) is None
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_a_killed_rank_ends_the_run_with_one_line_and_resume_equals_the_uninterrupted_run(tmp_path):
     ddp = ["data.num_images=64", "data.batch_size=8", "trainer.accelerator=cpu", "trainer.devices=2",

@@ -1,8 +1,6 @@
 """`python -m celebgan.evaluate`: metrics of a checkpoint, the protocol printout and the JSON."""
 import json
-import subprocess
-import sys
-from pathlib import Path
+import shutil
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -10,7 +8,6 @@ from omegaconf import open_dict
 
 from celebgan.errors import UserError
 from celebgan.evaluate import evaluate
-from celebgan.train import train
 
 from conftest import CONF_DIR
 
@@ -23,10 +20,10 @@ def eval_cfg(*overrides: str):
     return cfg
 
 
-def test_evaluate_a_tiny_run_prints_the_protocol_and_writes_json(make_cfg, tmp_path, capsys):
-    run_cfg = make_cfg()
-    train(run_cfg)
-    ckpt = Path(run_cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+def test_evaluate_a_tiny_run_prints_the_protocol_and_writes_json(trained_run, tmp_path, capsys):
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"  # a copy: the results are written beside the checkpoint
+    ckpt.parent.mkdir()
+    shutil.copy(trained_run.ckpt, ckpt)
     cfg_overrides = [f"ckpt={ckpt}", "n_samples=40", "n_real=30", "pr_samples=20", "real_split=test",
                      f"metrics.cache_dir={tmp_path / 'cache'}", "metrics.batch_size=16"]
     cfg = eval_cfg(*cfg_overrides)
@@ -59,11 +56,11 @@ def test_evaluate_rejects_a_file_that_is_not_a_celebgan_checkpoint(tmp_path):
         evaluate(eval_cfg(f"ckpt={path}"))
 
 
-def test_evaluate_missing_checkpoint_is_one_clear_error_from_the_command_line(tmp_path):
+def test_evaluate_missing_checkpoint_is_one_clear_error_naming_it(tmp_path, monkeypatch):
+    # From the command line (exit status 2, no traceback, no outputs/): tests/test_cli_errors.py's table.
+    monkeypatch.chdir(tmp_path)
     missing = tmp_path / "none.ckpt"
-    result = subprocess.run([sys.executable, "-m", "celebgan.evaluate", f"ckpt={missing}"],
-                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert result.returncode == 2
-    assert str(missing) in result.stdout + result.stderr
-    assert "Traceback" not in result.stderr
+    with pytest.raises(UserError, match="Checkpoint not found") as err:
+        evaluate(eval_cfg(f"ckpt={missing}"))
+    assert str(missing) in str(err.value)
     assert list(tmp_path.iterdir()) == []  # nothing written

@@ -22,6 +22,7 @@ def last_ckpt(cfg) -> Path:
 
 # --- checkpoints ------------------------------------------------------------------------------
 
+@pytest.mark.integration
 def test_kill_during_checkpoint_write_leaves_previous_last_ckpt_valid(tmp_path):
     # A real SIGKILL halfway through writing the second checkpoint's file.
     script = textwrap.dedent(f"""
@@ -171,6 +172,7 @@ def cli(tmp_path, *overrides):
     return result.returncode, result.stdout + result.stderr
 
 
+@pytest.mark.integration
 def test_unsupported_img_size_from_the_command_line(tmp_path):
     code, out = cli(tmp_path, "data.img_size=48")
     assert code == 2 and "img_size=48 is not supported" in out and "Traceback" not in out
@@ -206,6 +208,7 @@ def in_namespace(shell: str, tmp_path: Path) -> tuple[int, str]:
     return result.returncode, result.stdout + result.stderr
 
 
+@pytest.mark.integration
 def test_prepare_into_a_read_only_folder_says_to_set_prepared_dir(tmp_path):
     root = tmp_path / "celeba_root"
     make_celeba(root, per_split=2)
@@ -227,6 +230,7 @@ def test_prepare_into_a_folder_of_another_user_says_to_set_prepared_dir(celeba_r
         prepare.prepare(str(celeba_root), "train", "full", 16, str(tmp_path / "theirs"), workers=1, progress=False)
 
 
+@pytest.mark.integration
 def test_full_disk_while_writing_the_grid_is_one_message_and_leaves_no_temporary(tmp_path):
     # The samples folder on a full 8 KB tmpfs: the epoch's grid (about 3 KB) cannot be written.
     small = tmp_path / "small"
@@ -240,6 +244,7 @@ def test_full_disk_while_writing_the_grid_is_one_message_and_leaves_no_temporary
     assert ".epoch_0000.png.tmp" not in out  # the listing of the samples folder
 
 
+@pytest.mark.integration
 def test_full_disk_while_checkpointing_from_the_command_line_is_one_message(tmp_path):
     # checkpoints/ on a 800 KB tmpfs: epoch 0's last.ckpt (about 530 KB) fits, epoch 1's temporary
     # copy beside it does not, and torch.save fails mid-file with its RuntimeErrors.

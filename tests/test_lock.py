@@ -46,6 +46,7 @@ def run_cli(tmp: Path, *cases: list[str]) -> list[dict]:
     return json.loads((tmp / "results.json").read_text())
 
 
+@pytest.mark.integration
 def test_a_second_process_is_refused_naming_the_owner_and_writes_nothing(make_cfg, tmp_path):
     runs = tmp_path / "runs"
     first = runs / "first"
@@ -78,6 +79,7 @@ def test_a_second_process_is_refused_naming_the_owner_and_writes_nothing(make_cf
     assert not (tmp_path / "done" / lock.LOCK_NAME).exists() and not (tmp_path / "mistake").exists()
 
 
+@pytest.mark.integration
 def test_the_lock_of_an_ended_process_is_taken_over_and_goes_when_the_run_ends(make_cfg, tmp_path, caplog):
     run_dir = tmp_path / "run"
     ended = holder(run_dir)

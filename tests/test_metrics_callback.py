@@ -45,6 +45,7 @@ def test_every_second_epoch_measures_and_keeps_best_at_those_epochs_only(make_cf
     assert state["best_model_score"].item() == pytest.approx(fids[0].value, rel=1e-5)
 
 
+@pytest.mark.integration
 def test_two_process_ddp_logs_one_fid_per_epoch_over_both_ranks_samples(tmp_path):
     run, probe, cache = tmp_path / "run", tmp_path / "probe", tmp_path / "cache"
     result = subprocess.run(

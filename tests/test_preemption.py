@@ -39,6 +39,7 @@ def straight(tmp_path_factory) -> Path:
     return Path(cfg.paths.output_dir)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(("signum", "group", "status", "by"), [
     ("SIGTERM", False, 143, "a signal"),
     ("SIGUSR1", False, 143, "a signal"),
@@ -79,6 +80,7 @@ def celeba_folder(tmp_path_factory) -> list[str]:
     return [sys.executable, "-m", "celebgan.train", *tiny, *data, "trainer.max_epochs=2"]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(("signum", "status"), [("SIGTERM", 143), ("SIGINT", 130)])
 def test_a_signal_to_the_whole_group_stops_workers_too_and_saves(tmp_path, celeba_folder, signum, status):
     stopped, tmpdir = tmp_path / "runs" / "stopped", tmp_path / "tmp"
@@ -97,6 +99,7 @@ def test_a_signal_to_the_whole_group_stops_workers_too_and_saves(tmp_path, celeb
     assert scalar_steps(stopped, "train/d_loss") == list(range(8))
 
 
+@pytest.mark.integration
 def test_workers_that_died_of_the_signal_are_part_of_the_stop(tmp_path, celeba_folder):
     # SIGTERM to the training process, then its workers die before they could ignore it.
     stopped = tmp_path / "stopped"

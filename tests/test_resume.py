@@ -25,6 +25,7 @@ def scalar_steps(logdir: Path, tag: str) -> list[int]:
     return sorted(e.step for e in acc.Scalars(tag))
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
 def test_killed_then_resumed_run_equals_straight_run(tmp_path, precision):
     straight_dir = tmp_path / "straight"

@@ -169,6 +169,7 @@ def test_rng_states_of_another_process_count_leave_the_streams_alone_with_a_warn
     assert torch.equal(torch.rand(3), expected)
 
 
+@pytest.mark.integration
 def test_checkpoint_of_a_two_process_run_resumes_on_one_process(make_cfg, tmp_path, caplog):
     ddp_run = tmp_path / "runs" / "ddp"
     result = subprocess.run(cli_cmd("trainer.accelerator=cpu", "trainer.devices=2", f"hydra.run.dir={ddp_run}"),

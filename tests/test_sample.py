@@ -1,4 +1,4 @@
-"""celebgan.sample on a tiny checkpoint trained once for the module: every mode, and the errors."""
+"""celebgan.sample on the session's trained run: every mode, and the errors."""
 import subprocess
 import sys
 from pathlib import Path
@@ -7,7 +7,7 @@ import hydra
 import numpy as np
 import pytest
 import torch
-from conftest import CONF_DIR, TINY, compose_config
+from conftest import CONF_DIR, TRAINED_EPOCHS
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
@@ -17,24 +17,19 @@ from celebgan.errors import UserError
 from celebgan.gan.images import generate, latent_batches, latents
 from celebgan.gan.module import GAN
 from celebgan.sample import sample, slerp
-from celebgan.train import train
 
-EPOCHS = 2
+EPOCHS = TRAINED_EPOCHS
 PAD = 2  # make_grid's gap between tiles, and around them
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    torch.set_num_threads(2)
-    cfg = compose_config([*TINY, "data.num_images=128", f"trainer.max_epochs={EPOCHS}"],
-                         tmp_path_factory.mktemp("sample") / "run")
-    train(cfg)
-    return Path(cfg.paths.output_dir)
+def run(trained_run) -> Path:
+    return trained_run.dir
 
 
 @pytest.fixture(scope="module")
-def ckpt(run) -> Path:
-    return run / "checkpoints" / "last.ckpt"
+def ckpt(trained_run) -> Path:
+    return trained_run.ckpt
 
 
 def sample_cfg(ckpt: Path | None, out: Path, *overrides: str):
@@ -280,6 +275,7 @@ def test_lightning_load_from_checkpoint_names_the_public_loader(ckpt):
     assert all(torch.equal(v, gan.state_dict()[k]) for k, v in loaded.state_dict().items())
 
 
+@pytest.mark.integration
 def test_command_line_error_has_no_traceback_and_leaves_nothing(ckpt, tmp_path):
     cmd = [sys.executable, "-m", "celebgan.sample", f"ckpt={ckpt}", "img_size=32", f"out={tmp_path / 'g.png'}"]
     result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
@@ -289,6 +285,7 @@ def test_command_line_error_has_no_traceback_and_leaves_nothing(ckpt, tmp_path):
     assert not list(tmp_path.iterdir())  # no image, no outputs/sample/<time>_<mode>/ folder
 
 
+@pytest.mark.integration
 def test_command_line_writes_out_and_nothing_else(ckpt, tmp_path):
     cmd = [sys.executable, "-m", "celebgan.sample", f"ckpt={ckpt}", "n=4", "device=cpu", "out=g.png"]
     result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)

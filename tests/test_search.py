@@ -3,6 +3,7 @@ returning its final FID to the sweeper."""
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 from conftest import TESTS_DIR, cli_cmd, cli_env
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -17,6 +18,7 @@ def final_fid(run: Path) -> float:
     return acc.Scalars("metrics/fid")[-1].value
 
 
+@pytest.mark.integration
 def test_two_trial_search_minimises_the_final_fid(tmp_path):
     sweep = tmp_path / "sweep"
     cmd = cli_cmd("search=optuna", "hydra.sweeper.n_trials=2",

@@ -65,6 +65,7 @@ def test_each_variant_trains(make_cfg, model):
     assert torch.isfinite(torch.tensor(metrics["epoch/g_loss"]))
 
 
+@pytest.mark.integration
 def test_multirun_gives_each_job_its_own_run_directory(tmp_path):
     sweep = tmp_path / "sweep"
     cmd = [
@@ -88,6 +89,7 @@ def test_multirun_gives_each_job_its_own_run_directory(tmp_path):
         assert list(run.glob("events.out.tfevents.*"))
 
 
+@pytest.mark.integration
 def test_missing_celeba_root_is_one_clear_error_from_the_command_line(tmp_path):
     missing = tmp_path / "nowhere"
     cmd = [sys.executable, "-m", "celebgan.train", f"data.root={missing}", f"hydra.run.dir={tmp_path / 'run'}"]
@@ -113,6 +115,7 @@ def test_max_steps_counts_training_steps_not_optimizer_steps(make_cfg, caplog):
     assert ckpt["global_step"] == 6 + 3  # 6 D steps, a G step on every 2nd
 
 
+@pytest.mark.integration
 def test_a_run_that_fails_before_training_leaves_no_run_folder(tmp_path):
     run = tmp_path / "outputs" / "run"
     cmd = [sys.executable, "-m", "celebgan.train", "data=celeba32", f"data.root={tmp_path / 'no_celeba'}",
@@ -123,6 +126,7 @@ def test_a_run_that_fails_before_training_leaves_no_run_folder(tmp_path):
     assert not run.exists()
 
 
+@pytest.mark.integration
 def test_sweep_job_folders_are_named_by_the_swept_keys_alone(tmp_path):
     sweep = tmp_path / "sweep"
     python, flag, module, *overrides = cli_cmd("model=vanilla,hinge", "trainer.max_steps=1")

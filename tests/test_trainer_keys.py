@@ -12,6 +12,7 @@ from celebgan.errors import UserError
 from celebgan.train import train
 
 
+@pytest.mark.integration
 def test_common_trainer_keys_need_no_plus_and_reach_the_trainer(tmp_path):
     cmd = cli_cmd(
         "trainer.max_epochs=5", "trainer.max_steps=4", "trainer.limit_train_batches=2",

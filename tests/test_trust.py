@@ -26,10 +26,8 @@ EVIL_MODULE = "celebgan_trust_evil"  # a module whose import writes a marker fil
 
 
 @pytest.fixture(scope="module")
-def clean(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("trust") / "run"
-    train(compose_config([*TINY, "trainer.max_steps=4"], out))
-    return out / "checkpoints" / "last.ckpt"
+def clean(trained_run) -> Path:
+    return trained_run.ckpt
 
 
 @pytest.fixture
@@ -122,6 +120,7 @@ def assert_one_refusal(result: dict, key: str, case) -> None:
     assert key in out, (case, out[-2000:])
 
 
+@pytest.mark.integration
 def test_every_command_refuses_a_poisoned_checkpoint_with_one_message(clean, tmp_path, evil_module):
     """Every entry point that reads a checkpoint with the module poison (whose import would leave a
     marker), and every poison through sample and resume."""
@@ -250,4 +249,4 @@ def test_resume_takes_nothing_from_the_hyperparameters(clean, make_cfg, tmp_path
         train(make_cfg("trainer.max_epochs=3", f"resume={path}"))
     assert f"Restored all states from the checkpoint at {path}" in caplog.text
     resumed = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
-    assert resumed["global_step"] == 3 * 8  # three epochs of 4 D and 4 G steps
+    assert resumed["global_step"] == 3 * 8  # the clean run's two epochs and one more, each of 4 D and 4 G steps
