@@ -4,20 +4,16 @@ import shutil
 
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
 
 from celebgan.errors import UserError
 from celebgan.evaluate import evaluate
 
-from conftest import CONF_DIR
+from conftest import CONF_DIR, RANDOM_METRICS
 
 
 def eval_cfg(*overrides: str):
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose(config_name="evaluate", overrides=list(overrides))
-    with open_dict(cfg):
-        cfg.metrics.feature_extractor = {"_target_": "celebgan.metrics.features.RandomFeatures", "_partial_": True}
-    return cfg
+        return compose(config_name="evaluate", overrides=[*RANDOM_METRICS, *overrides])
 
 
 def test_evaluate_a_tiny_run_prints_the_protocol_and_writes_json(trained_run, tmp_path, capsys):
@@ -25,7 +21,8 @@ def test_evaluate_a_tiny_run_prints_the_protocol_and_writes_json(trained_run, tm
     ckpt.parent.mkdir()
     shutil.copy(trained_run.ckpt, ckpt)
     cfg_overrides = [f"ckpt={ckpt}", "n_samples=40", "n_real=30", "pr_samples=20", "real_split=test",
-                     f"metrics.cache_dir={tmp_path / 'cache'}", "metrics.batch_size=16"]
+                     f"metrics.cache_dir={tmp_path / 'cache'}", "metrics.batch_size=16", "metrics.kid_subsets=100",
+                     "metrics.kid_subset_size=1000"]
     cfg = eval_cfg(*cfg_overrides)
     results = evaluate(cfg)
     out = capsys.readouterr().out

@@ -203,14 +203,22 @@ def test_everything_at_once_is_exact_in_bf16_ema_and_resume(tmp_path):
 
 @pytest.mark.integration
 def test_everything_at_once_under_two_process_ddp(tmp_path):
-    run = tmp_path / "run"
+    # Plain "ddp" (find_unused_parameters=False) is what raised "unused parameters" with a GAN's two
+    # backward passes; the module averages gradients itself, so it trains and the ranks agree, with
+    # every new term and spectral norm in D too.
+    run, probe = tmp_path / "run", tmp_path / "probe"
     result = subprocess.run(
         cli_cmd("data.num_images=64", "data.batch_size=8", "trainer.accelerator=cpu", "trainer.devices=2",
-                *EVERYTHING, f"hydra.run.dir={run}"),
+                "trainer.strategy=ddp", "model=spectral", *EVERYTHING, f"hydra.run.dir={run}",
+                "+callbacks.probe._target_=probe.Probe", f"+callbacks.probe.dirpath={probe}"),
         cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 4 + 2  # 64 images / (2 ranks x 8) = 4 D steps, 2 G steps
+    assert ckpt["celebgan_config"]["model"]["discriminator"]["spectral_norm"] is True
+    r0, r1 = (torch.load(probe / f"rank{r}.pt", weights_only=True) for r in range(2))
+    for name in r0["params"]:
+        assert torch.equal(r0["state_dict"][name], r1["state_dict"][name]), name
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import TINY, TINY_CLI, assert_same_training_state, cli_cmd, cli_env, compose_config, make_celeba
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from test_resume import scalar_steps
+from events import scalar_steps
 
 from celebgan.run.resume import stopped_by_signal
 from celebgan.train import train

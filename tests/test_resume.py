@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import assert_same_training_state, cli_cmd, cli_env
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from events import scalar_steps
 
 # 2 epochs of 4 steps; the kill comes after epoch 0's last.ckpt, at the start of epoch 1.
 RUN = ["data.num_images=64", "data.batch_size=16", "trainer.max_epochs=2"]
@@ -17,12 +17,6 @@ def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
     result = subprocess.run(cmd, cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
     return result
-
-
-def scalar_steps(logdir: Path, tag: str) -> list[int]:
-    acc = EventAccumulator(str(logdir), size_guidance={"scalars": 0})
-    acc.Reload()
-    return sorted(e.step for e in acc.Scalars(tag))
 
 
 @pytest.mark.integration

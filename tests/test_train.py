@@ -6,22 +6,16 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import cli_cmd, cli_env
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from events import events, scalars
 
 from celebgan.train import sweep_folder_overrides, train
-
-
-def read_events(logdir: Path) -> EventAccumulator:
-    acc = EventAccumulator(str(logdir), size_guidance={"scalars": 0, "images": 0})
-    acc.Reload()
-    return acc
 
 
 def test_fit_writes_scalars_images_samples_and_checkpoint(make_cfg):
     cfg = make_cfg("trainer.max_epochs=2")
     metrics = train(cfg)
     run = Path(cfg.paths.output_dir)
-    acc = read_events(run)
+    acc = events(run)
     tags = set(acc.Tags()["scalars"])
     for tag in ["d_loss", "g_loss", "D_x", "D_G_z1", "D_G_z2"]:
         assert f"train/{tag}" in tags  # every step, the names the README gives
@@ -56,13 +50,6 @@ def test_training_changes_both_networks(make_cfg):
     for name in ["generator.main.0.weight", "discriminator.main.0.weight", "generator_ema.main.0.weight"]:
         assert sd[name].shape == before.state_dict()[name].shape
         assert not torch.allclose(sd[name], before.state_dict()[name])
-
-
-@pytest.mark.parametrize("model", ["label_smoothing"])  # spectral: test_ddp.py and test_dashboard.py
-def test_each_variant_trains(make_cfg, model):
-    cfg = make_cfg(f"model={model}")
-    metrics = train(cfg)
-    assert torch.isfinite(torch.tensor(metrics["epoch/g_loss"]))
 
 
 @pytest.mark.integration
@@ -110,7 +97,7 @@ def test_max_steps_counts_training_steps_not_optimizer_steps(make_cfg, caplog):
     assert "stops after 6 training steps (real batches): 6 D steps and 3 G steps" in caplog.text
     assert "max_steps=9 optimizer steps" in caplog.text  # what Lightning's own stop message will say
     run = Path(cfg.paths.output_dir)
-    assert [e.step for e in read_events(run).Scalars("train/d_loss")] == list(range(6))
+    assert [e.step for e in scalars(run, "train/d_loss")] == list(range(6))
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 6 + 3  # 6 D steps, a G step on every 2nd
 
