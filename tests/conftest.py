@@ -282,3 +282,22 @@ def fit_steps(cfg: DictConfig, steps: int, *, callbacks=(), on_start=None, seed:
                         enable_model_summary=False, callbacks=callbacks)
     trainer.fit(gan, datamodule=datamodule)
     return gan, trainer
+
+
+def run_commands(cases: list[tuple[str, list[str]]], cwd: Path, pythonpath: Path | None = None) -> list[dict]:
+    """Each (module, args) as `python -m MODULE ARGS` would run it in cwd, all in one interpreter
+    (tests/cli_runner.py): {"code", "output", "seconds"} each. pythonpath: a folder put first on it."""
+    import json
+
+    work = Path(cwd)
+    (work / "cases.json").write_text(json.dumps([{"module": m, "args": a, "cwd": str(work)} for m, a in cases]))
+    env = cli_env()
+    if pythonpath is not None:
+        env["PYTHONPATH"] = f"{pythonpath}{os.pathsep}{env['PYTHONPATH']}"
+    try:
+        subprocess.run([sys.executable, str(TESTS_DIR / "cli_runner.py"), str(work / "cases.json"),
+                        str(work / "results.json")], env=env, check=True, timeout=600)
+        return json.loads((work / "results.json").read_text())
+    finally:
+        for name in ("cases.json", "results.json"):
+            (work / name).unlink(missing_ok=True)

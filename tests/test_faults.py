@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import cli_cmd, cli_env, make_celeba
+from conftest import cli_cmd, cli_env, copy_run, make_celeba
 
 from celebgan.run.checkpoint import AtomicCheckpointIO
 from celebgan.errors import UserError
@@ -149,13 +149,12 @@ def test_resume_path_that_does_not_exist(make_cfg, tmp_path):
 
 @pytest.mark.parametrize("change, key", [("model=spectral", "model.discriminator.spectral_norm"),
                                          ("data.img_size=32", "data.img_size")])
-def test_resume_from_another_model_or_image_size(make_cfg, tmp_path, change, key):
-    first = make_cfg()
-    train(first)
-    before = last_ckpt(first).read_bytes()
+def test_resume_from_another_model_or_image_size(make_cfg, tmp_path, change, key, trained_run):
+    first = copy_run(trained_run.dir, tmp_path / "first") / "checkpoints" / "last.ckpt"
+    before = first.read_bytes()
     with pytest.raises(UserError, match=f"different model or image size:(.|\n)*{key}"):
-        train(make_cfg(change, f"resume={last_ckpt(first)}"))
-    assert last_ckpt(first).read_bytes() == before
+        train(make_cfg(change, f"resume={first}"))
+    assert first.read_bytes() == before
 
 
 def test_resume_auto_without_an_earlier_run_starts_fresh(make_cfg):

@@ -30,9 +30,8 @@ def last_ckpt(run_dir: Path) -> dict:
     return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
 
 
-def test_resume_path_continues_the_run_in_its_folder_and_equals_an_uninterrupted_run(make_cfg, tmp_path):
-    straight, first, second = tmp_path / "straight", tmp_path / "runs" / "first", tmp_path / "runs" / "second"
-    train(in_dir(make_cfg("trainer.max_epochs=2"), straight))
+def test_resume_path_continues_the_run_in_its_folder_and_equals_an_uninterrupted_run(make_cfg, tmp_path, trained_run):
+    straight, first, second = trained_run.dir, tmp_path / "runs" / "first", tmp_path / "runs" / "second"
     train(in_dir(make_cfg("trainer.max_epochs=1"), first))
     assert last_ckpt(first)["global_step"] == STEPS_PER_EPOCH
 
@@ -235,9 +234,9 @@ def test_max_steps_resume_equals_the_uninterrupted_run(make_cfg, tmp_path, caplo
             (e.step, e.value) for e in scalars(straight_12_steps, "epoch/d_loss")]
 
 
-def test_resume_with_fewer_max_epochs_than_trained_is_one_clear_error(make_cfg, tmp_path):
+def test_resume_with_fewer_max_epochs_than_trained_is_one_clear_error(make_cfg, tmp_path, trained_run):
     runs = tmp_path / "runs"
-    train(in_dir(make_cfg("trainer.max_epochs=2"), runs / "first"))
+    copy_run(trained_run.dir, runs / "first")  # 2 epochs
     before = sorted(runs.rglob("*"))
     with pytest.raises(UserError, match=r"has trained 2 epochs, more than trainer.max_epochs=1"):
         train(in_dir(make_cfg("trainer.max_epochs=1", "resume=auto"), runs / "second"))

@@ -1,13 +1,11 @@
 """celebgan.sample on the session's trained run: every mode, and the errors."""
-import subprocess
-import sys
 from pathlib import Path
 
 import hydra
 import numpy as np
 import pytest
 import torch
-from conftest import CONF_DIR, TRAINED_EPOCHS
+from conftest import CONF_DIR, TRAINED_EPOCHS, run_commands
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
@@ -276,24 +274,21 @@ def test_lightning_load_from_checkpoint_names_the_public_loader(ckpt):
 
 
 @pytest.mark.integration
-def test_command_line_error_has_no_traceback_and_leaves_nothing(ckpt, tmp_path):
-    cmd = [sys.executable, "-m", "celebgan.sample", f"ckpt={ckpt}", "img_size=32", f"out={tmp_path / 'g.png'}"]
-    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 2
-    assert "trained on 16px images, but 32px" in result.stderr + result.stdout
-    assert "Traceback" not in result.stderr
-    assert not list(tmp_path.iterdir())  # no image, no outputs/sample/<time>_<mode>/ folder
-
-
-@pytest.mark.integration
-def test_command_line_writes_out_and_nothing_else(ckpt, tmp_path):
-    cmd = [sys.executable, "-m", "celebgan.sample", f"ckpt={ckpt}", "n=4", "device=cpu", "out=g.png"]
-    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert [p.name for p in tmp_path.iterdir()] == ["g.png"]
-    help_text = subprocess.run([sys.executable, "-m", "celebgan.sample", "--help"], cwd=tmp_path,
-                               capture_output=True, text=True, timeout=300).stdout
-    assert "attributes" in help_text and "Configuration groups" not in help_text  # no training groups
+def test_command_lines_write_out_and_nothing_else_and_a_mistake_nothing_at_all(ckpt, tmp_path):
+    mistake, works = tmp_path / "mistake", tmp_path / "works"
+    mistake.mkdir()
+    works.mkdir()
+    error, written, help_ = run_commands([
+        ("celebgan.sample", [f"ckpt={ckpt}", "img_size=32", f"out={mistake / 'g.png'}"]),
+        ("celebgan.sample", [f"ckpt={ckpt}", "n=4", "device=cpu", f"out={works / 'g.png'}"]),
+        ("celebgan.sample", ["--help"])], tmp_path)
+    assert error["code"] == 2
+    assert "trained on 16px images, but 32px" in error["output"] and "Traceback" not in error["output"]
+    assert not list(mistake.iterdir())  # no image, no outputs/sample/<time>_<mode>/ folder
+    assert written["code"] == 0, written["output"]
+    assert [p.name for p in works.iterdir()] == ["g.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mistake", "works"]
+    assert "attributes" in help_["output"] and "Configuration groups" not in help_["output"]  # no training groups
 
 
 def test_default_out_is_a_new_folder_per_call(ckpt, tmp_path, monkeypatch):

@@ -1,17 +1,15 @@
 """A checkpoint's stored config never chooses what code runs: crafted checkpoints (plain dicts,
 strings and tensors, which torch.load(weights_only=True) accepts) through every entry point that
 reads one, each refused with one message before anything is built; clean configs still load."""
-import json
 import logging
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONF_DIR, TESTS_DIR, TINY, TINY_CLI, cli_env, compose_config
+from conftest import CONF_DIR, TINY, TINY_CLI, compose_config, run_commands
 from omegaconf import OmegaConf
 
 import celebgan
@@ -103,16 +101,6 @@ def test_load_generator_refuses_a_poisoned_config_and_builds_nothing(clean, tmp_
     assert not evil_module[1].exists() and EVIL_MODULE not in sys.modules
 
 
-def run_cli(tmp: Path, cases: list[tuple[str, list[str]]], pythonpath: Path) -> list[dict]:
-    """Each (module, args) as `python -m MODULE ARGS` would run it, all in one process (cli_runner)."""
-    (tmp / "cases.json").write_text(json.dumps([{"module": m, "args": a, "cwd": str(tmp)} for m, a in cases]))
-    env = cli_env()
-    env["PYTHONPATH"] = f"{pythonpath}:{env['PYTHONPATH']}"
-    subprocess.run([sys.executable, str(TESTS_DIR / "cli_runner.py"), str(tmp / "cases.json"),
-                    str(tmp / "results.json")], env=env, check=True, timeout=600)
-    return json.loads((tmp / "results.json").read_text())
-
-
 def assert_one_refusal(result: dict, key: str, case) -> None:
     out = result["output"]
     assert result["code"] == 2, (case, out[-2000:])
@@ -145,7 +133,7 @@ def test_every_command_refuses_a_poisoned_checkpoint_with_one_message(clean, tmp
         shutil.copy(path, auto / "old" / "checkpoints" / "last.ckpt")
         add("celebgan.train", [*TINY_CLI, "resume=auto", f"hydra.run.dir={auto / 'new'}"], key)
 
-    results = run_cli(tmp_path, cases, evil_module[0])
+    results = run_commands(cases, tmp_path, pythonpath=evil_module[0])
     for case, key, result in zip(cases, expected, results):
         assert_one_refusal(result, key, case)
     assert not (tmp_path / "out").exists() and not (tmp_path / "outputs").exists()
