@@ -44,13 +44,7 @@ def test_evaluate_a_tiny_run_prints_the_protocol_and_writes_json(trained_run, tm
     assert again["metrics"]["fid"] == pytest.approx(m["fid"], rel=1e-6)
 
 
-def test_evaluate_rejects_a_file_that_is_not_a_celebgan_checkpoint(tmp_path):
-    import torch
-
-    path = tmp_path / "other.ckpt"
-    torch.save({"state_dict": {}}, path)
-    with pytest.raises(UserError, match="celebgan_config"):
-        evaluate(eval_cfg(f"ckpt={path}"))
+# A file that is not a celebgan checkpoint: test_sample.py's table of readers and bad files.
 
 
 def test_evaluate_missing_checkpoint_is_one_clear_error_naming_it(tmp_path, monkeypatch):
