@@ -36,7 +36,6 @@ TINY = [
     "trainer.enable_model_summary=false",
 ]
 TINY.append("metrics=none")  # Inception runs at a few img/s on a CPU; metric tests turn it on
-TINY_STEPS_PER_EPOCH = 4  # 64 images in batches of 16; Lightning counts 8 optimizer steps (D and G)
 
 
 @pytest.fixture(autouse=True)
@@ -202,8 +201,8 @@ class TrainedRun:
 # The trained run of the session: TINY for two epochs (8 training steps, 16 optimizer steps), as the
 # command trains it. Every test that needs "a trained run" reads this one and never writes into it
 # (copy_run first); the session checks at its end that nothing did.
-TRAINED = [*TINY, "trainer.max_epochs=2"]
-TRAINED_EPOCHS, TRAINED_STEPS = 2, 2 * TINY_STEPS_PER_EPOCH
+TRAINED_EPOCHS = 2
+TRAINED = [*TINY, f"trainer.max_epochs={TRAINED_EPOCHS}"]
 
 
 @pytest.fixture(scope="session")

@@ -165,16 +165,7 @@ def test_resume_auto_without_an_earlier_run_starts_fresh(make_cfg):
 
 # --- configuration ------------------------------------------------------------------------------
 
-def cli(tmp_path, *overrides):
-    result = subprocess.run(cli_cmd(*overrides, f"hydra.run.dir={tmp_path / 'run'}"), cwd=tmp_path,
-                            env=cli_env(), capture_output=True, text=True, timeout=120)
-    return result.returncode, result.stdout + result.stderr
-
-
-@pytest.mark.integration
-def test_unsupported_img_size_from_the_command_line(tmp_path):
-    code, out = cli(tmp_path, "data.img_size=48")
-    assert code == 2 and "img_size=48 is not supported" in out and "Traceback" not in out
+# data.img_size=48 from the command line: tests/test_cli_errors.py's table.
 
 
 @pytest.mark.parametrize("overrides, message", [

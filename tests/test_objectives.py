@@ -8,7 +8,7 @@ import lightning as L
 import pytest
 import torch
 from omegaconf import OmegaConf
-from conftest import CONF_DIR, cli_cmd, cli_env, fit_steps
+from conftest import CONF_DIR, TINY_CLI, cli_cmd, cli_env, fit_steps, run_commands
 
 from celebgan.gan import losses
 
@@ -182,15 +182,14 @@ def test_everything_at_once_is_exact_in_bf16_ema_and_resume(tmp_path):
     """The new terms compose with bf16-mixed, the EMA and exact resume, through the command line."""
     run_args = ["data.num_images=64", "data.batch_size=16", *EVERYTHING, "trainer.precision=bf16-mixed"]
 
-    def run(*extra: str) -> None:
-        result = subprocess.run(cli_cmd(*run_args, *extra), cwd=tmp_path, env=cli_env(), capture_output=True,
-                                text=True, timeout=300)
-        assert result.returncode == 0, result.stderr[-3000:]
-
-    run("trainer.max_epochs=2", f"hydra.run.dir={tmp_path / 'straight'}")
-    run("trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'first'}")
-    run("trainer.max_epochs=2", f"hydra.run.dir={tmp_path / 'second'}",
-        f"resume={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}")
+    # The three command lines in one interpreter (run_commands), one after another.
+    results = run_commands([("celebgan.train", [*TINY_CLI, *run_args, *extra]) for extra in [
+        ["trainer.max_epochs=2", f"hydra.run.dir={tmp_path / 'straight'}"],
+        ["trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'first'}"],
+        ["trainer.max_epochs=2", f"hydra.run.dir={tmp_path / 'second'}",
+         f"resume={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}"]]], tmp_path)
+    for result in results:
+        assert result["code"] == 0, result["output"][-3000:]
     straight = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=True)
     resumed = torch.load(tmp_path / "first" / "checkpoints" / "last.ckpt", weights_only=True)
     assert straight["global_step"] == resumed["global_step"] == 8 + 4  # 8 D steps, 4 G steps
