@@ -3,7 +3,7 @@ PY     ?= .venv/bin/python
 PYTHON ?= python3
 ARGS   ?=
 
-.PHONY: help install demo train prepare test test-all bench tb clean bench-quality
+.PHONY: help install demo train prepare test test-quick test-all bench tb clean bench-quality
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -25,8 +25,11 @@ train:  ## train with Hydra overrides, e.g. make train ARGS="model=spectral data
 prepare:  ## decode CelebA once into data.prepared_dir, e.g. make prepare ARGS="data=celeba32"
 	$(PY) -m celebgan.prepare $(ARGS)
 
-test:  ## the test suite (CPU; slow and gpu tests excluded)
+test:  ## the test suite, what CI runs: command lines and DDP included (CPU; slow and gpu tests excluded)
 	$(PY) -m pytest -m "not slow and not gpu" $(ARGS)
+
+test-quick:  ## the developer's loop: in-process tests only, no command lines or DDP (about a minute)
+	$(PY) -m pytest -m "not slow and not integration and not gpu" $(ARGS)
 
 test-all:  ## every test, slow ones too (gpu tests skip without a GPU)
 	$(PY) -m pytest $(ARGS)

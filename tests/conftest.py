@@ -1,11 +1,19 @@
-"""Shared fixtures: composed Hydra configs for tiny CPU runs, and a miniature CelebA tree."""
+"""Shared fixtures: composed Hydra configs for tiny CPU runs, the trained runs a session shares, and
+a miniature CelebA tree."""
 import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+import hydra
+import lightning as L
 import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 from PIL import Image
 
@@ -31,8 +39,10 @@ TINY.append("metrics=none")  # Inception runs at a few img/s on a CPU; metric te
 
 
 @pytest.fixture(autouse=True)
-def _few_threads():
-    torch.set_num_threads(2)
+def _one_thread():
+    # One thread, as the command-line runs of the tests have (cli_env): the same float sums in
+    # both, and on a loaded 2-core machine several times faster than two threads for these tiny nets.
+    torch.set_num_threads(1)
 
 
 def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
@@ -147,3 +157,147 @@ def assert_same_training_state(a: dict, b: dict) -> None:
                 assert torch.equal(value, ob["state"][pid][key]), (pid, key)
     assert a["lr_schedulers"] == b["lr_schedulers"]  # [] without a schedule
     assert a["loops"]["fit_loop"]["epoch_progress"] == b["loops"]["fit_loop"]["epoch_progress"]
+
+
+# metrics=random: FID/KID through RandomFeatures, a tiny fixed network in place of Inception
+# (tests/conf/metrics/random.yaml), for runs in the test's process and on the command line alike.
+RANDOM_METRICS = [f"hydra.searchpath=[file://{TESTS_DIR / 'conf'}]", "metrics=random"]
+
+
+def train_under_hydra(overrides: list[str], output_dir: Path) -> dict:
+    """train() as `python -m celebgan.train` runs it, with Hydra's runtime (its group choices) set."""
+    from celebgan.train import train
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    try:
+        with open_dict(cfg):
+            del cfg["hydra"]
+            cfg.paths.output_dir = str(output_dir)
+        return train(cfg)
+    finally:
+        HydraConfig.instance().cfg = None
+
+
+def snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+def copy_run(run: Path, dest: Path) -> Path:
+    """A copy of a run folder, for a test that resumes, locks or otherwise writes into a trained run."""
+    shutil.copytree(run, dest)
+    return dest
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    dir: Path
+    ckpt: Path  # dir/checkpoints/last.ckpt
+    metrics: dict  # what train() returned
+    log: str  # what it logged, INFO and above
+
+
+# The trained run of the session: TINY for two epochs (8 training steps, 16 optimizer steps), as the
+# command trains it. Every test that needs "a trained run" reads this one and never writes into it
+# (copy_run first); the session checks at its end that nothing did.
+TRAINED_EPOCHS = 2
+TRAINED = [*TINY, f"trainer.max_epochs={TRAINED_EPOCHS}"]
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> TrainedRun:
+    import logging
+
+    torch.set_num_threads(1)  # as every test runs (_one_thread): runs trained here and there agree bit for bit
+    run = tmp_path_factory.mktemp("trained") / "run"
+    records: list[str] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: records.append(record.getMessage())
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.INFO)
+    root.addHandler(handler)
+    try:
+        metrics = train_under_hydra(TRAINED, run)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    before = snapshot(run)
+    yield TrainedRun(dir=run, ckpt=run / "checkpoints" / "last.ckpt", metrics=metrics, log="\n".join(records))
+    assert snapshot(run) == before, "a test wrote into the shared trained run: copy_run it first"
+
+
+@dataclass(frozen=True)
+class DDPRun:
+    root: Path  # holds run/, probe/ (each rank's Probe record) and cache/ (the real features)
+    dir: Path
+    ranks: list  # Probe's record of rank 0 and rank 1
+
+
+# The 2-process DDP run of the session, through the command line (gloo on CPU): 64 images in
+# batches of 8 per rank for two epochs (4 training steps per rank and epoch), measuring FID/KID
+# each epoch through metrics=random. trainer.strategy stays auto: `trainer.devices=2` alone.
+DDP_RUN = ["data.batch_size=8", "trainer.max_epochs=2", "trainer.accelerator=cpu", "trainer.devices=2",
+           *RANDOM_METRICS, "metrics.n_samples=48", "metrics.n_real=48"]
+
+
+@pytest.fixture(scope="session")
+def ddp_run(tmp_path_factory) -> DDPRun:
+    root = tmp_path_factory.mktemp("ddp")
+    run, probe = root / "run", root / "probe"
+    result = subprocess.run(
+        cli_cmd(*DDP_RUN, f"metrics.cache_dir={root / 'cache'}", f"hydra.run.dir={run}",
+                "+callbacks.probe._target_=probe.Probe", f"+callbacks.probe.dirpath={probe}"),
+        cwd=root, env=cli_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    ranks = [torch.load(probe / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    before = snapshot(root)
+    yield DDPRun(root=root, dir=run, ranks=ranks)
+    assert snapshot(root) == before, "a test wrote into the shared DDP run: copy_run it first"
+
+
+class OnStart(L.Callback):
+    """Calls fn(module) when fit starts: to hook or replace a part of the module."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def on_train_start(self, trainer, module):
+        self.fn(module)
+
+
+def fit_steps(cfg: DictConfig, steps: int, *, callbacks=(), on_start=None, seed: int = 0):
+    """`steps` training steps of cfg's model on cfg's data (at cfg.trainer.precision), in a Trainer
+    without logger, checkpoints or run folder: for tests that watch the training step itself.
+    on_start(gan) runs when fit starts. Returns (gan, trainer)."""
+    L.seed_everything(seed, verbose=False)
+    gan = hydra.utils.instantiate(cfg.model)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    callbacks = [*callbacks, *([OnStart(on_start)] if on_start else [])]
+    precision = "32-true" if cfg.trainer.precision == "auto" else cfg.trainer.precision
+    trainer = L.Trainer(accelerator="cpu", precision=precision, max_epochs=-1,
+                        max_steps=gan.optimizer_steps(steps, gan.n_dis),
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=callbacks)
+    trainer.fit(gan, datamodule=datamodule)
+    return gan, trainer
+
+
+def run_commands(cases: list[tuple[str, list[str]]], cwd: Path, pythonpath: Path | None = None) -> list[dict]:
+    """Each (module, args) as `python -m MODULE ARGS` would run it in cwd, all in one interpreter
+    (tests/cli_runner.py): {"code", "output", "seconds"} each. pythonpath: a folder put first on it."""
+    import json
+
+    work = Path(cwd)
+    (work / "cases.json").write_text(json.dumps([{"module": m, "args": a, "cwd": str(work)} for m, a in cases]))
+    env = cli_env()
+    if pythonpath is not None:
+        env["PYTHONPATH"] = f"{pythonpath}{os.pathsep}{env['PYTHONPATH']}"
+    try:
+        subprocess.run([sys.executable, str(TESTS_DIR / "cli_runner.py"), str(work / "cases.json"),
+                        str(work / "results.json")], env=env, check=True, timeout=600)
+        return json.loads((work / "results.json").read_text())
+    finally:
+        for name in ("cases.json", "results.json"):
+            (work / name).unlink(missing_ok=True)

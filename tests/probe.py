@@ -61,14 +61,6 @@ class Exploit:
         return os.system, (f"touch {self.marker}",)
 
 
-def random_features(*, weights=None):
-    """metrics.feature_extractor for subprocess runs: RandomFeatures in place of Inception, taking
-    (and ignoring) the Inception node's `weights` key, which a command-line override cannot drop."""
-    from celebgan.metrics.features import RandomFeatures
-
-    return RandomFeatures()
-
-
 class SignalAt(Callback):
     """Sends `signum` at the end of training step `step`, as a cluster would: to its own process, or
     with group=true to its whole process group (DataLoader workers too), as scancel and Ctrl-C do.

@@ -3,22 +3,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, compose_config
 from PIL import Image
 
 import celebgan
 from celebgan.devices import pick_device
 from celebgan.run.checkpoint import load_gan
 from celebgan.gan.images import latents
-from celebgan.train import train
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    # A module-scoped run: make_cfg is function-scoped, so compose here.
-    out = tmp_path_factory.mktemp("api") / "run"
-    train(compose_config([*TINY, "trainer.max_steps=4"], out))
-    return out / "checkpoints" / "last.ckpt"
+def ckpt(trained_run) -> Path:
+    return trained_run.ckpt
 
 
 def test_sample_gives_the_ema_generators_images_in_unit_range(ckpt):
@@ -59,8 +54,5 @@ def test_auto_device_is_the_cpu_without_a_gpu(ckpt, monkeypatch):
     assert pick_device("auto") == torch.device("cuda") and pick_device("cuda:1") == torch.device("cuda", 1)
 
 
-def test_a_file_that_is_not_a_checkpoint_is_a_user_error(tmp_path):
-    bad = tmp_path / "x.ckpt"
-    bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(celebgan.UserError, match="not a readable PyTorch checkpoint"):
-        celebgan.load_generator(bad)
+# A file that is not a checkpoint, through load_generator and the other readers:
+# test_sample.py's test_a_file_that_is_not_a_celebgan_checkpoint_is_one_clear_error.

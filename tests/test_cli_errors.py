@@ -130,6 +130,7 @@ def run_table(tmp: Path) -> tuple[list, list, float]:
     return cases, json.loads((tmp / "results.json").read_text()), time.perf_counter() - start
 
 
+@pytest.mark.integration
 def test_each_user_mistake_is_one_message_and_exit_status_2(tmp_path):
     cases, results, seconds = run_table(tmp_path)
     assert len(cases) >= 25

@@ -42,17 +42,46 @@ def flat(node, prefix: str = "") -> dict:
     return out
 
 
-@pytest.mark.parametrize("preset, changed", [
-    ("label_smoothing", {"d_loss.real_label"}),
-    ("hinge", {"d_loss._target_", "d_loss.real_label", "g_loss._target_"}),
-    ("spectral", {"discriminator.spectral_norm", "discriminator.batch_norm"}),
-    ("r1", {"penalties.r1._target_", "penalties.r1.gamma", "penalties.r1.every", "discriminator.batch_norm"}),
-    ("diffaugment", {"augment"}),
-])
-def test_variants_are_deltas_on_vanilla(tmp_path, preset, changed):
+HINGE = {"d_loss._target_": "celebgan.gan.losses.d_hinge", "d_loss.real_label": None,
+         "g_loss._target_": "celebgan.gan.losses.g_hinge"}
+R1 = {"penalties.r1._target_": "celebgan.gan.penalties.R1", "penalties.r1.gamma": 0.1, "penalties.r1.every": 16}
+# What each preset's file promises, key by key: every other key is vanilla's.
+PRESETS = {
+    "vanilla": {},
+    "label_smoothing": {"d_loss.real_label": 0.9},
+    "hinge": HINGE,
+    "spectral": {"discriminator.spectral_norm": True, "discriminator.batch_norm": False},
+    "r1": {**R1, "discriminator.batch_norm": False},
+    "diffaugment": {"augment": ["color", "translation", "cutout"]},
+    "ttur": {"g_optimizer.lr": 1e-4, "d_optimizer.lr": 4e-4},  # D 4x faster than G
+    "high_lr": {"g_optimizer.lr": 1e-3, "d_optimizer.lr": 1e-3},
+    "minimax": {"g_loss._target_": "celebgan.gan.losses.g_minimax"},
+    "lsgan": {"d_loss._target_": "celebgan.gan.losses.d_lsgan", "d_loss.real_label": None,
+              "g_loss._target_": "celebgan.gan.losses.g_lsgan"},
+    "rpgan": {"d_loss._target_": "celebgan.gan.losses.d_rpgan", "d_loss.real_label": None,
+              "g_loss._target_": "celebgan.gan.losses.g_rpgan", **R1, "penalties.r2._target_": "celebgan.gan.penalties.R2",
+              "penalties.r2.gamma": 0.1, "penalties.r2.every": 16, "discriminator.batch_norm": False},
+    "wgan_gp": {"d_loss._target_": "celebgan.gan.losses.d_wgan", "d_loss.real_label": None,
+                "g_loss._target_": "celebgan.gan.losses.g_wgan", "penalties.gp._target_": "celebgan.gan.penalties.GradientPenalty",
+                "penalties.gp.weight": 10.0, "penalties.gp.every": 1, "n_dis": 5, "discriminator.batch_norm": False,
+                "g_optimizer.lr": 1e-4, "d_optimizer.lr": 1e-4, "g_optimizer.betas": [0.0, 0.9],
+                "d_optimizer.betas": [0.0, 0.9]},
+    "regularized": {"d_loss.real_label": 0.9, "instance_noise": 0.1, "instance_noise_steps": 5000, "generator.nz": 128,
+                    "discriminator.spectral_norm": True, "discriminator.batch_norm": False, "discriminator.dropout": 0.2,
+                    "g_optimizer.lr": 1e-4, "d_optimizer.lr": 4e-4},
+}
+
+
+def test_every_preset_is_in_the_table():
+    assert set(PRESETS) == set(MODELS)
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_each_preset_is_vanilla_plus_what_its_file_sets(tmp_path, preset):
     vanilla = flat(compose_config(["model=vanilla"], tmp_path).model)
     variant = flat(compose_config([f"model={preset}"], tmp_path).model)
-    assert {k for k in vanilla.keys() | variant.keys() if vanilla.get(k) != variant.get(k)} == changed
+    changed = {k: variant.get(k) for k in vanilla.keys() | variant.keys() if vanilla.get(k) != variant.get(k)}
+    assert changed == PRESETS[preset]
 
 
 def test_paper_defaults(tmp_path):

@@ -4,14 +4,12 @@ import logging
 import subprocess
 from pathlib import Path
 
-from conftest import cli_cmd, cli_env
-from omegaconf import open_dict
+import pytest
+from conftest import RANDOM_METRICS, cli_cmd, cli_env
 
 from celebgan.train import train
 
-RANDOM_FEATURES = {"_target_": "celebgan.metrics.features.RandomFeatures", "_partial_": True}
-
-
+@pytest.mark.integration
 def test_output_to_a_file_is_one_line_per_epoch_and_a_summary(tmp_path):
     run = tmp_path / "run"
     cmd = cli_cmd("trainer.max_epochs=2", "trainer.enable_progress_bar=${celebgan.stdout_is_terminal:}", "metrics=auto",
@@ -34,10 +32,8 @@ def test_output_to_a_file_is_one_line_per_epoch_and_a_summary(tmp_path):
 
 
 def test_metrics_cost_is_announced_before_measuring(make_cfg, tmp_path, caplog):
-    cfg = make_cfg("trainer.max_epochs=2", "metrics=default", "metrics.n_samples=32",
+    cfg = make_cfg("trainer.max_epochs=2", *RANDOM_METRICS, "metrics.n_samples=32",
                    "metrics.n_real=48", "metrics.batch_size=16", f"metrics.cache_dir={tmp_path / 'cache'}")
-    with open_dict(cfg):
-        cfg.metrics.feature_extractor = RANDOM_FEATURES
     with caplog.at_level(logging.INFO):
         train(cfg)
     first = [r.getMessage() for r in caplog.records if r.getMessage().startswith("FID/KID:")]
@@ -52,9 +48,6 @@ def test_metrics_cost_is_announced_before_measuring(make_cfg, tmp_path, caplog):
 
 
 def test_metrics_asked_for_measure_on_a_cpu(make_cfg, tmp_path):
-    cfg = make_cfg("metrics=small", "metrics.n_samples=32", "metrics.n_real=32", "metrics.batch_size=16",
-                   "metrics.kid_subset_size=16", f"metrics.cache_dir={tmp_path / 'cache'}")
-    with open_dict(cfg):
-        cfg.metrics.feature_extractor = RANDOM_FEATURES
+    cfg = make_cfg(*RANDOM_METRICS, f"metrics.cache_dir={tmp_path / 'cache'}")  # on_cpu: true, as in every preset but auto
     assert "metrics/fid" in train(cfg)
     assert (Path(cfg.paths.output_dir) / "checkpoints" / "best.ckpt").is_file()

@@ -1,5 +1,5 @@
 """What a run shows afterwards: the training-curve PNG, and TensorBoard serving its scalars,
-sample grids and HParams row over HTTP (on loopback, from a tiny run trained once for the module)."""
+sample grids and HParams row over HTTP (on loopback, from the session's trained run)."""
 import io
 import json
 import re
@@ -11,52 +11,32 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from conftest import CONF_DIR, TINY
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf, open_dict
+from conftest import TINY, TRAINED_EPOCHS, copy_run, train_under_hydra
+from omegaconf import OmegaConf
 from PIL import Image
 
 from celebgan.errors import UserError
 from celebgan.run.hparams import FINAL_LOSSES, run_hparams
 from celebgan.plot import HEIGHT_PER_PANEL, PANELS, TOP, WIDTH, plot_run, read_scalars
-from celebgan.train import train
 
-EPOCHS = 2
-RUN, OTHER = "0_model=spectral", "1_model=vanilla"  # TensorBoard names each run after its folder
-
-
-def train_under_hydra(overrides: list[str], output_dir: Path) -> dict:
-    """train() as `python -m celebgan.train` runs it, with Hydra's runtime (its group choices) set."""
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    try:
-        with open_dict(cfg):
-            del cfg["hydra"]
-            cfg.paths.output_dir = str(output_dir)
-        return train(cfg)
-    finally:
-        HydraConfig.instance().cfg = None
+EPOCHS = TRAINED_EPOCHS
+RUN, OTHER = "0_model=vanilla", "1_model=spectral"  # TensorBoard names each run after its folder
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory) -> Path:
-    """Two runs side by side, as a sweep lays them out: 0_model=spectral (the one most tests read)
-    and 1_model=vanilla (one epoch, to tell the HParams rows apart)."""
-    torch.set_num_threads(2)
+def sweep(tmp_path_factory, trained_run) -> Path:
+    """Two runs side by side, as a sweep lays them out: 0_model=vanilla (the session's trained run,
+    which most tests read) and 1_model=spectral (one epoch, to tell the HParams rows apart)."""
     root = tmp_path_factory.mktemp("sweep")
-    for name, overrides in [("0_model=spectral", ["model=spectral", f"trainer.max_epochs={EPOCHS}"]),
-                            ("1_model=vanilla", ["trainer.max_epochs=1", "data.num_images=32", "seed=7",
-                                                 "model.g_optimizer.lr=1e-4"])]:
-        train_under_hydra([*TINY, *overrides], root / name)
+    copy_run(trained_run.dir, root / RUN)
+    train_under_hydra([*TINY, "model=spectral", "trainer.max_epochs=1", "data.num_images=32", "seed=7",
+                       "model.g_optimizer.lr=1e-4"], root / OTHER)
     return root
 
 
 @pytest.fixture(scope="module")
 def run(sweep) -> Path:
-    return sweep / "0_model=spectral"
+    return sweep / RUN
 
 
 def test_plot_draws_every_curve_of_the_run(run, tmp_path):
@@ -75,6 +55,7 @@ def test_plot_draws_every_curve_of_the_run(run, tmp_path):
     assert plot_run(run) == run / "training_curves.png"
 
 
+@pytest.mark.integration
 def test_plot_errors(tmp_path):
     with pytest.raises(UserError, match="No TensorBoard event files"):
         plot_run(tmp_path)
@@ -84,6 +65,7 @@ def test_plot_errors(tmp_path):
     assert "No TensorBoard event files" in result.stderr
 
 
+@pytest.mark.integration
 def test_plot_command_line_prints_one_line_and_has_help(run, tmp_path):
     out = tmp_path / "curves.png"
     # The sweep's job folder is named 0_model=spectral: a value that holds "=" goes in quotes.
@@ -116,6 +98,7 @@ def get(url: str, body: dict | None = None):
     return json.loads(raw) if response.headers.get_content_type() == "application/json" else raw
 
 
+@pytest.mark.integration
 def test_tensorboard_serves_scalars_images_and_hparams(sweep, run):
     proc = subprocess.Popen(
         [sys.executable, "-m", "tensorboard.main", "--logdir", str(sweep), "--host", "127.0.0.1", "--port", "0",
@@ -163,12 +146,12 @@ def test_tensorboard_serves_scalars_images_and_hparams(sweep, run):
         # One row per run of the sweep, each with its own config values and final metrics.
         rows = {g["sessions"][0]["name"]: g for g in groups["sessionGroups"]}
         assert set(rows) == {RUN, OTHER}
-        assert rows[RUN]["hparams"] == {"model": "spectral", "data": "synthetic", "objective": "nonsaturating",
+        assert rows[RUN]["hparams"] == {"model": "vanilla", "data": "synthetic", "objective": "nonsaturating",
                                         "real_label": 1.0, "penalties": "none", "n_dis": 1, "g_lr": 2e-4,
                                         "d_lr": 2e-4, "img_size": 16, "batch_size": 16, "seed": 42}
-        assert rows[OTHER]["hparams"]["model"] == "vanilla"
+        assert rows[OTHER]["hparams"]["model"] == "spectral"
         assert rows[OTHER]["hparams"]["seed"] == 7 and rows[OTHER]["hparams"]["g_lr"] == pytest.approx(1e-4)
-        for run_name, path in [(RUN, run), (OTHER, sweep / "1_model=vanilla")]:
+        for run_name, path in [(RUN, run), (OTHER, sweep / OTHER)]:
             final = {m["name"]["tag"]: m["value"] for m in rows[run_name]["metricValues"]}
             on_disk = read_scalars(path)
             assert set(final) == set(FINAL_LOSSES)  # the tiny runs measure no FID/KID: no NaN columns

@@ -303,6 +303,7 @@ def test_synthetic_datamodule_batches(tmp_path):
     assert m.attr_names == ATTR_NAMES
 
 
+@pytest.mark.integration
 def test_an_unreadable_file_is_reported_once_across_workers_and_epochs(celeba_root, tmp_path):
     # Worker processes log to their own stderr: run the loader in a child and count its lines.
     (celeba_root / "celeba" / "img_align_celeba" / "000003.jpg").write_bytes(b"not a jpeg" * 10)

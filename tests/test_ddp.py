@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import assert_same_training_state, cli_cmd, cli_env
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from events import scalars
 
 
 def run_ddp(tmp_path: Path, *overrides: str) -> tuple[Path, dict, dict]:
@@ -21,23 +21,24 @@ def run_ddp(tmp_path: Path, *overrides: str) -> tuple[Path, dict, dict]:
     return run, ranks[0], ranks[1]
 
 
-def test_two_process_ddp_one_run_folder_same_weights_reduced_metrics(tmp_path):
-    # trainer.strategy stays auto: the documented `trainer.devices=2` alone must work.
-    run, r0, r1 = run_ddp(tmp_path)
+@pytest.mark.integration
+def test_two_process_ddp_one_run_folder_same_weights_reduced_metrics(ddp_run):
+    # trainer.strategy stays auto: the documented `trainer.devices=2` alone must work (conftest's DDP_RUN).
+    run, (r0, r1) = ddp_run.dir, ddp_run.ranks
 
     # One run folder, written by rank 0: no per-rank Hydra folder, no stray outputs/ or lightning_logs/.
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["probe", "run"]
+    assert sorted(p.name for p in ddp_run.root.iterdir()) == ["cache", "probe", "run"]
     assert sorted(p.name for p in run.iterdir()) == [
         ".hydra", "checkpoints", *(p.name for p in run.glob("events.out.tfevents.*")), "hparams.yaml", "samples",
         "train.log", "train_ddp_process_1.log"]
-    assert sorted(p.name for p in (run / "samples").iterdir()) == ["epoch_0000.png"]
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["epoch_0000.png", "epoch_0001.png"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
     events = list(run.glob("events.out.tfevents.*"))
     assert len(events) == 1
 
-    # Each rank trained on its own half of the data: 64 images / (2 ranks x 8) = 4 steps each.
+    # Each rank trained on its own half of the data: 64 images / (2 ranks x 8) = 4 steps an epoch each.
     assert r0["world_size"] == r1["world_size"] == 2
-    assert len(r0["batch_sums"]) == len(r1["batch_sums"]) == 4
+    assert len(r0["batch_sums"]) == len(r1["batch_sums"]) == 2 * 4
     assert not set(r0["batch_sums"]) & set(r1["batch_sums"])
 
     # Gradients were averaged: every parameter (G, D, EMA) is bit-identical on both ranks, as are
@@ -47,27 +48,22 @@ def test_two_process_ddp_one_run_folder_same_weights_reduced_metrics(tmp_path):
         assert torch.equal(r0["state_dict"][name], r1["state_dict"][name]), name
     assert torch.equal(r0["state_dict"]["fixed_z"], r1["state_dict"]["fixed_z"])
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    assert ckpt["global_step"] == 2 * 4
+    assert ckpt["global_step"] == 2 * 2 * 4
     for name in r0["params"]:
         assert torch.equal(ckpt["state_dict"][name], r0["state_dict"][name]), name
 
     # Logged losses are reduced over ranks: both ranks hold the same value each step although
     # their batches differ, and TensorBoard got that value.
     assert r0["d_loss"] == pytest.approx(r1["d_loss"], rel=1e-6)
-    acc = EventAccumulator(str(run), size_guidance={"scalars": 0})
-    acc.Reload()
-    logged = [e.value for e in acc.Scalars("train/d_loss")]
+    logged = [e.value for e in scalars(run, "train/d_loss")]
     assert logged == pytest.approx(r0["d_loss"], rel=1e-5)
 
 
-def test_ddp_explicit_strategy_without_unused_parameter_detection(tmp_path):
-    # Plain "ddp" (find_unused_parameters=False) is what raised "unused parameters" with a GAN's two
-    # backward passes; the module averages gradients itself, so it trains and the ranks agree.
-    _, r0, r1 = run_ddp(tmp_path, "trainer.strategy=ddp", "model=spectral")
-    for name in r0["params"]:
-        assert torch.equal(r0["state_dict"][name], r1["state_dict"][name]), name
+# trainer.strategy=ddp (no unused-parameter detection) with every training term at once:
+# test_objectives.py's test_everything_at_once_under_two_process_ddp.
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["label_smoothing", "vanilla"])
 def test_ddp_every_variant_with_unused_parameter_detection(tmp_path, model):
@@ -76,6 +72,7 @@ def test_ddp_every_variant_with_unused_parameter_detection(tmp_path, model):
         assert torch.equal(r0["state_dict"][name], r1["state_dict"][name]), name
 
 
+@pytest.mark.integration
 @pytest.mark.gpu
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
 def test_ddp_sync_batchnorm_on_two_gpus(tmp_path):
@@ -106,6 +103,7 @@ def test_a_dead_peer_is_one_line_and_other_errors_keep_their_traceback():
     assert peer_died_message(RuntimeError("mat1 and mat2 shapes cannot be multiplied"), rank=0, world_size=2) is None
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_a_killed_rank_ends_the_run_with_one_line_and_resume_equals_the_uninterrupted_run(tmp_path):
     ddp = ["data.num_images=64", "data.batch_size=8", "trainer.accelerator=cpu", "trainer.devices=2",

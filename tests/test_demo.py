@@ -38,6 +38,7 @@ def test_demo_composes_the_32px_synthetic_run_without_metrics(tmp_path):
     assert shrunk.trainer.max_epochs == 1 and shrunk.data.num_images == 64 and shrunk.data.img_size == 32
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 def test_make_demo_trains_end_to_end_when_shrunk(tmp_path):
     run = tmp_path / "run"

@@ -1,34 +1,28 @@
 """`python -m celebgan.evaluate`: metrics of a checkpoint, the protocol printout and the JSON."""
 import json
-import subprocess
-import sys
-from pathlib import Path
+import shutil
 
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
 
 from celebgan.errors import UserError
 from celebgan.evaluate import evaluate
-from celebgan.train import train
 
-from conftest import CONF_DIR
+from conftest import CONF_DIR, RANDOM_METRICS
 
 
 def eval_cfg(*overrides: str):
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose(config_name="evaluate", overrides=list(overrides))
-    with open_dict(cfg):
-        cfg.metrics.feature_extractor = {"_target_": "celebgan.metrics.features.RandomFeatures", "_partial_": True}
-    return cfg
+        return compose(config_name="evaluate", overrides=[*RANDOM_METRICS, *overrides])
 
 
-def test_evaluate_a_tiny_run_prints_the_protocol_and_writes_json(make_cfg, tmp_path, capsys):
-    run_cfg = make_cfg()
-    train(run_cfg)
-    ckpt = Path(run_cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+def test_evaluate_a_tiny_run_prints_the_protocol_and_writes_json(trained_run, tmp_path, capsys):
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"  # a copy: the results are written beside the checkpoint
+    ckpt.parent.mkdir()
+    shutil.copy(trained_run.ckpt, ckpt)
     cfg_overrides = [f"ckpt={ckpt}", "n_samples=40", "n_real=30", "pr_samples=20", "real_split=test",
-                     f"metrics.cache_dir={tmp_path / 'cache'}", "metrics.batch_size=16"]
+                     f"metrics.cache_dir={tmp_path / 'cache'}", "metrics.batch_size=16", "metrics.kid_subsets=100",
+                     "metrics.kid_subset_size=1000"]
     cfg = eval_cfg(*cfg_overrides)
     results = evaluate(cfg)
     out = capsys.readouterr().out
@@ -50,20 +44,14 @@ def test_evaluate_a_tiny_run_prints_the_protocol_and_writes_json(make_cfg, tmp_p
     assert again["metrics"]["fid"] == pytest.approx(m["fid"], rel=1e-6)
 
 
-def test_evaluate_rejects_a_file_that_is_not_a_celebgan_checkpoint(tmp_path):
-    import torch
-
-    path = tmp_path / "other.ckpt"
-    torch.save({"state_dict": {}}, path)
-    with pytest.raises(UserError, match="celebgan_config"):
-        evaluate(eval_cfg(f"ckpt={path}"))
+# A file that is not a celebgan checkpoint: test_sample.py's table of readers and bad files.
 
 
-def test_evaluate_missing_checkpoint_is_one_clear_error_from_the_command_line(tmp_path):
+def test_evaluate_missing_checkpoint_is_one_clear_error_naming_it(tmp_path, monkeypatch):
+    # From the command line (exit status 2, no traceback, no outputs/): tests/test_cli_errors.py's table.
+    monkeypatch.chdir(tmp_path)
     missing = tmp_path / "none.ckpt"
-    result = subprocess.run([sys.executable, "-m", "celebgan.evaluate", f"ckpt={missing}"],
-                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert result.returncode == 2
-    assert str(missing) in result.stdout + result.stderr
-    assert "Traceback" not in result.stderr
+    with pytest.raises(UserError, match="Checkpoint not found") as err:
+        evaluate(eval_cfg(f"ckpt={missing}"))
+    assert str(missing) in str(err.value)
     assert list(tmp_path.iterdir()) == []  # nothing written

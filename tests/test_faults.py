@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import cli_cmd, cli_env, make_celeba
+from conftest import cli_cmd, cli_env, copy_run, make_celeba
 
 from celebgan.run.checkpoint import AtomicCheckpointIO
 from celebgan.errors import UserError
@@ -22,6 +22,7 @@ def last_ckpt(cfg) -> Path:
 
 # --- checkpoints ------------------------------------------------------------------------------
 
+@pytest.mark.integration
 def test_kill_during_checkpoint_write_leaves_previous_last_ckpt_valid(tmp_path):
     # A real SIGKILL halfway through writing the second checkpoint's file.
     script = textwrap.dedent(f"""
@@ -148,13 +149,12 @@ def test_resume_path_that_does_not_exist(make_cfg, tmp_path):
 
 @pytest.mark.parametrize("change, key", [("model=spectral", "model.discriminator.spectral_norm"),
                                          ("data.img_size=32", "data.img_size")])
-def test_resume_from_another_model_or_image_size(make_cfg, tmp_path, change, key):
-    first = make_cfg()
-    train(first)
-    before = last_ckpt(first).read_bytes()
+def test_resume_from_another_model_or_image_size(make_cfg, tmp_path, change, key, trained_run):
+    first = copy_run(trained_run.dir, tmp_path / "first") / "checkpoints" / "last.ckpt"
+    before = first.read_bytes()
     with pytest.raises(UserError, match=f"different model or image size:(.|\n)*{key}"):
-        train(make_cfg(change, f"resume={last_ckpt(first)}"))
-    assert last_ckpt(first).read_bytes() == before
+        train(make_cfg(change, f"resume={first}"))
+    assert first.read_bytes() == before
 
 
 def test_resume_auto_without_an_earlier_run_starts_fresh(make_cfg):
@@ -165,15 +165,7 @@ def test_resume_auto_without_an_earlier_run_starts_fresh(make_cfg):
 
 # --- configuration ------------------------------------------------------------------------------
 
-def cli(tmp_path, *overrides):
-    result = subprocess.run(cli_cmd(*overrides, f"hydra.run.dir={tmp_path / 'run'}"), cwd=tmp_path,
-                            env=cli_env(), capture_output=True, text=True, timeout=120)
-    return result.returncode, result.stdout + result.stderr
-
-
-def test_unsupported_img_size_from_the_command_line(tmp_path):
-    code, out = cli(tmp_path, "data.img_size=48")
-    assert code == 2 and "img_size=48 is not supported" in out and "Traceback" not in out
+# data.img_size=48 from the command line: tests/test_cli_errors.py's table.
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -206,6 +198,7 @@ def in_namespace(shell: str, tmp_path: Path) -> tuple[int, str]:
     return result.returncode, result.stdout + result.stderr
 
 
+@pytest.mark.integration
 def test_prepare_into_a_read_only_folder_says_to_set_prepared_dir(tmp_path):
     root = tmp_path / "celeba_root"
     make_celeba(root, per_split=2)
@@ -227,6 +220,7 @@ def test_prepare_into_a_folder_of_another_user_says_to_set_prepared_dir(celeba_r
         prepare.prepare(str(celeba_root), "train", "full", 16, str(tmp_path / "theirs"), workers=1, progress=False)
 
 
+@pytest.mark.integration
 def test_full_disk_while_writing_the_grid_is_one_message_and_leaves_no_temporary(tmp_path):
     # The samples folder on a full 8 KB tmpfs: the epoch's grid (about 3 KB) cannot be written.
     small = tmp_path / "small"
@@ -240,6 +234,7 @@ def test_full_disk_while_writing_the_grid_is_one_message_and_leaves_no_temporary
     assert ".epoch_0000.png.tmp" not in out  # the listing of the samples folder
 
 
+@pytest.mark.integration
 def test_full_disk_while_checkpointing_from_the_command_line_is_one_message(tmp_path):
     # checkpoints/ on a 800 KB tmpfs: epoch 0's last.ckpt (about 530 KB) fits, epoch 1's temporary
     # copy beside it does not, and torch.save fails mid-file with its RuntimeErrors.

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import TESTS_DIR, TINY_CLI, cli_env
+from conftest import TINY_CLI, cli_env, copy_run, run_commands
 from omegaconf import open_dict
 
 from celebgan.run import lock
@@ -39,17 +39,13 @@ def holder(run_dir: Path) -> subprocess.Popen:
 
 def run_cli(tmp: Path, *cases: list[str]) -> list[dict]:
     """celebgan.train command lines run one after another in one interpreter (tests/cli_runner.py)."""
-    runs = [{"module": "celebgan.train", "args": [*TINY_CLI, *args], "cwd": str(tmp)} for args in cases]
-    (tmp / "cases.json").write_text(json.dumps(runs))
-    subprocess.run([sys.executable, str(TESTS_DIR / "cli_runner.py"), str(tmp / "cases.json"),
-                    str(tmp / "results.json")], env=cli_env(), check=True, timeout=600)
-    return json.loads((tmp / "results.json").read_text())
+    return run_commands([("celebgan.train", [*TINY_CLI, *args]) for args in cases], tmp)
 
 
-def test_a_second_process_is_refused_naming_the_owner_and_writes_nothing(make_cfg, tmp_path):
+@pytest.mark.integration
+def test_a_second_process_is_refused_naming_the_owner_and_writes_nothing(make_cfg, tmp_path, trained_run):
     runs = tmp_path / "runs"
-    first = runs / "first"
-    train(in_dir(make_cfg(), first))
+    first = copy_run(trained_run.dir, runs / "first")
     other = holder(first)
     try:
         before = snapshot(first)
@@ -57,12 +53,13 @@ def test_a_second_process_is_refused_naming_the_owner_and_writes_nothing(make_cf
         for overrides, run_dir in [([f"resume={first / 'checkpoints' / 'last.ckpt'}"], runs / "second"),
                                    (["resume=auto"], runs / "third"),  # the newest run of this config
                                    ([], first)]:  # a new run in the same folder
-            with pytest.raises(UserError, match="in use by") as err:
-                train(in_dir(make_cfg(*overrides), run_dir))
+            with pytest.raises(UserError, match="in use by") as err:  # 3 epochs: more than the 2 trained
+                train(in_dir(make_cfg("trainer.max_epochs=3", *overrides), run_dir))
             assert str(err.value).startswith(f"{first} is in use by {owner}")
         # From the command line, also before Hydra writes its config and log into the folder. (And,
         # elsewhere, the command's own ends: a finished run and a mistake leave no lock behind.)
-        results = run_cli(tmp_path, [f"hydra.run.dir={first}"], ["resume=auto", f"hydra.run.dir={runs / 'fourth'}"],
+        results = run_cli(tmp_path, [f"hydra.run.dir={first}"],
+                          ["resume=auto", "trainer.max_epochs=3", f"hydra.run.dir={runs / 'fourth'}"],
                           [f"hydra.run.dir={tmp_path / 'done'}"],
                           ["data.num_images=0", f"hydra.run.dir={tmp_path / 'mistake'}"])
         assert [r["code"] for r in results] == [2, 2, 0, 2], results
@@ -78,6 +75,7 @@ def test_a_second_process_is_refused_naming_the_owner_and_writes_nothing(make_cf
     assert not (tmp_path / "done" / lock.LOCK_NAME).exists() and not (tmp_path / "mistake").exists()
 
 
+@pytest.mark.integration
 def test_the_lock_of_an_ended_process_is_taken_over_and_goes_when_the_run_ends(make_cfg, tmp_path, caplog):
     run_dir = tmp_path / "run"
     ended = holder(run_dir)

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from omegaconf import open_dict
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from conftest import RANDOM_METRICS
+from events import scalars
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from celebgan.data.modules import CelebADataModule, SyntheticDataModule
@@ -21,9 +22,6 @@ from celebgan.metrics.features import InceptionFeatures, RandomFeatures, default
 from celebgan.metrics.scores import FeatureDistances, precision_recall
 from celebgan.gan.networks import Generator
 from celebgan.train import train
-
-RANDOM_FEATURES = {"_target_": "celebgan.metrics.features.RandomFeatures", "_partial_": True}
-
 
 def reference_fid(a: torch.Tensor, b: torch.Tensor) -> float:
     """|mu_a - mu_b|^2 + tr(Ca + Cb - 2 (Ca^1/2 Cb Ca^1/2)^1/2), in float64 via eigh."""
@@ -181,21 +179,13 @@ def test_fid_ranks_real_vs_real_far_below_blurred_colour_shifted_and_untrained_g
         assert _fid(real, feats) > 4 * floor, name
 
 
-def _tb_scalars(logdir: Path, tag: str) -> list:
-    acc = EventAccumulator(str(logdir), size_guidance={"scalars": 0})
-    acc.Reload()
-    return acc.Scalars(tag) if tag in acc.Tags()["scalars"] else []
-
-
 def test_training_logs_fid_kid_keeps_best_checkpoint_and_leaves_training_unchanged(make_cfg, tmp_path):
-    cfg = make_cfg("trainer.max_epochs=3", "metrics=default", "metrics.n_samples=48", "metrics.n_real=48",
+    cfg = make_cfg("trainer.max_epochs=3", *RANDOM_METRICS, "metrics.n_samples=48", "metrics.n_real=48",
                    f"metrics.cache_dir={tmp_path / 'cache'}", "metrics.batch_size=16")
-    with open_dict(cfg):
-        cfg.metrics.feature_extractor = RANDOM_FEATURES
     train(cfg)
     run = Path(cfg.paths.output_dir)
-    fids = _tb_scalars(run, "metrics/fid")
-    kids = _tb_scalars(run, "metrics/kid")
+    fids = scalars(run, "metrics/fid")
+    kids = scalars(run, "metrics/kid")
     assert len(fids) == 3 and len(kids) == 3
     assert all(e.value > 0 for e in fids)
 

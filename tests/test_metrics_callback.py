@@ -1,15 +1,13 @@
 """QualityMetrics in training: every_n_epochs > 1, and 2-process DDP, with RandomFeatures in place
-of Inception (see test_metrics.py)."""
-import subprocess
+of Inception (metrics=random)."""
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import cli_cmd, cli_env
 from lightning.pytorch.callbacks import ModelCheckpoint
-from omegaconf import open_dict
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from conftest import RANDOM_METRICS
+from events import scalars
 
 from celebgan.gan.module import GAN
 from celebgan.run.callbacks import QualityMetrics, epochs_to_run
@@ -18,7 +16,7 @@ from celebgan.metrics.features import RandomFeatures, generator_features
 from celebgan.metrics.scores import FeatureDistances
 from celebgan.train import train
 
-METRICS = ["metrics=default", "metrics.n_samples=48", "metrics.n_real=48", "metrics.batch_size=16"]
+METRICS = [*RANDOM_METRICS, "metrics.n_samples=48", "metrics.n_real=48", "metrics.batch_size=16"]
 
 
 @pytest.mark.parametrize("n_dis", [1, 5])
@@ -38,12 +36,6 @@ def test_optimizer_steps_and_training_steps_invert_each_other():
     assert GAN.optimizer_steps(10, 1) == 20 and GAN.optimizer_steps(10, 5) == 12
 
 
-def scalars(logdir: Path, tag: str) -> list:
-    acc = EventAccumulator(str(logdir), size_guidance={"scalars": 0})
-    acc.Reload()
-    return acc.Scalars(tag) if tag in acc.Tags()["scalars"] else []
-
-
 def ckpt(run: Path, name: str) -> dict:
     return torch.load(run / "checkpoints" / name, map_location="cpu", weights_only=True)
 
@@ -51,8 +43,6 @@ def ckpt(run: Path, name: str) -> dict:
 def test_every_second_epoch_measures_and_keeps_best_at_those_epochs_only(make_cfg, tmp_path):
     cfg = make_cfg("trainer.max_epochs=3", "metrics.every_n_epochs=2", *METRICS,
                    f"metrics.cache_dir={tmp_path / 'cache'}")
-    with open_dict(cfg):
-        cfg.metrics.feature_extractor = {"_target_": "celebgan.metrics.features.RandomFeatures", "_partial_": True}
     train(cfg)
     run = Path(cfg.paths.output_dir)
     fids, kids = scalars(run, "metrics/fid"), scalars(run, "metrics/kid")
@@ -66,21 +56,15 @@ def test_every_second_epoch_measures_and_keeps_best_at_those_epochs_only(make_cf
     assert state["best_model_score"].item() == pytest.approx(fids[0].value, rel=1e-5)
 
 
-def test_two_process_ddp_logs_one_fid_per_epoch_over_both_ranks_samples(tmp_path):
-    run, probe, cache = tmp_path / "run", tmp_path / "probe", tmp_path / "cache"
-    result = subprocess.run(
-        cli_cmd("data.batch_size=8", "trainer.max_epochs=2", "trainer.accelerator=cpu", "trainer.devices=2",
-                *METRICS, f"metrics.cache_dir={cache}",
-                "metrics.feature_extractor._target_=probe.random_features", f"hydra.run.dir={run}",
-                "+callbacks.probe._target_=probe.Probe", f"+callbacks.probe.dirpath={probe}"),
-        cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-4000:]
+@pytest.mark.integration
+def test_two_process_ddp_logs_one_fid_per_epoch_over_both_ranks_samples(ddp_run):
+    run, cache = ddp_run.dir, ddp_run.root / "cache"  # conftest's DDP_RUN: 2 epochs, 48 images measured
 
     # Logged once per epoch, into the one TensorBoard run that rank 0 writes.
     assert len(list(run.glob("events.out.tfevents.*"))) == 1
     fids = scalars(run, "metrics/fid")
     assert len(fids) == 2
-    ranks = [torch.load(probe / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    ranks = ddp_run.ranks
     assert ranks[0]["fid"] == ranks[1]["fid"] == pytest.approx(fids[-1].value, rel=1e-6)  # the ranks agree
     best = ckpt(run, "best.ckpt")
     assert best["epoch"] == min(range(2), key=lambda e: fids[e].value)

@@ -1,60 +1,55 @@
 """The training step itself: call order, label target, one G forward, which networks move."""
-import hydra
-import lightning as L
 import pytest
 import torch
+from conftest import fit_steps
 
-from celebgan.data.modules import SyntheticDataModule
 from celebgan.errors import UserError
 
 
-def fit_steps(make_cfg, steps: int = 1, *overrides: str):
-    cfg = make_cfg(*overrides)
-    torch.manual_seed(0)
-    gan = hydra.utils.instantiate(cfg.model)
-    dm = SyntheticDataModule(num_images=32, img_size=16, batch_size=8, num_workers=0)
-    trainer = L.Trainer(max_steps=2 * steps, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False)
-    return gan, dm, trainer
-
-
 def test_d_sees_a_real_batch_then_a_separate_fake_batch_then_g_step(make_cfg):
-    gan, dm, trainer = fit_steps(make_cfg)
     calls = []
-    gan.discriminator.register_forward_hook(lambda m, inp, out: calls.append(("D", inp[0].shape[0], inp[0].requires_grad)))
-    gan.generator.register_forward_hook(lambda m, inp, out: calls.append(("G", inp[0].shape[0], None)))
-    trainer.fit(gan, datamodule=dm)
+
+    def hook(gan):
+        gan.discriminator.register_forward_hook(lambda m, inp, out: calls.append(("D", inp[0].shape[0], inp[0].requires_grad)))
+        gan.generator.register_forward_hook(lambda m, inp, out: calls.append(("G", inp[0].shape[0], None)))
+
+    _, trainer = fit_steps(make_cfg(), 1, on_start=hook)
     # One G forward, reused: D(real), D(fake.detach()) for the D step, D(fake) for the G step.
-    assert calls == [("G", 8, None), ("D", 8, False), ("D", 8, False), ("D", 8, True)]
+    assert calls == [("G", 16, None), ("D", 16, False), ("D", 16, False), ("D", 16, True)]
     assert trainer.global_step == 2  # one training step = two optimizer steps
 
 
 @pytest.mark.parametrize("real_label", [1.0, 0.9])
 def test_real_label_reaches_the_d_loss(make_cfg, real_label):
-    gan, dm, trainer = fit_steps(make_cfg, 1, f"model.d_loss.real_label={real_label}")
     seen = []
-    loss = gan.d_loss_fn
-    gan.d_loss_fn = lambda r, f: seen.append(loss.keywords["real_label"]) or loss(r, f)
-    trainer.fit(gan, datamodule=dm)
+
+    def record(gan):
+        loss = gan.d_loss_fn
+        gan.d_loss_fn = lambda r, f: seen.append(loss.keywords["real_label"]) or loss(r, f)
+
+    fit_steps(make_cfg(f"model.d_loss.real_label={real_label}"), 1, on_start=record)
     assert seen == [real_label]
 
 
 def test_zero_learning_rate_freezes_only_that_network(make_cfg):
-    gan, dm, trainer = fit_steps(make_cfg, 2, "model.d_optimizer.lr=0.0")
-    d0 = {k: v.clone() for k, v in gan.discriminator.state_dict().items() if "running" not in k and "num_batches" not in k}
-    g0 = {k: v.clone() for k, v in gan.generator.state_dict().items()}
-    trainer.fit(gan, datamodule=dm)
+    start = {}
+
+    def keep(gan):
+        start["d"] = {k: v.clone() for k, v in gan.discriminator.state_dict().items()
+                      if "running" not in k and "num_batches" not in k}
+        start["g"] = {k: v.clone() for k, v in gan.generator.state_dict().items()}
+
+    gan, _ = fit_steps(make_cfg("model.d_optimizer.lr=0.0"), 2, on_start=keep)
     d1, g1 = gan.discriminator.state_dict(), gan.generator.state_dict()
-    assert all(torch.equal(d0[k], d1[k]) for k in d0)
-    assert not torch.equal(g0["main.0.weight"], g1["main.0.weight"])
+    assert all(torch.equal(start["d"][k], d1[k]) for k in start["d"])
+    assert not torch.equal(start["g"]["main.0.weight"], g1["main.0.weight"])
 
 
 def test_fixed_latents_are_a_buffer_drawn_once(make_cfg):
-    gan, dm, trainer = fit_steps(make_cfg, 2)
-    z0 = gan.fixed_z.clone()
+    start = {}
+    gan, _ = fit_steps(make_cfg(), 2, on_start=lambda gan: start.update(z=gan.fixed_z.clone()))
     assert "fixed_z" in gan.state_dict()
-    trainer.fit(gan, datamodule=dm)
-    assert torch.equal(gan.fixed_z, z0)
+    assert torch.equal(gan.fixed_z, start["z"])
     samples = gan.sample(gan.fixed_z)
     assert samples.shape == (16, 3, 16, 16) and torch.equal(samples, gan.sample(gan.fixed_z))  # eval mode
 

@@ -1,4 +1,5 @@
 """Objectives, penalties, DiffAugment and n_dis inside the training step, and composed with the rest."""
+import copy
 import subprocess
 from pathlib import Path
 
@@ -7,10 +8,9 @@ import lightning as L
 import pytest
 import torch
 from omegaconf import OmegaConf
-from conftest import CONF_DIR, cli_cmd, cli_env
+from conftest import CONF_DIR, TINY_CLI, cli_cmd, cli_env, fit_steps, run_commands
 
 from celebgan.gan import losses
-from celebgan.data.modules import SyntheticDataModule
 
 LOSS_FILES = sorted(p.stem for p in (Path(CONF_DIR) / "model" / "loss").glob("*.yaml"))
 # Every new term at once: a G loss that reads D(real), two lazy penalties, augmentation, 2 D steps per G step.
@@ -19,15 +19,8 @@ EVERYTHING = ["model/loss=rpgan", "model/penalty=[r1,r2]", "model.penalties.r1.e
 
 
 def fit(make_cfg, steps: int, *overrides: str, callbacks=()):
-    cfg = make_cfg(*overrides)
-    L.seed_everything(0)
-    gan = hydra.utils.instantiate(cfg.model)
-    dm = SyntheticDataModule(num_images=64, img_size=16, batch_size=8)
-    trainer = L.Trainer(max_steps=gan.optimizer_steps(steps, gan.n_dis), accelerator="cpu", logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=list(callbacks))
-    trainer.fit(gan, datamodule=dm)
-    return gan, trainer
+    """steps training steps in batches of 8: 8 steps an epoch, so the batch index counts the steps."""
+    return fit_steps(make_cfg("data.batch_size=8", *overrides), steps, callbacks=callbacks)
 
 
 def test_every_loss_file_names_its_own_pair_of_functions(make_cfg):
@@ -39,12 +32,55 @@ def test_every_loss_file_names_its_own_pair_of_functions(make_cfg):
         assert gan.g_loss_fn.func is getattr(losses, expected_g)
 
 
+class StepStart(L.Callback):
+    """What the first training step starts from: its real batch, G's latents and fakes, and copies
+    of G and D as they were before either moved."""
+
+    def on_train_batch_start(self, trainer, gan, batch, batch_idx):
+        if batch_idx == 0:
+            self.real = batch[0].detach().clone()
+            self.generator, self.discriminator = copy.deepcopy(gan.generator), copy.deepcopy(gan.discriminator)
+            self.hook = gan.generator.register_forward_hook(self.keep)
+
+    def keep(self, module, inputs, output):
+        self.z, self.fake = inputs[0].detach().clone(), output.detach().clone()
+        self.hook.remove()
+
+
+# What one D step does to D's mean logits on the step's own real and fake batch, by each
+# objective's formula (losses.py), from a fresh D whose logits sit near 0.
+D_STEP = {
+    "bce": "real up, fake down",      # softplus(-r) + softplus(f)
+    "minimax": "real up, fake down",  # the same D loss
+    "hinge": "real up, fake down",    # relu(1 - r) + relu(1 + f), both active near 0
+    "wgan": "real up, fake down",     # f - r
+    "lsgan": "real to 1, fake to 0",  # (r - 1)^2 + f^2
+    "rpgan": "gap up",                # softplus(f - r): only the difference counts
+}
+
+
 @pytest.mark.parametrize("name", LOSS_FILES)
-def test_each_objective_trains(make_cfg, name):
-    gan, trainer = fit(make_cfg, 2, f"model/loss={name}")
-    metrics = trainer.callback_metrics
-    assert trainer.global_step == 4
-    assert torch.isfinite(metrics["train/d_loss"]) and torch.isfinite(metrics["train/g_loss"])
+def test_one_step_moves_d_and_g_logits_as_each_objective_says(make_cfg, name):
+    assert set(D_STEP) == set(LOSS_FILES)
+    start = StepStart()
+    # lr 1e-3: a step clearly above float noise; 1 training step = a D step, then a G step.
+    gan, trainer = fit_steps(make_cfg(f"model/loss={name}", "model.d_optimizer.lr=1e-3",
+                                      "model.g_optimizer.lr=1e-3"), 1, callbacks=[start])
+    assert trainer.global_step == 2
+    d_before, d_after, g_before, g_after = start.discriminator, gan.discriminator, start.generator, gan.generator
+    with torch.no_grad():  # train mode, as in the step: BatchNorm normalises each batch by its own statistics
+        assert torch.equal(g_before.train()(start.z), start.fake)
+        real = d_before.train()(start.real), d_after.train()(start.real)
+        fake = d_before(start.fake), d_after(start.fake)
+        g_fake = d_after(start.fake), d_after(g_after.train()(start.z))
+    if D_STEP[name] == "real up, fake down":
+        assert real[1].mean() > real[0].mean() and fake[1].mean() < fake[0].mean()
+    elif D_STEP[name] == "real to 1, fake to 0":
+        assert (real[1] - 1).square().mean() < (real[0] - 1).square().mean()
+        assert fake[1].square().mean() < fake[0].square().mean()
+    assert (real[1] - fake[1]).mean() > (real[0] - fake[0]).mean()  # every objective: D separates more
+    # The G step, against the updated D: G's new fakes score higher than the ones it started from.
+    assert g_fake[1].mean() > g_fake[0].mean()
 
 
 def test_relativistic_g_step_scores_the_real_batch_too(make_cfg):
@@ -141,19 +177,19 @@ def test_augment_reaches_every_d_input(make_cfg):
         assert (zero_px >= 4).all() and (zero_px <= 64).all()
 
 
+@pytest.mark.integration
 def test_everything_at_once_is_exact_in_bf16_ema_and_resume(tmp_path):
     """The new terms compose with bf16-mixed, the EMA and exact resume, through the command line."""
     run_args = ["data.num_images=64", "data.batch_size=16", *EVERYTHING, "trainer.precision=bf16-mixed"]
 
-    def run(*extra: str) -> None:
-        result = subprocess.run(cli_cmd(*run_args, *extra), cwd=tmp_path, env=cli_env(), capture_output=True,
-                                text=True, timeout=300)
-        assert result.returncode == 0, result.stderr[-3000:]
-
-    run("trainer.max_epochs=2", f"hydra.run.dir={tmp_path / 'straight'}")
-    run("trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'first'}")
-    run("trainer.max_epochs=2", f"hydra.run.dir={tmp_path / 'second'}",
-        f"resume={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}")
+    # The three command lines in one interpreter (run_commands), one after another.
+    results = run_commands([("celebgan.train", [*TINY_CLI, *run_args, *extra]) for extra in [
+        ["trainer.max_epochs=2", f"hydra.run.dir={tmp_path / 'straight'}"],
+        ["trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'first'}"],
+        ["trainer.max_epochs=2", f"hydra.run.dir={tmp_path / 'second'}",
+         f"resume={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}"]]], tmp_path)
+    for result in results:
+        assert result["code"] == 0, result["output"][-3000:]
     straight = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=True)
     resumed = torch.load(tmp_path / "first" / "checkpoints" / "last.ckpt", weights_only=True)
     assert straight["global_step"] == resumed["global_step"] == 8 + 4  # 8 D steps, 4 G steps
@@ -164,15 +200,24 @@ def test_everything_at_once_is_exact_in_bf16_ema_and_resume(tmp_path):
     assert ema and any(not torch.equal(v, straight["state_dict"][k]) for k, v in live.items())
 
 
+@pytest.mark.integration
 def test_everything_at_once_under_two_process_ddp(tmp_path):
-    run = tmp_path / "run"
+    # Plain "ddp" (find_unused_parameters=False) is what raised "unused parameters" with a GAN's two
+    # backward passes; the module averages gradients itself, so it trains and the ranks agree, with
+    # every new term and spectral norm in D too.
+    run, probe = tmp_path / "run", tmp_path / "probe"
     result = subprocess.run(
         cli_cmd("data.num_images=64", "data.batch_size=8", "trainer.accelerator=cpu", "trainer.devices=2",
-                *EVERYTHING, f"hydra.run.dir={run}"),
+                "trainer.strategy=ddp", "model=spectral", *EVERYTHING, f"hydra.run.dir={run}",
+                "+callbacks.probe._target_=probe.Probe", f"+callbacks.probe.dirpath={probe}"),
         cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 4 + 2  # 64 images / (2 ranks x 8) = 4 D steps, 2 G steps
+    assert ckpt["celebgan_config"]["model"]["discriminator"]["spectral_norm"] is True
+    r0, r1 = (torch.load(probe / f"rank{r}.pt", weights_only=True) for r in range(2))
+    for name in r0["params"]:
+        assert torch.equal(r0["state_dict"][name], r1["state_dict"][name]), name
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
 
 

@@ -46,6 +46,7 @@ def test_every_command_has_a_console_script():
         assert callable(getattr(__import__(module, fromlist=[func]), func))
 
 
+@pytest.mark.integration
 def test_train_finds_its_configs_from_another_directory(tmp_path):
     result = subprocess.run([sys.executable, "-m", "celebgan.train", "--cfg", "job", "trainer.max_steps=400"],
                             cwd=tmp_path, env=outside_env(), capture_output=True, text=True, timeout=120)
@@ -54,6 +55,7 @@ def test_train_finds_its_configs_from_another_directory(tmp_path):
     assert not (tmp_path / "outputs").exists()  # --cfg job prints and writes nothing
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_wheel_installed_outside_the_checkout_trains(tmp_path):
     """Build a wheel, install it into a fresh venv that sees this environment's dependencies

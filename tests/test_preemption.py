@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import TINY, TINY_CLI, assert_same_training_state, cli_cmd, cli_env, compose_config, make_celeba
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from test_resume import scalar_steps
+from events import scalar_steps
 
 from celebgan.run.resume import stopped_by_signal
 from celebgan.train import train
@@ -31,21 +31,18 @@ def run_cli(cmd: list[str], cwd: Path, tmpdir: Path | None = None) -> tuple[int,
 
 
 @pytest.fixture(scope="module")
-def straight(tmp_path_factory) -> Path:
-    """The run folder of the same run, never stopped."""
-    torch.set_num_threads(1)  # as in the subprocess (cli_env): the same float sums
-    cfg = compose_config([*TINY, "trainer.max_epochs=2"], tmp_path_factory.mktemp("straight") / "run")
-    train(cfg)
-    return Path(cfg.paths.output_dir)
+def straight(trained_run) -> Path:
+    """The run folder of the same run (TINY for 2 epochs), never stopped."""
+    return trained_run.dir
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(("signum", "group", "status", "by"), [
     ("SIGTERM", False, 143, "a signal"),
     ("SIGUSR1", False, 143, "a signal"),
     ("SIGINT", True, 130, "Ctrl-C"),  # as a terminal sends it: to the whole foreground group
 ])
 def test_a_signal_saves_last_ckpt_and_resume_auto_continues_exactly(tmp_path, straight, signum, group, status, by):
-    torch.set_num_threads(1)
     stopped = tmp_path / "runs" / "stopped"
     # Ctrl-C is pressed a second time while the checkpoint is being saved.
     again = signum == "SIGINT"
@@ -70,38 +67,42 @@ def test_a_signal_saves_last_ckpt_and_resume_auto_continues_exactly(tmp_path, st
 
 @pytest.fixture(scope="module")
 def celeba_folder(tmp_path_factory) -> list[str]:
-    """The command line of a run on the JPEG loader (no prepared array) with two worker processes, 4 steps per epoch."""
+    """The overrides of a run on the JPEG loader (no prepared array) with two worker processes, 4 steps per epoch."""
     root = tmp_path_factory.mktemp("celeba")
     make_celeba(root, per_split=64, size=(44, 54))
     data = ["data=celeba32", f"data.root={root}", "data.img_size=16", "data.batch_size=16",
             "data.prepared=false", "data.num_workers=2"]
     tiny = [o for o in TINY_CLI if not o.startswith("data")]
-    return [sys.executable, "-m", "celebgan.train", *tiny, *data, "trainer.max_epochs=2"]
+    return [*tiny, *data, "trainer.max_epochs=2"]
 
 
+def train_cmd(*overrides: str) -> list[str]:
+    return [sys.executable, "-m", "celebgan.train", *overrides]
+
+
+@pytest.mark.integration
 @pytest.mark.parametrize(("signum", "status"), [("SIGTERM", 143), ("SIGINT", 130)])
 def test_a_signal_to_the_whole_group_stops_workers_too_and_saves(tmp_path, celeba_folder, signum, status):
     stopped, tmpdir = tmp_path / "runs" / "stopped", tmp_path / "tmp"
-    code, out = run_cli([*celeba_folder, f"hydra.run.dir={stopped}", *SIGNAL_AT_STEP_6,
-                         f"+callbacks.signal.signum={signum}", "+callbacks.signal.group=true"], tmp_path, tmpdir)
+    code, out = run_cli(train_cmd(*celeba_folder, f"hydra.run.dir={stopped}", *SIGNAL_AT_STEP_6,
+                                  f"+callbacks.signal.signum={signum}", "+callbacks.signal.group=true"), tmp_path, tmpdir)
     assert code == status, out
     assert "Traceback" not in out and "after training step 6 (epoch 1)" in out and "resume=auto" in out
     assert torch.load(stopped / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 12
     # The workers were shut down by the training process, not killed: their folders went with them.
     assert not list(tmpdir.glob("pymp-*"))
 
-    code, out = run_cli([*celeba_folder, f"hydra.run.dir={tmp_path / 'runs' / 'resumed'}",
-                         "resume=auto"], tmp_path, tmpdir)
-    assert code == 0, out
+    train(compose_config([*celeba_folder, "resume=auto"], tmp_path / "runs" / "resumed"))  # its workers too
     assert torch.load(stopped / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 16
     assert scalar_steps(stopped, "train/d_loss") == list(range(8))
 
 
+@pytest.mark.integration
 def test_workers_that_died_of_the_signal_are_part_of_the_stop(tmp_path, celeba_folder):
     # SIGTERM to the training process, then its workers die before they could ignore it.
     stopped = tmp_path / "stopped"
-    code, out = run_cli([*celeba_folder, f"hydra.run.dir={stopped}", *SIGNAL_AT_STEP_6,
-                         "+callbacks.signal.kill_workers=true"], tmp_path)
+    code, out = run_cli(train_cmd(*celeba_folder, f"hydra.run.dir={stopped}", *SIGNAL_AT_STEP_6,
+                                  "+callbacks.signal.kill_workers=true"), tmp_path)
     assert code == 143, out
     assert "Traceback" not in out and "Stopped by a signal after training step 6 (epoch 1)" in out
     assert torch.load(stopped / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 12

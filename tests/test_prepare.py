@@ -132,6 +132,7 @@ def test_an_error_mid_build_leaves_the_previous_build_in_place(celeba_root, tmp_
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no temporary left, nothing changed
 
 
+@pytest.mark.integration
 def test_a_killed_build_leaves_no_half_file_in_place(tmp_path):
     root = tmp_path / "celeba_root"
     make_celeba(root, per_split=20)

@@ -4,14 +4,13 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, assert_same_training_state, cli_cmd, cli_env, compose_config
+from conftest import TINY, assert_same_training_state, compose_config, copy_run
+from events import events, scalars
 from omegaconf import open_dict
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from celebgan.errors import UserError
 from celebgan.run.resume import RNGState
@@ -31,15 +30,8 @@ def last_ckpt(run_dir: Path) -> dict:
     return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
 
 
-def scalars(logdir: Path, tag: str) -> list:
-    acc = EventAccumulator(str(logdir), size_guidance={"scalars": 0})
-    acc.Reload()
-    return acc.Scalars(tag) if tag in acc.Tags()["scalars"] else []
-
-
-def test_resume_path_continues_the_run_in_its_folder_and_equals_an_uninterrupted_run(make_cfg, tmp_path):
-    straight, first, second = tmp_path / "straight", tmp_path / "runs" / "first", tmp_path / "runs" / "second"
-    train(in_dir(make_cfg("trainer.max_epochs=2"), straight))
+def test_resume_path_continues_the_run_in_its_folder_and_equals_an_uninterrupted_run(make_cfg, tmp_path, trained_run):
+    straight, first, second = trained_run.dir, tmp_path / "runs" / "first", tmp_path / "runs" / "second"
     train(in_dir(make_cfg("trainer.max_epochs=1"), first))
     assert last_ckpt(first)["global_step"] == STEPS_PER_EPOCH
 
@@ -77,8 +69,7 @@ def test_resume_with_an_lr_schedule_continues_its_learning_rates(make_cfg, tmp_p
     assert_same_training_state(expected, resumed)  # scheduler states and optimizer LRs included
     factors = {"step": [1.0, 0.5], "linear": [1.0, 0.5]}[schedule]
     for run_dir in (straight, first):
-        tags = sorted(t for t in EventAccumulator(str(run_dir)).Reload().Tags()["scalars"]
-                      if t.startswith("lr-"))
+        tags = sorted(t for t in events(run_dir).Tags()["scalars"] if t.startswith("lr-"))
         assert len(tags) == 2, tags  # one per optimizer
         lrs = {tag: [e.value for e in scalars(run_dir, tag)] for tag in tags}
         assert sorted(lr[0] for lr in lrs.values()) == pytest.approx([1e-4, 4e-4])
@@ -169,21 +160,19 @@ def test_rng_states_of_another_process_count_leave_the_streams_alone_with_a_warn
     assert torch.equal(torch.rand(3), expected)
 
 
-def test_checkpoint_of_a_two_process_run_resumes_on_one_process(make_cfg, tmp_path, caplog):
-    ddp_run = tmp_path / "runs" / "ddp"
-    result = subprocess.run(cli_cmd("trainer.accelerator=cpu", "trainer.devices=2", f"hydra.run.dir={ddp_run}"),
-                            cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-4000:]
-    saved = last_ckpt(ddp_run)
-    assert saved["global_step"] == STEPS_PER_EPOCH // 2  # each of 2 ranks took half the batches
+@pytest.mark.integration
+def test_checkpoint_of_a_two_process_run_resumes_on_one_process(make_cfg, tmp_path, caplog, ddp_run):
+    ddp = copy_run(ddp_run.dir, tmp_path / "runs" / "ddp")  # resumed in its own folder
+    saved = last_ckpt(ddp)
+    assert saved["global_step"] == 2 * STEPS_PER_EPOCH  # 2 epochs; each of 2 ranks took half the batches
     assert len(next(v for k, v in saved["callbacks"].items() if "RNGState" in k)["ranks"]) == 2
 
     with caplog.at_level(logging.WARNING, logger="celebgan.run.resume"):
-        train(in_dir(make_cfg("trainer.max_epochs=2", f"resume={ddp_run / 'checkpoints' / 'last.ckpt'}"),
+        train(in_dir(make_cfg("trainer.max_epochs=3", f"resume={ddp / 'checkpoints' / 'last.ckpt'}"),
                      tmp_path / "runs" / "single"))
     assert "RNG states of 2 processes, this run has 1" in caplog.text
-    resumed = last_ckpt(ddp_run)
-    assert resumed["epoch"] == 1 and resumed["global_step"] == STEPS_PER_EPOCH // 2 + STEPS_PER_EPOCH
+    resumed = last_ckpt(ddp)
+    assert resumed["epoch"] == 2 and resumed["global_step"] == 2 * STEPS_PER_EPOCH + STEPS_PER_EPOCH
 
 
 # --- trainer.max_steps: stopped at an epoch's end, or finished and extended ---------------------------
@@ -245,9 +234,9 @@ def test_max_steps_resume_equals_the_uninterrupted_run(make_cfg, tmp_path, caplo
             (e.step, e.value) for e in scalars(straight_12_steps, "epoch/d_loss")]
 
 
-def test_resume_with_fewer_max_epochs_than_trained_is_one_clear_error(make_cfg, tmp_path):
+def test_resume_with_fewer_max_epochs_than_trained_is_one_clear_error(make_cfg, tmp_path, trained_run):
     runs = tmp_path / "runs"
-    train(in_dir(make_cfg("trainer.max_epochs=2"), runs / "first"))
+    copy_run(trained_run.dir, runs / "first")  # 2 epochs
     before = sorted(runs.rglob("*"))
     with pytest.raises(UserError, match=r"has trained 2 epochs, more than trainer.max_epochs=1"):
         train(in_dir(make_cfg("trainer.max_epochs=1", "resume=auto"), runs / "second"))

@@ -1,40 +1,36 @@
-"""celebgan.sample on a tiny checkpoint trained once for the module: every mode, and the errors."""
-import subprocess
-import sys
+"""celebgan.sample on the session's trained run: every mode, and the errors."""
 from pathlib import Path
 
 import hydra
 import numpy as np
 import pytest
 import torch
-from conftest import CONF_DIR, TINY, compose_config
+from conftest import CONF_DIR, TRAINED_EPOCHS, run_commands
+from test_evaluate import eval_cfg
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
+import celebgan
 from celebgan.attributes import attribute_scores, cached_classifier, edit_latents
 from celebgan.run.checkpoint import load_gan
 from celebgan.errors import UserError
+from celebgan.evaluate import evaluate
 from celebgan.gan.images import generate, latent_batches, latents
 from celebgan.gan.module import GAN
 from celebgan.sample import sample, slerp
-from celebgan.train import train
 
-EPOCHS = 2
+EPOCHS = TRAINED_EPOCHS
 PAD = 2  # make_grid's gap between tiles, and around them
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    torch.set_num_threads(2)
-    cfg = compose_config([*TINY, "data.num_images=128", f"trainer.max_epochs={EPOCHS}"],
-                         tmp_path_factory.mktemp("sample") / "run")
-    train(cfg)
-    return Path(cfg.paths.output_dir)
+def run(trained_run) -> Path:
+    return trained_run.dir
 
 
 @pytest.fixture(scope="module")
-def ckpt(run) -> Path:
-    return run / "checkpoints" / "last.ckpt"
+def ckpt(trained_run) -> Path:
+    return trained_run.ckpt
 
 
 def sample_cfg(ckpt: Path | None, out: Path, *overrides: str):
@@ -241,30 +237,47 @@ def test_unknown_attribute_is_a_clear_error(ckpt, tmp_path, classifier_cache):
                           f"attributes.cache_dir={cache}", *settings))
 
 
-def test_bad_checkpoints_get_one_clear_error(ckpt, tmp_path):
-    not_ckpt = tmp_path / "notes.ckpt"
-    not_ckpt.write_text("not a checkpoint")
-    with pytest.raises(UserError, match="not a readable PyTorch checkpoint"):
-        load_gan(not_ckpt)
-    with pytest.raises(UserError, match="not found"):
-        load_gan(tmp_path / "missing.ckpt")
-    foreign = tmp_path / "foreign.ckpt"
-    torch.save({"state_dict": {"w": torch.zeros(1)}}, foreign)
-    with pytest.raises(UserError, match="not written by celebgan.train"):
-        load_gan(foreign)
+def bad_checkpoint(kind: str, ckpt: Path, tmp: Path) -> Path:
+    """A file that is not a checkpoint celebgan can sample from, of one kind."""
+    path = tmp / f"{kind}.ckpt"
+    if kind == "text":
+        path.write_text("not a checkpoint")
+    elif kind == "foreign":  # a PyTorch checkpoint without a celebgan run config
+        torch.save({"state_dict": {"w": torch.zeros(1)}}, path)
+    elif kind in ("other_model", "not_a_gan"):
+        full = torch.load(ckpt, map_location="cpu", weights_only=True)
+        if kind == "other_model":  # weights that do not fit the model its config describes
+            full["celebgan_config"]["model"]["generator"]["ngf"] = 32
+        else:  # an allowed target, but not a GAN
+            full["celebgan_config"]["model"]["_target_"] = "celebgan.gan.networks.Generator"
+        torch.save(full, path)
+    return path  # "missing": never written
+
+
+READERS = {
+    "load_gan": lambda path: load_gan(path),
+    "load_generator": lambda path: celebgan.load_generator(path, device="cpu"),
+    "evaluate": lambda path: evaluate(eval_cfg(f"ckpt={path}")),
+}
+
+
+@pytest.mark.parametrize("reader", sorted(READERS))
+@pytest.mark.parametrize("kind, message", [
+    ("text", "not a readable PyTorch checkpoint"),
+    ("missing", "not found"),
+    ("foreign", "not written by celebgan.train"),
+    ("other_model", "do not fit the model"),
+    ("not_a_gan", "not celebgan's GAN"),
+])
+def test_a_file_that_is_not_a_celebgan_checkpoint_is_one_clear_error(ckpt, tmp_path, reader, kind, message):
+    # From the command line (exit status 2, one message): tests/test_cli_errors.py's table.
+    with pytest.raises(UserError, match=message):
+        READERS[reader](bad_checkpoint(kind, ckpt, tmp_path))
+
+
+def test_a_checkpoint_of_another_image_size_is_one_clear_error(ckpt):
     with pytest.raises(UserError, match="trained on 16px images, but 64px"):
         load_gan(ckpt, img_size=64)
-    # Another model: weights that do not fit the model its config describes.
-    full = torch.load(ckpt, map_location="cpu", weights_only=True)
-    full["celebgan_config"]["model"]["generator"]["ngf"] = 32
-    other = tmp_path / "other.ckpt"
-    torch.save(full, other)
-    with pytest.raises(UserError, match="do not fit the model"):
-        load_gan(other)
-    full["celebgan_config"]["model"]["_target_"] = "celebgan.gan.networks.Generator"  # allowed, but not a GAN
-    torch.save(full, other)
-    with pytest.raises(UserError, match="not celebgan's GAN"):
-        load_gan(other)
 
 
 def test_lightning_load_from_checkpoint_names_the_public_loader(ckpt):
@@ -280,23 +293,22 @@ def test_lightning_load_from_checkpoint_names_the_public_loader(ckpt):
     assert all(torch.equal(v, gan.state_dict()[k]) for k, v in loaded.state_dict().items())
 
 
-def test_command_line_error_has_no_traceback_and_leaves_nothing(ckpt, tmp_path):
-    cmd = [sys.executable, "-m", "celebgan.sample", f"ckpt={ckpt}", "img_size=32", f"out={tmp_path / 'g.png'}"]
-    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 2
-    assert "trained on 16px images, but 32px" in result.stderr + result.stdout
-    assert "Traceback" not in result.stderr
-    assert not list(tmp_path.iterdir())  # no image, no outputs/sample/<time>_<mode>/ folder
-
-
-def test_command_line_writes_out_and_nothing_else(ckpt, tmp_path):
-    cmd = [sys.executable, "-m", "celebgan.sample", f"ckpt={ckpt}", "n=4", "device=cpu", "out=g.png"]
-    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert [p.name for p in tmp_path.iterdir()] == ["g.png"]
-    help_text = subprocess.run([sys.executable, "-m", "celebgan.sample", "--help"], cwd=tmp_path,
-                               capture_output=True, text=True, timeout=300).stdout
-    assert "attributes" in help_text and "Configuration groups" not in help_text  # no training groups
+@pytest.mark.integration
+def test_command_lines_write_out_and_nothing_else_and_a_mistake_nothing_at_all(ckpt, tmp_path):
+    mistake, works = tmp_path / "mistake", tmp_path / "works"
+    mistake.mkdir()
+    works.mkdir()
+    error, written, help_ = run_commands([
+        ("celebgan.sample", [f"ckpt={ckpt}", "img_size=32", f"out={mistake / 'g.png'}"]),
+        ("celebgan.sample", [f"ckpt={ckpt}", "n=4", "device=cpu", f"out={works / 'g.png'}"]),
+        ("celebgan.sample", ["--help"])], tmp_path)
+    assert error["code"] == 2
+    assert "trained on 16px images, but 32px" in error["output"] and "Traceback" not in error["output"]
+    assert not list(mistake.iterdir())  # no image, no outputs/sample/<time>_<mode>/ folder
+    assert written["code"] == 0, written["output"]
+    assert [p.name for p in works.iterdir()] == ["g.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mistake", "works"]
+    assert "attributes" in help_["output"] and "Configuration groups" not in help_["output"]  # no training groups
 
 
 def test_default_out_is_a_new_folder_per_call(ckpt, tmp_path, monkeypatch):

@@ -3,25 +3,24 @@ returning its final FID to the sweeper."""
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
-from conftest import TESTS_DIR, cli_cmd, cli_env
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from conftest import RANDOM_METRICS, cli_cmd, cli_env
+from events import scalars
 
 SEARCHED = ["model.g_optimizer.lr", "model.d_optimizer.lr", "model.g_optimizer.betas.0",
             "model.d_optimizer.betas.0", "model.penalties.r1.gamma"]
 
 
 def final_fid(run: Path) -> float:
-    acc = EventAccumulator(str(run), size_guidance={"scalars": 0})
-    acc.Reload()
-    return acc.Scalars("metrics/fid")[-1].value
+    return scalars(run, "metrics/fid")[-1].value
 
 
+@pytest.mark.integration
 def test_two_trial_search_minimises_the_final_fid(tmp_path):
     sweep = tmp_path / "sweep"
     cmd = cli_cmd("search=optuna", "hydra.sweeper.n_trials=2",
-                  # metrics=random: FID/KID through a tiny feature network (tests/conf/metrics/random.yaml)
-                  f"hydra.searchpath=[file://{TESTS_DIR / 'conf'}]", "metrics=random",
+                  *RANDOM_METRICS,
                   f"hydra.sweep.dir={sweep}")
     cmd.insert(3, "-m")  # python -m celebgan.train -m ...
     result = subprocess.run(cmd, env=cli_env(), capture_output=True, text=True, timeout=300)

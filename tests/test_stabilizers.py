@@ -4,7 +4,7 @@ from pathlib import Path
 import hydra
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from events import scalars
 from torch import nn
 
 from celebgan.train import train
@@ -23,7 +23,8 @@ def test_instance_noise_std_anneals_linearly_to_zero(make_cfg):
 
 
 def test_instance_noise_reaches_both_d_inputs_during_training(make_cfg, monkeypatch):
-    cfg = make_cfg("model.instance_noise=0.5", "model.instance_noise_steps=4")
+    # The regularized preset (instance noise with spectral norm, dropout and label smoothing) trains.
+    cfg = make_cfg("model=regularized", "model.instance_noise=0.5", "model.instance_noise_steps=4")
     seen = []
 
     def record(module, args):
@@ -46,9 +47,7 @@ def test_instance_noise_reaches_both_d_inputs_during_training(make_cfg, monkeypa
     assert real_0.abs().max() > 1.0 and fake_0.abs().max() > 1.0
     on_grid = torch.isclose((real_0 + 1) * 127.5, ((real_0 + 1) * 127.5).round(), atol=1e-3)
     assert on_grid.float().mean() < 0.05
-    acc = EventAccumulator(cfg.paths.output_dir, size_guidance={"scalars": 0})
-    acc.Reload()
-    stds = [e.value for e in acc.Scalars("train/instance_noise_std")]
+    stds = [e.value for e in scalars(cfg.paths.output_dir, "train/instance_noise_std")]
     assert stds == pytest.approx([0.5, 0.375, 0.25, 0.125])
 
 
@@ -78,12 +77,9 @@ def test_ttur_preset_gives_each_optimizer_its_own_learning_rate(make_cfg):
     assert all(p in {id(q) for q in gan.generator.parameters()} for p in map(id, g_opt.param_groups[0]["params"]))
 
 
-@pytest.mark.parametrize("model", ["hinge", "ttur", "regularized"])
-def test_each_stabiliser_preset_trains(make_cfg, model):
-    cfg = make_cfg(f"model={model}")
-    assert cfg.model.d_loss._target_ == ("celebgan.gan.losses.d_hinge" if model == "hinge" else "celebgan.gan.losses.d_bce")
-    metrics = train(cfg)
-    assert torch.isfinite(torch.tensor(metrics["epoch/g_loss"]))
+# Each preset's keys and values: test_config.py's test_each_preset_is_vanilla_plus_what_its_file_sets.
+# Training with them: the hinge objective in test_objectives.py, TTUR with the LR schedules below,
+# regularized in the instance-noise test above.
 
 
 @pytest.mark.parametrize("schedule, factor", [("step", 0.25), ("linear", 0.0)])  # after 2 epochs

@@ -3,19 +3,14 @@ import hydra
 import lightning as L
 import pytest
 import torch
+from conftest import fit_steps
 
 from celebgan.conf import resolvers
 
 
-def one_step(cfg, precision: str):
+def one_step(cfg):
     """(model, logged metrics) after one training step (two optimizer steps) from seed 0."""
-    L.seed_everything(0)
-    model = hydra.utils.instantiate(cfg.model)
-    dm = hydra.utils.instantiate(cfg.data)
-    trainer = L.Trainer(accelerator="cpu", max_steps=2, precision=precision, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False)
-    L.seed_everything(1)  # the same batch, flips and latents in both runs
-    trainer.fit(model, dm)
+    model, trainer = fit_steps(cfg, 1)
     return model, {k: float(v) for k, v in trainer.callback_metrics.items()}
 
 
@@ -40,8 +35,8 @@ def test_bf16_and_fp32_steps_agree(make_cfg):
     cfg = make_cfg("data.num_images=16")
     L.seed_everything(0)
     before = trained_params(hydra.utils.instantiate(cfg.model))
-    fp32, m32 = one_step(cfg, "32-true")
-    bf16, m16 = one_step(cfg, "bf16-mixed")
+    fp32, m32 = one_step(make_cfg("data.num_images=16", "trainer.precision=32-true"))
+    bf16, m16 = one_step(make_cfg("data.num_images=16", "trainer.precision=bf16-mixed"))
     for key in ["train/d_loss", "train/g_loss", "train/D_x"]:
         assert m16[key] == pytest.approx(m32[key], rel=0.03), key
     # Adam's first step moves each weight by about lr * sign(grad): agreement is in direction.
@@ -53,8 +48,8 @@ def test_compiled_and_eager_steps_agree(make_cfg):
     cfg = make_cfg("data.num_images=16")
     L.seed_everything(0)
     before = trained_params(hydra.utils.instantiate(cfg.model))
-    eager, m_eager = one_step(cfg, "32-true")
-    compiled, m_compiled = one_step(make_cfg("data.num_images=16", "model.compile=true"), "32-true")
+    eager, m_eager = one_step(cfg)
+    compiled, m_compiled = one_step(make_cfg("data.num_images=16", "model.compile=true"))
     for key in ["train/d_loss", "train/g_loss", "train/D_x"]:
         assert m_compiled[key] == pytest.approx(m_eager[key], rel=1e-3, abs=1e-5), key
     assert update_cosine(before, trained_params(eager), trained_params(compiled)) > 0.999

@@ -12,6 +12,7 @@ from celebgan.errors import UserError
 from celebgan.train import train
 
 
+@pytest.mark.integration
 def test_common_trainer_keys_need_no_plus_and_reach_the_trainer(tmp_path):
     # Clipping is the model's (model.gradient_clip_*): Lightning cannot clip under manual optimization.
     cmd = cli_cmd(

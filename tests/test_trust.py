@@ -1,17 +1,15 @@
 """A checkpoint's stored config never chooses what code runs: crafted checkpoints (plain dicts,
 strings and tensors, which torch.load(weights_only=True) accepts) through every entry point that
 reads one, each refused with one message before anything is built; clean configs still load."""
-import json
 import logging
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONF_DIR, TESTS_DIR, TINY, TINY_CLI, cli_env, compose_config
+from conftest import CONF_DIR, TINY, TINY_CLI, compose_config, run_commands
 from omegaconf import OmegaConf
 
 import celebgan
@@ -27,10 +25,8 @@ EVIL_MODULE = "celebgan_trust_evil"  # a module whose import writes a marker fil
 
 
 @pytest.fixture(scope="module")
-def clean(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("trust") / "run"
-    train(compose_config([*TINY, "trainer.max_steps=4"], out))
-    return out / "checkpoints" / "last.ckpt"
+def clean(trained_run) -> Path:
+    return trained_run.ckpt
 
 
 @pytest.fixture
@@ -116,16 +112,6 @@ def test_every_public_reader_checks_the_stored_config(clean, tmp_path, reader):
     assert not victim.exists()
 
 
-def run_cli(tmp: Path, cases: list[tuple[str, list[str]]], pythonpath: Path) -> list[dict]:
-    """Each (module, args) as `python -m MODULE ARGS` would run it, all in one process (cli_runner)."""
-    (tmp / "cases.json").write_text(json.dumps([{"module": m, "args": a, "cwd": str(tmp)} for m, a in cases]))
-    env = cli_env()
-    env["PYTHONPATH"] = f"{pythonpath}:{env['PYTHONPATH']}"
-    subprocess.run([sys.executable, str(TESTS_DIR / "cli_runner.py"), str(tmp / "cases.json"),
-                    str(tmp / "results.json")], env=env, check=True, timeout=600)
-    return json.loads((tmp / "results.json").read_text())
-
-
 def assert_one_refusal(result: dict, key: str, case) -> None:
     out = result["output"]
     assert result["code"] == 2, (case, out[-2000:])
@@ -133,6 +119,7 @@ def assert_one_refusal(result: dict, key: str, case) -> None:
     assert key in out, (case, out[-2000:])
 
 
+@pytest.mark.integration
 def test_every_command_refuses_a_poisoned_checkpoint_with_one_message(clean, tmp_path, evil_module):
     """Every entry point that reads a checkpoint with the module poison (whose import would leave a
     marker), and every poison through sample and resume."""
@@ -157,7 +144,7 @@ def test_every_command_refuses_a_poisoned_checkpoint_with_one_message(clean, tmp
         shutil.copy(path, auto / "old" / "checkpoints" / "last.ckpt")
         add("celebgan.train", [*TINY_CLI, "resume=auto", f"hydra.run.dir={auto / 'new'}"], key)
 
-    results = run_cli(tmp_path, cases, evil_module[0])
+    results = run_commands(cases, tmp_path, pythonpath=evil_module[0])
     for case, key, result in zip(cases, expected, results):
         assert_one_refusal(result, key, case)
     assert not (tmp_path / "out").exists() and not (tmp_path / "outputs").exists()
@@ -261,4 +248,4 @@ def test_resume_takes_nothing_from_the_hyperparameters(clean, make_cfg, tmp_path
         train(make_cfg("trainer.max_epochs=3", f"resume={path}"))
     assert f"Restored all states from the checkpoint at {path}" in caplog.text
     resumed = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
-    assert resumed["global_step"] == 3 * 8  # three epochs of 4 D and 4 G steps
+    assert resumed["global_step"] == 3 * 8  # the clean run's two epochs and one more, each of 4 D and 4 G steps

@@ -1,0 +1,19 @@
+"""What a run logged to TensorBoard, read back from its event files: the one reader of the tests."""
+from pathlib import Path
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+
+def events(logdir: Path | str) -> EventAccumulator:
+    """Every scalar and image of the event files in logdir (by default TensorBoard keeps a sample)."""
+    return EventAccumulator(str(logdir), size_guidance={"scalars": 0, "images": 0}).Reload()
+
+
+def scalars(logdir: Path | str, tag: str) -> list:
+    """The ScalarEvents (wall_time, step, value) of tag in logging order; [] when it was never logged."""
+    acc = events(logdir)
+    return acc.Scalars(tag) if tag in acc.Tags()["scalars"] else []
+
+
+def scalar_steps(logdir: Path | str, tag: str) -> list[int]:
+    return sorted(e.step for e in scalars(logdir, tag))
