@@ -164,6 +164,14 @@ def assert_same_training_state(a: dict, b: dict) -> None:
 RANDOM_METRICS = [f"hydra.searchpath=[file://{TESTS_DIR / 'conf'}]", "metrics=random"]
 
 
+def random_features(cfg: DictConfig) -> DictConfig:
+    """The same network in a composed config that names Inception (celebgan.evaluate's, whose
+    config holds its metrics settings itself, or metrics=small's)."""
+    with open_dict(cfg):
+        cfg.metrics.feature_extractor = {"_target_": "celebgan.metrics.features.RandomFeatures", "_partial_": True}
+    return cfg
+
+
 def train_under_hydra(overrides: list[str], output_dir: Path) -> dict:
     """train() as `python -m celebgan.train` runs it, with Hydra's runtime (its group choices) set."""
     from celebgan.train import train

@@ -8,12 +8,12 @@ from hydra import compose, initialize_config_dir
 from celebgan.errors import UserError
 from celebgan.evaluate import evaluate
 
-from conftest import CONF_DIR, RANDOM_METRICS
+from conftest import CONF_DIR, random_features
 
 
 def eval_cfg(*overrides: str):
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose(config_name="evaluate", overrides=[*RANDOM_METRICS, *overrides])
+        return random_features(compose(config_name="evaluate", overrides=list(overrides)))
 
 
 def test_evaluate_a_tiny_run_prints_the_protocol_and_writes_json(trained_run, tmp_path, capsys):

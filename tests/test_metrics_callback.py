@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from conftest import RANDOM_METRICS
+from conftest import RANDOM_METRICS, random_features
 from events import scalars
 
 from celebgan.gan.module import GAN
@@ -103,9 +103,10 @@ def test_the_metrics_choice_brings_its_callbacks_and_none_builds_nothing(make_cf
         raise Built
 
     monkeypatch.setattr(lightning.Trainer, "fit", fit)
-    small = ["metrics.n_samples=16", "metrics.n_real=16", f"metrics.cache_dir={tmp_path / 'cache'}",
-             "metrics.feature_extractor._target_=probe.random_features"]
+    small = ["metrics.n_samples=16", "metrics.n_real=16", f"metrics.cache_dir={tmp_path / 'cache'}"]
     cfg = make_cfg(f"metrics={metrics}", *(small if measured else []))
+    if measured:
+        random_features(cfg)
     with pytest.raises(Built):
         train(cfg)
     quality = [c for c in built["callbacks"] if isinstance(c, QualityMetrics)]
