@@ -91,13 +91,16 @@ def compose_run(variant: str, seed: int, args, out_dir: Path):
     return cfg
 
 
-def run_key(cfg, n_eval: int, extractor_name: str) -> str:
-    """What a run's score depends on (model, data, epochs, precision, seed, metric), not where it is written."""
-    parts = {"model": cfg.model, "data": cfg.data, "seed": cfg.seed,
-             "trainer": {k: cfg.trainer.get(k) for k in ("max_epochs", "precision")}}
-    parts = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v for k, v in parts.items()}
-    text = json.dumps(parts, sort_keys=True, default=str).replace(str(ROOT), "<root>")
-    text += f"n_eval={n_eval} features={extractor_name}"
+def run_key(variant: str, cfg, args, n_eval: int, extractor_name: str) -> str:
+    """What a run's score depends on: the preset's name, seed, budget, overrides, resolved precision,
+    the renderer and the metric. Not the composed model config itself, so that a key added to the
+    presets with a default that changes nothing keeps the records valid; a change to what a preset
+    trains must clear its records (git rm benchmarks/quality_runs/PRESET_*)."""
+    parts = {"variant": variant, "seed": int(cfg.seed), "img_size": int(cfg.data.img_size),
+             "num_images": int(cfg.data.num_images), "epochs": int(cfg.trainer.max_epochs),
+             "batch_size": int(cfg.data.batch_size), "overrides": sorted(args.override),
+             "precision": str(OmegaConf.select(cfg, "trainer.precision")), "renderer": RENDERER_VERSION}
+    text = json.dumps(parts, sort_keys=True) + f"n_eval={n_eval} features={extractor_name}"
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
@@ -277,7 +280,7 @@ def main() -> None:
             for seed in range(args.seeds):
                 cfg = compose_run(variant, seed, args, tmp)
                 budget = budget or (cfg.data.num_images, cfg.trainer.max_epochs, cfg.data.batch_size)
-                done = runs_dir / f"{variant}_seed{seed}_{run_key(cfg, n, extractor.name)}.json"
+                done = runs_dir / f"{variant}_seed{seed}_{run_key(variant, cfg, args, n, extractor.name)}.json"
                 if done.is_file() and not args.quick:
                     result = json.loads(done.read_text())
                 elif args.cached_only:
