@@ -2,6 +2,8 @@
 PY     ?= .venv/bin/python
 PYTHON ?= python3
 ARGS   ?=
+# make tb's runs; its images=1000 keeps every grid, where TensorBoard keeps 10 of a tag
+LOGDIR ?= outputs
 
 .PHONY: help install demo train prepare test test-quick test-all bench tb clean bench-quality
 
@@ -37,8 +39,8 @@ test-all:  ## every test, slow ones too (gpu tests skip without a GPU)
 bench:  ## data-loader and training-step throughput into benchmarks/RESULTS.md (ARGS=--quick: a few minutes)
 	$(PY) benchmarks/throughput.py $(ARGS)
 
-tb:  ## TensorBoard over every run under outputs/
-	$(PY) -m tensorboard.main --logdir outputs
+tb:  ## TensorBoard over every run under outputs/ (LOGDIR=outputs/multirun/TIME: one sweep's runs, named by job)
+	$(PY) -m tensorboard.main --logdir $(LOGDIR) --samples_per_plugin images=1000
 
 clean:  ## remove caches (outputs/ is kept)
 	rm -rf .pytest_cache src/*.egg-info

@@ -2,6 +2,7 @@
 from pathlib import Path
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import metadata
 
 
 def events(logdir: Path | str) -> EventAccumulator:
@@ -17,3 +18,14 @@ def scalars(logdir: Path | str, tag: str) -> list:
 
 def scalar_steps(logdir: Path | str, tag: str) -> list[int]:
     return sorted(e.step for e in scalars(logdir, tag))
+
+
+def hparams(logdir: Path | str) -> tuple[list, dict]:
+    """The run's HParams declaration: its columns (HParamInfos, as declared) and its row {label: value}."""
+    content = events(logdir).PluginTagToContent(metadata.PLUGIN_NAME)
+    infos = list(metadata.parse_experiment_plugin_data(content[metadata.EXPERIMENT_TAG]).hparam_infos)
+    start = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
+    label = {info.name: info.display_name for info in infos}
+    row = {label[name]: value.WhichOneof("kind") and getattr(value, value.WhichOneof("kind"))
+           for name, value in start.hparams.items()}
+    return infos, row

@@ -44,7 +44,7 @@ class TinyGAN:
 # Each case: (tmp_path, monkeypatch) -> (the target path, a call that writes it).
 def sample_grid(tmp, mp):
     trainer = SimpleNamespace(current_epoch=0, is_global_zero=True, loggers=[])
-    return tmp / "epoch_0000.png", lambda: SampleGrid(dirpath=str(tmp)).on_train_epoch_end(trainer, TinyGAN())
+    return tmp / "epoch_0001.png", lambda: SampleGrid(dirpath=str(tmp)).on_train_epoch_end(trainer, TinyGAN())
 
 
 def checkpoint(tmp, mp):

@@ -25,7 +25,7 @@ def test_output_to_a_file_is_one_line_per_epoch_and_a_summary(tmp_path):
     for text in (out, log):
         assert text.count("epoch 1/2  step 4  d_loss ") == 1 and text.count("epoch 2/2  step 8  d_loss ") == 1
         assert f"run folder:  {run}" in text
-        assert f"last grid:   {run / 'samples' / 'epoch_0001.png'}" in text
+        assert f"last grid:   {run / 'samples' / 'epoch_0002.png'}" in text
         assert f"checkpoint:  {run / 'checkpoints' / 'last.ckpt'}" in text
         assert f"tensorboard --logdir {run}" in text
     assert not (run / "checkpoints" / "best.ckpt").exists()

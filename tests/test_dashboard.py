@@ -16,20 +16,26 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from celebgan.errors import UserError
-from celebgan.run.hparams import FINAL_LOSSES, run_hparams
+from celebgan.run.hparams import FINAL_LOSSES, FINAL_QUALITY, experiment, final_metrics, run_hparams, varied_columns
 from celebgan.plot import HEIGHT_PER_PANEL, PANELS, TOP, WIDTH, plot_run, read_scalars
+from tensorboard.plugins.hparams.metadata import parse_experiment_plugin_data
 
 EPOCHS = TRAINED_EPOCHS
 RUN, OTHER = "0_model=vanilla", "1_model=spectral"  # TensorBoard names each run after its folder
+OTHER_EPOCHS = 11  # more grids than the 10 TensorBoard keeps of a tag unless told otherwise
+# The HParams columns in the order a researcher compares runs; TensorBoard shows the first five.
+COLUMNS = ["model", "objective", "penalties", "g_lr", "d_lr", "g_beta1", "d_beta1", "n_dis", "real_label", "data",
+           "img_size", "batch_size", "seed"]
 
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory, trained_run) -> Path:
     """Two runs side by side, as a sweep lays them out: 0_model=vanilla (the session's trained run,
-    which most tests read) and 1_model=spectral (one epoch, to tell the HParams rows apart)."""
+    which most tests read) and 1_model=spectral (11 epochs of one step, to tell the HParams rows
+    apart and to have more grids than TensorBoard keeps by default)."""
     root = tmp_path_factory.mktemp("sweep")
     copy_run(trained_run.dir, root / RUN)
-    train_under_hydra([*TINY, "model=spectral", "trainer.max_epochs=1", "data.num_images=32", "seed=7",
+    train_under_hydra([*TINY, "model=spectral", f"trainer.max_epochs={OTHER_EPOCHS}", "data.num_images=16", "seed=7",
                        "model.g_optimizer.lr=1e-4"], root / OTHER)
     return root
 
@@ -78,16 +84,19 @@ def test_plot_command_line_prints_one_line_and_has_help(run, tmp_path):
     assert all(key in result.stdout for key in ("run: ???", "out: null", "smoothing: 0.9"))  # its keys
 
 
-def test_final_metrics_fill_the_hparams_columns_at_the_last_step(run):
+def test_every_scalar_is_a_curve_on_the_training_step_axis(run):
     scalars = read_scalars(run)
-    last_step = EPOCHS * 64 // 16 - 1
-    assert scalars["train/d_loss"][-1][0] == last_step
-    for name, source in FINAL_LOSSES.items():
-        step, last = scalars[name][-1]
-        assert last == pytest.approx(scalars[source][-1][1]) and not np.isnan(last)
-        assert step == last_step  # on the training-step axis of the curves, not Lightning's global_step
-    # Metrics are off in the tiny run: no FID/KID columns, which could only ever hold NaN.
-    assert not [tag for tag in scalars if tag.startswith(("final/fid", "final/kid", "metrics/"))]
+    steps = list(range(EPOCHS * 64 // 16))
+    for tag in ["train/d_loss", "train/lr_g", "train/lr_d"]:
+        assert [step for step, _ in scalars[tag]] == steps
+    assert [value for _, value in scalars["train/lr_g"] + scalars["train/lr_d"]] == pytest.approx([2e-4] * 2 * len(steps))
+    for source in FINAL_LOSSES.values():  # the epoch means, at each epoch's last training step
+        assert [step for step, _ in scalars[source]] == [3, 7]
+    # No single-point final/* chart, no NaN, no Lightning `epoch` counter; metrics are off in the tiny run.
+    assert not [tag for tag in scalars if tag == "epoch" or tag.startswith(("final/", "epoch/", "metrics/"))]
+    assert not [tag for tag, points in scalars.items() if any(np.isnan(value) for _, value in points)]
+    # TensorBoard groups charts by the tag's first part, alphabetically: the per-step curves come first.
+    assert sorted({tag.split("/")[0] for tag in scalars}) == ["train", "train_epoch"]
 
 
 def get(url: str, body: dict | None = None):
@@ -100,9 +109,10 @@ def get(url: str, body: dict | None = None):
 
 @pytest.mark.integration
 def test_tensorboard_serves_scalars_images_and_hparams(sweep, run):
+    # As `make tb` and the end of every run start it: every grid kept (TensorBoard's images=0 would keep none).
     proc = subprocess.Popen(
         [sys.executable, "-m", "tensorboard.main", "--logdir", str(sweep), "--host", "127.0.0.1", "--port", "0",
-         "--load_fast=false", "--reload_interval", "1"],
+         "--load_fast=false", "--reload_interval", "1", "--samples_per_plugin", "images=1000"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         base = None
@@ -117,46 +127,51 @@ def test_tensorboard_serves_scalars_images_and_hparams(sweep, run):
         # The first load of the logs is asynchronous: poll until the run's tags appear.
         while True:
             scalars = get(f"{base}/data/plugin/scalars/tags")
-            if all(scalars.get(r, {}).keys() >= set(FINAL_LOSSES) for r in (RUN, OTHER)):
+            if all(scalars.get(r, {}).keys() >= set(FINAL_LOSSES.values()) for r in (RUN, OTHER)):
                 break
             assert time.monotonic() < deadline, f"scalars never served: {scalars}"
             time.sleep(0.5)
         tags = scalars[RUN]
         for name in ["d_loss", "g_loss", "D_x", "D_G_z1", "D_G_z2"]:
-            assert f"train/{name}" in tags and f"epoch/{name}" in tags  # the README's names
-        assert not [t for t in tags if t.endswith(("_step", "_epoch"))]
+            assert f"train/{name}" in tags and f"train_epoch/{name}" in tags  # the README's names
+        assert {"train/lr_g", "train/lr_d"} <= tags.keys() and "epoch" not in tags
+        assert not [t for t in tags if t.endswith(("_step", "_epoch")) or t.startswith("final/")]
         points = get(f"{base}/data/plugin/scalars/scalars?run={RUN}&tag=train/d_loss")
         assert len(points) == EPOCHS * 64 // 16
 
-        assert "samples" in get(f"{base}/data/plugin/images/tags")[RUN]
-        grids = get(f"{base}/data/plugin/images/images?run={RUN}&tag=samples")
-        assert [g["step"] for g in grids] == list(range(EPOCHS))
+        assert list(get(f"{base}/data/plugin/images/tags")[RUN]) == ["train/samples"]
+        grids = get(f"{base}/data/plugin/images/images?run={RUN}&tag=train/samples")
+        assert [g["step"] for g in grids] == [3, 7]  # the epochs' last training steps, as the curves count
         png = get(f"{base}/data/plugin/images/individualImage?{grids[-1]['query']}")
-        assert Image.open(io.BytesIO(png)).size == Image.open(run / "samples" / "epoch_0001.png").size
+        assert Image.open(io.BytesIO(png)).size == Image.open(run / "samples" / "epoch_0002.png").size
+        grids = get(f"{base}/data/plugin/images/images?run={OTHER}&tag=train/samples")
+        assert [g["step"] for g in grids] == list(range(OTHER_EPOCHS))  # all 11, one step an epoch
 
         experiment = get(f"{base}/data/plugin/hparams/experiment", {"experimentName": ""})
-        # A compact table: the presets and the settings that tell runs apart, not the whole config.
-        hparams = {h["name"] for h in experiment["hparamInfos"]}
-        assert hparams == {"model", "data", "objective", "real_label", "penalties", "n_dis", "g_lr", "d_lr",
-                           "img_size", "batch_size", "seed"}
-        assert {m["name"]["tag"] for m in experiment["metricInfos"]} == set(FINAL_LOSSES)
+        # A compact table: the presets and the settings that tell runs apart, not the whole config,
+        # in the order TensorBoard shows them; its table and plots show the first five of each.
+        assert [h["displayName"] for h in experiment["hparamInfos"]] == COLUMNS
+        assert [m["displayName"] for m in experiment["metricInfos"]] == list(FINAL_LOSSES)
+        ids = {h["displayName"]: h["name"] for h in experiment["hparamInfos"]}
         groups = get(f"{base}/data/plugin/hparams/session_groups", {
             "experimentName": "", "startIndex": 0, "sliceSize": 100,
             "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]})
         # One row per run of the sweep, each with its own config values and final metrics.
         rows = {g["sessions"][0]["name"]: g for g in groups["sessionGroups"]}
         assert set(rows) == {RUN, OTHER}
-        assert rows[RUN]["hparams"] == {"model": "vanilla", "data": "synthetic", "objective": "nonsaturating",
-                                        "real_label": 1.0, "penalties": "none", "n_dis": 1, "g_lr": 2e-4,
-                                        "d_lr": 2e-4, "img_size": 16, "batch_size": 16, "seed": 42}
-        assert rows[OTHER]["hparams"]["model"] == "spectral"
-        assert rows[OTHER]["hparams"]["seed"] == 7 and rows[OTHER]["hparams"]["g_lr"] == pytest.approx(1e-4)
+        assert {g["sessions"][0]["status"] for g in groups["sessionGroups"]} == {"STATUS_SUCCESS"}
+        assert rows[RUN]["hparams"] == {ids[k]: v for k, v in {
+            "model": "vanilla", "objective": "nonsaturating", "penalties": "none", "g_lr": 2e-4, "d_lr": 2e-4,
+            "g_beta1": 0.5, "d_beta1": 0.5, "n_dis": 1, "real_label": 1.0, "data": "synthetic", "img_size": 16,
+            "batch_size": 16, "seed": 42}.items()}
+        assert rows[OTHER]["hparams"][ids["model"]] == "spectral"
+        assert rows[OTHER]["hparams"][ids["seed"]] == 7 and rows[OTHER]["hparams"][ids["g_lr"]] == pytest.approx(1e-4)
         for run_name, path in [(RUN, run), (OTHER, sweep / OTHER)]:
-            final = {m["name"]["tag"]: m["value"] for m in rows[run_name]["metricValues"]}
+            final = {m["name"]["tag"]: (m["value"], m["trainingStep"]) for m in rows[run_name]["metricValues"]}
             on_disk = read_scalars(path)
-            assert set(final) == set(FINAL_LOSSES)  # the tiny runs measure no FID/KID: no NaN columns
-            for name, source in FINAL_LOSSES.items():
-                assert final[name] == pytest.approx(on_disk[source][-1][1])
+            assert set(final) == set(FINAL_LOSSES.values())  # the tiny runs measure no FID/KID: no empty columns
+            for source in FINAL_LOSSES.values():  # the last epoch's means, at the run's last training step
+                assert final[source] == (pytest.approx(on_disk[source][-1][1]), on_disk["train/d_loss"][-1][0])
     finally:
         proc.kill()
         proc.wait(timeout=30)
@@ -165,7 +180,27 @@ def test_tensorboard_serves_scalars_images_and_hparams(sweep, run):
 def test_hparams_row_names_objective_penalties_and_presets(make_cfg):
     config = OmegaConf.to_container(make_cfg("model=wgan_gp"), resolve=True)
     row = run_hparams(config, {"model": "wgan_gp", "data": "synthetic"})
+    assert list(row) == COLUMNS
     assert (row["model"], row["objective"], row["penalties"], row["n_dis"]) == ("wgan_gp", "wgan", "gp", 5)
-    assert (row["g_lr"], row["d_lr"]) == (1e-4, 1e-4)
+    assert (row["g_lr"], row["d_lr"], row["g_beta1"]) == (1e-4, 1e-4, 0.0)
     # Outside Hydra (train() called from Python) the data set still has a name.
     assert run_hparams(config, {})["data"] == "Synthetic" and run_hparams(config, {})["model"] == ""
+
+
+def test_a_sweeps_varied_columns_come_first_and_every_searched_key_is_a_column(make_cfg):
+    config = OmegaConf.to_container(make_cfg("model=r1", "model.penalties.r1.gamma=0.3", "lr_schedule=step"),
+                                    resolve=True)
+    searched = ["model.g_optimizer.lr", "model.d_optimizer.lr", "model.g_optimizer.betas.0",
+                "model.d_optimizer.betas.0", "model.penalties.r1.gamma", "lr_schedule"]
+    row = run_hparams(config, {"model": "r1", "data": "synthetic", "lr_schedule": "step"}, searched)
+    assert list(row) == [*COLUMNS[:7], "model.penalties.r1.gamma", "lr_schedule", *COLUMNS[7:]]
+    assert (row["model.penalties.r1.gamma"], row["lr_schedule"]) == (0.3, "step")
+    varied = varied_columns(searched)
+    assert varied == ["g_lr", "d_lr", "g_beta1", "d_beta1", "model.penalties.r1.gamma", "lr_schedule"]
+    # TensorBoard orders the columns by id, those that differ first, and shows five: the searched ones.
+    declared = experiment(row, varied, final_metrics({"metrics": {"every_n_epochs": 1}}))
+    info = parse_experiment_plugin_data(declared.value[0].metadata.plugin_data.content)
+    shown = sorted(info.hparam_infos, key=lambda h: (not h.differs, h.name))[:5]
+    assert [h.display_name for h in shown] == ["g_lr", "d_lr", "g_beta1", "d_beta1", "model.penalties.r1.gamma"]
+    assert [m.display_name for m in info.metric_infos][:2] == list(FINAL_QUALITY)  # FID and KID first
+    assert [m.name.tag for m in info.metric_infos][:2] == ["metrics/fid", "metrics/kid"]

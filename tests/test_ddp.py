@@ -31,7 +31,7 @@ def test_two_process_ddp_one_run_folder_same_weights_reduced_metrics(ddp_run):
     assert sorted(p.name for p in run.iterdir()) == [
         ".hydra", "checkpoints", *(p.name for p in run.glob("events.out.tfevents.*")), "hparams.yaml", "samples",
         "train.log", "train_ddp_process_1.log"]
-    assert sorted(p.name for p in (run / "samples").iterdir()) == ["epoch_0000.png", "epoch_0001.png"]
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["epoch_0001.png", "epoch_0002.png"]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
     events = list(run.glob("events.out.tfevents.*"))
     assert len(events) == 1

@@ -51,7 +51,7 @@ def test_make_demo_trains_end_to_end_when_shrunk(tmp_path):
     assert "experiment=demo" in yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())
     # Progress grids of the 64 fixed latents at 32px: 8 x 8 tiles with make_grid's 2-pixel gaps.
     grids = sorted((run / "samples").iterdir())
-    assert [p.name for p in grids] == ["epoch_0000.png", "epoch_0001.png"]
+    assert [p.name for p in grids] == ["epoch_0001.png", "epoch_0002.png"]
     assert all(Image.open(p).size == (2 + 8 * 34, 2 + 8 * 34) for p in grids)
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]  # metrics off: no best
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)

@@ -118,7 +118,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_last_good_checkpoint(ma
             raise
 
     monkeypatch.setattr(NonFiniteGuard, "check", recording_check)
-    with pytest.raises(UserError, match=r"non-finite loss at training step 5 \(epoch 1") as err:
+    with pytest.raises(UserError, match=r"non-finite loss at training step 5 \(epoch 2") as err:
         train(cfg)
     assert stopped_at == [stops_after]
     assert "last.ckpt" in str(err.value)
@@ -230,8 +230,8 @@ def test_full_disk_while_writing_the_grid_is_one_message_and_leaves_no_temporary
                              f"head -c 8192 /dev/zero > {small}/filler; {train_cmd}; code=$?; "
                              f"ls -a {small}/samples; exit $code", tmp_path)
     assert code == 2 and "Traceback" not in out, out
-    assert "Could not write" in out and "epoch_0000.png" in out and "No space left on device" in out
-    assert ".epoch_0000.png.tmp" not in out  # the listing of the samples folder
+    assert "Could not write" in out and "epoch_0001.png" in out and "No space left on device" in out
+    assert ".epoch_0001.png.tmp" not in out  # the listing of the samples folder
 
 
 @pytest.mark.integration

@@ -49,7 +49,7 @@ def test_a_grid_that_collapses_after_it_was_varied_is_reported(caplog):
 
     epoch_end(collapsed)  # as a freshly initialised G draws: no collapse without variety before
     epoch_end(varied)
-    with pytest.raises(UserError, match="near-identical at the end of epoch 3 \\(training step 40\\)"):
+    with pytest.raises(UserError, match="near-identical at the end of epoch 4 \\(training step 40\\)"):
         epoch_end(collapsed)
 
 
@@ -69,7 +69,7 @@ def test_an_exploded_run_is_named_with_its_step_and_goes_on_by_default(make_cfg,
                    "callbacks.divergence.check_every_n_steps=1")
     train(cfg)
     assert "a loss reached" in caplog.text and "at training step 2 " in caplog.text
-    assert "grid's pixel values are at black or white at the end of epoch 0" in caplog.text
+    assert "grid's pixel values are at black or white at the end of epoch 1" in caplog.text
     assert "on every one of 4 training steps up to step" in caplog.text
     assert caplog.text.count("Training looks diverged") == 3  # each kind once, not every check
 

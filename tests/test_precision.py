@@ -13,7 +13,7 @@ from celebgan.train import train
 def test_16_mixed_trains_with_a_grad_scaler_on_gpu(make_cfg):
     cfg = make_cfg("trainer.accelerator=gpu", "trainer.precision=16-mixed", "trainer.max_epochs=2")
     metrics = train(cfg)
-    assert math.isfinite(metrics["epoch/d_loss"]) and math.isfinite(metrics["epoch/g_loss"])
+    assert math.isfinite(metrics["train_epoch/d_loss"]) and math.isfinite(metrics["train_epoch/g_loss"])
     ckpt = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
     scaler = ckpt["MixedPrecision"]  # saved with the run, restored on resume
     assert scaler["scale"] > 0 and scaler["_growth_tracker"] >= 0

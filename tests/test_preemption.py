@@ -50,12 +50,12 @@ def test_a_signal_saves_last_ckpt_and_resume_auto_continues_exactly(tmp_path, st
                                 f"+callbacks.signal.signum={signum}", f"+callbacks.signal.group={group}",
                                 f"+callbacks.signal.again_while_saving={again}"), tmp_path)
     assert code == status, out
-    assert "Traceback" not in out and f"Stopped by {by} after training step 6 (epoch 1)" in out
+    assert "Traceback" not in out and f"Stopped by {by} after training step 6 (epoch 2)" in out
     assert ("Ctrl-C again: ignored while the run stops and saves" in out) == again
     assert "Continue the run with resume=auto" in out
     saved = torch.load(stopped / "checkpoints" / "last.ckpt", weights_only=True)
     assert saved["global_step"] == 12 and saved["epoch"] == 1  # 6 D steps + 6 G steps
-    assert not list((stopped / "samples").glob("epoch_0001.png"))  # epoch 1 was not finished
+    assert not list((stopped / "samples").glob("epoch_0002.png"))  # epoch 2 was not finished
 
     resumed = compose_config([*TINY, "trainer.max_epochs=2", "resume=auto"], tmp_path / "runs" / "resumed")
     train(resumed)  # continues in the stopped run's folder
@@ -87,7 +87,7 @@ def test_a_signal_to_the_whole_group_stops_workers_too_and_saves(tmp_path, celeb
     code, out = run_cli(train_cmd(*celeba_folder, f"hydra.run.dir={stopped}", *SIGNAL_AT_STEP_6,
                                   f"+callbacks.signal.signum={signum}", "+callbacks.signal.group=true"), tmp_path, tmpdir)
     assert code == status, out
-    assert "Traceback" not in out and "after training step 6 (epoch 1)" in out and "resume=auto" in out
+    assert "Traceback" not in out and "after training step 6 (epoch 2)" in out and "resume=auto" in out
     assert torch.load(stopped / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 12
     # The workers were shut down by the training process, not killed: their folders went with them.
     assert not list(tmpdir.glob("pymp-*"))
@@ -104,7 +104,7 @@ def test_workers_that_died_of_the_signal_are_part_of_the_stop(tmp_path, celeba_f
     code, out = run_cli(train_cmd(*celeba_folder, f"hydra.run.dir={stopped}", *SIGNAL_AT_STEP_6,
                                   "+callbacks.signal.kill_workers=true"), tmp_path)
     assert code == 143, out
-    assert "Traceback" not in out and "Stopped by a signal after training step 6 (epoch 1)" in out
+    assert "Traceback" not in out and "Stopped by a signal after training step 6 (epoch 2)" in out
     assert torch.load(stopped / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 12
 
 

@@ -64,6 +64,6 @@ def test_killed_then_resumed_run_equals_straight_run(tmp_path, precision, traine
     # One TensorBoard run, continued in place: every step once, as in the straight run.
     assert scalar_steps(first, "train/d_loss") == scalar_steps(
         straight_dir, "train/d_loss") == list(range(8))
-    assert sorted(p.name for p in (first / "samples").iterdir()) == ["epoch_0000.png", "epoch_0001.png"]
+    assert sorted(p.name for p in (first / "samples").iterdir()) == ["epoch_0001.png", "epoch_0002.png"]
     assert not (second / "checkpoints").exists() and not list(second.glob("events.out.tfevents.*"))
     assert "Resuming" in (second / "train.log").read_text()

@@ -43,7 +43,7 @@ def test_resume_path_continues_the_run_in_its_folder_and_equals_an_uninterrupted
     # Continued in the checkpoint's run: its TensorBoard run and grids go on; the new folder holds none.
     steps = [e.step for e in scalars(first, "train/d_loss")]
     assert steps == [e.step for e in scalars(straight, "train/d_loss")] == list(range(8))
-    assert sorted(p.name for p in (first / "samples").iterdir()) == ["epoch_0000.png", "epoch_0001.png"]
+    assert sorted(p.name for p in (first / "samples").iterdir()) == ["epoch_0001.png", "epoch_0002.png"]
     assert not second.exists() or not {"checkpoints", "samples"} & {p.name for p in second.iterdir()}
     assert not second.exists() or not list(second.glob("events.out.tfevents.*"))
 
@@ -230,8 +230,8 @@ def test_max_steps_resume_equals_the_uninterrupted_run(make_cfg, tmp_path, caplo
     else:
         # Continues with epoch 3: epoch 2's end is not run again, and the epoch means are the same.
         assert [line.split("  d_loss")[0] for line in lines] == ["epoch 3/10  step 12"]
-        assert [(e.step, e.value) for e in scalars(runs / "first", "epoch/d_loss")] == [
-            (e.step, e.value) for e in scalars(straight_12_steps, "epoch/d_loss")]
+        assert [(e.step, e.value) for e in scalars(runs / "first", "train_epoch/d_loss")] == [
+            (e.step, e.value) for e in scalars(straight_12_steps, "train_epoch/d_loss")]
 
 
 def test_resume_with_fewer_max_epochs_than_trained_is_one_clear_error(make_cfg, tmp_path, trained_run):

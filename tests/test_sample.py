@@ -137,7 +137,7 @@ def caption_height(img: np.ndarray, grid_height: int) -> int:
 
 def test_progress_gif_has_one_captioned_frame_per_epoch(ckpt, run, tmp_path):
     out = sample(sample_cfg(ckpt, tmp_path / "progress.gif", "mode=progress"))["out"]
-    grid = pixels(run / "samples" / "epoch_0000.png")
+    grid = pixels(run / "samples" / "epoch_0001.png")
     with Image.open(out) as gif:
         assert gif.n_frames == EPOCHS
         assert gif.info["loop"] == 0

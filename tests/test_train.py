@@ -17,17 +17,17 @@ def test_fit_writes_scalars_images_samples_and_checkpoint(trained_run):
     tags = set(acc.Tags()["scalars"])
     for tag in ["d_loss", "g_loss", "D_x", "D_G_z1", "D_G_z2"]:
         assert f"train/{tag}" in tags  # every step, the names the README gives
-        assert f"epoch/{tag}" in tags  # the epoch's mean
+        assert f"train_epoch/{tag}" in tags  # the epoch's mean
     steps = [e.step for e in acc.Scalars("train/d_loss")]
     assert len(steps) == 2 * 64 // 16  # logged every step: 4 batches x 2 epochs
     d_loss = [e.value for e in acc.Scalars("train/d_loss")]
-    epoch_means = [(e.step, e.value) for e in acc.Scalars("epoch/d_loss")]
+    epoch_means = [(e.step, e.value) for e in acc.Scalars("train_epoch/d_loss")]
     assert epoch_means == [(3, pytest.approx(sum(d_loss[:4]) / 4)), (7, pytest.approx(sum(d_loss[4:]) / 4))]
-    assert acc.Tags()["images"] == ["samples"]
-    assert len(acc.Images("samples")) == 2
-    assert sorted(p.name for p in (run / "samples").iterdir()) == ["epoch_0000.png", "epoch_0001.png"]
+    assert acc.Tags()["images"] == ["train/samples"]
+    assert [e.step for e in acc.Images("train/samples")] == [3, 7]  # at the epochs' last training steps
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["epoch_0001.png", "epoch_0002.png"]
     assert (run / "checkpoints" / "last.ckpt").is_file()
-    assert 0.0 < metrics["epoch/D_x"] < 1.0
+    assert 0.0 < metrics["train_epoch/D_x"] < 1.0
 
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 2 * 8  # two optimizer steps per batch
@@ -80,7 +80,7 @@ def test_multirun_gives_each_job_its_own_run_folder_named_by_the_swept_keys_alon
         run = sweep / job
         assert (run / ".hydra" / "config.yaml").is_file()
         assert (run / "checkpoints" / "last.ckpt").is_file()
-        assert (run / "samples" / "epoch_0000.png").is_file()
+        assert (run / "samples" / "epoch_0001.png").is_file()
         assert list(run.glob("events.out.tfevents.*"))
 
 

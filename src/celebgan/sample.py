@@ -126,7 +126,7 @@ def write_interpolation(gan: GAN, out: Path, *, rows: int, steps: int, seed: int
 
 def write_progress(run: Path, out: Path, frame_ms: int) -> dict[str, Any]:
     """An animated GIF of a run's per-epoch grids of the fixed latents, looping forever, each frame
-    captioned with its epoch (Lightning's count from 0, as in the file names and TensorBoard)."""
+    captioned with its epoch (counted from 1, as in the file names and on the console)."""
     frames = sorted((run / "samples").glob("epoch_*.png"))
     if not frames:
         raise UserError(f"No progress grids in {run / 'samples'}: progress needs the run directory of a "

@@ -3,7 +3,6 @@
 train(cfg) holds the logic (tests call it with a composed config); main() is the Hydra wrapper.
 """
 import logging
-import math
 import shutil
 import sys
 import warnings
@@ -15,6 +14,7 @@ import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import InstantiationException, OverrideParseException
 from lightning.fabric.utilities.exceptions import MisconfigurationException
@@ -30,7 +30,7 @@ from celebgan.conf import CONFIG_DIR
 from celebgan.data.modules import ImageFiles
 from celebgan.errors import UserError, command, wrapped_user_error
 from celebgan.run.guards import DivergenceWatch, NonFiniteGuard, check_devices, check_trainer_counts
-from celebgan.run.hparams import FinalMetrics, final_metrics, log_hparams
+from celebgan.run.hparams import SessionEnd, log_hparams
 from celebgan.io import remove_stale_temporaries
 
 log = logging.getLogger(__name__)
@@ -98,14 +98,33 @@ def summary(trainer: L.Trainer, output_dir: Path) -> str:
                (("FID", "metrics/fid"), ("KID", "metrics/kid")) if key in metrics]
     if quality:
         lines.append("  quality:     " + ", ".join(quality))
-    if trainer.logger is not None:
-        lines.append(f"  tensorboard --logdir {output_dir}")
+    if trainer.logger is not None:  # every grid (up to 1,000), not TensorBoard's 10 per tag
+        lines.append(f"  tensorboard --logdir {tensorboard_logdir(output_dir)} --samples_per_plugin images=1000")
     return "\n".join(lines)
 
 
 def group_choices() -> dict[str, str]:
     """Hydra's choice in each config group (model=high_lr, data=synthetic, ...); {} outside Hydra."""
     return dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
+
+
+def swept_keys() -> list[str]:
+    """The keys a --multirun job's sweep varies from job to job (the swept and the searched ones: its
+    overrides but those that name no job folder); [] outside a sweep."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return []
+    hydra_cfg = HydraConfig.get()
+    unnamed = set(hydra_cfg.job.config.override_dirname.exclude_keys)
+    overrides = OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task))
+    return [o.key_or_group for o in overrides if not o.is_hydra_override() and o.key_or_group not in unnamed]
+
+
+def tensorboard_logdir(output_dir: Path) -> Path:
+    """Where to point TensorBoard: a sweep job's sweep folder, which names each run by its job folder
+    alone (`0_model=vanilla`, short and told apart), or the run folder itself."""
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return Path(HydraConfig.get().sweep.dir)
+    return output_dir
 
 
 def check_readable(dataset) -> None:
@@ -224,7 +243,7 @@ def fit(cfg: DictConfig, run_end: ExitStack) -> dict[str, float]:
     try:
         trainer = hydra.utils.instantiate(
             cfg.trainer, callbacks=[*callbacks, RunConfig(config=config), resume.RNGState(), resume.ResumePosition(),
-                                    FinalMetrics(columns=final_metrics(config))],
+                                    SessionEnd()],
             logger=logger, plugins=[AtomicCheckpointIO()], **max_steps_kwargs(cfg, model),
         )
     except InstantiationException as err:
@@ -238,7 +257,7 @@ def fit(cfg: DictConfig, run_end: ExitStack) -> dict[str, float]:
     for folder in {c.dirpath for c in trainer.checkpoint_callbacks if getattr(c, "dirpath", None)}:
         remove_stale_temporaries(folder, log)  # what a killed run left mid-write
     if logger:
-        log_hparams(logger, config, group_choices())
+        log_hparams(logger, config, group_choices(), swept_keys())
     log.info("Run directory: %s", run_dir)
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
@@ -283,15 +302,12 @@ def holds_only_startup_files(run_dir: Path, log_name: str) -> bool:
 
 
 def logs_no_step(run_dir: Path) -> bool:
-    """The event files in run_dir hold the HParams declaration alone: no image, and no scalar but
-    the final/* columns, which stay NaN until training ends (hparams.log_hparams)."""
+    """The event files in run_dir hold the HParams declaration alone: no image and no scalar
+    (hparams.log_hparams declares the metric columns without a value)."""
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     events.Reload()
     tags = events.Tags()
-    if any(tags.get(kind) for kind in ("images", "audio", "histograms", "distributions", "tensors")):
-        return False
-    values = [(tag, e.value) for tag in tags["scalars"] for e in events.Scalars(tag)]
-    return all(tag.startswith("final/") and math.isnan(value) for tag, value in values)
+    return not any(tags.get(kind) for kind in ("scalars", "images", "audio", "histograms", "distributions", "tensors"))
 
 
 EXCLUDE_KEYS = "hydra.job.config.override_dirname.exclude_keys"

@@ -210,9 +210,9 @@ class GAN(LightningModule):
         self.epoch_totals = {}
 
     def on_train_epoch_end(self) -> None:
-        # `epoch/NAME`: each step value's mean over the epoch's steps that logged it (the HParams
+        # `train_epoch/NAME`: each step value's mean over the epoch's steps that logged it (the HParams
         # table's final values), averaged over the processes.
-        means = {"epoch/" + name.removeprefix("train/"): total / steps
+        means = {"train_epoch/" + name.removeprefix("train/"): total / steps
                  for name, (total, steps) in self.epoch_totals.items()}
         self.log_dict(means, on_step=False, on_epoch=True, sync_dist=True)
         # Only after a whole epoch: the end of one that trainer.max_steps cut short comes again once a
@@ -293,13 +293,16 @@ class GAN(LightningModule):
         logs["train/D_G_z1"] = torch.sigmoid(d_fake_logits.detach()).mean()
         # `train/NAME` every step; one log call with on_step and on_epoch would suffix the names
         # (_step, _epoch). Their epoch means are summed here and logged once an epoch as
-        # `epoch/NAME`: Lightning's log costs far more per name and step than an addition.
+        # `train_epoch/NAME`: Lightning's log costs far more per name and step than an addition.
         for name, value in logs.items():
             total, steps = self.epoch_totals.get(name, (0.0, 0))
             self.epoch_totals[name] = (total + value.float(), steps + 1)
         losses = {k: logs.pop(k) for k in ("train/d_loss", "train/g_loss") if k in logs}
         self.log_dict(losses, on_step=True, on_epoch=False, prog_bar=True, sync_dist=True)
         self.log_dict(logs, on_step=True, on_epoch=False, sync_dist=True)
+        # The learning rates this step used (a schedule changes them once an epoch).
+        self.log_dict({"train/lr_g": g_opt.param_groups[0]["lr"], "train/lr_d": d_opt.param_groups[0]["lr"]},
+                      on_step=True, on_epoch=False)
         if self.instance_noise > 0:
             self.log("train/instance_noise_std", noise_std, on_step=True, on_epoch=False)
 

@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 
 class SampleGrid(Callback):
     """Each epoch: a grid of the sampler's images from the module's fixed latents, written to
-    TensorBoard (tag `samples`) and as `dirpath/epoch_NNNN.png` (rank 0 only)."""
+    TensorBoard (tag `train/samples`, at the epoch's last training step, the x-axis of every curve)
+    and as `dirpath/epoch_NNNN.png`, NNNN the epoch counted from 1 as the console does (rank 0 only)."""
 
     def __init__(self, *, dirpath: str, every_n_epochs: int = 1, nrow: int = 8):
         self.dirpath, self.every_n_epochs, self.nrow = Path(dirpath), every_n_epochs, nrow
@@ -40,10 +41,10 @@ class SampleGrid(Callback):
             return
         images = pl_module.sample(pl_module.fixed_z)  # (N, 3, S, S) in [-1, 1]
         grid = to_grid(images.cpu(), self.nrow)
-        save_png(grid, self.dirpath / f"epoch_{epoch:04d}.png")
+        save_png(grid, self.dirpath / f"epoch_{epoch + 1:04d}.png")
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_image("samples", grid, global_step=epoch)
+                logger.experiment.add_image("train/samples", grid, global_step=pl_module.steps_done - 1)
 
 
 class QualityMetrics(Callback):
@@ -136,7 +137,7 @@ class QualityMetrics(Callback):
         pl_module.log_dict({"metrics/fid": scores["fid"], "metrics/kid": scores["kid"]},
                            on_step=False, on_epoch=True, sync_dist=False)
         log.info("epoch %d: FID %.3f, KID %.5f (%d generated vs %d real images)",
-                 trainer.current_epoch, scores["fid"], scores["kid"], self.n_samples, self.num_real)
+                 trainer.current_epoch + 1, scores["fid"], scores["kid"], self.n_samples, self.num_real)
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self.distances = None
@@ -179,7 +180,7 @@ class EpochLog(Callback):
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        # The epoch's means as the module sums them (this process's), before it logs them as epoch/NAME.
+        # The epoch's means as the module sums them (this process's), before it logs them as train_epoch/NAME.
         totals = pl_module.epoch_totals
         values = "  ".join(f"{name} {float(totals[key][0]) / totals[key][1]:.3f}"
                            for name, key in self.NAMES.items() if key in totals)

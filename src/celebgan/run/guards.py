@@ -93,7 +93,7 @@ class NonFiniteGuard(Callback):
         ckpts = existing_checkpoints(trainer)
         raise UserError(
             f"Training diverged: non-finite loss at training step {step} "
-            f"(epoch {trainer.current_epoch}; {losses}). Training stopped; "
+            f"(epoch {trainer.current_epoch + 1}; {losses}). Training stopped; "
             + (f"the last good checkpoint is {ckpts[0]} (resume=PATH continues from it). " if ckpts
                else "no checkpoint had been written yet. ")
             + "Lower model.g_optimizer.lr / model.d_optimizer.lr, try model=spectral, "
@@ -188,7 +188,7 @@ class DivergenceWatch(Callback):
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.check(trainer)
         saturated, spread = grid_health(pl_module.sample(pl_module.fixed_z))
-        where = f"at the end of epoch {trainer.current_epoch} (training step {pl_module.steps_done})"
+        where = f"at the end of epoch {trainer.current_epoch + 1} (training step {pl_module.steps_done})"
         if saturated > self.grid_saturated_share:
             self.report(trainer, "grid saturated", f"{saturated:.0%} of the fixed-latent grid's pixel values "
                         f"are at black or white {where}: G's output saturated")

@@ -1,72 +1,185 @@
-"""The TensorBoard HParams table: one row per run, the settings researchers compare across runs and
-the run's final losses and metrics."""
-from collections.abc import Mapping
+"""What TensorBoard shows of a run: the logger, and the HParams table (one row per run: the settings
+researchers compare across runs and the run's final losses and metrics)."""
+import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lightning import Callback, LightningModule, Trainer
-from lightning.pytorch.loggers import Logger
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
+from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
+from tensorboard.plugins.hparams import api_pb2, metadata
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData, SessionEndInfo, SessionStartInfo
 
 from celebgan.data.modules import dataset_name
 
-# HParams columns -> the logged metric whose last value fills them at the end of training.
-FINAL_LOSSES = {
-    "final/d_loss": "epoch/d_loss",
-    "final/g_loss": "epoch/g_loss",
-    "final/D_x": "epoch/D_x",
-    "final/D_G_z1": "epoch/D_G_z1",
-    "final/D_G_z2": "epoch/D_G_z2",
-}
+
+class TensorBoard(TensorBoardLogger):
+    """Lightning's TensorBoard logger without the `epoch` scalar Lightning adds to every write: every
+    x-axis is in training steps, and an epoch's end is a point of the train_epoch/* curves."""
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        super().log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step)
+
+
+# The HParams metric columns, labelled final/NAME -> the logged curve whose last value fills them. In
+# this order: TensorBoard shows the first five by default.
 FINAL_QUALITY = {"final/fid": "metrics/fid", "final/kid": "metrics/kid"}
+FINAL_LOSSES = {
+    "final/d_loss": "train_epoch/d_loss",
+    "final/g_loss": "train_epoch/g_loss",
+    "final/D_x": "train_epoch/D_x",
+    "final/D_G_z1": "train_epoch/D_G_z1",
+    "final/D_G_z2": "train_epoch/D_G_z2",
+}
+
+# A sweep's key (as on the command line) -> the column that shows it.
+COLUMN_OF_KEY = {
+    "model/loss": "objective",
+    "model/penalty": "penalties",
+    "model.g_optimizer.lr": "g_lr",
+    "model.d_optimizer.lr": "d_lr",
+    "model.g_optimizer.betas.0": "g_beta1",
+    "model.d_optimizer.betas.0": "d_beta1",
+    "model.n_dis": "n_dis",
+    "model.d_loss.real_label": "real_label",
+    "data.img_size": "img_size",
+    "data.batch_size": "batch_size",
+}
 
 
 def final_metrics(config: Mapping[str, Any]) -> dict[str, str]:
-    """The columns a run of `config` fills: FID and KID only when it measures them."""
+    """The metric columns of a run of `config`, in order: FID and KID first, and only when it
+    measures them (a column that could only ever be empty would hide one that is not)."""
     measures = config.get("metrics", {}).get("every_n_epochs", 0) > 0
-    return {**FINAL_LOSSES, **(FINAL_QUALITY if measures else {})}
+    return {**(FINAL_QUALITY if measures else {}), **FINAL_LOSSES}
 
 
 def _name(target: str) -> str:
     return target.rsplit(".", 1)[-1]
 
 
-def run_hparams(config: Mapping[str, Any], choices: Mapping[str, Any]) -> dict[str, Any]:
-    """The run's row: its presets (Hydra's group choices, when known) and the settings that tell
-    runs apart. The whole config stays in RUN/.hydra/config.yaml and in every checkpoint."""
+def _select(config: Mapping[str, Any], key: str) -> Any:
+    """config's value at a command line's dotted key (`model.g_optimizer.betas.0`); None if absent."""
+    node: Any = config
+    for part in key.split("."):
+        if isinstance(node, Mapping):
+            node = node.get(part)
+        elif isinstance(node, Sequence) and not isinstance(node, str) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+    return node
+
+
+def _plain(value: Any) -> bool | int | float | str:
+    return value if isinstance(value, (bool, int, float, str)) else str(value)
+
+
+def run_hparams(config: Mapping[str, Any], choices: Mapping[str, Any], swept: Sequence[str] = ()) -> dict[str, Any]:
+    """The run's row, in the order a researcher compares runs: its presets (Hydra's group choices, when known), the settings
+    that tell runs apart, and any other key its sweep varies (a column named by that key, such as
+    `model.penalties.r1.gamma` of search=optuna). The whole config stays in RUN/.hydra/config.yaml and
+    in every checkpoint."""
     model, data = config["model"], config["data"]
-    return {
+    row = {
         "model": choices.get("model") or "",  # the preset: vanilla, high_lr, ...
-        "data": choices.get("data") or dataset_name(data),
         "objective": _name(model["g_loss"]["_target_"]).removeprefix("g_"),
-        "real_label": model["d_loss"].get("real_label", 1.0),
         "penalties": ",".join(sorted(model.get("penalties") or {})) or "none",
-        "n_dis": model.get("n_dis", 1),
         "g_lr": model["g_optimizer"]["lr"],
         "d_lr": model["d_optimizer"]["lr"],
+        "g_beta1": model["g_optimizer"].get("betas", [0.9])[0],  # Adam's default when unset
+        "d_beta1": model["d_optimizer"].get("betas", [0.9])[0],
+    }
+    for key in swept:
+        if key not in COLUMN_OF_KEY and key not in ("model", "data", "seed"):
+            row[key] = _plain(choices[key] if key in choices else _select(config, key))
+    return row | {
+        "n_dis": model.get("n_dis", 1),
+        "real_label": model["d_loss"].get("real_label", 1.0),
+        "data": choices.get("data") or dataset_name(data),
         "img_size": data["img_size"],
         "batch_size": data["batch_size"],
         "seed": config["seed"] if config.get("seed") is not None else -1,  # one type per column
     }
 
 
-def log_hparams(logger: Logger, config: Mapping[str, Any], choices: Mapping[str, Any]) -> None:
-    """Declare the run's row and its metric columns before training.
-
-    The hparams summary names the metric columns and TensorBoard fills each with the last value
-    logged under its tag: NaN (no value yet) now, the real value from FinalMetrics at the end.
-    Declared up front, a run that stops early still has its row.
-    """
-    logger.log_hyperparams(run_hparams(config, choices), metrics={name: float("nan") for name in final_metrics(config)})
+def column_ids(row: Mapping[str, Any]) -> dict[str, str]:
+    """Each column's id in TensorBoard, which sorts the columns by id (those of differing values
+    first) whatever order they are declared in: the id leads with the column's place."""
+    return {label: f"{i:02d}_{label}" for i, label in enumerate(row)}
 
 
-class FinalMetrics(Callback):
-    """Fills the HParams metric columns with the last logged values when training ends (before
-    Lightning closes the loggers, so the run keeps one event file), at the last training step."""
+def _type(value: Any) -> int:
+    if isinstance(value, bool):
+        return api_pb2.DATA_TYPE_BOOL
+    return api_pb2.DATA_TYPE_FLOAT64 if isinstance(value, (int, float)) else api_pb2.DATA_TYPE_STRING
 
-    def __init__(self, *, columns: Mapping[str, str]):
-        self.columns = dict(columns)
+
+def _summary(tag: str, data: HParamsPluginData) -> Summary:
+    """An hparams plugin summary, as torch.utils.tensorboard writes them (TensorBoard's own helpers
+    need TensorFlow)."""
+    data.version = metadata.PLUGIN_DATA_VERSION
+    plugin = SummaryMetadata.PluginData(plugin_name=metadata.PLUGIN_NAME, content=data.SerializeToString())
+    return Summary(value=[Summary.Value(tag=tag, metadata=SummaryMetadata(plugin_data=plugin))])
+
+
+def experiment(row: Mapping[str, Any], varied: Sequence[str], metrics: Mapping[str, str]) -> Summary:
+    """The HParams table's columns, as TensorBoard's hparams plugin reads them: ids in column order,
+    labelled with the row's names. TensorBoard puts the columns whose values differ first and shows
+    the first five hparams and five metrics: the sweep's `varied` columns are those (a single run's
+    are none, so its first five show)."""
+    ids = column_ids(row)
+    hparams = [api_pb2.HParamInfo(name=ids[label], display_name=label, type=_type(value), differs=label in varied)
+               for label, value in row.items()]
+    columns = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag), display_name=label)
+               for label, tag in metrics.items()]
+    return _summary(metadata.EXPERIMENT_TAG, HParamsPluginData(
+        experiment=api_pb2.Experiment(hparam_infos=hparams, metric_infos=columns, time_created_secs=time.time())))
+
+
+def session_start(row: Mapping[str, Any]) -> Summary:
+    """The run's values of the columns."""
+    start, ids = SessionStartInfo(start_time_secs=time.time()), column_ids(row)
+    for label, value in row.items():
+        cell = start.hparams[ids[label]]
+        if isinstance(value, bool):
+            cell.bool_value = value
+        elif isinstance(value, (int, float)):
+            cell.number_value = value
+        else:
+            cell.string_value = str(value)
+    return _summary(metadata.SESSION_START_INFO_TAG, HParamsPluginData(session_start_info=start))
+
+
+def varied_columns(swept: Sequence[str]) -> list[str]:
+    """The columns whose values a sweep of `swept` keys varies."""
+    return [COLUMN_OF_KEY.get(key, key) for key in swept]
+
+
+@rank_zero_only
+def log_hparams(logger: Logger, config: Mapping[str, Any], choices: Mapping[str, Any],
+                swept: Sequence[str] = ()) -> None:
+    """Declare the run's row and its columns before training: a run that stops early still has its
+    row. The metric columns are the run's own curves (their last values), so no value is logged
+    for them now: the row's metric cells fill as training logs them. hparams.yaml gets the row too."""
+    row = run_hparams(config, choices, swept)
+    logger.log_hyperparams(row)  # hparams.yaml only: the logger's default_hp_metric is off
+    if isinstance(logger, TensorBoardLogger):
+        writer = logger.experiment._get_file_writer()
+        writer.add_summary(experiment(row, varied_columns(swept), final_metrics(config)))
+        writer.add_summary(session_start(row))
+        writer.flush()
+
+
+class SessionEnd(Callback):
+    """Marks the run's HParams row as finished when training ends (before Lightning closes the
+    loggers, so the run keeps one event file); a run stopped on the way stays without a status."""
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        metrics = trainer.callback_metrics
-        final = {name: float(metrics[key]) for name, key in self.columns.items() if key in metrics}
-        for logger in trainer.loggers if final else []:
-            logger.log_metrics(final, step=max(pl_module.steps_done - 1, 0))
+        for logger in trainer.loggers if trainer.is_global_zero else []:
+            if isinstance(logger, TensorBoardLogger):
+                end = SessionEndInfo(status=api_pb2.STATUS_SUCCESS, end_time_secs=time.time())
+                logger.experiment._get_file_writer().add_summary(
+                    _summary(metadata.SESSION_END_INFO_TAG, HParamsPluginData(session_end_info=end)))

@@ -294,7 +294,7 @@ class SaveOnSignal(Callback):
         if trainer.is_global_zero:
             how = "Ctrl-C" if self.signum == signal.SIGINT else "a signal"
             log.warning("Stopped by %s after training step %d (epoch %d); saved %s. Continue the run "
-                        "with resume=auto (or resume=%s).", how, pl_module.steps_done, trainer.current_epoch,
+                        "with resume=auto (or resume=%s).", how, pl_module.steps_done, trainer.current_epoch + 1,
                         self.ckpt_path, self.ckpt_path)
 
 
