@@ -6,10 +6,11 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import RANDOM_METRICS, cli_cmd, cli_env
-from events import scalars
+from events import hparams, scalars
 
 SEARCHED = ["model.g_optimizer.lr", "model.d_optimizer.lr", "model.g_optimizer.betas.0",
             "model.d_optimizer.betas.0", "model.penalties.r1.gamma"]
+COLUMNS = ["g_lr", "d_lr", "g_beta1", "d_beta1", "model.penalties.r1.gamma"]  # their HParams columns
 
 
 def final_fid(run: Path) -> float:
@@ -36,6 +37,10 @@ def test_two_trial_search_minimises_the_final_fid(tmp_path):
         assert config["model"]["g_optimizer"]["lr"] == float(values["model.g_optimizer.lr"])
         assert config["model"]["penalties"]["r1"]["gamma"] == float(values["model.penalties.r1.gamma"])
         sampled.append(values)
+        # Every searched value is in the trial's HParams row, in the columns TensorBoard shows first.
+        infos, row = hparams(trial)
+        assert [i.display_name for i in infos if i.differs] == COLUMNS
+        assert [row[c] for c in COLUMNS] == pytest.approx([float(values[k]) for k in SEARCHED])
     assert sampled[0] != sampled[1]
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     fids = [final_fid(t) for t in trials]
