@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from celebgan.errors import UserError
+from celebgan.train import train
 from celebgan.run.hparams import FINAL_LOSSES, FINAL_QUALITY, experiment, final_metrics, run_hparams, varied_columns
 from celebgan.plot import HEIGHT_PER_PANEL, PANELS, TOP, WIDTH, plot_run, read_scalars
 from tensorboard.plugins.hparams.metadata import parse_experiment_plugin_data
@@ -204,3 +205,13 @@ def test_a_sweeps_varied_columns_come_first_and_every_searched_key_is_a_column(m
     assert [h.display_name for h in shown] == ["g_lr", "d_lr", "g_beta1", "d_beta1", "model.penalties.r1.gamma"]
     assert [m.display_name for m in info.metric_infos][:2] == list(FINAL_QUALITY)  # FID and KID first
     assert [m.name.tag for m in info.metric_infos][:2] == ["metrics/fid", "metrics/kid"]
+
+
+def test_learning_rate_curves_follow_the_schedule(make_cfg):
+    cfg = make_cfg("trainer.max_epochs=2", "lr_schedule=linear", "model=ttur", "data.num_images=32")
+    train(cfg)
+    scalars = read_scalars(cfg.paths.output_dir)
+    # LinearLR to 0 over two epochs: each epoch's two steps at its rate, D's four times G's (TTUR).
+    assert [(s, v) for s, v in scalars["train/lr_g"]] == [(0, pytest.approx(1e-4)), (1, pytest.approx(1e-4)),
+                                                          (2, pytest.approx(5e-5)), (3, pytest.approx(5e-5))]
+    assert [v for _, v in scalars["train/lr_d"]] == pytest.approx([4e-4, 4e-4, 2e-4, 2e-4])

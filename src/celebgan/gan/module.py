@@ -300,9 +300,12 @@ class GAN(LightningModule):
         losses = {k: logs.pop(k) for k in ("train/d_loss", "train/g_loss") if k in logs}
         self.log_dict(losses, on_step=True, on_epoch=False, prog_bar=True, sync_dist=True)
         self.log_dict(logs, on_step=True, on_epoch=False, sync_dist=True)
-        # The learning rates this step used (a schedule changes them once an epoch).
-        self.log_dict({"train/lr_g": g_opt.param_groups[0]["lr"], "train/lr_d": d_opt.param_groups[0]["lr"]},
-                      on_step=True, on_epoch=False)
+        # The learning rates this step used (a schedule changes them once an epoch), straight to the
+        # loggers: plain floats, which self.log would turn into tensors on the device every step.
+        if self.trainer.is_global_zero and step % self.trainer.log_every_n_steps == 0:
+            lrs = {"train/lr_g": g_opt.param_groups[0]["lr"], "train/lr_d": d_opt.param_groups[0]["lr"]}
+            for logger in self.loggers:
+                logger.log_metrics(lrs, step=step)
         if self.instance_noise > 0:
             self.log("train/instance_noise_std", noise_std, on_step=True, on_epoch=False)
 
