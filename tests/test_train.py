@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import cli_cmd, cli_env
 from omegaconf import OmegaConf, open_dict
-from events import events, scalars
+from events import events, hparams, scalars
 
 from celebgan.train import sweep_folder_overrides, train
 
@@ -81,7 +81,11 @@ def test_multirun_gives_each_job_its_own_run_folder_named_by_the_swept_keys_alon
         assert (run / ".hydra" / "config.yaml").is_file()
         assert (run / "checkpoints" / "last.ckpt").is_file()
         assert (run / "samples" / "epoch_0001.png").is_file()
-        assert list(run.glob("events.out.tfevents.*"))
+        # The swept key is the HParams column TensorBoard shows first (and the only one flagged).
+        infos, row = hparams(run)
+        assert [i.display_name for i in infos if i.differs] == ["model"] and row["model"] == job.split("=")[1]
+    # Each job points TensorBoard at the sweep, where its run is named by its folder alone.
+    assert f"tensorboard --logdir {sweep} --samples_per_plugin images=1000" in result.stdout + result.stderr
 
 
 def test_sweep_folder_overrides_leave_out_every_single_valued_key():
