@@ -194,15 +194,18 @@ def test_a_sweeps_varied_columns_come_first_and_every_searched_key_is_a_column(m
     searched = ["model.g_optimizer.lr", "model.d_optimizer.lr", "model.g_optimizer.betas.0",
                 "model.d_optimizer.betas.0", "model.penalties.r1.gamma", "lr_schedule"]
     row = run_hparams(config, {"model": "r1", "data": "synthetic", "lr_schedule": "step"}, searched)
-    assert list(row) == [*COLUMNS[:7], "model.penalties.r1.gamma", "lr_schedule", *COLUMNS[7:]]
+    assert list(row) == [*COLUMNS[:7], "lr_schedule", "model.penalties.r1.gamma", *COLUMNS[7:]]
     assert (row["model.penalties.r1.gamma"], row["lr_schedule"]) == (0.3, "step")
     varied = varied_columns(searched)
     assert varied == ["g_lr", "d_lr", "g_beta1", "d_beta1", "model.penalties.r1.gamma", "lr_schedule"]
-    # TensorBoard orders the columns by id, those that differ first, and shows five: the searched ones.
+    # TensorBoard orders the columns by id, those that differ first, and shows five: swept ones.
     declared = experiment(row, varied, final_metrics({"metrics": {"every_n_epochs": 1}}))
     info = parse_experiment_plugin_data(declared.value[0].metadata.plugin_data.content)
     shown = sorted(info.hparam_infos, key=lambda h: (not h.differs, h.name))[:5]
-    assert [h.display_name for h in shown] == ["g_lr", "d_lr", "g_beta1", "d_beta1", "model.penalties.r1.gamma"]
+    assert [h.display_name for h in shown] == ["g_lr", "d_lr", "g_beta1", "d_beta1", "lr_schedule"]
+    # Every run gives a column the same id, so rows of different sweeps fill the same columns.
+    single = experiment(run_hparams(config, {}), [], {}).value[0].metadata.plugin_data.content
+    assert {h.name for h in parse_experiment_plugin_data(single).hparam_infos} < {h.name for h in info.hparam_infos}
     assert [m.display_name for m in info.metric_infos][:2] == list(FINAL_QUALITY)  # FID and KID first
     assert [m.name.tag for m in info.metric_infos][:2] == ["metrics/fid", "metrics/kid"]
 

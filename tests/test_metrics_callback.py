@@ -48,7 +48,7 @@ def test_every_second_epoch_measures_and_keeps_best_at_those_epochs_only(make_cf
     fids, kids = scalars(run, "metrics/fid"), scalars(run, "metrics/kid")
     assert len(fids) == len(kids) == 1  # epoch 1 of 0, 1, 2
     epoch_ends = [e.step for e in scalars(run, "train_epoch/d_loss")]
-    assert len(epoch_ends) == 3 and fids[0].step == epoch_ends[1]  # logged at the end of epoch 1
+    assert len(epoch_ends) == 3 and fids[0].step == epoch_ends[1]  # logged at the end of epoch 2
     best, last = ckpt(run, "best.ckpt"), ckpt(run, "last.ckpt")
     assert best["epoch"] == 1 and best["global_step"] == 2 * 8
     assert last["epoch"] == 2

@@ -66,8 +66,8 @@ def _select(config: Mapping[str, Any], key: str) -> Any:
     for part in key.split("."):
         if isinstance(node, Mapping):
             node = node.get(part)
-        elif isinstance(node, Sequence) and not isinstance(node, str) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
+        elif isinstance(node, Sequence) and not isinstance(node, str) and part.isdigit():
+            node = node[int(part)] if int(part) < len(node) else None
         else:
             return None
     return node
@@ -77,13 +77,14 @@ def _plain(value: Any) -> bool | int | float | str:
     return value if isinstance(value, (bool, int, float, str)) else str(value)
 
 
-def run_hparams(config: Mapping[str, Any], choices: Mapping[str, Any], swept: Sequence[str] = ()) -> dict[str, Any]:
-    """The run's row, in the order a researcher compares runs: its presets (Hydra's group choices, when known), the settings
-    that tell runs apart, and any other key its sweep varies (a column named by that key, such as
-    `model.penalties.r1.gamma` of search=optuna). The whole config stays in RUN/.hydra/config.yaml and
-    in every checkpoint."""
+def run_hparams(config: Mapping[str, Any], choices: Mapping[str, Any],
+                swept: Sequence[str] = ()) -> dict[str, Any]:
+    """The run's row, in the order a researcher compares runs: the preset (Hydra's group choice,
+    when known) and the main knobs, any other key its sweep varies (a column named by that key, such
+    as `model.penalties.r1.gamma` of search=optuna), then the rest of what tells runs apart. The
+    whole config stays in RUN/.hydra/config.yaml and in every checkpoint."""
     model, data = config["model"], config["data"]
-    row = {
+    main = {
         "model": choices.get("model") or "",  # the preset: vanilla, high_lr, ...
         "objective": _name(model["g_loss"]["_target_"]).removeprefix("g_"),
         "penalties": ",".join(sorted(model.get("penalties") or {})) or "none",
@@ -92,10 +93,7 @@ def run_hparams(config: Mapping[str, Any], choices: Mapping[str, Any], swept: Se
         "g_beta1": model["g_optimizer"].get("betas", [0.9])[0],  # Adam's default when unset
         "d_beta1": model["d_optimizer"].get("betas", [0.9])[0],
     }
-    for key in swept:
-        if key not in COLUMN_OF_KEY and key not in ("model", "data", "seed"):
-            row[key] = _plain(choices[key] if key in choices else _select(config, key))
-    return row | {
+    rest = {
         "n_dis": model.get("n_dis", 1),
         "real_label": model["d_loss"].get("real_label", 1.0),
         "data": choices.get("data") or dataset_name(data),
@@ -103,12 +101,22 @@ def run_hparams(config: Mapping[str, Any], choices: Mapping[str, Any], swept: Se
         "batch_size": data["batch_size"],
         "seed": config["seed"] if config.get("seed") is not None else -1,  # one type per column
     }
+    other = sorted(key for key in set(swept) - main.keys() - rest.keys() if key not in COLUMN_OF_KEY)
+    swept_values = {key: _plain(choices[key] if key in choices else _select(config, key)) for key in other}
+    return main | swept_values | rest
 
 
-def column_ids(row: Mapping[str, Any]) -> dict[str, str]:
-    """Each column's id in TensorBoard, which sorts the columns by id (those of differing values
-    first) whatever order they are declared in: the id leads with the column's place."""
-    return {label: f"{i:02d}_{label}" for i, label in enumerate(row)}
+# Each column's place: the sweep's other keys (place 7) come between the main knobs and the rest.
+PLACE = {label: i for i, label in enumerate(
+    ["model", "objective", "penalties", "g_lr", "d_lr", "g_beta1", "d_beta1", "", "n_dis", "real_label", "data",
+     "img_size", "batch_size", "seed"])}
+
+
+def column_id(label: str) -> str:
+    """A column's id in TensorBoard, which sorts the columns by id (those of differing values first)
+    whatever order they are declared in: the id leads with the column's place (`03_g_lr`), the same
+    in every run, so runs of different sweeps fill the same columns."""
+    return f"{PLACE.get(label, PLACE['']):02d}_{label}"
 
 
 def _type(value: Any) -> int:
@@ -130,9 +138,8 @@ def experiment(row: Mapping[str, Any], varied: Sequence[str], metrics: Mapping[s
     labelled with the row's names. TensorBoard puts the columns whose values differ first and shows
     the first five hparams and five metrics: the sweep's `varied` columns are those (a single run's
     are none, so its first five show)."""
-    ids = column_ids(row)
-    hparams = [api_pb2.HParamInfo(name=ids[label], display_name=label, type=_type(value), differs=label in varied)
-               for label, value in row.items()]
+    hparams = [api_pb2.HParamInfo(name=column_id(label), display_name=label, type=_type(value),
+                                  differs=label in varied) for label, value in row.items()]
     columns = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag), display_name=label)
                for label, tag in metrics.items()]
     return _summary(metadata.EXPERIMENT_TAG, HParamsPluginData(
@@ -141,9 +148,9 @@ def experiment(row: Mapping[str, Any], varied: Sequence[str], metrics: Mapping[s
 
 def session_start(row: Mapping[str, Any]) -> Summary:
     """The run's values of the columns."""
-    start, ids = SessionStartInfo(start_time_secs=time.time()), column_ids(row)
+    start = SessionStartInfo(start_time_secs=time.time())
     for label, value in row.items():
-        cell = start.hparams[ids[label]]
+        cell = start.hparams[column_id(label)]
         if isinstance(value, bool):
             cell.bool_value = value
         elif isinstance(value, (int, float)):
