@@ -211,11 +211,14 @@ def test_conditional_presets_compose(overrides):
     assert torch.equal(record.g_calls[0][1], record.batch_labels)
 
 
-def test_an_unconditional_preset_ignores_data_attributes(tmp_path):
-    cfg = compose_config([*TINY, TWO], tmp_path)
+def test_an_unconditional_preset_ignores_data_attributes(tmp_path, caplog):
+    cfg = compose_config([*TINY, TWO], tmp_path / "run")
     assert not conditional_config(cfg.model) and attribute_kwargs(cfg.model, ["Smiling", "Eyeglasses"]) == {}
     assert conditional_config(compose_config([*TINY, "model=acgan"], tmp_path).model)
-    gan, _ = fit_steps(cfg, 1)
+    with caplog.at_level("INFO", logger="celebgan.train"):
+        train(cfg)
+    assert "data.attributes=[Smiling,Eyeglasses] is ignored" in caplog.text
+    gan, _ = load_gan(tmp_path / "run" / "checkpoints" / "last.ckpt")
     assert not gan.conditional and "attr_frequencies" not in gan.state_dict()
 
 
@@ -272,3 +275,12 @@ def test_a_conditional_checkpoint_with_malformed_attribute_names_is_refused(stra
     torch.save(ckpt, path)
     with pytest.raises(UserError, match="attr_names"):
         load_gan(path)
+
+
+def test_a_conditional_preset_without_data_attributes_takes_all_the_data_has(tmp_path, caplog):
+    with caplog.at_level("INFO", logger="celebgan.train"):
+        train(compose_config([*TINY, "model=acgan"], tmp_path / "run"))
+    gan, config = load_gan(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert gan.attr_names == ATTR_NAMES and gan.discriminator.num_attrs == len(ATTR_NAMES)
+    assert config["data"]["attributes"] is None  # the config stays as composed; the checkpoint's names say it
+    assert f"all {len(ATTR_NAMES)} of the data's attributes" in caplog.text
