@@ -143,8 +143,9 @@ def test_conditional_networks_shapes_and_labels():
         g(z)
     logits, attr_logits = ACGANDiscriminator(num_attrs=3, img_size=16, ndf=4)(a)
     assert logits.shape == (2,) and attr_logits.shape == (2, 3)
-    with pytest.raises(UserError, match="data.attributes"):
-        ConditionalGenerator(num_attrs=0, img_size=16)
+    for unset in (0, None):  # a conditional preset built without attribute_kwargs
+        with pytest.raises(UserError, match=f"num_attrs={unset}.*data.attributes"):
+            ConditionalGenerator(num_attrs=unset, img_size=16)
 
 
 # --- the training step -----------------------------------------------------------------------------
@@ -251,7 +252,8 @@ def test_load_gan_and_load_generator_rebuild_a_conditional_model(straight):
     ckpt = torch.load(straight, weights_only=True)
     gan, config = load_gan(straight)
     assert gan.conditional and gan.attr_names == ["Smiling", "Eyeglasses"]
-    assert isinstance(gan.generator_ema, ConditionalGenerator) and isinstance(gan.discriminator, ProjectionDiscriminator)
+    assert isinstance(gan.generator_ema, ConditionalGenerator)
+    assert isinstance(gan.discriminator, ProjectionDiscriminator)
     for key in ("attr_frequencies", "fixed_labels", "generator_ema.embed.weight", "discriminator.embed.weight"):
         assert torch.equal(gan.state_dict()[key], ckpt["state_dict"][key]), key
     _, every = render_faces(64, 16, seed=0, split="train")
