@@ -92,7 +92,7 @@ def summary(trainer: L.Trainer, output_dir: Path) -> str:
         if ckpt.is_file():
             lines.append(f"  checkpoint:  {ckpt}")
     losses = [f"{name} {float(metrics[key]):.3f}" for name, key in
-              (("d_loss", "epoch/d_loss"), ("g_loss", "epoch/g_loss")) if key in metrics]
+              (("d_loss", "train_epoch/d_loss"), ("g_loss", "train_epoch/g_loss")) if key in metrics]
     if losses:
         lines.append("  final:       " + ", ".join(losses))
     quality = [f"{name} {float(metrics[key]):.4g}" for name, key in
