@@ -9,7 +9,6 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 from PIL import Image, ImageDraw, ImageFont
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from celebgan.errors import UserError, command
 from celebgan.io import atomic_write
@@ -33,6 +32,8 @@ LEFT, RIGHT, TOP, BOTTOM = 64, 16, 28, 36
 
 def read_scalars(run: str | os.PathLike) -> dict[str, list[tuple[int, float]]]:
     """{tag: [(step, value), ...]} of every scalar in a run's TensorBoard logs (in RUN_DIR)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # slow to import
+
     run = Path(run).expanduser()
     events = sorted(run.rglob("events.out.tfevents.*")) if run.is_dir() else []
     if not events:
