@@ -16,12 +16,14 @@ from typing import TYPE_CHECKING
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import InstantiationException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 
 from celebgan.conf.resolvers import trains_on_gpu
 from celebgan.run import lock
+from celebgan.run.sweep import write_job_summary
 from celebgan.conf import CONFIG_DIR
 from celebgan.errors import UserError, command, wrapped_user_error
 from celebgan.io import remove_stale_temporaries
@@ -177,6 +179,29 @@ def peer_died_message(err: BaseException, rank: int, world_size: int) -> str | N
             "Continue the run from its last checkpoint with resume=auto.")
 
 
+@contextmanager
+def logging_into(run_dir: Path) -> Iterator[None]:
+    """A resumed run's lines go on in its own log file (the run folder's file of the name Hydra gave
+    this command's log), beside the file of this invocation, which hydra_main removes when it holds
+    nothing else: a run folder keeps its whole history, and a resume leaves no folder of a log alone."""
+    files = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+    if not files or not lock.owns_runs():
+        yield
+        return
+    files[0].flush()
+    so_far = Path(files[0].baseFilename).read_text(encoding="utf-8")  # this invocation's first lines
+    handler = logging.FileHandler(run_dir / Path(files[0].baseFilename).name, mode="a", encoding="utf-8")
+    handler.stream.write(so_far)
+    handler.setFormatter(files[0].formatter)
+    handler.setLevel(files[0].level)
+    logging.getLogger().addHandler(handler)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the configured model on the configured data; returns the final logged metrics. The run
     folder is this process's while it trains (celebgan.run.lock), and is released however the run ends."""
@@ -231,13 +256,15 @@ def fit(cfg: DictConfig, run_end: ExitStack) -> dict[str, float]:
         resume.check_epochs(ckpt_path, cfg.trainer.get("max_epochs"))
     run_dir = Path(cfg.paths.output_dir)
     if original_run is not None:  # continue in the run's own folder: one TensorBoard run, one last.ckpt
-        log.info("Resuming %s; this invocation's own log stays in %s", ckpt_path, run_dir)
         run_dir = Path(original_run)
         # Every path of the run (checkpoints, grids, the logger's folder) follows paths.output_dir:
         # the resumed run's config is cfg with its output folder, and cfg itself is left as composed.
         cfg = OmegaConf.merge(cfg, {"paths": {"output_dir": str(run_dir)}})
     # Before anything is read or written: a folder in use by another process stops the run here.
     run_end.enter_context(lock.owned(run_dir))
+    if original_run is not None:
+        run_end.enter_context(logging_into(run_dir))
+        log.info("Resuming %s", ckpt_path)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
@@ -365,16 +392,20 @@ def sweep_folder_overrides(args: Sequence[str]) -> list[str]:
 @command("config")
 def hydra_main(cfg: DictConfig) -> float | None:
     """The command; returns the final optimized_metric, which a sweeper (search=optuna) minimises."""
-    lightning_logs_once()
-    for name in NOISY_LOGGERS:
-        logging.getLogger(name).addFilter(LIGHTNING_NOISE)
     # Lightning's own use of a torch API that torch deprecated: nothing a user can act on.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     # lock.HydraRunLock took run_dir before Hydra wrote into it (a --multirun job takes it here).
     with removed_if_unused(run_dir, f"{hydra_cfg.job.name}.log"), lock.owned(run_dir):
+        lightning_logs_once()  # the first import of Lightning: seconds, which Ctrl-C may cut short
+        for name in NOISY_LOGGERS:
+            logging.getLogger(name).addFilter(LIGHTNING_NOISE)
         metrics = train(cfg)
+    if cfg.get("resume") is not None and holds_only_startup_files(run_dir, f"{hydra_cfg.job.name}.log"):
+        shutil.rmtree(run_dir, ignore_errors=True)  # a resume: the run went on in its own folder, and its log too
+    elif hydra_cfg.mode == RunMode.MULTIRUN:  # a row of the sweep's closing table (run.sweep)
+        write_job_summary(run_dir, hydra_cfg.job.override_dirname, metrics)
     metric = cfg.get("optimized_metric")
     # NaN when the run ended before its first measurement: Optuna records the trial as failed.
     return metrics.get(metric, float("nan")) if metric else None
