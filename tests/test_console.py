@@ -100,3 +100,22 @@ def test_progress_lines_follow_wall_time(make_cfg, caplog):
     assert progress_lines(caplog) == []
     with pytest.raises(UserError, match="every_n_seconds"):
         train(make_cfg("callbacks.epoch_log.every_n_seconds=-1"))
+
+
+def test_a_grid_of_nearly_uniform_images_says_why(make_cfg, caplog):
+    import torch
+    from PIL import Image
+
+    from celebgan.run.callbacks import FLAT_STD, image_spread
+
+    assert image_spread(torch.full((4, 3, 8, 8), 0.3)) == 0.0
+    assert image_spread(torch.rand(4, 3, 8, 8) * 2 - 1) > 10 * FLAT_STD
+    cfg = make_cfg("trainer.max_epochs=2")  # 8 steps: the EMA generator draws one grey
+    with caplog.at_level(logging.INFO):
+        train(cfg)
+    warnings = [r.getMessage() for r in caplog.records if "nearly uniform" in r.getMessage()]
+    assert len(warnings) == 1 and "after 4 training steps. Most likely too few steps" in warnings[0]
+    samples = Path(cfg.paths.output_dir) / "samples"
+    for name in ("epoch_0000.png", "epoch_0001.png"):  # 2 rows of 8 16px images, 2px gaps, under a caption
+        width, height = Image.open(samples / name).size
+        assert width == 8 * 18 + 2 and height > 2 * 18 + 2

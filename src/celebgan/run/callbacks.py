@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from celebgan.errors import UserError
-from celebgan.gan.images import save_png, to_grid
+from celebgan.gan.images import caption, save_png, to_grid
 from celebgan.gan.module import GAN
 from celebgan.metrics.feature_cache import RealFeatureCache
 from celebgan.metrics.features import generator_features
@@ -25,14 +25,26 @@ from celebgan.metrics.scores import FeatureDistances
 log = logging.getLogger(__name__)
 
 
+# Below this standard deviation of its pixels (in [0, 1], a PNG's range) an image reads as one flat
+# colour: a barely trained G in eval mode draws the same grey everywhere (0.005-0.01 after a few steps).
+FLAT_STD = 0.02
+
+
+def image_spread(images: torch.Tensor) -> float:
+    """(N, 3, S, S) in [-1, 1] -> the largest per-image standard deviation of the pixels, in [0, 1] units."""
+    return float((images.float() / 2).flatten(1).std(dim=1).max())
+
+
 class SampleGrid(Callback):
     """Each epoch: a grid of the sampler's images from the module's fixed latents, written to
     TensorBoard (tag `samples`) and as `dirpath/epoch_NNNN.png` (rank 0 only)."""
 
     def __init__(self, *, dirpath: str, every_n_epochs: int = 1, nrow: int = 8):
         self.dirpath, self.every_n_epochs, self.nrow = Path(dirpath), every_n_epochs, nrow
+        self.warned_flat = False
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.warned_flat = False
         if trainer.is_global_zero and self.dirpath.is_dir():
             remove_stale_temporaries(self.dirpath, log)
 
@@ -42,6 +54,15 @@ class SampleGrid(Callback):
             return
         images = pl_module.sample(pl_module.fixed_z)  # (N, 3, S, S) in [-1, 1]
         grid = to_grid(images.cpu(), self.nrow)
+        if (spread := image_spread(images)) < FLAT_STD and not self.warned_flat:
+            self.warned_flat = True  # once a run: the caption says it on every such grid
+            which = "EMA generator" if pl_module.generator_ema is not None else "generator"
+            log.warning("The grid's images are nearly uniform (per-image std at most %.3f of the pixel range) after "
+                        "%d training steps. Most likely too few steps: in eval mode the %s normalises with the "
+                        "BatchNorm running statistics of a barely trained G, which draw one flat colour. Train "
+                        "longer (trainer.max_steps, trainer.max_epochs).", spread, pl_module.steps_done, which)
+        if spread < FLAT_STD:
+            grid = caption(grid, [(grid.shape[-1] / 2, "nearly uniform: too few steps?")])
         save_png(grid, self.dirpath / f"epoch_{epoch:04d}.png")
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
