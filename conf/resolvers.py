@@ -2,14 +2,16 @@
 chosen where the config is composed rather than by the command that reads it."""
 import sys
 
-import torch
 from omegaconf import OmegaConf
 
-from celebgan.devices import best_device, has_cuda
+# torch is imported by the resolvers that need it, when a config is resolved: composing one (a
+# command's --help, --cfg job, a mistake on its command line) stays as fast as Hydra is.
 
 
 def trains_on_gpu(accelerator: str) -> bool:
     """trainer.accelerator trains on a GPU here (auto: whenever one is present)."""
+    from celebgan.devices import best_device
+
     return accelerator in ("gpu", "cuda", "mps") or (accelerator == "auto" and best_device().type != "cpu")
 
 
@@ -24,6 +26,10 @@ def default_precision(accelerator: str) -> str:
     On CPUs without native bf16 (no AVX512-BF16/AMX) autocast to bf16 is emulated: a DCGAN-64
     step measured 8-25x slower than fp32 on the 2-core AMD EPYC this was developed on.
     """
+    import torch
+
+    from celebgan.devices import has_cuda
+
     gpu = str(accelerator) in ("auto", "gpu", "cuda") and has_cuda()
     return "bf16-mixed" if gpu and torch.cuda.is_bf16_supported() else "32-true"
 

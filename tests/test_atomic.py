@@ -34,6 +34,8 @@ def load_script(name: str):
 
 class TinyGAN:
     generator = SimpleNamespace(nz=4)
+    generator_ema = None
+    steps_done = 0
     img_size = 8
     fixed_z = torch.zeros(4, 4, 1, 1)
 

@@ -1,12 +1,14 @@
 """What a run says: the cost of its metrics before it starts, one line per epoch (no progress bar
 redrawn into a file), and a closing summary; Lightning's start-up tips are gone."""
 import logging
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
 from conftest import RANDOM_METRICS, cli_cmd, cli_env
 
+from celebgan.errors import UserError
 from celebgan.train import train
 
 @pytest.mark.integration
@@ -51,3 +53,69 @@ def test_metrics_asked_for_measure_on_a_cpu(make_cfg, tmp_path):
     cfg = make_cfg(*RANDOM_METRICS, f"metrics.cache_dir={tmp_path / 'cache'}")  # on_cpu: true, as in every preset but auto
     assert "metrics/fid" in train(cfg)
     assert (Path(cfg.paths.output_dir) / "checkpoints" / "best.ckpt").is_file()
+
+
+@pytest.mark.integration
+def test_a_run_says_nothing_that_is_not_about_it(tmp_path):
+    run = tmp_path / "run"
+    cmd = cli_cmd("trainer.max_steps=6", "trainer.max_epochs=3", "trainer.enable_model_summary=true",
+                  f"hydra.run.dir={run}")
+    result = subprocess.run(cmd, env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout + result.stderr
+    for noise in ("Trainer already configured with model summary", "GPU available", "TPU available", "FLOPs",
+                  "Total Flops", "max_steps=12` reached", "litlogger", "in eval mode at the start of training",
+                  "INFO: "):  # the last: a Lightning line printed a second time by its own handler
+        assert noise not in out, noise
+    # The table shows the EMA generator as what it is: never trained, only sampled from in eval mode.
+    assert re.search(r"generator_ema \| Generator +\| [\d.]+ K +\| eval", out), out
+    assert "Finished after 2 epoch(s), 6 training steps." in out
+    # Lightning's own lines reach the run's log file too, once each.
+    log = (run / "train.log").read_text()
+    assert log.count("Seed set to 42") == out.count("Seed set to 42") == 1
+
+
+def progress_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "celebgan.run.callbacks" and " kimg " in r.getMessage()]
+
+
+def test_progress_lines_within_an_epoch_count_the_runs_steps_images_and_eta(make_cfg, caplog):
+    # 4 training steps of 16 images per epoch; a line after every step (every_n_seconds tiny).
+    cfg = make_cfg("trainer.max_epochs=2", "callbacks.epoch_log.every_n_seconds=1e-9")
+    with caplog.at_level(logging.INFO):
+        train(cfg)
+    lines = progress_lines(caplog)
+    assert [line.split("  ")[:3] for line in lines] == [
+        [f"epoch {1 + (k - 1) // 4}/2", f"step {k}/8", f"{k * 16 / 1000:.1f} kimg"] for k in range(1, 9)]
+    assert all(re.fullmatch(r".* kimg  \d+ img/s(  ETA [\d.]+ (s|min|h))?", line) for line in lines), lines
+    assert "ETA" in lines[0] and "ETA" not in lines[-1]  # nothing left after the last step
+    epochs = [r.getMessage() for r in caplog.records if " d_loss " in r.getMessage()]
+    assert epochs[0].startswith("epoch 1/2  step 4  ") and re.search(r"\)  ETA [\d.]+ (s|min|h)$", epochs[0])
+    assert epochs[1].startswith("epoch 2/2  step 8  ") and "ETA" not in epochs[1]
+
+
+def test_progress_lines_follow_wall_time(make_cfg, caplog):
+    with caplog.at_level(logging.INFO):
+        train(make_cfg("trainer.max_epochs=2"))  # every 60 s: none in a run of a second
+    assert progress_lines(caplog) == []
+    with pytest.raises(UserError, match="every_n_seconds"):
+        train(make_cfg("callbacks.epoch_log.every_n_seconds=-1"))
+
+
+def test_a_grid_of_nearly_uniform_images_says_why(make_cfg, caplog):
+    import torch
+    from PIL import Image
+
+    from celebgan.run.callbacks import FLAT_STD, image_spread
+
+    assert image_spread(torch.full((4, 3, 8, 8), 0.3)) == 0.0
+    assert image_spread(torch.rand(4, 3, 8, 8) * 2 - 1) > 10 * FLAT_STD
+    cfg = make_cfg("trainer.max_epochs=2")  # 8 steps: the EMA generator draws one grey
+    with caplog.at_level(logging.INFO):
+        train(cfg)
+    warnings = [r.getMessage() for r in caplog.records if "nearly uniform" in r.getMessage()]
+    assert len(warnings) == 1 and "after 4 training steps. Most likely too few steps" in warnings[0]
+    samples = Path(cfg.paths.output_dir) / "samples"
+    for name in ("epoch_0000.png", "epoch_0001.png"):  # 2 rows of 8 16px images, 2px gaps, under a caption
+        width, height = Image.open(samples / name).size
+        assert width == 8 * 18 + 2 and height > 2 * 18 + 2

@@ -18,7 +18,7 @@ from PIL import Image
 from celebgan.errors import UserError
 from celebgan.train import train
 from celebgan.run.hparams import FINAL_LOSSES, FINAL_QUALITY, experiment, final_metrics, run_hparams, varied_columns
-from celebgan.plot import HEIGHT_PER_PANEL, PANELS, TOP, WIDTH, plot_run, read_scalars
+from celebgan.plot import HEIGHT_PER_PANEL, PANELS, TOP, WIDTH, plot_run, read_scalars, step_ticks
 from tensorboard.plugins.hparams.metadata import parse_experiment_plugin_data
 
 EPOCHS = TRAINED_EPOCHS
@@ -73,6 +73,12 @@ def test_plot_errors(tmp_path):
 
 
 @pytest.mark.integration
+def test_plot_marks_round_steps():
+    assert step_ticks(7019) == [0, 2000, 4000, 6000]  # not 1755, 3510, 5264
+    assert step_ticks(25320) == [0, 5000, 10000, 15000, 20000, 25000]
+    assert step_ticks(7) == [0, 2, 4, 6] and step_ticks(0) == [0]
+
+
 def test_plot_command_line_prints_one_line_and_has_help(run, tmp_path):
     out = tmp_path / "curves.png"
     # The sweep's job folder is named 0_model=spectral: a value that holds "=" goes in quotes.

@@ -95,6 +95,18 @@ def test_plain_folder_trains_on_every_image_and_converts_modes(tmp_path):
         list_images(tmp_path, "test")
 
 
+def test_a_plain_folder_is_announced_as_an_image_folder_and_celeba_as_celeba(tmp_path, celeba_root, caplog):
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((20, 20, 3), 60 * i, np.uint8)).save(folder / f"{i}.png")
+    with caplog.at_level(logging.INFO, logger="celebgan.data.modules"):
+        dm(folder)
+        dm(celeba_root)
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith(("Image folder:", "CelebA:"))]
+    assert said == [f"Image folder: 4 images from {folder}", f"CelebA: 3 images of split 'train' from {celeba_root}"]
+
+
 def _pixels(dataset: ImageFiles, i: int) -> np.ndarray:
     return dataset[i][0].add(1).mul(127.5).numpy()  # (3, S, S) back to 0..255
 

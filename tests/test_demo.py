@@ -49,10 +49,12 @@ def test_make_demo_trains_end_to_end_when_shrunk(tmp_path):
                             env=cli_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "experiment=demo" in yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())
-    # Progress grids of the 64 fixed latents at 32px: 8 x 8 tiles with make_grid's 2-pixel gaps.
+    # Progress grids of the 64 fixed latents at 32px: 8 x 8 tiles with make_grid's 2-pixel gaps (under
+    # a caption strip here: 16 steps leave the images nearly uniform, and the grid says so).
     grids = sorted((run / "samples").iterdir())
     assert [p.name for p in grids] == ["epoch_0001.png", "epoch_0002.png"]
-    assert all(Image.open(p).size == (2 + 8 * 34, 2 + 8 * 34) for p in grids)
+    assert all(Image.open(p).size[0] == 2 + 8 * 34 and Image.open(p).size[1] > 2 + 8 * 34 for p in grids)
+    assert "nearly uniform" in result.stdout + result.stderr
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]  # metrics off: no best
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["epoch"] == 1 and ckpt["global_step"] == 2 * 8

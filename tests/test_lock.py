@@ -147,3 +147,15 @@ def test_a_further_rank_of_a_launched_run_takes_no_lock(tmp_path, monkeypatch):
     with lock.owned(tmp_path):
         pass
     assert lock.read_owner(tmp_path / lock.LOCK_NAME)["host"] == "elsewhere"
+
+
+def test_a_command_stopped_while_it_starts_leaves_no_folder(tmp_path):
+    # What HydraRunLock leaves to atexit when the command ends (Ctrl-C) before train() takes over.
+    new, kept = tmp_path / "runs" / "new", tmp_path / "runs" / "kept"
+    for run_dir in (new, kept):
+        lock.acquire(run_dir)
+    (kept / "train.log").write_text("started\n")
+    lock.release_unused(new, created=True)
+    lock.release_unused(kept, created=True)
+    assert not new.exists() and (tmp_path / "runs").is_dir()
+    assert [p.name for p in kept.iterdir()] == ["train.log"]  # the lock went, what was written stays

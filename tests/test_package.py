@@ -105,3 +105,36 @@ def test_wheel_installed_outside_the_checkout_trains(tmp_path):
     assert api.stdout.strip() == "(3, 3, 16, 16)", api.stderr[-2000:]
     for script in SCRIPTS:
         assert (env_dir / "bin" / script).is_file(), script
+
+
+HEAVY = ("torch", "lightning", "torchvision", "torchmetrics", "tensorboard")
+
+
+@pytest.mark.parametrize("module", ["celebgan", "celebgan.train", "celebgan.sample", "celebgan.evaluate",
+                                    "celebgan.prepare", "celebgan.plot"])
+def test_importing_a_command_loads_no_deep_learning_library(module):
+    """--help, --cfg job and a mistake on the command line answer in a second or two because
+    nothing imports torch, Lightning or TensorBoard before a command runs."""
+    code = f"import sys, {module}; print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_python_api_is_there_on_first_use():
+    assert celebgan.load_generator.__module__ == "celebgan.trained"
+    assert celebgan.TrainedGenerator.__name__ == "TrainedGenerator"
+    with pytest.raises(AttributeError):
+        celebgan.no_such_name
+
+
+def test_version_is_celebgans_with_its_libraries():
+    from importlib.metadata import version
+
+    result = subprocess.run([sys.executable, "-m", "celebgan.sample", "--version"], capture_output=True, text=True,
+                            timeout=120, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"celebgan {celebgan.__version__} (torch {version('torch')}, "
+                                    f"lightning {version('lightning')}")
+    assert "Hydra" not in result.stdout

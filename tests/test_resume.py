@@ -65,5 +65,7 @@ def test_killed_then_resumed_run_equals_straight_run(tmp_path, precision, traine
     assert scalar_steps(first, "train/d_loss") == scalar_steps(
         straight_dir, "train/d_loss") == list(range(8))
     assert sorted(p.name for p in (first / "samples").iterdir()) == ["epoch_0001.png", "epoch_0002.png"]
-    assert not (second / "checkpoints").exists() and not list(second.glob("events.out.tfevents.*"))
-    assert "Resuming" in (second / "train.log").read_text()
+    # Its log goes on in the run's train.log; the folder Hydra made for the invocation is gone.
+    assert not second.exists()
+    log = (first / "train.log").read_text()
+    assert log.index("epoch 1/2  step 4  d_loss") < log.index("Resuming") < log.index("epoch 2/2  step 8  d_loss")

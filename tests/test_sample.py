@@ -91,6 +91,13 @@ def test_latent_batches_are_the_seeds_latents_whatever_the_batch_size(nz):
             assert torch.equal(torch.cat(batches), latents(n, nz, 7)), (n, batch_size)
 
 
+def test_images_draw_no_progress_bar_into_a_file(ckpt, tmp_path, capfd):
+    # stderr is captured here, as it is when written to a log file: no bar redrawn with \r
+    sample(sample_cfg(ckpt, tmp_path / "images", "mode=images", "n=12", "batch_size=4"))
+    err = capfd.readouterr().err
+    assert "\r" not in err and "images:" not in err
+
+
 def test_images_streams_in_batches_the_images_one_batch_writes(ckpt, tmp_path, caplog):
     n = 37
     sample(sample_cfg(ckpt, tmp_path / "one", "mode=images", f"n={n}", f"batch_size={n}", "seed=5"))

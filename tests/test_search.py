@@ -26,6 +26,9 @@ def test_two_trial_search_minimises_the_final_fid(tmp_path):
     cmd.insert(3, "-m")  # python -m celebgan.train -m ...
     result = subprocess.run(cmd, env=cli_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout + result.stderr
+    assert "\x1b[" not in out and "A new study created" in out  # Optuna's lines, without colour codes
+    assert out.count("Real features: reusing") == 1  # trial 0 computes them, trial 1 reads them once
     trials = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
     assert [t.name for t in trials] == ["0", "1"]
     sampled = []

@@ -11,7 +11,6 @@ from importlib.metadata import PackageNotFoundError, version
 
 from celebgan.conf import CONFIG_DIR
 from celebgan.errors import UserError
-from celebgan.trained import TrainedGenerator, load_generator
 
 try:
     __version__ = version("celebgan")
@@ -20,3 +19,13 @@ except PackageNotFoundError:  # run from a source tree that was never installed
 
 
 __all__ = ["CONFIG_DIR", "TrainedGenerator", "UserError", "load_generator", "__version__"]
+
+
+def __getattr__(name: str):
+    # The Python API imports torch: loaded on first use, so that `import celebgan` and every
+    # command's --help stay fast.
+    if name in ("TrainedGenerator", "load_generator"):
+        from celebgan import trained
+
+        return getattr(trained, name)
+    raise AttributeError(f"module 'celebgan' has no attribute {name!r}")

@@ -104,6 +104,20 @@ def _direct_message(err: BaseException) -> str | None:
     return None
 
 
+def versions() -> str:
+    """What `--version` prints: celebgan's version and those of the libraries a run's numbers
+    depend on, read from the installed packages' metadata (nothing is imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(package: str) -> str:
+        try:
+            return version(package)
+        except PackageNotFoundError:  # celebgan run from a source tree that was never installed
+            return "unknown"
+
+    return f"celebgan {of('celebgan')} (torch {of('torch')}, lightning {of('lightning')}, hydra {of('hydra-core')})"
+
+
 def _quiet_disk_errors(args: threading.ExceptHookArgs) -> None:
     # A writer thread (TensorBoard's) that hits a full disk: the main thread meets the same error
     # at its next flush and reports it as one message.
@@ -132,6 +146,9 @@ def command(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callabl
 
         @functools.wraps(task)
         def run() -> Any:
+            if "--version" in sys.argv[1:]:  # celebgan's, where Hydra's parser would print Hydra's
+                print(versions())
+                return None
             # Unset, Hydra prints its own errors and exits 1; set, it raises them to be handled here.
             previous = os.environ.get("HYDRA_FULL_ERROR")
             os.environ["HYDRA_FULL_ERROR"] = "1"

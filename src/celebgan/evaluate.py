@@ -4,23 +4,22 @@ FID and KID (torchmetrics) and precision/recall (Kynkaanniemi et al. 2019) of th
 EMA generator in eval mode against cached features of real images of its data set; prints the
 protocol with the numbers and writes them as JSON.
 """
+from __future__ import annotations
+
 import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
-import torch
 from omegaconf import DictConfig, OmegaConf
 
-from celebgan.run.checkpoint import build_datamodule, load_gan
-from celebgan.data.modules import dataset_name
-from celebgan.devices import pick_device
 from celebgan.errors import UserError, command
 from celebgan.io import atomic_write
-from celebgan.metrics.feature_cache import RealFeatureCache
-from celebgan.metrics.features import generator_features
-from celebgan.metrics.scores import FeatureDistances, precision_recall
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +43,14 @@ def evaluate_checkpoint(ckpt: str, *, n_samples: int, n_real: int | None, real_s
                         seed: int, kid_subsets: int, kid_subset_size: int) -> dict:
     """Compute and print the metrics of a checkpoint; returns the JSON-ready results.
     feature_extractor builds the feature network (a partial: built only once the checks pass)."""
+    # torch and its libraries: imported once the command runs, not for its --help
+    from celebgan.data.modules import dataset_name
+    from celebgan.devices import pick_device
+    from celebgan.metrics.feature_cache import RealFeatureCache
+    from celebgan.metrics.features import generator_features
+    from celebgan.metrics.scores import FeatureDistances, precision_recall
+    from celebgan.run.checkpoint import build_datamodule, load_gan
+
     for key, value in (("n_samples", n_samples), ("pr_samples", pr_samples)):
         if value < 2:
             raise UserError(f"{key}={value} must be at least 2.")

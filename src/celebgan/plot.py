@@ -4,12 +4,12 @@ Reads the run's TensorBoard event files and draws two panels, the D and G losses
 discriminator's outputs D(x) and D(G(z)), as a PNG (default RUN_DIR/training_curves.png).
 Drawn with Pillow, so plotting needs nothing beyond the training dependencies.
 """
+import math
 import os
 from pathlib import Path
 
 from omegaconf import DictConfig
 from PIL import Image, ImageDraw, ImageFont
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from celebgan.errors import UserError, command
 from celebgan.io import atomic_write
@@ -33,6 +33,8 @@ LEFT, RIGHT, TOP, BOTTOM = 64, 16, 28, 36
 
 def read_scalars(run: str | os.PathLike) -> dict[str, list[tuple[int, float]]]:
     """{tag: [(step, value), ...]} of every scalar in a run's TensorBoard logs (in RUN_DIR)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # slow to import
+
     run = Path(run).expanduser()
     events = sorted(run.rglob("events.out.tfevents.*")) if run.is_dir() else []
     if not events:
@@ -56,6 +58,18 @@ def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     return [lo + (hi - lo) * i / (n - 1) for i in range(n)]
 
 
+def step_ticks(x_max: float, n: int = 5) -> list[int]:
+    """Round steps for the x-axis from 0 to x_max: multiples of 1, 2 or 5 times a power of ten,
+    about n of them (0, 2000, 4000, 6000 for 7019 steps, where equal fifths read 1755, 3510, ...)."""
+    if x_max < 1:
+        return [0]
+    rough = x_max / (n + 1)
+    power = 10 ** math.floor(math.log10(rough))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= rough)
+    step = max(int(step), 1)
+    return list(range(0, int(x_max) + 1, step))
+
+
 def _fmt(v: float) -> str:
     return f"{v:.0f}" if abs(v) >= 100 else f"{v:.2f}"
 
@@ -76,7 +90,7 @@ def draw_panel(draw: ImageDraw.ImageDraw, top: int, title: str, y_range, series,
         y = px(0, v)[1]
         draw.line([(x0, y), (x1, y)], fill=(225, 225, 225))
         draw.text((x0 - 6, y), _fmt(v), fill="black", font=font, anchor="rm")
-    for s in _ticks(0, x_max):
+    for s in step_ticks(x_max):
         x = px(s, lo)[0]
         draw.line([(x, y1), (x, y1 + 4)], fill="black")
         draw.text((x, y1 + 6), f"{s:.0f}", fill="black", font=font, anchor="ma")

@@ -4,14 +4,22 @@
 
 What a prepared split is and how it stays in step with its images: celebgan.data.prepared.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from omegaconf import DictConfig
 
-from celebgan.data.prepared import Prepared, prepare
 from celebgan.errors import UserError, command
+
+if TYPE_CHECKING:
+    from celebgan.data.prepared import Prepared
 
 
 def prepare_data(cfg: DictConfig) -> Prepared:
     """The command's work, from its composed config (conf/prepare.yaml)."""
+    from celebgan.data.prepared import prepare  # torch: imported once the command runs, not for --help
+
     data = cfg.data
     if "root" not in data:
         raise UserError(f"data={data._target_} needs no preparing: only CelebA data (data=celeba64, "

@@ -4,28 +4,28 @@ sample(cfg) reads the composed config once (tests call it with one) and passes p
 main() is the Hydra wrapper.
 Every image comes from the EMA generator in eval mode; latents come from `seed` alone.
 """
+from __future__ import annotations
+
 import logging
 import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
-from PIL import Image
-from torchvision.transforms.functional import to_pil_image, to_tensor
-from torchvision.utils import save_image
-from tqdm import tqdm
 
-from celebgan.attributes import write_attribute_edits
-from celebgan.run.checkpoint import load_gan, real_subset, run_dir
-from celebgan.devices import pick_device
 from celebgan.errors import UserError, check_whole, command
-from celebgan.gan.images import caption, generate, latent_batches, latents, save_png, to_grid
 from celebgan.io import atomic_write
-from celebgan.gan.module import GAN
+
+if TYPE_CHECKING:
+    import torch
+
+    from celebgan.gan.module import GAN
+
+# torch, torchvision and the modules built on them are imported by the functions that use them,
+# once the command runs: --help and a mistake on the command line answer without them.
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,8 @@ DEFAULT_NAMES = {"images": "images", "progress": "progress.gif"}
 def slerp(z0: torch.Tensor, z1: torch.Tensor, t: float) -> torch.Tensor:
     """Spherical interpolation (Shoemake 1985), row by row: Gaussian latents live near a sphere, and
     a straight line between two of them passes through low-norm latents that G rarely saw."""
+    import torch
+
     a, b = z0.flatten(1), z1.flatten(1)
     cos = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))
     omega = torch.arccos(cos.clamp(-1.0, 1.0))[:, None]
@@ -47,6 +49,8 @@ def slerp(z0: torch.Tensor, z1: torch.Tensor, t: float) -> torch.Tensor:
 
 
 def write_grid(gan: GAN, out: Path, *, n: int, nrow: int, seed: int, batch_size: int) -> dict[str, Any]:
+    from celebgan.gan.images import generate, latents, save_png, to_grid
+
     z = latents(n, gan.generator.nz, seed)
     return {"out": save_png(to_grid(generate(gan, z, batch_size), nrow), out)}
 
@@ -55,6 +59,10 @@ def write_images(gan: GAN, out: Path, *, n: int, seed: int, batch_size: int) -> 
     """n PNGs 000000.png ... in a folder that appears complete or not at all, written batch by batch:
     memory holds a batch of latents and images, whatever n is. Names have 6 digits, more when n
     needs them, so that they sort in order."""
+    from tqdm import tqdm
+
+    from celebgan.gan.images import latent_batches
+
     if out.exists():
         raise UserError(f"out={str(out)!r} already exists; choose another out, or delete it to write it again.")
     batches = latent_batches(n, gan.generator.nz, seed, batch_size)
@@ -63,13 +71,16 @@ def write_images(gan: GAN, out: Path, *, n: int, seed: int, batch_size: int) -> 
         digits = max(6, len(str(n - 1)))
         written = write_pngs(gan, next(batches), tmp, 0, digits)
         log.info("%s", disk_estimate(n, gan.img_size, out, tmp))
-        for z in tqdm(batches, initial=1, total=-(-n // batch_size), desc="images", unit="batch"):
+        # disable=None: no bar where stderr is not a terminal (a log file would collect every redraw)
+        for z in tqdm(batches, initial=1, total=-(-n // batch_size), desc="images", unit="batch", disable=None):
             written = write_pngs(gan, z, tmp, written, digits)
     return {"out": out, "count": n}
 
 
 def write_pngs(gan: GAN, z: torch.Tensor, folder: Path, first: int, digits: int) -> int:
     """The images of latents z as folder/NNNNNN.png from number `first` on; returns the next number."""
+    from torchvision.utils import save_image
+
     for i, img in enumerate(gan.sample(z).cpu(), start=first):
         save_image(img, folder / f"{i:0{digits}d}.png", normalize=True, value_range=(-1, 1))
     return first + len(z)
@@ -111,6 +122,10 @@ def no_new_folders_on_failure(out: Path) -> Iterator[None]:
 
 def interpolation_latents(nz: int, rows: int, steps: int, seed: int) -> torch.Tensor:
     """(rows * steps, nz, 1, 1): row r runs from latents(2 rows)[r] to latents(2 rows)[rows + r]."""
+    import torch
+
+    from celebgan.gan.images import latents
+
     z = latents(2 * rows, nz, seed)
     z0, z1 = z[:rows], z[rows:]
     ts = torch.linspace(0, 1, steps).tolist()
@@ -120,6 +135,8 @@ def interpolation_latents(nz: int, rows: int, steps: int, seed: int) -> torch.Te
 def write_interpolation(gan: GAN, out: Path, *, rows: int, steps: int, seed: int, batch_size: int) -> dict[str, Any]:
     if steps < 2:
         raise UserError(f"steps={steps}: an interpolation needs at least its two endpoints (steps>=2).")
+    from celebgan.gan.images import generate, save_png, to_grid
+
     z = interpolation_latents(gan.generator.nz, rows, steps, seed)
     return {"out": save_png(to_grid(generate(gan, z, batch_size), steps), out)}
 
@@ -127,6 +144,11 @@ def write_interpolation(gan: GAN, out: Path, *, rows: int, steps: int, seed: int
 def write_progress(run: Path, out: Path, frame_ms: int) -> dict[str, Any]:
     """An animated GIF of a run's per-epoch grids of the fixed latents, looping forever, each frame
     captioned with its epoch (counted from 1, as in the file names and on the console)."""
+    from PIL import Image
+    from torchvision.transforms.functional import to_pil_image, to_tensor
+
+    from celebgan.gan.images import caption
+
     frames = sorted((run / "samples").glob("epoch_*.png"))
     if not frames:
         raise UserError(f"No progress grids in {run / 'samples'}: progress needs the run directory of a "
@@ -143,6 +165,10 @@ def write_progress(run: Path, out: Path, frame_ms: int) -> dict[str, Any]:
 
 def real_images(config: dict[str, Any], n: int, seed: int, split: str, data_root: str | None) -> torch.Tensor:
     """(n, 3, S, S) real images in [-1, 1], unflipped, a seeded random subset of one split."""
+    import torch
+
+    from celebgan.run.checkpoint import real_subset
+
     dataset, _ = real_subset(config, split, n, seed, root=data_root)
     if len(dataset) < n:
         raise UserError(f"Split {split!r} holds {len(dataset)} images, fewer than n={n}; lower n.")
@@ -153,6 +179,10 @@ def write_comparison(gan: GAN, config: dict[str, Any], out: Path, *, n: int, nro
                      split: str, data_root: str | None) -> dict[str, Any]:
     """Real images (left) and generated ones (right), two equal grids with a white band between,
     under a caption that says which is which."""
+    import torch
+
+    from celebgan.gan.images import caption, generate, latents, save_png, to_grid
+
     real = to_grid(real_images(config, n, seed, split, data_root), nrow)
     fake = to_grid(generate(gan, latents(n, gan.generator.nz, seed), batch_size), nrow)
     band = torch.ones(3, real.shape[1], max(8, gan.img_size // 2))
@@ -243,6 +273,10 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
         return result
     if ckpt is None:
         raise UserError(f"mode={mode} needs a checkpoint: ckpt=RUN_DIR/checkpoints/last.ckpt.")
+    from celebgan.attributes import write_attribute_edits
+    from celebgan.devices import pick_device
+    from celebgan.run.checkpoint import load_gan, run_dir
+
     gan, config = load_gan(ckpt, img_size=cfg.img_size)
     check_fits_in_memory(mode, held_images(mode, n, rows, steps, attrs.num_latents), gan.img_size)
     gan.to(pick_device(cfg.device))

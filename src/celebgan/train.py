@@ -2,6 +2,8 @@
 
 train(cfg) holds the logic (tests call it with a composed config); main() is the Hydra wrapper.
 """
+from __future__ import annotations
+
 import logging
 import shutil
 import sys
@@ -9,30 +11,27 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
-import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import InstantiationException, OverrideParseException
-from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import ModelSummary, TQDMProgressBar
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from celebgan.conf.resolvers import trains_on_gpu
-from celebgan.run import lock, resume
-from celebgan.run.checkpoint import AtomicCheckpointIO, RunConfig
+from celebgan.run import lock
+from celebgan.run.sweep import write_job_summary
 from celebgan.conf import CONFIG_DIR
-from celebgan.data.modules import ImageFiles
 from celebgan.errors import UserError, command, wrapped_user_error
-from celebgan.gan.module import attribute_kwargs, conditional_config
-from celebgan.run.guards import DivergenceWatch, NonFiniteGuard, check_devices, check_trainer_counts
-from celebgan.run.hparams import SessionEnd, log_hparams
 from celebgan.io import remove_stale_temporaries
+
+if TYPE_CHECKING:
+    import lightning as L
+
+# torch, Lightning and TensorBoard are imported where a run starts (fit, check_readable,
+# logs_no_step): --help, --cfg job and a mistake on the command line answer without them.
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +59,34 @@ def check_precision(precision, accelerator: str) -> None:
                         "with native bf16 (AVX512-BF16 or AMX).")
 
 
-class StartupNoise(logging.Filter):
-    """Drops Lightning's start-up lines that say nothing about the run (tips, TPU/HPU counts)."""
+class LightningNoise(logging.Filter):
+    """Drops Lightning's lines that say nothing about a celebgan run, or say it wrong: its tips, the
+    counts of accelerators that are not here (TPU, HPU, and the GPU line of a machine without
+    one), that the model summary is the run's own (fit adds it), the stop at `max_steps` in
+    optimizer steps (the closing summary counts training steps), and "Received SIGTERM: 15" where
+    SaveOnSignal says which signal stops the run (Ctrl-C is one too)."""
+
+    NOISE = ("💡 Tip", "TPU available", "HPU available", "GPU available: False",
+             "Trainer already configured with model summary", "`Trainer.fit` stopped: `max_steps=", "Received SIGTERM")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not message.startswith(("💡 Tip", "TPU available", "HPU available"))
+        return not record.getMessage().startswith(self.NOISE)
+
+
+LIGHTNING_NOISE = LightningNoise()
+NOISY_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.trainer.connectors.signal_connector")
+
+
+def lightning_logs_once() -> None:
+    """Lightning's lines go through the handlers Hydra set up (the console and the job's log file)
+    alone: imported after them, Lightning's package logger adds a console handler of its own, which
+    would print each of its lines a second time ("INFO: Seed set to 42")."""
+    import lightning  # noqa: F401  (the import adds the handler)
+
+    package = logging.getLogger("lightning")
+    if logging.getLogger().hasHandlers():
+        for handler in list(package.handlers):
+            package.removeHandler(handler)
 
 
 def check_optimized_metric(cfg: DictConfig) -> None:
@@ -133,6 +154,10 @@ def check_readable(dataset) -> None:
     folder: one decoded now (an unreadable file is skipped for the next, as in training) makes a
     folder of nothing readable fail here. The global RNG stays as it was (the transform flips at
     random), so the run trains exactly as it would without this check."""
+    import torch
+
+    from celebgan.data.modules import ImageFiles
+
     if isinstance(dataset, ImageFiles):
         with torch.random.fork_rng(devices=[]):
             dataset[0]
@@ -172,6 +197,29 @@ def peer_died_message(err: BaseException, rank: int, world_size: int) -> str | N
             "Continue the run from its last checkpoint with resume=auto.")
 
 
+@contextmanager
+def logging_into(run_dir: Path) -> Iterator[None]:
+    """A resumed run's lines go on in its own log file (the run folder's file of the name Hydra gave
+    this command's log), beside the file of this invocation, which hydra_main removes when it holds
+    nothing else: a run folder keeps its whole history, and a resume leaves no folder of a log alone."""
+    files = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+    if not files or not lock.owns_runs():
+        yield
+        return
+    files[0].flush()
+    so_far = Path(files[0].baseFilename).read_text(encoding="utf-8")  # this invocation's first lines
+    handler = logging.FileHandler(run_dir / Path(files[0].baseFilename).name, mode="a", encoding="utf-8")
+    handler.stream.write(so_far)
+    handler.setFormatter(files[0].formatter)
+    handler.setLevel(files[0].level)
+    logging.getLogger().addHandler(handler)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the configured model on the configured data; returns the final logged metrics. The run
     folder is this process's while it trains (celebgan.run.lock), and is released however the run ends."""
@@ -208,6 +256,18 @@ def fit(cfg: DictConfig, run_end: ExitStack) -> dict[str, float]:
     """train's body; what is to be undone when the run ends, however it ends, goes on run_end.
     It reads cfg and never writes it: what differs between machines is resolved in the config
     (conf/resolvers.py), and a resumed run's own folder is a config derived from cfg."""
+    import lightning as L
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+    from lightning.pytorch.callbacks import TQDMProgressBar
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from celebgan.run import resume
+    from celebgan.run.callbacks import PlainModelSummary
+    from celebgan.run.checkpoint import AtomicCheckpointIO, RunConfig
+    from celebgan.run.guards import DivergenceWatch, NonFiniteGuard, check_devices, check_trainer_counts
+    from celebgan.gan.module import attribute_kwargs, conditional_config
+    from celebgan.run.hparams import SessionEnd, log_hparams
+
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
     check_devices(accelerator, cfg.trainer.get("devices", 1), cfg.trainer.get("sync_batchnorm", False))
     if cfg.trainer.get("accumulate_grad_batches", 1) != 1:
@@ -224,13 +284,15 @@ def fit(cfg: DictConfig, run_end: ExitStack) -> dict[str, float]:
         resume.check_epochs(ckpt_path, cfg.trainer.get("max_epochs"))
     run_dir = Path(cfg.paths.output_dir)
     if original_run is not None:  # continue in the run's own folder: one TensorBoard run, one last.ckpt
-        log.info("Resuming %s; this invocation's own log stays in %s", ckpt_path, run_dir)
         run_dir = Path(original_run)
         # Every path of the run (checkpoints, grids, the logger's folder) follows paths.output_dir:
         # the resumed run's config is cfg with its output folder, and cfg itself is left as composed.
         cfg = OmegaConf.merge(cfg, {"paths": {"output_dir": str(run_dir)}})
     # Before anything is read or written: a folder in use by another process stops the run here.
     run_end.enter_context(lock.owned(run_dir))
+    if original_run is not None:
+        run_end.enter_context(logging_into(run_dir))
+        log.info("Resuming %s", ckpt_path)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     conditional = conditional_config(cfg.model)
@@ -248,12 +310,12 @@ def fit(cfg: DictConfig, run_end: ExitStack) -> dict[str, float]:
     callbacks.sort(key=lambda c: not isinstance(c, (NonFiniteGuard, DivergenceWatch)))
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     # The look of what trainer.enable_progress_bar and enable_model_summary turn on: tqdm's bar and
-    # the plain table, also where rich is installed (which Lightning would otherwise pick; rich's
-    # table adds a FLOPs column of 0s). Whether they show is the config's (conf/trainer/default.yaml).
+    # the plain table without its FLOPs (0s), also where rich is installed (which Lightning would
+    # otherwise pick). Whether they show is the config's (conf/trainer/default.yaml).
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(TQDMProgressBar())
     if cfg.trainer.get("enable_model_summary", True):
-        callbacks.append(ModelSummary())
+        callbacks.append(PlainModelSummary())
     try:
         trainer = hydra.utils.instantiate(
             cfg.trainer, callbacks=[*callbacks, RunConfig(config=config), resume.RNGState(), resume.ResumePosition(),
@@ -273,6 +335,9 @@ def fit(cfg: DictConfig, run_end: ExitStack) -> dict[str, float]:
     if logger:
         log_hparams(logger, config, group_choices(), swept_keys())
     log.info("Run directory: %s", run_dir)
+    run_end.enter_context(warnings.catch_warnings())
+    # The EMA generator's eval mode is the GAN's own (GAN.train): it is only ever sampled from.
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except (SIGTERMException, RuntimeError, ConnectionResetError) as err:
@@ -318,6 +383,8 @@ def holds_only_startup_files(run_dir: Path, log_name: str) -> bool:
 def logs_no_step(run_dir: Path) -> bool:
     """The event files in run_dir hold the HParams declaration alone: no image and no scalar
     (hparams.log_hparams declares the metric columns without a value)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     events.Reload()
     tags = events.Tags()
@@ -354,14 +421,20 @@ def sweep_folder_overrides(args: Sequence[str]) -> list[str]:
 @command("config")
 def hydra_main(cfg: DictConfig) -> float | None:
     """The command; returns the final optimized_metric, which a sweeper (search=optuna) minimises."""
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(StartupNoise())
     # Lightning's own use of a torch API that torch deprecated: nothing a user can act on.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     # lock.HydraRunLock took run_dir before Hydra wrote into it (a --multirun job takes it here).
     with removed_if_unused(run_dir, f"{hydra_cfg.job.name}.log"), lock.owned(run_dir):
+        lightning_logs_once()  # the first import of Lightning: seconds, which Ctrl-C may cut short
+        for name in NOISY_LOGGERS:
+            logging.getLogger(name).addFilter(LIGHTNING_NOISE)
         metrics = train(cfg)
+    if cfg.get("resume") is not None and holds_only_startup_files(run_dir, f"{hydra_cfg.job.name}.log"):
+        shutil.rmtree(run_dir, ignore_errors=True)  # a resume: the run went on in its own folder, and its log too
+    elif hydra_cfg.mode == RunMode.MULTIRUN:  # a row of the sweep's closing table (run.sweep)
+        write_job_summary(run_dir, hydra_cfg.job.override_dirname, metrics)
     metric = cfg.get("optimized_metric")
     # NaN when the run ended before its first measurement: Optuna records the trial as failed.
     return metrics.get(metric, float("nan")) if metric else None

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from celebgan.data.batches import (ArrayFaces, EpochLoader, batch_loader, loader_workers, seeded_subset,
                               to_model_input, worker_init_fn)
-from celebgan.data.celeba import check_split, face_transform, hash_files, list_images, to_rgb
+from celebgan.data.celeba import check_split, face_transform, find_layout, hash_files, list_images, to_rgb
 from celebgan.devices import has_cuda
 from celebgan.errors import UserError, check_whole
 from celebgan.gan.networks import num_stages
@@ -253,6 +253,10 @@ class CelebADataModule(FaceDataModule):
         # A list file that lacks some of the split's images gives no attributes (celeba.list_images).
         self.data_attr_names = source.attr_names if source.attrs is not None else []
         attrs = self.chosen_columns(source.attrs)  # a name the data lacks fails here, before any decoding
+        # A folder of images in no CelebA layout (no split files: every image trains) is not CelebA.
+        plain = find_layout(self.root).kind == "plain"
+        what = "Image folder" if plain else "CelebA"
+        of_split = "" if plain else f" of split {self.split!r}"
         if self.prepared is not False:
             prepared, why = check_prepared(self.prepared_dir, source)
             record = record_path(self.prepared_dir, source)
@@ -265,13 +269,13 @@ class CelebADataModule(FaceDataModule):
             if prepared is None and self.prepared is True:
                 prepared = build(source, self.prepared_dir, root=str(self.root))
             if prepared is not None:
-                log.info("CelebA: %d images of split %r from the prepared file %s", prepared.num_images,
-                         self.split, prepared.images)
+                log.info("%s: %d images%s from the prepared file %s", what, prepared.num_images, of_split,
+                         prepared.images)
                 attrs = self.chosen_columns(torch.from_numpy(np.load(prepared.attrs)))
                 return ArrayFaces(prepared.images, attrs, gather=not self.on_device)
             log.info("No prepared file at %s: decoding JPEGs every epoch. `%s` (or `make prepare`) "
                      "decodes them once, for a much faster loader.", record, command)
-        log.info("CelebA: %d images of split %r from %s", len(files), self.split, self.root)
+        log.info("%s: %d images%s from %s", what, len(files), of_split, self.root)
         return ImageFiles(files, attrs, face_transform(self.img_size, self.crop, self.flip))
 
     def _eval_subset(self, split: str, limit: int | None) -> tuple[list[Path], torch.Tensor | None, list[int]]:

@@ -164,7 +164,7 @@ class GAN(LightningModule):
         self.lr_scheduler = lr_scheduler
         self.instance_noise, self.instance_noise_steps = instance_noise, instance_noise_steps
         self.ema_half_life, self.ema_rampup = ema_half_life, ema_rampup
-        self.generator_ema = copy.deepcopy(generator).requires_grad_(False) if ema_half_life > 0 else None
+        self.generator_ema = copy.deepcopy(generator).requires_grad_(False).eval() if ema_half_life > 0 else None
         self.epoch_totals: dict[str, tuple[torch.Tensor, int]] = {}  # name -> (sum, steps) this epoch
         seeded = torch.Generator().manual_seed(fixed_seed)
         fixed_z = torch.randn(num_fixed, generator.nz, 1, 1, generator=seeded)
@@ -225,6 +225,14 @@ class GAN(LightningModule):
     @property
     def img_size(self) -> int:
         return self.generator.img_size
+
+    def train(self, mode: bool = True) -> "GAN":
+        # The EMA generator is only sampled from (in eval mode: `sample`) and takes its BatchNorm
+        # statistics from G: it never trains, and says so in the model summary.
+        super().train(mode)
+        if self.generator_ema is not None:
+            self.generator_ema.eval()
+        return self
 
     @property
     def conditional(self) -> bool:

@@ -7,13 +7,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lightning import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelSummary
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.model_summary.model_summary import _format_summary_table
 from lightning.pytorch.utilities.seed import isolate_rng
 import torch
 from torch import nn
 
 from celebgan.errors import UserError
-from celebgan.gan.images import save_png, to_grid
+from celebgan.gan.images import caption, save_png, to_grid
 from celebgan.gan.module import GAN
 from celebgan.metrics.feature_cache import RealFeatureCache
 from celebgan.metrics.features import generator_features
@@ -23,6 +25,16 @@ from celebgan.metrics.scores import FeatureDistances
 log = logging.getLogger(__name__)
 
 
+# Below this standard deviation of its pixels (in [0, 1], a PNG's range) an image reads as one flat
+# colour: a barely trained G in eval mode draws the same grey everywhere (0.005-0.01 after a few steps).
+FLAT_STD = 0.02
+
+
+def image_spread(images: torch.Tensor) -> float:
+    """(N, 3, S, S) in [-1, 1] -> the largest per-image standard deviation of the pixels, in [0, 1] units."""
+    return float((images.float() / 2).flatten(1).std(dim=1).max())
+
+
 class SampleGrid(Callback):
     """Each epoch: a grid of the sampler's images from the module's fixed latents, written to
     TensorBoard (tag `train/samples`, at the epoch's last training step, the x-axis of every curve)
@@ -30,8 +42,10 @@ class SampleGrid(Callback):
 
     def __init__(self, *, dirpath: str, every_n_epochs: int = 1, nrow: int = 8):
         self.dirpath, self.every_n_epochs, self.nrow = Path(dirpath), every_n_epochs, nrow
+        self.warned_flat = False
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.warned_flat = False
         if trainer.is_global_zero and self.dirpath.is_dir():
             remove_stale_temporaries(self.dirpath, log)
 
@@ -41,10 +55,32 @@ class SampleGrid(Callback):
             return
         images = pl_module.sample(pl_module.fixed_z, pl_module.fixed_labels)  # (N, 3, S, S) in [-1, 1]
         grid = to_grid(images.cpu(), self.nrow)
+        if (spread := image_spread(images)) < FLAT_STD and not self.warned_flat:
+            self.warned_flat = True  # once a run: the caption says it on every such grid
+            which = "EMA generator" if pl_module.generator_ema is not None else "generator"
+            log.warning("The grid's images are nearly uniform (per-image std at most %.3f of the pixel range) after "
+                        "%d training steps. Most likely too few steps: in eval mode the %s normalises with the "
+                        "BatchNorm running statistics of a barely trained G, which draw one flat colour. Train "
+                        "longer (trainer.max_steps, trainer.max_epochs).", spread, pl_module.steps_done, which)
+        if spread < FLAT_STD:
+            grid = caption(grid, [(grid.shape[-1] / 2, "nearly uniform: too few steps?")])
         save_png(grid, self.dirpath / f"epoch_{epoch + 1:04d}.png")
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image("train/samples", grid, global_step=pl_module.steps_done - 1)
+
+
+class PlainModelSummary(ModelSummary):
+    """Lightning's model summary table without its FLOPs column and total, which Lightning counts
+    only for a module with an example input (0 everywhere here)."""
+
+    @staticmethod
+    def summarize(summary_data, total_parameters, trainable_parameters, model_size, total_training_modes,
+                  total_flops, **summarize_kwargs) -> None:
+        columns = [column for column in summary_data if column[0] != "FLOPs"]
+        table = _format_summary_table(total_parameters, trainable_parameters, model_size, total_training_modes,
+                                      total_flops, *columns)
+        log.info("\n%s", table.rsplit("\n", 1)[0])  # its last line is the total of FLOPs
 
 
 class QualityMetrics(Callback):
@@ -106,12 +142,14 @@ class QualityMetrics(Callback):
     def _load_real(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.extractor.to(pl_module.device)
         datamodule = trainer.datamodule
+        real = None
         if trainer.is_global_zero:  # one rank computes the cache, the others then read it
-            self.cache.get(datamodule, self.real_split, self.n_real, self.extractor,
-                           batch_size=self.batch_size, device=pl_module.device)
+            real = self.cache.get(datamodule, self.real_split, self.n_real, self.extractor,
+                                  batch_size=self.batch_size, device=pl_module.device)
         trainer.strategy.barrier()
-        real = self.cache.get(datamodule, self.real_split, self.n_real, self.extractor,
-                              batch_size=self.batch_size, device=pl_module.device)
+        if real is None:
+            real = self.cache.get(datamodule, self.real_split, self.n_real, self.extractor,
+                                  batch_size=self.batch_size, device=pl_module.device)
         self.num_real = len(real)
         # KID's subsets cannot be larger than either sample set.
         subset = min(self.kid_subset_size, len(real), self.n_samples)
@@ -164,15 +202,70 @@ def format_duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def run_steps(trainer: Trainer, n_dis: int) -> int | None:
+    """The training steps the whole run ends after (trainer.max_steps or max_epochs, whichever
+    comes first), or None when neither limits it."""
+    limits = []
+    if trainer.max_steps not in (None, -1):
+        limits.append(GAN.training_steps(trainer.max_steps, n_dis))
+    per_epoch = trainer.num_training_batches
+    if trainer.max_epochs not in (None, -1) and per_epoch not in (None, math.inf):
+        limits.append(trainer.max_epochs * int(per_epoch))
+    return min(limits) if limits else None
+
+
 class EpochLog(Callback):
     """One log line per epoch (rank 0): the epoch's mean losses and D outputs, its images and time.
     The line reaches train.log and the console, where it replaces the progress bar when the
-    console is not a terminal (a CI log, a SLURM .out file)."""
+    console is not a terminal (a CI log, a SLURM .out file).
+
+    Within an epoch (a CelebA-64 epoch is some 1,266 steps), a progress line at most every
+    `every_n_seconds` of wall time: the training step of the run's total, the images seen (kimg),
+    the speed since the last line and the run's ETA, which the epoch's line carries too. 0: none.
+    """
 
     NAMES = {"d_loss": "train/d_loss", "g_loss": "train/g_loss", "D(x)": "train/D_x", "D(G(z))": "train/D_G_z1"}
 
+    def __init__(self, *, every_n_seconds: float = 60):
+        if isinstance(every_n_seconds, bool) or not isinstance(every_n_seconds, (int, float)) or every_n_seconds < 0:
+            raise UserError(f"callbacks.epoch_log.every_n_seconds={every_n_seconds!r} must be a number of seconds "
+                            ">= 0 (0: no progress lines within an epoch).")
+        self.every_n_seconds = every_n_seconds
+
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.start = time.monotonic()  # a run resumed mid-epoch starts with no epoch start
+        # The speed and ETA count this process's steps since it started (a resumed run's too).
+        self.first_step, self.run_start = pl_module.steps_done, self.start
+        self.last_line, self.last_step, self.images_per_step = self.start, pl_module.steps_done, 0
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
+        if not trainer.is_global_zero or not self.every_n_seconds:
+            return
+        if not self.images_per_step:
+            images = batch[0] if isinstance(batch, (tuple, list)) else batch  # (B, 3, S, S)
+            self.images_per_step = len(images) * trainer.world_size
+        now = time.monotonic()
+        if now - self.last_line < self.every_n_seconds:
+            return
+        step, total = pl_module.steps_done, run_steps(trainer, pl_module.n_dis)
+        speed = (step - self.last_step) * self.images_per_step / max(now - self.last_line, 1e-9)
+        of_total = f"/{total:,}" if total else ""
+        log.info("epoch %d%s  step %s%s  %.1f kimg  %.0f img/s%s", trainer.current_epoch + 1, self._of_epochs(trainer),
+                 f"{step:,}", of_total, step * self.images_per_step / 1000, speed, self._eta(pl_module, total, now))
+        self.last_line, self.last_step = now, step
+
+    @staticmethod
+    def _of_epochs(trainer: Trainer) -> str:
+        return "" if trainer.max_epochs in (None, -1) else f"/{trainer.max_epochs}"
+
+    def _eta(self, pl_module: LightningModule, total: int | None, now: float) -> str:
+        """`  ETA 12 min`: the run's remaining steps at this process's mean speed; "" when the run has
+        no end or nothing to time yet."""
+        step = pl_module.steps_done
+        done = step - self.first_step
+        if not total or not done or step >= total:
+            return ""
+        return f"  ETA {format_duration((total - step) * (now - self.run_start) / done)}"
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.start = time.monotonic()
@@ -185,5 +278,6 @@ class EpochLog(Callback):
         values = "  ".join(f"{name} {float(totals[key][0]) / totals[key][1]:.3f}"
                            for name, key in self.NAMES.items() if key in totals)
         last = "" if trainer.max_epochs in (None, -1) else f"/{trainer.max_epochs}"
-        log.info("epoch %d%s  step %d  %s  (%s)", trainer.current_epoch + 1, last, pl_module.steps_done,
-                 values, format_duration(time.monotonic() - self.start))
+        now = time.monotonic()
+        log.info("epoch %d%s  step %d  %s  (%s)%s", trainer.current_epoch + 1, last, pl_module.steps_done,
+                 values, format_duration(now - self.start), self._eta(pl_module, run_steps(trainer, pl_module.n_dis), now))

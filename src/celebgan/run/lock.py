@@ -172,6 +172,7 @@ class HydraRunLock(Callback):
         if not owns_runs():
             return
         run_dir = Path(str(OmegaConf.select(config, "hydra.run.dir"))).absolute()  # what Hydra creates next
+        created = not run_dir.exists()
         try:
             acquire(run_dir)
         except UserError as err:
@@ -179,4 +180,12 @@ class HydraRunLock(Callback):
             # this ends the command here, as celebgan.errors.command ends it for any UserError.
             print(f"Error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
-        atexit.register(release, run_dir)  # in case the command ends before train() takes over
+        # In case the command ends before train() takes over (Ctrl-C while it starts): the folder
+        # goes too when nothing else was written into it.
+        atexit.register(release_unused, run_dir, created)
+
+
+def release_unused(run_dir: Path, created: bool) -> None:
+    release(run_dir)
+    if created and run_dir.is_dir() and not any(run_dir.iterdir()):
+        run_dir.rmdir()

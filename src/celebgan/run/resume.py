@@ -271,8 +271,8 @@ class SaveOnSignal(Callback):
             return
         if self.signum is None:
             self.signum = signum
-            if signum == signal.SIGINT:
-                log.warning("Ctrl-C: stopping after the training step under way, then saving %s.", self.ckpt_path)
+            what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+            log.warning("%s: stopping after the training step under way, then saving %s.", what, self.ckpt_path)
             # A DataLoader worker ended by the same signal (one that died before it could ignore it) is
             # part of the stop: torch's SIGCHLD handler would raise its RuntimeError at whatever line
             # the training process is on, possibly in the middle of a step. Without it, a dead worker
@@ -290,7 +290,9 @@ class SaveOnSignal(Callback):
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         if not stopped_by_signal(trainer, exception):
             return
-        trainer.save_checkpoint(self.ckpt_path)  # every rank takes part; rank 0 writes
+        # Every rank takes part; rank 0 writes. The whole training state (optimizers, loops), as
+        # ModelCheckpoint saves it: said here, Lightning would announce its default.
+        trainer.save_checkpoint(self.ckpt_path, weights_only=False)
         if trainer.is_global_zero:
             how = "Ctrl-C" if self.signum == signal.SIGINT else "a signal"
             log.warning("Stopped by %s after training step %d (epoch %d); saved %s. Continue the run "
