@@ -25,7 +25,7 @@ def test_a_sweep_ends_with_a_table_of_every_job(tmp_path):
     assert rows[0] == "| job | overrides | d_loss | g_loss | folder |"  # no FID column: nothing measured it
     assert [row.split(" | ")[:2] for row in rows[1:]] == [["| 0", "model=vanilla"], ["| 1", "model=high_lr"]]
     assert rows[1].endswith(f" | {sweep / '0_model=vanilla'} |") and rows[2].endswith(f" | {sweep / '1_model=high_lr'} |")
-    assert f"tensorboard --logdir {sweep}\n" in written
+    assert f"tensorboard --logdir {sweep} --samples_per_plugin images=1000\n" in written
     assert written in result.stdout  # printed as the sweep's last words
     assert result.stdout.rstrip().endswith(f"Written to {sweep / 'summary.md'}")
 
@@ -40,9 +40,9 @@ def test_a_sweep_that_fails_before_its_first_job_leaves_no_folder(tmp_path):
 
 
 def test_the_table_shows_measured_columns_and_failed_jobs(tmp_path):
-    for num, name, metrics in [(0, "model=vanilla", {"epoch/d_loss": 1.25, "epoch/g_loss": 0.5, "metrics/fid": 123.456}),
-                               (1, "model=high_lr", {"epoch/d_loss": 1.0, "epoch/g_loss": 0.75}),
-                               (2, "model=hinge", None), (10, "model=r1", {"epoch/d_loss": 2.0, "epoch/g_loss": 1.0})]:
+    for num, name, metrics in [(0, "model=vanilla", {"train_epoch/d_loss": 1.25, "train_epoch/g_loss": 0.5, "metrics/fid": 123.456}),
+                               (1, "model=high_lr", {"train_epoch/d_loss": 1.0, "train_epoch/g_loss": 0.75}),
+                               (2, "model=hinge", None), (10, "model=r1", {"train_epoch/d_loss": 2.0, "train_epoch/g_loss": 1.0})]:
         job = tmp_path / f"{num}_{name}"
         (job / ".hydra").mkdir(parents=True)
         (job / ".hydra" / "overrides.yaml").write_text(f"- {name}\n- trainer.max_epochs=1\n")
