@@ -40,6 +40,7 @@ def test_metrics_cost_is_announced_before_measuring(make_cfg, tmp_path, caplog):
     assert len(first) == 1
     assert first[0].startswith("FID/KID: 2 evaluation(s) of 32 generated images + 48 real images once; "
                                "RandomFeatures runs at ")
+    assert "and each FID/KID computation takes " in first[0] and "in all on top of the training" in first[0]
     caplog.clear()
     with caplog.at_level(logging.INFO):
         train(cfg)  # the real features are cached now
