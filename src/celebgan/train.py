@@ -4,6 +4,8 @@ train(cfg) holds the logic (tests call it with a composed config); main() is the
 """
 import logging
 import math
+import os
+import shlex
 import shutil
 import sys
 import warnings
@@ -99,8 +101,21 @@ def summary(trainer: L.Trainer, output_dir: Path) -> str:
     if quality:
         lines.append("  quality:     " + ", ".join(quality))
     if trainer.logger is not None:
-        lines.append(f"  tensorboard --logdir {output_dir}")
+        lines.append(f"  {tensorboard_command(output_dir)}")
     return "\n".join(lines)
+
+
+def tensorboard_command(logdir: Path) -> str:
+    """The command that serves a run in TensorBoard, as it works pasted into the shell that started the
+    run: `tensorboard` where it is on PATH, else the one installed beside this interpreter (a virtual
+    environment that is not activated), else through this interpreter."""
+    where = shlex.quote(str(logdir))
+    if shutil.which("tensorboard"):
+        return f"tensorboard --logdir {where}"
+    beside = Path(sys.executable).parent / "tensorboard"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return f"{shlex.quote(str(beside))} --logdir {where}"
+    return f"{shlex.quote(sys.executable)} -m tensorboard.main --logdir {where}"
 
 
 def group_choices() -> dict[str, str]:
