@@ -61,7 +61,7 @@ def evaluate_checkpoint(ckpt: str, *, n_samples: int, n_real: int | None, real_s
     cache = RealFeatureCache(cache_dir)
     announce(model, extractor, n_samples=n_samples, n_real=n_real, real_split=real_split,
              cached=cache.has(datamodule, real_split, n_real, extractor), kid_subsets=kid_subsets,
-             kid_subset_size=kid_subset_size, device=device)
+             kid_subset_size=kid_subset_size, device=device, batch_size=batch_size)
     real = cache.get(datamodule, real_split, n_real, extractor, batch_size=batch_size, device=device)
     fake = generator_features(model, extractor, n_samples, batch_size=batch_size, seed=seed)
     distances = FeatureDistances(real.shape[1], kid_subsets=kid_subsets,
@@ -120,7 +120,7 @@ def standard(n_samples: int, n_real: int | None, real_split: str) -> bool:
 
 
 def announce(model, extractor, *, n_samples: int, n_real: int | None, real_split: str, cached: bool,
-             kid_subsets: int, kid_subset_size: int, device: torch.device) -> None:
+             kid_subsets: int, kid_subset_size: int, device: torch.device, batch_size: int) -> None:
     """What is about to be measured and about how long it takes here, before any of it is spent:
     Inception runs at a few images a second on a CPU, where 50,000 + 50,000 images take days."""
     name = getattr(extractor, "name", type(extractor).__name__)
@@ -133,7 +133,7 @@ def announce(model, extractor, *, n_samples: int, n_real: int | None, real_split
     if not standard(n_samples, n_real, real_split):
         print("  Not the standard protocol (50,000 generated vs 50,000 real images of the train split, whose FIDs "
               "compare with published ones): n=50000 measures it; FIDs of fewer images are biased upwards.")
-    rate = generated_per_second(model, extractor)
+    rate = generated_per_second(model, extractor, batch_size=min(batch_size, n_samples))
     images = n_samples + (0 if cached or n_real is None else n_real)
     seconds = images / rate + scores_seconds(getattr(extractor, "num_features", 2048), device=device,
                                              kid_subset_size=min(kid_subset_size, n_samples), kid_subsets=kid_subsets)

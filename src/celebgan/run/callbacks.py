@@ -84,7 +84,8 @@ class QualityMetrics(Callback):
         computations take at the speed measured here, before any of it is spent: the whole time the
         metrics add to a run (a search's trial, say), on top of its training."""
         self.extractor.to(pl_module.device)
-        rate = generated_per_second(pl_module, self.extractor)
+        rate = generated_per_second(pl_module, self.extractor,
+                                    batch_size=min(self.batch_size, self.n_samples))
         scores = scores_seconds(getattr(self.extractor, "num_features", 2048), device=pl_module.device,
                                 kid_subset_size=min(self.kid_subset_size, self.n_samples), kid_subsets=self.kid_subsets)
         evaluations = epochs_to_run(trainer) // self.every_n_epochs
