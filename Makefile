@@ -8,7 +8,7 @@ ARGS   ?=
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-install:  ## create .venv and install celebgan with its pinned dependencies
+install:  ## create .venv and install celebgan with its pinned dependencies (about 6 GB with PyPI's torch; README.md: the CPU-only torch)
 	$(PYTHON) -m venv .venv
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -e '.[dev]'

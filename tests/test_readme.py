@@ -156,3 +156,11 @@ def test_the_python_blocks_run(trained_run, monkeypatch, tmp_path):
         if "G" in namespace:  # the API block: what its comments promise
             assert tuple(namespace["images"].shape) == (16, 3, 16, 16) and len(namespace["faces"]) == 4
             assert tuple(namespace["more"].shape) == (8, 3, 16, 16)
+
+
+def test_make_demo_time_is_one_statement_wherever_it_is_given():
+    statement = "3.5-12 minutes on a 2-core CPU, depending on the machine; the per-epoch lines show an ETA"
+    demo_yaml = " ".join(line.lstrip("# ") for line in (REPO / "conf" / "experiment" / "demo.yaml").read_text().splitlines())
+    makefile_demo = re.search(r"^demo:.*## (.*)$", (REPO / "Makefile").read_text(), re.M).group(1)
+    assert statement in README and statement in makefile_demo and statement in demo_yaml
+    assert not re.search(r"~3\.5 min|about 5 minutes|4-5 minutes", README + makefile_demo + demo_yaml)
