@@ -36,6 +36,7 @@ def test_evaluate_a_tiny_run_prints_the_protocol_and_writes_json(trained_run, tm
                  ": 70 images through the networks at "]:
         assert text in announced, text
     assert "Results" not in announced and "precision  " not in announced
+    assert "(not the standard protocol: 40 generated vs 30 real images; n=50000 measures it)" in done
     saved = json.loads((ckpt.parent / "last.eval.json").read_text())
     assert saved == results
     m = results["metrics"]

@@ -108,6 +108,8 @@ def evaluate_checkpoint(ckpt: str, *, n_samples: int, n_real: int | None, real_s
               f"images overlap; it needs at least {2 * subset_size} real and generated images)")
     print(f"  precision  {scores['precision']:.4f}")
     print(f"  recall     {scores['recall']:.4f}")
+    if not protocol["standard"]:
+        print(f"  (not the standard protocol: {len(fake)} generated vs {len(real)} real images; n=50000 measures it)")
 
     out = Path(output).expanduser() if output else Path(ckpt).expanduser().with_suffix(".eval.json")
     print(f"Wrote {write_results(results, out)}")
