@@ -295,9 +295,10 @@ def main() -> None:
                     shutil.rmtree(cfg.paths.output_dir, ignore_errors=True)
                 results.append(result)
                 minutes.append(result["minutes"])
+                source = f"from its record of {result['date']}" if "date" in result else \
+                    f"{(time.monotonic() - start) / 60:.0f} min in all so far"
                 print(f"{variant} seed {seed}: trained in {result['minutes']:.1f} min, FID {result['fid']:.2f}, "
-                      f"KID x 1000 {1000 * result['kid']:.2f} ({(time.monotonic() - start) / 60:.0f} min in all)",
-                      flush=True)
+                      f"KID x 1000 {1000 * result['kid']:.2f} ({source})", flush=True)
             row = variant_row(variant, results, minutes, args.seeds)
             rows += [row] if row else []
         for path in args.ckpt:
