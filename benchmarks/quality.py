@@ -24,8 +24,9 @@ Each finished run's scores (and the anchors') are kept as a small JSON record in
 benchmarks/quality_runs/, committed with the code, under a key of its composed config, the number of
 images measured and the feature network. An interrupted benchmark picks up where it stopped, a rerun
 with more variants trains only the new ones, and the table can be rebuilt on any machine from the
-records alone (--cached-only). A preset without records whose row is in the table already keeps
-that row, marked as carried over, until it is rerun.
+records alone (--cached-only). Every row of the table comes from records (or from a measurement of this
+invocation): a preset without records is listed as not run yet. The section is generated whole, its
+paragraph on the machines too, from the records' provenance (date, commit, host, CPUs, GPU).
 """
 import argparse
 import datetime
@@ -35,7 +36,6 @@ import json
 import logging
 import os
 import platform
-import re
 import shutil
 import statistics
 import subprocess
@@ -61,7 +61,7 @@ from celebgan.data.synthetic import RENDERER_VERSION
 from celebgan.train import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results import section_pattern, write_section  # noqa: E402  (RESULTS.md's one writer)
+from results import write_section  # noqa: E402  (RESULTS.md's one writer)
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Sample quality (benchmarks/quality.py)"
@@ -70,7 +70,6 @@ ALL_VARIANTS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
 # and the two regularisers that kept D from winning in the training-dynamics table.
 HEADLINE = ["vanilla", "high_lr", "r1", "diffaugment"]
 RUNS_DIR = ROOT / "benchmarks" / "quality_runs"
-CARRIED = "\u2020"  # marks a row carried over from the previous table
 
 
 def compose_run(variant: str, seed: int, args, out_dir: Path):
@@ -128,56 +127,54 @@ def save_record(path: Path, result: dict) -> None:
         tmp_file.write_text(json.dumps(result | provenance(), indent=1) + "\n")
 
 
-def parse_cell(cell: str) -> tuple[float, float | None]:
-    """'41.82 +- 1.62' -> (41.82, 1.62); '374.83' -> (374.83, None)."""
-    parts = [float(x) for x in cell.split("+-")]
-    return parts[0], (parts[1] if len(parts) > 1 else None)
-
-
-def previous_rows(path: Path) -> dict[str, dict]:
-    """The variant rows of the table now in RESULTS.md, by preset, with the date they were measured and their
-    number of seeds (a row without '(k of n seeds)' is taken to have the default 3)."""
-    match = section_pattern(SECTION).search(path.read_text() if path.is_file() else "")
-    if not match:
-        return {}
-    section = match.group(1)
-    date = re.search(r"^(\d{4}-\d{2}-\d{2})", section.strip())
-    carried_since = re.search(rf"^{CARRIED} Carried over from the table of (\d{{4}}-\d{{2}}-\d{{2}})", section, re.M)
-    rows = {}
-    for line in section.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) != 5 or not re.fullmatch(r"[\d.]+( \+- [\d.]+)?", cells[2]):
-            continue
-        name = cells[0].rstrip(f" {CARRIED}")
-        variant = name.split(" (")[0]
-        if variant not in ALL_VARIANTS:
-            continue
-        since = carried_since.group(1) if carried_since and cells[0].endswith(CARRIED) else \
-            date.group(1) if date else "an earlier run"
-        seeds = re.search(r"\((\d+) of \d+ seeds\)", name)
-        rows[variant] = {"name": name, "minutes": cells[1], "fid": parse_cell(cells[2]),
-                         "kid": parse_cell(cells[3]), "carried": True, "since": since,
-                         "seeds": int(seeds.group(1)) if seeds else 3}
-    return rows
-
-
 def summarise(name: str, minutes: str, results: list[dict]) -> dict:
-    """A table row from one result per seed (or one measurement)."""
+    """A table row from one result per seed (or one measurement). A result read from a record carries
+    its provenance (date, commit, host, ...); one measured by this invocation gets this machine's."""
     def stat(values):
         return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else None)
     return {"name": name, "minutes": minutes, "fid": stat([r["fid"] for r in results]),
-            "kid": stat([1000 * r["kid"] for r in results]), "carried": False}
+            "kid": stat([1000 * r["kid"] for r in results]),
+            "made": [made_where(r) | {"seed": r.get("seed")} for r in results]}
 
 
-def variant_row(variant: str, results: list[dict], minutes: list[float], num_seeds: int,
-                carried: dict[str, dict]) -> dict | None:
-    """The row of a preset: from its records, or its published row while that has more seeds than the records."""
-    if variant in carried and carried[variant]["seeds"] > len(results):
-        return carried[variant] | {"variant": True}
+def made_where(result: dict) -> dict:
+    """A record's provenance as it was saved (older records lack cpu_capability: None), or this
+    machine's for a result measured now."""
+    return {k: result.get(k) for k in PROVENANCE} if "date" in result else \
+        {k: provenance()[k] for k in PROVENANCE}
+
+
+def variant_row(variant: str, results: list[dict], minutes: list[float], num_seeds: int) -> dict | None:
+    """The row of a preset, from its records; None without any (the preset is listed as not run yet)."""
     if not results:
         return None
     seeds = "" if len(results) == num_seeds else f" ({len(results)} of {num_seeds} seeds)"
     return summarise(variant + seeds, f"{statistics.mean(minutes):.1f}", results) | {"variant": True}
+
+
+PROVENANCE = ("host", "cpus", "cpu_capability", "gpu", "commit", "date")
+
+
+def machines(rows: list[dict]) -> str:
+    """Which rows were made where: the rows' results grouped by their records' host, CPUs, CPU
+    capability, GPU, commit and date (older records say no CPU capability)."""
+    groups: dict[tuple, list[str]] = {}
+    for row in rows:
+        where: dict[tuple, list] = {}
+        for made in row["made"]:
+            where.setdefault(tuple(made.get(k) for k in PROVENANCE), []).append(made["seed"])
+        for key, seeds in where.items():
+            part = "" if len(where) == 1 or None in seeds else \
+                f" (seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, sorted(seeds)))})"
+            groups.setdefault(key, []).append(row["name"] + part)
+    lines = []
+    for (host, cpus, capability, gpu, commit, date), names in groups.items():
+        lines.append(f"{', '.join(names)}: {date} at commit {commit} on {host or 'an unnamed host'} "
+                     f"({cpus} CPUs, {f'CPU capability {capability}' if capability else 'CPU capability not recorded'}, "
+                     f"{gpu or 'no GPU'}).")
+    return ("Machines (from the records): " + " ".join(lines) + ' "train (min)" is the wall time on the '
+            "machine that trained the run, under whatever else ran there: it differs by machine and load, "
+            "not only by preset.")
 
 
 def main() -> None:
@@ -274,7 +271,7 @@ def main() -> None:
               f"untrained {rows[-1]['fid'][0]:.2f}", flush=True)
 
         budget = None
-        carried = previous_rows(args.results)
+        trained = 0  # runs trained (or checkpoints measured) by this invocation
         for variant in args.variants:
             results, minutes = [], []
             for seed in range(args.seeds):
@@ -287,22 +284,26 @@ def main() -> None:
                     continue
                 else:
                     t0 = time.monotonic()
+                    trained += 1
                     train(cfg)
                     result = {"minutes": (time.monotonic() - t0) / 60}
                     gan, _ = load_gan(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
                     result |= score(generator_features(gan.to(device), extractor, n, batch_size=50))
+                    result |= {"variant": variant, "seed": seed}
                     if not args.quick:
-                        save_record(done, result | {"variant": variant, "seed": seed})
+                        save_record(done, result)
                     shutil.rmtree(cfg.paths.output_dir, ignore_errors=True)
                 results.append(result)
                 minutes.append(result["minutes"])
+                source = f"from its record of {result['date']}" if "date" in result else \
+                    f"{(time.monotonic() - start) / 60:.0f} min in all so far"
                 print(f"{variant} seed {seed}: trained in {result['minutes']:.1f} min, FID {result['fid']:.2f}, "
-                      f"KID x 1000 {1000 * result['kid']:.2f} ({(time.monotonic() - start) / 60:.0f} min in all)",
-                      flush=True)
-            row = variant_row(variant, results, minutes, args.seeds, {} if args.quick else carried)
+                      f"KID x 1000 {1000 * result['kid']:.2f} ({source})", flush=True)
+            row = variant_row(variant, results, minutes, args.seeds)
             rows += [row] if row else []
         for path in args.ckpt:
             gan, config = load_gan(path)
+            trained += 1
             rows.append(summarise(f"checkpoint {Path(path).parent.parent.name}", "-",
                                   [score(generator_features(gan.to(device), extractor, n, batch_size=50))]))
 
@@ -311,7 +312,7 @@ def main() -> None:
         kind = 1 if row.get("variant") else 2 if row["name"].startswith("checkpoint") else 0
         return kind, row["fid"][0] if kind == 1 else 0
     rows.sort(key=order)
-    write_table(args, rows, budget, kid_subset, extractor.name, time.monotonic() - start)
+    write_table(args, rows, budget, kid_subset, extractor.name, time.monotonic() - start, trained)
 
 
 def cell(stat: tuple[float, float | None]) -> str:
@@ -319,22 +320,23 @@ def cell(stat: tuple[float, float | None]) -> str:
     return f"{mean:.2f}" if spread is None else f"{mean:.2f} +- {spread:.2f}"
 
 
-def write_table(args, rows, budget, kid_subset: int, extractor_name: str, seconds: float) -> None:
+def write_table(args, rows, budget, kid_subset: int, extractor_name: str, seconds: float, runs: int) -> None:
+    """The whole section, generated: nothing in it is hand-written, so a rebuild keeps nothing stale.
+    runs: the runs trained (and checkpoints measured) by this invocation; the rest came from records."""
     n = args.n_eval
     floor = rows[0]["fid"][0]
     trained = sorted((r for r in rows if r.get("variant")), key=lambda r: r["fid"][0])
     missing = [v for v in args.variants if not any(r["name"].split(" (")[0] == v for r in trained)]
-    carried = [r for r in trained if r["carried"]]
     num_images, epochs, batch = budget or ("-", "-", "-")
-
-    def name(row):
-        return f"{row['name']} {CARRIED}" if row["carried"] else row["name"]
+    records = sum(len(r["made"]) for r in rows) - runs
+    cost = f"rebuilt from {records} records, no training" if not runs else \
+        f"{runs} run(s) trained or measured and {records} read from records, {seconds / 60:.0f} min in all"
     lines = [
         SECTION, "",
-        f"{datetime.date.today()}, {platform.node() or 'unknown host'} ({os.cpu_count()} CPUs, "
+        f"Table written {datetime.date.today()} on {platform.node() or 'unknown host'} ({os.cpu_count()} CPUs, "
         f"{platform.processor() or platform.machine()}"
-        f"{', ' + torch.cuda.get_device_name() if torch.cuda.is_available() else ', no GPU'}), torch {torch.__version__}, "
-        f"{'QUICK SMOKE RUN, NOT A RESULT, ' if args.quick else ''}{seconds / 60:.0f} min in all.",
+        f"{', ' + torch.cuda.get_device_name() if torch.cuda.is_available() else ', no GPU'}), torch {torch.__version__}: "
+        f"{'QUICK SMOKE RUN, NOT A RESULT, ' if args.quick else ''}{cost}.",
         f"Command: `python benchmarks/quality.py {' '.join(sys.argv[1:])}`".rstrip(), "",
         f"Each variant trained from seeds 0..{args.seeds - 1} on {num_images} synthetic {args.img_size}px faces "
         f"for {epochs} epochs (batch {batch}: the demo's budget unless overridden{'; ' + ' '.join(args.override) if args.override else ''}); "
@@ -343,14 +345,11 @@ def write_table(args, rows, budget, kid_subset: int, extractor_name: str, second
         f"anchor rows: one measurement. FIDs of {n} images are biased upwards: compare rows, not with published numbers. "
         f"Each run's record (scores, date, commit, machine) is in benchmarks/quality_runs/.",
         "",
+        machines(rows), "",
         *([f"Not run yet: {', '.join(missing)}.", ""] if missing else []),
-        *([f"{CARRIED} Carried over from the table of {carried[0]['since']}: no per-run records of "
-           f"{', '.join(r['name'].split(' (')[0] for r in carried)} exist yet; "
-           f"`--variants {' '.join(r['name'].split(' (')[0] for r in carried)}` replaces these rows.", ""]
-          if carried else []),
         "| model | train (min) | FID | KID x 1000 | FID / real-vs-real |",
         "|---|---:|---:|---:|---:|",
-        *[f"| {name(r)} | {r['minutes']} | {cell(r['fid'])} | {cell(r['kid'])} | {r['fid'][0] / floor:.1f}x |"
+        *[f"| {r['name']} | {r['minutes']} | {cell(r['fid'])} | {cell(r['kid'])} | {r['fid'][0] / floor:.1f}x |"
           for r in rows],
         "",
     ]

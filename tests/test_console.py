@@ -42,6 +42,7 @@ def test_metrics_cost_is_announced_before_measuring(make_cfg, tmp_path, caplog):
     assert len(first) == 1
     assert first[0].startswith("FID/KID: 2 evaluation(s) of 32 generated images + 48 real images once; "
                                "RandomFeatures runs at ")
+    assert "and each FID/KID computation takes " in first[0] and "in all on top of the training" in first[0]
     caplog.clear()
     with caplog.at_level(logging.INFO):
         train(cfg)  # the real features are cached now
@@ -116,6 +117,28 @@ def test_a_grid_of_nearly_uniform_images_says_why(make_cfg, caplog):
     warnings = [r.getMessage() for r in caplog.records if "nearly uniform" in r.getMessage()]
     assert len(warnings) == 1 and "after 4 training steps. Most likely too few steps" in warnings[0]
     samples = Path(cfg.paths.output_dir) / "samples"
-    for name in ("epoch_0000.png", "epoch_0001.png"):  # 2 rows of 8 16px images, 2px gaps, under a caption
+    for name in ("epoch_0001.png", "epoch_0002.png"):  # 2 rows of 8 16px images, 2px gaps, under a caption
         width, height = Image.open(samples / name).size
         assert width == 8 * 18 + 2 and height > 2 * 18 + 2
+
+
+def test_the_tensorboard_hint_works_as_printed_with_or_without_an_activated_environment(tmp_path, monkeypatch):
+    import sys
+
+    from celebgan.run.sweep import tensorboard_command
+
+    run = tmp_path / "run"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "tensorboard"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))  # activated: tensorboard is on PATH
+    flags = "--samples_per_plugin images=1000"  # every grid, not TensorBoard's 10 per tag
+    assert tensorboard_command(run) == f"tensorboard --logdir {run} {flags}"
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))  # a fresh shell: not on PATH
+    monkeypatch.setattr(sys, "executable", str(bin_dir / "python"))  # the environment's own script
+    assert tensorboard_command(run) == f"{script} --logdir {run} {flags}"
+    script.unlink()  # none beside the interpreter: through the interpreter itself
+    assert tensorboard_command(run) == f"{bin_dir / 'python'} -m tensorboard.main --logdir {run} {flags}"
+    assert tensorboard_command(tmp_path / "a b") == f"{bin_dir / 'python'} -m tensorboard.main --logdir '{tmp_path}/a b' {flags}"

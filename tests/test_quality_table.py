@@ -1,4 +1,5 @@
-"""benchmarks/quality.py's table: rows from per-run records, and published rows carried over until rerun."""
+"""benchmarks/quality.py's table: every row from per-run records, the whole section generated (the
+machines paragraph from the records' provenance), a cached rebuild said to be one."""
 from types import SimpleNamespace
 
 from test_atomic import load_script
@@ -9,15 +10,14 @@ PUBLISHED = f"""# Benchmark results
 
 {quality.SECTION}
 
-2026-11-23, vm (2 CPUs, x86_64, no GPU), torch 2.14.1, 5 min in all.
+2026-11-23, vm (2 CPUs, x86_64, no GPU), torch 2.14.1, 0 min in all.
+
+Machines: a hand-written paragraph about where the rows were trained.
 
 | model | train (min) | FID | KID x 1000 | FID / real-vs-real |
 |---|---:|---:|---:|---:|
 | real vs real (valid split) | - | 13.88 | -0.01 | 1.0x |
-| untrained generator | 0 | 402.12 | 534.25 | 29.0x |
-| vanilla | 3.4 | 64.40 +- 2.15 | 51.49 +- 2.33 | 4.6x |
-| spectral (2 of 3 seeds) | 4.6 | 79.87 +- 6.16 | 67.51 +- 6.12 | 5.8x |
-| minimax (1 of 3 seeds) | 4.3 | 374.83 | 493.36 | 27.0x |
+| vanilla \u2020 | 3.4 | 64.40 +- 2.15 | 51.49 +- 2.33 | 4.6x |
 
 ## Training dynamics (benchmarks/diagnose.py)
 
@@ -26,60 +26,78 @@ PUBLISHED = f"""# Benchmark results
 | vanilla | 1 | 2.0 | 3 | 4 |
 """
 
+FAST = {"date": "2026-11-23", "commit": "746c489", "host": "vm", "cpus": 2, "gpu": None}  # an old record: no capability
+SLOW = {"date": "2026-11-30", "commit": "4211fab", "host": "vm", "cpus": 2, "cpu_capability": "AVX2", "gpu": None}
+
+
+def record(fid: float, seed: int | None, where: dict, minutes: float = 4.0) -> dict:
+    return {"fid": fid, "kid": fid / 1000, "minutes": minutes, "seed": seed} | where
+
 
 def args_for(results, variants):
     return SimpleNamespace(n_eval=1000, seeds=3, img_size=32, override=[], quick=False, write=False,
                            results=results, variants=variants)
 
 
-def test_previous_rows_reads_variant_rows_of_its_own_section_only(tmp_path):
-    results = tmp_path / "RESULTS.md"
-    results.write_text(PUBLISHED)
-    rows = quality.previous_rows(results)
-    assert sorted(rows) == ["minimax", "spectral", "vanilla"]  # no anchors, nothing from other sections
-    assert rows["vanilla"]["fid"] == (64.40, 2.15) and rows["vanilla"]["kid"] == (51.49, 2.33)
-    assert rows["spectral"]["name"] == "spectral (2 of 3 seeds)"
-    assert rows["minimax"]["fid"] == (374.83, None)
-    assert (rows["vanilla"]["seeds"], rows["spectral"]["seeds"], rows["minimax"]["seeds"]) == (3, 2, 1)
-    assert all(r["since"] == "2026-11-23" and r["carried"] for r in rows.values())
-    assert quality.previous_rows(tmp_path / "missing.md") == {}
+def rows_of(variants: dict[str, list[dict]], anchor_where: dict) -> list[dict]:
+    rows = [quality.summarise("real vs real (valid split)", "-", [record(14.0, None, anchor_where)])]
+    for variant, results in variants.items():
+        row = quality.variant_row(variant, results, [r["minutes"] for r in results], 3)
+        rows += [row] if row else []
+    return sorted(rows, key=lambda r: (1 if r.get("variant") else 0, r["fid"][0] if r.get("variant") else 0))
 
 
-def test_recorded_runs_replace_carried_rows_and_the_carry_keeps_its_date(tmp_path):
+def test_a_cached_rebuild_generates_the_whole_section_from_records(tmp_path):
     results = tmp_path / "RESULTS.md"
     results.write_text(PUBLISHED)
-    carried = quality.previous_rows(results)
-    records = [{"fid": 40.0, "kid": 0.030}, {"fid": 44.0, "kid": 0.034}, {"fid": 42.0, "kid": 0.032}]
-    rows = [quality.summarise("real vs real (valid split)", "-", [{"fid": 14.0, "kid": 0.0}]),
-            carried["vanilla"] | {"variant": True},
-            quality.summarise("spectral", "4.0", records) | {"variant": True}]
-    rows.sort(key=lambda r: (1 if r.get("variant") else 0, r["fid"][0] if r.get("variant") else 0))
-    quality.write_table(args_for(results, ["vanilla", "spectral", "minimax"]), rows, (10000, 30, 32), 1000,
-                        "features", 60.0)
+    rows = rows_of({"rpgan": [record(f, s, SLOW) for s, f in enumerate((40.0, 44.0, 42.0))],
+                    "vanilla": []}, SLOW)
+    quality.write_table(args_for(results, ["rpgan", "vanilla"]), rows, (10000, 30, 32), 1000, "features", 3.0, 0)
     text = results.read_text()
-    table = [line for line in text.splitlines() if line.startswith("| ")]
-    assert table[2].startswith("| spectral | 4.0 | 42.00 +- 2.00 | 32.00 +- 2.00 | 3.0x |")
-    assert table[3].startswith(f"| vanilla {quality.CARRIED} | 3.4 | 64.40 +- 2.15 | 51.49 +- 2.33 | 4.6x |")
-    assert f"{quality.CARRIED} Carried over from the table of 2026-11-23: no per-run records of vanilla" in text
-    assert "Not run yet: minimax." in text
-    assert "Best: **spectral**, FID 42.00, against 64.40 for vanilla" in text
+    section = text.split("## Training dynamics")[0]
+    table = [line for line in section.splitlines() if line.startswith("| ")]
+    assert [line.split(" | ")[0] for line in table[1:]] == ["| real vs real (valid split)", "| rpgan"]
+    assert table[2].startswith("| rpgan | 4.0 | 42.00 +- 2.00 | 42.00 +- 2.00 | 3.0x |")
+    assert "Not run yet: vanilla." in section  # no row without records, and no carried-over row
+    assert "rebuilt from 4 records, no training" in section and "min in all" not in section
+    # Nothing of the old section survives: its hand-written paragraph and its carried rows are gone.
+    assert "hand-written" not in section and "\u2020" not in section and "64.40" not in section
+    assert ("Machines (from the records): real vs real (valid split), rpgan: 2026-11-30 at commit 4211fab on vm "
+            "(2 CPUs, CPU capability AVX2, no GPU).") in section
     assert "| vanilla | 1 | 2.0 | 3 | 4 |" in text  # the other section is untouched
 
-    # Carried again by a later table: still dated by the run that measured it, not by that table.
-    again = quality.previous_rows(results)
-    assert again["vanilla"]["since"] == "2026-11-23" and again["vanilla"]["fid"] == (64.40, 2.15)
-    assert "spectral" in again and again["spectral"]["fid"] == (42.0, 2.0)
+    # Rebuilt again from the same records: the same section, word for word.
+    quality.write_table(args_for(results, ["rpgan", "vanilla"]), rows, (10000, 30, 32), 1000, "features", 3.0, 0)
+    assert results.read_text() == text
 
 
-def test_records_replace_a_published_row_once_they_have_as_many_seeds(tmp_path):
+def test_the_machines_paragraph_groups_rows_by_where_and_when_they_were_trained():
+    rows = rows_of({"high_lr": [record(f, s, FAST) for s, f in enumerate((41.0, 42.0, 43.0))],
+                    "spectral": [record(80.0, 0, FAST), record(82.0, 1, SLOW)],
+                    "regularized": [record(112.0, s, SLOW) for s in range(3)]}, SLOW)
+    text = quality.machines(rows)
+    fast = ("high_lr, spectral (2 of 3 seeds) (seed 0): 2026-11-23 at commit 746c489 on vm "
+            "(2 CPUs, CPU capability not recorded, no GPU).")
+    slow = ("real vs real (valid split), spectral (2 of 3 seeds) (seed 1), regularized: 2026-11-30 at commit "
+            "4211fab on vm (2 CPUs, CPU capability AVX2, no GPU).")
+    assert fast in text and slow in text
+    # Another commit on the same machine is another group.
+    later = quality.machines(rows_of({"high_lr": [record(41.0, 0, SLOW | {"commit": "abc1234"})]}, SLOW))
+    assert "high_lr (1 of 3 seeds): 2026-11-30 at commit abc1234" in later and "real vs real (valid split): 2026-11-30 at commit 4211fab" in later
+
+
+def test_a_run_that_trained_says_its_time_and_what_came_from_records(tmp_path):
     results = tmp_path / "RESULTS.md"
-    results.write_text(PUBLISHED)
-    carried = quality.previous_rows(results)
-    one = [{"fid": 70.0, "kid": 0.06}]
-    assert quality.variant_row("spectral", one, [4.0], 3, carried)["name"] == "spectral (2 of 3 seeds)"  # 2 > 1
-    row = quality.variant_row("spectral", one * 2, [4.0, 5.0], 3, carried)
-    assert row["name"] == "spectral (2 of 3 seeds)" and not row["carried"] and row["fid"] == (70.0, 0.0)
-    assert quality.variant_row("minimax", one, [3.0], 3, carried)["carried"] is False
-    assert quality.variant_row("vanilla", [], [], 3, carried)["fid"] == (64.40, 2.15)
-    assert quality.variant_row("rpgan", [], [], 3, carried) is None
-    assert quality.variant_row("rpgan", one * 3, [1.0, 2.0, 3.0], 3, carried)["name"] == "rpgan"
+    rows = rows_of({"rpgan": [record(40.0, 0, SLOW), record(44.0, 1, SLOW)]}, SLOW)
+    quality.write_table(args_for(results, ["rpgan"]), rows, (10000, 30, 32), 1000, "features", 600.0, 1)
+    text = results.read_text()
+    assert "1 run(s) trained or measured and 2 read from records, 10 min in all." in text
+    assert "| rpgan (2 of 3 seeds) | 4.0 | 42.00 +- 2.83 |" in text
+
+
+def test_a_preset_row_needs_records():
+    assert quality.variant_row("rpgan", [], [], 3) is None
+    one = [record(70.0, 0, SLOW)]
+    assert quality.variant_row("rpgan", one, [4.0], 3)["name"] == "rpgan (1 of 3 seeds)"
+    assert quality.variant_row("rpgan", one * 3, [1.0, 2.0, 3.0], 3)["name"] == "rpgan"
+    assert not hasattr(quality, "previous_rows")  # rows are never read back from the published table

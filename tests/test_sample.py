@@ -1,4 +1,5 @@
 """celebgan.sample on the session's trained run: every mode, and the errors."""
+import logging
 from pathlib import Path
 
 import hydra
@@ -325,3 +326,37 @@ def test_default_out_is_a_new_folder_per_call(ckpt, tmp_path, monkeypatch):
     out = sample(cfg)["out"]
     assert out.parent.parent == Path("outputs/sample") and out.parent.name.endswith("_grid")
     assert [p.name for p in out.parent.iterdir()] == ["grid.png"]
+
+
+def test_the_attribute_classifier_says_what_it_trains_and_how_long_before_it_trains(ckpt, tmp_path, caplog):
+    _, config = load_gan(ckpt)
+    tiny = {**CLASSIFIER, "max_train": 96, "max_eval": 32, "epochs": 2, "batch_size": 8}
+    with caplog.at_level(logging.INFO, logger="celebgan.attributes"):
+        _, record = cached_classifier(config["data"], tmp_path, tiny)
+    lines = [r.getMessage() for r in caplog.records]
+    first = next(i for i, line in enumerate(lines) if line.startswith("Training the attribute classifier first"))
+    assert "Up to 96 real images for 2 epoch(s)" in lines[first] and str(record["path"]) in lines[first]
+    assert lines[first + 1].startswith("Attribute classifier: training a small CNN (width 16) on 96 labelled images")
+    assert "so about " in lines[first + 2] and "(an estimate)" in lines[first + 2]  # from its first 5 batches
+    assert lines[-1].startswith("Attribute classifier: 192/192 images trained")  # the last progress line
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="celebgan.attributes"):
+        cached_classifier(config["data"], tmp_path, tiny)  # read from the cache: nothing to announce
+    assert not any("classifier" in r.getMessage() for r in caplog.records)
+
+
+def test_classifier_progress_lines_come_at_most_every_interval(monkeypatch, caplog):
+    import celebgan.attributes as attributes
+
+    clock = iter(range(0, 1000, 10))  # each batch takes 10 s
+    monkeypatch.setattr(attributes.time, "monotonic", lambda: next(clock))
+    with caplog.at_level(logging.INFO, logger="celebgan.attributes"):
+        progress = attributes.TrainingProgress(100 * 12, first_batches=3, every_s=30)
+        for _ in range(12):
+            progress.step(100)
+    lines = [r.getMessage() for r in caplog.records]
+    # batches 2-3 ran at 10 images/s: 900 images left (90 s) + 20 s so far; then a line every 30 s and at the end
+    assert lines[0] == ("Attribute classifier: 10 images/s on its first batches, so about 2 min for its "
+                        "training (an estimate)")
+    assert [line.split(" images trained")[0].rsplit(" ", 1)[1] for line in lines[1:]] == \
+        ["600/1200", "900/1200", "1200/1200"]

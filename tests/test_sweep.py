@@ -25,7 +25,7 @@ def test_a_sweep_ends_with_a_table_of_every_job(tmp_path):
     assert rows[0] == "| job | overrides | d_loss | g_loss | folder |"  # no FID column: nothing measured it
     assert [row.split(" | ")[:2] for row in rows[1:]] == [["| 0", "model=vanilla"], ["| 1", "model=high_lr"]]
     assert rows[1].endswith(f" | {sweep / '0_model=vanilla'} |") and rows[2].endswith(f" | {sweep / '1_model=high_lr'} |")
-    assert f"tensorboard --logdir {sweep} --samples_per_plugin images=1000\n" in written
+    assert f"--logdir {sweep} --samples_per_plugin images=1000\n" in written
     assert written in result.stdout  # printed as the sweep's last words
     assert result.stdout.rstrip().endswith(f"Written to {sweep / 'summary.md'}")
 

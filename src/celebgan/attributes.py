@@ -8,6 +8,8 @@ attribute's direction: adding it to a latent should add the attribute to the fac
 import hashlib
 import json
 import logging
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from tqdm import tqdm
 
 from celebgan.data.batches import loader_workers
 from celebgan.data.modules import dataset_name
+from celebgan.run.callbacks import format_duration
 from celebgan.run.checkpoint import real_subset
 from celebgan.errors import UserError
 from celebgan.gan.images import caption, column_centres, generate, latents, save_png, to_grid
@@ -75,6 +78,34 @@ def _loader(dataset, batch_size: int, num_workers: int, shuffle: bool, seed: int
                       generator=torch.Generator().manual_seed(seed) if shuffle else None)
 
 
+class TrainingProgress:
+    """The classifier's progress while it trains: an estimate of its time from the first batches, then
+    a line every `every_s` seconds (tqdm's bar shows only on a terminal; a log file or CI gets these)."""
+
+    def __init__(self, total_images: int, *, first_batches: int = 5, every_s: float = 30.0):
+        self.total, self.first_batches, self.every_s = total_images, first_batches, every_s
+        self.done = self.batches = self.counted = 0
+        self.start = self.last = time.monotonic()
+
+    def step(self, images: int) -> None:
+        self.done += images
+        self.batches += 1
+        now = time.monotonic()
+        if self.batches == 1:  # the first batch pays for the workers' start: timed from its end
+            self.start, self.counted = now, self.done
+            return
+        rate = (self.done - self.counted) / max(now - self.start, 1e-9)
+        left = (self.total - self.done) / max(rate, 1e-9)
+        if self.batches == self.first_batches:
+            log.info("Attribute classifier: %.0f images/s on its first batches, so about %s for its training "
+                     "(an estimate)", rate, format_duration(left + now - self.start))
+            self.last = now
+        elif self.batches > self.first_batches and (now - self.last >= self.every_s or self.done >= self.total):
+            log.info("Attribute classifier: %d/%d images trained (%.0f images/s, about %s left)",
+                     self.done, self.total, rate, format_duration(left))
+            self.last = now
+
+
 def train_classifier(data_config: dict[str, Any], *, max_train: int, max_eval: int, epochs: int,
                      batch_size: int, lr: float, width: int, seed: int = 0,
                      device: torch.device | str = "cpu") -> dict[str, Any]:
@@ -87,11 +118,16 @@ def train_classifier(data_config: dict[str, Any], *, max_train: int, max_eval: i
     workers = loader_workers(data_config.get("num_workers", 0))  # `auto` resolved on this machine
     model = AttributeClassifier(num_attrs=len(attr_names), width=width).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
+    log.info("Attribute classifier: training a small CNN (width %d) on %d labelled images of the train split "
+             "for %d epoch(s), then measuring it on %d of the test split", width, len(train_set), epochs,
+             len(test_set))
+    progress = TrainingProgress(len(train_set) * epochs)
     model.train()
     for epoch in range(epochs):
-        batches = tqdm(_loader(train_set, batch_size, workers, True, seed + epoch),
+        batches = tqdm(_loader(train_set, batch_size, workers, True, seed + epoch), disable=not sys.stderr.isatty(),
                        desc=f"attribute classifier, epoch {epoch + 1}/{epochs}", unit="batch", leave=False)
         for images, labels in batches:
+            progress.step(len(images))
             loss = F.binary_cross_entropy_with_logits(model(images.to(device)), labels.to(device).float())
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -128,7 +164,9 @@ def cached_classifier(data_config: dict[str, Any], cache_dir: str | Path, settin
         except Exception as err:  # a damaged cache is rebuilt, never fatal
             log.warning("Retraining the attribute classifier: cache %s is unreadable (%s)", path, err)
     if record is None:
-        log.info("Training the attribute classifier (once for this dataset; cached at %s)", path)
+        log.info("Training the attribute classifier first: it labels the generated faces. Up to %d real images "
+                 "for %d epoch(s) (attributes.classifier.*); once for this dataset, then read from %s",
+                 settings.get("max_train"), settings.get("epochs"), path)
         record = train_classifier(data_config, device=device, **settings)
         with atomic_write(path) as tmp:
             torch.save(record, tmp)

@@ -1,8 +1,9 @@
-"""Evaluate a checkpoint: `python -m celebgan.evaluate ckpt=PATH [n_samples=50000 ...]`.
+"""Evaluate a checkpoint: `python -m celebgan.evaluate ckpt=PATH [n=50000 ...]`.
 
 FID and KID (torchmetrics) and precision/recall (Kynkaanniemi et al. 2019) of the checkpoint's
-EMA generator in eval mode against cached features of real images of its data set; prints the
-protocol with the numbers and writes them as JSON.
+EMA generator in eval mode against cached features of real images of its data set. Before the work
+it prints the protocol and an estimate of its time measured on this machine; then the numbers, and
+writes them as JSON.
 """
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
+
+# The TTUR and mimicry protocol: 50,000 generated against 50,000 real images of the training split.
+STANDARD = {"n_samples": 50_000, "n_real": 50_000, "real_split": "train"}
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -60,8 +64,11 @@ def evaluate_checkpoint(ckpt: str, *, n_samples: int, n_real: int | None, real_s
     extractor = feature_extractor().to(device)
     model.to(device)
 
-    real = RealFeatureCache(cache_dir).get(datamodule, real_split, n_real, extractor, batch_size=batch_size,
-                                           device=device)
+    cache = RealFeatureCache(cache_dir)
+    announce(model, extractor, n_samples=n_samples, n_real=n_real, real_split=real_split,
+             cached=cache.has(datamodule, real_split, n_real, extractor), kid_subsets=kid_subsets,
+             kid_subset_size=kid_subset_size, device=device, batch_size=batch_size)
+    real = cache.get(datamodule, real_split, n_real, extractor, batch_size=batch_size, device=device)
     fake = generator_features(model, extractor, n_samples, batch_size=batch_size, seed=seed)
     distances = FeatureDistances(real.shape[1], kid_subsets=kid_subsets,
                                  kid_subset_size=min(kid_subset_size, len(real), len(fake)))
@@ -90,6 +97,7 @@ def evaluate_checkpoint(ckpt: str, *, n_samples: int, n_real: int | None, real_s
         "feature_extractor": getattr(extractor, "name", type(extractor).__name__),
         "kid_subsets": f"{kid_subsets} x {distances.kid.subset_size}",
         "precision_recall": f"k={pr_k} on {n_pr} real and {n_pr} generated",
+        "standard": standard(n_samples, n_real, real_split),
     }
     results = {"protocol": protocol, "metrics": scores}
     width = max(map(len, protocol))
@@ -106,10 +114,44 @@ def evaluate_checkpoint(ckpt: str, *, n_samples: int, n_real: int | None, real_s
               f"images overlap; it needs at least {2 * subset_size} real and generated images)")
     print(f"  precision  {scores['precision']:.4f}")
     print(f"  recall     {scores['recall']:.4f}")
+    if not protocol["standard"]:
+        print(f"  (not the standard protocol: {len(fake)} generated vs {len(real)} real images; n=50000 measures it)")
 
     out = Path(output).expanduser() if output else Path(ckpt).expanduser().with_suffix(".eval.json")
     print(f"Wrote {write_results(results, out)}")
     return results
+
+
+def standard(n_samples: int, n_real: int | None, real_split: str) -> bool:
+    """The measurement is the TTUR and mimicry protocol (STANDARD), whose FIDs compare with published ones."""
+    return (n_samples, n_real, real_split) == tuple(STANDARD.values())
+
+
+def announce(model, extractor, *, n_samples: int, n_real: int | None, real_split: str, cached: bool,
+             kid_subsets: int, kid_subset_size: int, device: torch.device, batch_size: int) -> None:
+    """What is about to be measured and about how long it takes here, before any of it is spent:
+    Inception runs at a few images a second on a CPU, where 50,000 + 50,000 images take days."""
+    name = getattr(extractor, "name", type(extractor).__name__)
+    real = "the whole split" if n_real is None else f"{n_real}"
+    print("Evaluating", flush=True)
+    print(f"  generated images  {n_samples} (the EMA generator, seed-fixed latents)")
+    print(f"  real images       {real} of split {real_split} ({'features cached' if cached else 'features computed now'})")
+    print(f"  feature network   {name}")
+    print(f"  KID subsets       {kid_subsets} x {kid_subset_size} (fewer images per subset if a set is smaller)")
+    if not standard(n_samples, n_real, real_split):
+        print("  Not the standard protocol (50,000 generated vs 50,000 real images of the train split, whose FIDs "
+              "compare with published ones): n=50000 measures it; FIDs of fewer images are biased upwards.")
+    from celebgan.metrics.features import generated_per_second
+    from celebgan.metrics.scores import scores_seconds
+    from celebgan.run.callbacks import format_duration
+
+    rate = generated_per_second(model, extractor, batch_size=min(batch_size, n_samples))
+    images = n_samples + (0 if cached or n_real is None else n_real)
+    seconds = images / rate + scores_seconds(getattr(extractor, "num_features", 2048), device=device,
+                                             kid_subset_size=min(kid_subset_size, n_samples), kid_subsets=kid_subsets)
+    whole = " and the whole real split" if n_real is None and not cached else ""
+    print(f"  estimate          about {format_duration(seconds)}: {images} images{whole} through the networks at "
+          f"{rate:.1f} images/s measured here, then the scores (an estimate; n=N sets the size)", flush=True)
 
 
 def write_results(results: dict, out: Path) -> Path:

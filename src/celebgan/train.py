@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from celebgan.conf.resolvers import trains_on_gpu
 from celebgan.run import lock
-from celebgan.run.sweep import write_job_summary
+from celebgan.run.sweep import tensorboard_command, write_job_summary
 from celebgan.conf import CONFIG_DIR
 from celebgan.errors import UserError, command, wrapped_user_error
 from celebgan.io import remove_stale_temporaries
@@ -121,7 +121,7 @@ def summary(trainer: L.Trainer, output_dir: Path) -> str:
     if quality:
         lines.append("  quality:     " + ", ".join(quality))
     if trainer.logger is not None:  # every grid (up to 1,000), not TensorBoard's 10 per tag
-        lines.append(f"  tensorboard --logdir {tensorboard_logdir(output_dir)} --samples_per_plugin images=1000")
+        lines.append(f"  {tensorboard_command(tensorboard_logdir(output_dir))}")
     return "\n".join(lines)
 
 

@@ -3,6 +3,7 @@
 FID and KID are torchmetrics' own implementations, fed with features rather than images, so that
 real features are extracted once per data set and cached on disk (feature_cache.py).
 """
+import time
 import warnings
 
 import torch
@@ -32,13 +33,16 @@ class FeatureDistances(nn.Module):
     gathers the states in compute(). reset() forgets the fakes and keeps the reals.
     """
 
-    def __init__(self, num_features: int, *, kid_subset_size: int = 1000, kid_subsets: int = 100):
+    def __init__(self, num_features: int, *, kid_subset_size: int = 1000, kid_subsets: int = 100,
+                 sync_on_compute: bool = True):
         super().__init__()
-        self.fid = FrechetInceptionDistance(feature=_Precomputed(num_features), reset_real_features=False)
+        self.fid = FrechetInceptionDistance(feature=_Precomputed(num_features), reset_real_features=False,
+                                            sync_on_compute=sync_on_compute)
         with warnings.catch_warnings():  # "will save all extracted features": it is meant to
             warnings.filterwarnings("ignore", message=".*save all extracted features.*")
             self.kid = KernelInceptionDistance(feature=_Precomputed(num_features), reset_real_features=False,
-                                               subset_size=kid_subset_size, subsets=kid_subsets)
+                                               subset_size=kid_subset_size, subsets=kid_subsets,
+                                               sync_on_compute=sync_on_compute)
 
     def add_real(self, features: torch.Tensor) -> None:
         for chunk in features.split(4096):
@@ -59,6 +63,22 @@ class FeatureDistances(nn.Module):
     def reset(self) -> None:
         self.fid.reset()
         self.kid.reset()
+
+
+def scores_seconds(num_features: int, *, kid_subset_size: int, kid_subsets: int,
+                   device: torch.device | str = "cpu") -> float:
+    """Seconds of one FID/KID computation here, timed on random features: FID's matrix square root
+    (num_features squared) and KID's subsets cost about the same whatever the number of images.
+    One process's own timing: nothing is gathered from the other ranks of a DDP run."""
+    rng = torch.Generator().manual_seed(0)
+    n = max(kid_subset_size, 2)
+    distances = FeatureDistances(num_features, kid_subset_size=n, kid_subsets=kid_subsets,
+                                 sync_on_compute=False).to(device)
+    distances.add_real(torch.randn(n, num_features, generator=rng).to(device))
+    distances.add_fake(torch.randn(n, num_features, generator=rng).to(device))
+    start = time.perf_counter()
+    distances.compute()
+    return time.perf_counter() - start
 
 
 # ---------------------------------------------------------------------------------------------

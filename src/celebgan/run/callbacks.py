@@ -18,9 +18,9 @@ from celebgan.errors import UserError
 from celebgan.gan.images import caption, save_png, to_grid
 from celebgan.gan.module import GAN
 from celebgan.metrics.feature_cache import RealFeatureCache
-from celebgan.metrics.features import generator_features
+from celebgan.metrics.features import generated_per_second, generator_features
 from celebgan.io import remove_stale_temporaries
-from celebgan.metrics.scores import FeatureDistances
+from celebgan.metrics.scores import FeatureDistances, scores_seconds
 
 log = logging.getLogger(__name__)
 
@@ -117,27 +117,24 @@ class QualityMetrics(Callback):
                 self._load_real(trainer, pl_module)
 
     def _announce_cost(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Logs how many images Inception will see and how long that takes at the speed measured
-        here, before any of it is spent."""
+        """Logs how many images the generator and Inception will see and how long that and the FID/KID
+        computations take at the speed measured here, before any of it is spent: the whole time the
+        metrics add to a run (a search's trial, say), on top of its training."""
         self.extractor.to(pl_module.device)
-        size = pl_module.img_size
-        batch = torch.rand(min(self.batch_size, 8), 3, size, size, device=pl_module.device) * 2 - 1
-        with torch.no_grad():
-            self.extractor(batch[:2])  # warm-up: first-call allocations and kernel selection
-            start = time.perf_counter()
-            self.extractor(batch)
-            if pl_module.device.type == "cuda":
-                torch.cuda.synchronize()
-        rate = len(batch) / max(time.perf_counter() - start, 1e-6)
+        rate = generated_per_second(pl_module, self.extractor,
+                                    batch_size=min(self.batch_size, self.n_samples))
+        scores = scores_seconds(getattr(self.extractor, "num_features", 2048), device=pl_module.device,
+                                kid_subset_size=min(self.kid_subset_size, self.n_samples), kid_subsets=self.kid_subsets)
         evaluations = epochs_to_run(trainer) // self.every_n_epochs
         cached = self.cache.has(trainer.datamodule, self.real_split, self.n_real, self.extractor)
         real = 0 if cached else (self.n_real or 0)
-        total = real + evaluations * self.n_samples
-        log.info("FID/KID: %d evaluation(s) of %d generated images%s; %s runs at %.0f img/s here, so "
-                 "about %s in all. metrics=none turns them off; metrics.n_samples and metrics.n_real size them.",
+        total = (real + evaluations * self.n_samples) / rate + evaluations * scores
+        log.info("FID/KID: %d evaluation(s) of %d generated images%s; %s runs at %.0f img/s here (with the "
+                 "generator), and each FID/KID computation takes %s, so about %s in all on top of the training. "
+                 "metrics=none turns them off; metrics.n_samples and metrics.n_real size them.",
                  evaluations, self.n_samples,
                  " (real features cached)" if cached else f" + {real} real images once",
-                 type(self.extractor).__name__, rate, format_duration(total / rate))
+                 type(self.extractor).__name__, rate, format_duration(scores), format_duration(total))
 
     def _load_real(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.extractor.to(pl_module.device)

@@ -2,13 +2,18 @@
 (`write_job_summary`), and `SweepSummary`, the Hydra callback of conf/hydra/default.yaml, reads
 them when the sweep ends into one table of all its jobs, printed and written as SWEEP/summary.md.
 
+`tensorboard_command` is the TensorBoard hint of a run or a sweep, as it works pasted into the shell.
+
 It also keeps a sweep's console and folders plain: Optuna's lines come through the command's
 logging (without the colour codes its own handler writes into any file), and a sweep that fails
 before any job ran (a bad override) leaves no folder holding only Hydra's multirun.yaml.
 """
 import atexit
 import json
+import os
+import shlex
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -92,8 +97,22 @@ class SweepSummary(Callback):
         if not rows:
             return
         text = (f"Sweep of {len(rows)} job(s) in {sweep_dir}\n\n{table(rows)}\n\n"
-                f"All runs side by side: tensorboard --logdir {sweep_dir} --samples_per_plugin images=1000\n")
+                f"All runs side by side: {tensorboard_command(sweep_dir)}\n")
         with atomic_write(sweep_dir / "summary.md") as tmp:
             tmp.write_text(text)
         # print: the root logger still writes into the last job's log file at this point.
         print(f"\n{text}Written to {sweep_dir / 'summary.md'}", flush=True)
+
+
+def tensorboard_command(logdir: Path) -> str:
+    """The command that serves a run in TensorBoard, as it works pasted into the shell that started the
+    run: `tensorboard` where it is on PATH, else the one installed beside this interpreter (a virtual
+    environment that is not activated), else through this interpreter."""
+    # --samples_per_plugin: every grid (up to 1,000), not TensorBoard's 10 per tag.
+    where = f"--logdir {shlex.quote(str(logdir))} --samples_per_plugin images=1000"
+    if shutil.which("tensorboard"):
+        return f"tensorboard {where}"
+    beside = Path(sys.executable).parent / "tensorboard"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return f"{shlex.quote(str(beside))} {where}"
+    return f"{shlex.quote(sys.executable)} -m tensorboard.main {where}"
