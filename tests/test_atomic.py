@@ -38,8 +38,11 @@ class TinyGAN:
     steps_done = 0
     img_size = 8
     fixed_z = torch.zeros(4, 4, 1, 1)
+    fixed_labels = None
+    attr_names: list[str] = []
+    conditional = False
 
-    def sample(self, z: torch.Tensor) -> torch.Tensor:
+    def sample(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         return torch.zeros(len(z), 3, 8, 8)
 
 

@@ -74,7 +74,8 @@ def test_conversion_range_layout_and_flip_statistics():
 
 @pytest.mark.parametrize("on_device", [False, True])
 def test_synthetic_faces_take_the_same_path(on_device):
-    dm = SyntheticDataModule(num_images=32, img_size=16, batch_size=8, num_workers=0, flip=False, on_device=on_device)
+    dm = SyntheticDataModule(num_images=32, img_size=16, batch_size=8, num_workers=0, flip=False, on_device=on_device,
+                             attributes="all")  # all 8 labels ride along with the images
     dm.setup("fit")
     raw, attrs = next(iter(dm.train_dataloader()))
     assert raw.shape == ((8,) if on_device else (8, 3, 16, 16))  # indices when the array lives on the device

@@ -70,7 +70,10 @@ class LightningNoise(logging.Filter):
              "Trainer already configured with model summary", "`Trainer.fit` stopped: `max_steps=", "Received SIGTERM")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(self.NOISE)
+        message = record.getMessage()
+        if message.startswith("[rank: "):  # Lightning's rank prefix ("[rank: 0] Received SIGTERM: 15")
+            message = message.split("] ", 1)[-1]
+        return not message.startswith(self.NOISE)
 
 
 LIGHTNING_NOISE = LightningNoise()
