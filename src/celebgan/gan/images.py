@@ -3,22 +3,51 @@ generator share (sample.py, attributes.py, the progress grids of training)."""
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import math
+
 import torch
 from PIL import Image, ImageDraw, ImageFont
 from torchvision.transforms.functional import to_tensor
 from torchvision.utils import make_grid, save_image
 from tqdm import tqdm
 
+from celebgan.errors import UserError
 from celebgan.io import atomic_write
 from celebgan.gan.module import GAN
 
 
-def latents(n: int, nz: int, seed: int) -> torch.Tensor:
-    """(n, nz, 1, 1) standard normal latents, the same for a seed on every machine (drawn on the CPU)."""
-    return torch.randn(n, nz, 1, 1, generator=torch.Generator().manual_seed(seed))
+def check_truncation(truncation: float | None, key: str = "truncation") -> None:
+    """None (off) or a threshold > 0, in words a user can act on."""
+    ok = truncation is None or (isinstance(truncation, (int, float)) and not isinstance(truncation, bool)
+                                and math.isfinite(truncation) and truncation > 0)
+    if not ok:
+        raise UserError(f"{key}={truncation!r} must be a number > 0 (the truncated normal's threshold: 0.5 "
+                        f"gives typical faces, 2 nearly the untruncated spread) or null for no truncation.")
 
 
-def latent_batches(n: int, nz: int, seed: int, batch_size: int) -> Iterator[torch.Tensor]:
+def truncate(z: torch.Tensor, threshold: float | None) -> torch.Tensor:
+    """The truncation trick of BigGAN (Brock et al. 2019) for a generator without a mapping network:
+    latents from N(0, 1) truncated to [-threshold, threshold] in every coordinate. Each normal draw is
+    moved to the same quantile of the truncated normal (inverse CDF) rather than redrawn: the same
+    distribution as BigGAN's resampling, while a seed keeps its faces (only pulled towards the
+    typical one) and latents truncated a batch at a time equal those truncated at once."""
+    if threshold is None:
+        return z
+    check_truncation(threshold)
+    x = z.double()
+    low = torch.special.ndtr(torch.tensor(-float(threshold), dtype=torch.float64))
+    u = low + torch.special.ndtr(x) * (1 - 2 * low)  # the draw's quantile, within the kept interval
+    return torch.special.ndtri(u).clamp_(-threshold, threshold).to(z.dtype)
+
+
+def latents(n: int, nz: int, seed: int, truncation: float | None = None) -> torch.Tensor:
+    """(n, nz, 1, 1) standard normal latents, the same for a seed on every machine (drawn on the CPU);
+    truncation: the truncated normal's threshold (truncate), None for none."""
+    return truncate(torch.randn(n, nz, 1, 1, generator=torch.Generator().manual_seed(seed)), truncation)
+
+
+def latent_batches(n: int, nz: int, seed: int, batch_size: int,
+                   truncation: float | None = None) -> Iterator[torch.Tensor]:
     """latents(n, nz, seed) as consecutive (<= batch_size, nz, 1, 1) batches, holding a few batches
     at most whatever n is.
 
@@ -34,7 +63,7 @@ def latent_batches(n: int, nz: int, seed: int, batch_size: int) -> Iterator[torc
             pending = torch.cat([pending, torch.randn(k, nz, 1, 1, generator=generator)])
             left -= k
             continue
-        yield pending[:batch_size]
+        yield truncate(pending[:batch_size], truncation)
         pending = pending[batch_size:]
 
 
