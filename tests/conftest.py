@@ -279,9 +279,14 @@ def fit_steps(cfg: DictConfig, steps: int, *, callbacks=(), on_start=None, seed:
     """`steps` training steps of cfg's model on cfg's data (at cfg.trainer.precision), in a Trainer
     without logger, checkpoints or run folder: for tests that watch the training step itself.
     on_start(gan) runs when fit starts. Returns (gan, trainer)."""
+    from celebgan.gan.module import attribute_kwargs, conditional_config
+
     L.seed_everything(seed, verbose=False)
-    gan = hydra.utils.instantiate(cfg.model)
     datamodule = hydra.utils.instantiate(cfg.data)
+    if conditional_config(cfg.model):  # as train() builds it: for the data's chosen attributes
+        datamodule.setup("fit")
+    gan = hydra.utils.instantiate(cfg.model, **attribute_kwargs(cfg.model, datamodule.attr_names,
+                                                                 datamodule.attr_frequencies()))
     callbacks = [*callbacks, *([OnStart(on_start)] if on_start else [])]
     precision = "32-true" if cfg.trainer.precision == "auto" else cfg.trainer.precision
     trainer = L.Trainer(accelerator="cpu", precision=precision, max_epochs=-1,

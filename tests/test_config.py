@@ -7,7 +7,7 @@ import torch
 
 from celebgan.conf import CONFIG_DIR
 from celebgan.data.modules import CelebADataModule, SyntheticDataModule
-from celebgan.gan.module import GAN
+from celebgan.gan.module import GAN, attribute_kwargs
 from conftest import compose_config
 
 MODELS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
@@ -24,15 +24,19 @@ def test_presets_exist():
 def test_every_combination_composes_and_instantiates(tmp_path, model, data):
     cfg = compose_config([f"model={model}", f"data={data}"], tmp_path)
     dm = hydra.utils.instantiate(cfg.data)
-    gan = hydra.utils.instantiate(cfg.model)
+    # A conditional preset is built for its data's attributes (celebgan.train); two names stand in.
+    gan = hydra.utils.instantiate(cfg.model, **attribute_kwargs(cfg.model, ["Smiling", "Eyeglasses"]))
     assert isinstance(dm, CelebADataModule if data.startswith("celeba") else SyntheticDataModule)
     assert isinstance(gan, GAN)
     size = cfg.data.img_size
     assert size == {"celeba64": 64, "celeba32": 32, "synthetic": 64}[data]
+    labels = gan.draw_labels(2) if gan.conditional else None
+    assert gan.conditional == (model in ("projection", "acgan"))
     with torch.no_grad():
-        x = gan.generator(torch.randn(2, gan.generator.nz))
+        x = gan.generator(torch.randn(2, gan.generator.nz), labels)
         assert x.shape == (2, 3, size, size)
-        assert gan.discriminator.eval()(x).shape == (2,)
+        gan.discriminator.eval()
+        assert gan.d_logits(x, labels).shape == (2,)
 
 
 def flat(node, prefix: str = "") -> dict:
@@ -70,6 +74,13 @@ PRESETS = {
                     "discriminator.spectral_norm": True, "discriminator.batch_norm": False, "discriminator.dropout": 0.2,
                     "g_optimizer.lr": 1e-4, "d_optimizer.lr": 4e-4},
 }
+HIGH_LR = PRESETS["high_lr"]
+CONDITIONAL_G = {"generator._target_": "celebgan.gan.networks.ConditionalGenerator",
+                 "generator.embed_dim": 32}
+PRESETS["projection"] = {**HIGH_LR, **CONDITIONAL_G,
+                         "discriminator._target_": "celebgan.gan.networks.ProjectionDiscriminator"}
+PRESETS["acgan"] = {**HIGH_LR, **CONDITIONAL_G, "aux_weight": 1.0,
+                    "discriminator._target_": "celebgan.gan.networks.ACGANDiscriminator"}
 
 
 def test_every_preset_is_in_the_table():

@@ -48,7 +48,7 @@ def test_attributes_follow_the_file(tmp_path):
 
 @pytest.mark.parametrize("crop,flip", [("full", False), ("face", False), ("full", True)])
 def test_batches_are_images_in_minus_one_one(celeba_root, crop, flip):
-    m = dm(celeba_root, crop=crop, flip=flip)
+    m = dm(celeba_root, crop=crop, flip=flip, attributes="all")
     x, attrs = next(iter(m.train_dataloader()))
     assert x.shape == (2, 3, 32, 32) and x.dtype == torch.float32
     assert x.min() >= -1 and x.max() <= 1 and x.max() > 0.5 and x.min() < -0.5
@@ -293,7 +293,7 @@ def test_synthetic_attributes_are_celeba_style_and_varied():
 
 
 def test_synthetic_datamodule_batches(tmp_path):
-    m = SyntheticDataModule(num_images=32, img_size=16, batch_size=8, num_workers=0)
+    m = SyntheticDataModule(num_images=32, img_size=16, batch_size=8, num_workers=0, attributes="all")
     m.setup("fit")
     raw, attrs = next(iter(m.train_dataloader()))
     assert raw.dtype == torch.uint8  # converted on the training device, after the transfer

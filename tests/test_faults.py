@@ -152,7 +152,7 @@ def test_resume_path_that_does_not_exist(make_cfg, tmp_path):
 def test_resume_from_another_model_or_image_size(make_cfg, tmp_path, change, key, trained_run):
     first = copy_run(trained_run.dir, tmp_path / "first") / "checkpoints" / "last.ckpt"
     before = first.read_bytes()
-    with pytest.raises(UserError, match=f"different model or image size:(.|\n)*{key}"):
+    with pytest.raises(UserError, match=f"different model, image size or data.attributes:(.|\n)*{key}"):
         train(make_cfg(change, f"resume={first}"))
     assert first.read_bytes() == before
 

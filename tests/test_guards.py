@@ -44,7 +44,7 @@ def test_a_grid_that_collapses_after_it_was_varied_is_reported(caplog):
     trainer = SimpleNamespace(current_epoch=3, is_global_zero=True, checkpoint_callbacks=[])
 
     def epoch_end(images):
-        module = SimpleNamespace(fixed_z=None, steps_done=40, sample=lambda z: images)
+        module = SimpleNamespace(fixed_z=None, fixed_labels=None, steps_done=40, sample=lambda z, labels: images)
         watch.on_train_epoch_end(trainer, module)
 
     epoch_end(collapsed)  # as a freshly initialised G draws: no collapse without variety before

@@ -57,7 +57,7 @@ def test_training_uses_a_matching_prepared_file_and_says_so(celeba_root, tmp_pat
 
     prep.prepare(str(celeba_root), "train", "full", 16, str(out), workers=1, progress=False)
     caplog.clear()
-    dm = datamodule(celeba_root, out)
+    dm = datamodule(celeba_root, out, attributes="all")
     with caplog.at_level("INFO"):
         dm.setup("fit")
     assert isinstance(dm.train_set, ArrayFaces) and len(dm.train_set) == 3

@@ -29,6 +29,7 @@ from celebgan.run.checkpoint import AtomicCheckpointIO, RunConfig
 from celebgan.conf import CONFIG_DIR
 from celebgan.data.modules import ImageFiles
 from celebgan.errors import UserError, command, wrapped_user_error
+from celebgan.gan.module import attribute_kwargs, conditional_config
 from celebgan.run.guards import DivergenceWatch, NonFiniteGuard, check_devices, check_trainer_counts
 from celebgan.run.hparams import FinalMetrics, final_metrics, log_hparams
 from celebgan.io import remove_stale_temporaries
@@ -175,6 +176,15 @@ def metrics_note(cfg: DictConfig, accelerator: str) -> None:
                  "longer than the training. metrics=small (1,000 images) or metrics=default measure anyway.")
 
 
+def note_attributes(conditional: bool, take_all: bool, attr_names: list[str]) -> None:
+    if take_all:
+        log.info("The model is conditional and data.attributes is null: it generates all %d of the data's "
+                 "attributes (%s); data.attributes=[...] chooses some.", len(attr_names), ", ".join(attr_names))
+    elif attr_names and not conditional:
+        log.info("data.attributes=[%s] is ignored: this model is unconditional (model=projection or "
+                 "model=acgan generate attributes on demand).", ",".join(attr_names))
+
+
 def fit(cfg: DictConfig, run_end: ExitStack) -> dict[str, float]:
     """train's body; what is to be undone when the run ends, however it ends, goes on run_end.
     It reads cfg and never writes it: what differs between machines is resolved in the config
@@ -204,10 +214,14 @@ def fit(cfg: DictConfig, run_end: ExitStack) -> dict[str, float]:
     run_end.enter_context(lock.owned(run_dir))
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.data)
-    datamodule.setup("fit")  # a missing or malformed dataset fails here, before any training
+    conditional = conditional_config(cfg.model)
+    # A conditional model on data.attributes=null conditions on every attribute the data has.
+    take_all = conditional and cfg.data.get("attributes") is None
+    datamodule = instantiate(cfg.data, **({"attributes": "all"} if take_all else {}))
+    datamodule.setup("fit")  # a missing or malformed dataset, or an attribute it lacks, fails here
     check_readable(datamodule.train_set)
-    model = instantiate(cfg.model)
+    note_attributes(conditional, take_all, datamodule.attr_names)
+    model = instantiate(cfg.model, **attribute_kwargs(cfg.model, datamodule.attr_names, datamodule.attr_frequencies()))
     model.configure_optimizers()  # built once now: a bad optimizer setting fails before the run folder fills
     config = OmegaConf.to_container(cfg, resolve=True)
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()]

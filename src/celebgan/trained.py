@@ -22,12 +22,18 @@ class TrainedGenerator:
     kept an EMA (the ones its grids and metrics show), else the trained weights.
 
     config: the run's resolved config (config["model"], config["data"], ...).
+    attr_names / attr_frequencies: a conditional generator's attributes and their training shares
+        (A,); labels not given are drawn from those shares. () for an unconditional generator.
     """
 
-    def __init__(self, network: nn.Module, config: dict[str, Any], device: torch.device | str):
+    def __init__(self, network: nn.Module, config: dict[str, Any], device: torch.device | str, *,
+                 attr_names: list[str] = (), attr_frequencies: torch.Tensor | None = None):
         self.device = torch.device(device)
         self.network = network.eval().requires_grad_(False).to(self.device)
         self.config = config
+        self.attr_names = list(attr_names)
+        self.attr_frequencies = (attr_frequencies if attr_frequencies is not None
+                                 else torch.full((len(self.attr_names),), 0.5)).float().cpu()
 
     @property
     def nz(self) -> int:
@@ -43,18 +49,33 @@ class TrainedGenerator:
             return torch.randn(n, self.nz, 1, 1)
         return latents(n, self.nz, seed)
 
+    def labels(self, n: int, seed: int | None = None) -> torch.Tensor | None:
+        """(n, A) float labels in {0, 1}, each attribute drawn with its training share (a seed gives
+        the same ones on every machine); None for an unconditional generator."""
+        if not self.attr_names:
+            return None
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        return torch.bernoulli(self.attr_frequencies.expand(n, -1), generator=generator)
+
     @torch.no_grad()
-    def __call__(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, nz[, 1, 1]) latents -> (B, 3, S, S) images in [0, 1], on this generator's device."""
+    def __call__(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, nz[, 1, 1]) latents [and (B, A) labels] -> (B, 3, S, S) images in [0, 1], on this
+        generator's device. A conditional generator without labels draws them (labels())."""
         z = z.reshape(len(z), self.nz, 1, 1).to(self.device)
-        return ((self.network(z).float() + 1) / 2).clamp_(0, 1)
+        if labels is None:
+            labels = self.labels(len(z))
+        labels = labels.float().to(self.device) if labels is not None else None
+        return ((self.network(z, labels).float() + 1) / 2).clamp_(0, 1)
 
     def sample(self, n: int, *, seed: int | None = None, batch_size: int = 256,
                pil: bool = False) -> torch.Tensor | list[Image.Image]:
         """n images: a (n, 3, S, S) CPU tensor in [0, 1], or n PIL images with pil=True.
-        The same seed gives the same images; seed=None draws new latents each call."""
+        The same seed gives the same images; seed=None draws new latents each call. A conditional
+        generator's labels are drawn from the attributes' training shares, with the same seed."""
         z = self.latents(n, seed)
-        images = torch.cat([self(chunk).cpu() for chunk in z.split(batch_size)]) if n else \
+        labels = self.labels(n, seed)
+        chunks = zip(z.split(batch_size), labels.split(batch_size) if labels is not None else [None] * len(z))
+        images = torch.cat([self(zs, ls).cpu() for zs, ls in chunks]) if n else \
             torch.empty(0, 3, self.img_size, self.img_size)
         return [to_pil_image(image) for image in images] if pil else images
 
@@ -69,4 +90,5 @@ def load_generator(path: str | Path, *, device: torch.device | str | None = None
     (default: a CUDA GPU, else Apple's MPS, else the CPU). A file that is not a celebgan
     checkpoint raises celebgan.errors.UserError saying so."""
     gan, config = load_gan(path)
-    return TrainedGenerator(gan.sampler, config, pick_device(device if device is not None else "auto"))
+    return TrainedGenerator(gan.sampler, config, pick_device(device if device is not None else "auto"),
+                            attr_names=gan.attr_names, attr_frequencies=gan.attr_frequencies)

@@ -6,6 +6,7 @@ and `data=synthetic` needs nothing.
 import hashlib
 import logging
 import multiprocessing
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,39 @@ from celebgan.data.synthetic import ATTR_NAMES as SYNTHETIC_ATTR_NAMES
 from celebgan.data.synthetic import RENDERER_VERSION, SPLIT_IDS, render_faces
 
 log = logging.getLogger(__name__)
+
+
+def check_attributes(attributes) -> str | list[str] | None:
+    """data.attributes as given: None, "all", or attribute names (one name alone is a list of one)."""
+    if attributes is None or attributes == "all":
+        return attributes
+    names = [attributes] if isinstance(attributes, str) else attributes
+    if not isinstance(names, Sequence) or not names or not all(isinstance(n, str) and n for n in names):
+        raise UserError(f"data.attributes={attributes!r} must be null (unconditional), all, or a list of "
+                        "attribute names, e.g. data.attributes=[Smiling,Eyeglasses].")
+    names = list(names)
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise UserError(f"data.attributes names {', '.join(repeated)} more than once.")
+    return names
+
+
+def choose_attributes(attributes: str | list[str] | None, available: list[str]) -> list[str]:
+    """The names data.attributes chooses from the data's `available` ones, in its order ("all": the
+    data's order; None: none), or one UserError listing the available ones."""
+    if attributes is None:
+        return []
+    if attributes == "all":
+        if not available:
+            raise UserError("data.attributes=all, but this data carries no attributes (CelebA's come from "
+                            "list_attr_celeba.txt or .csv next to its images). Set data.attributes=null.")
+        return list(available)
+    missing = [n for n in attributes if n not in available]
+    if missing:
+        have = ", ".join(available) if available else "none (no list_attr_celeba file)"
+        raise UserError(f"data.attributes: {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not among "
+                        f"this data's attributes, which are: {have}.")
+    return list(attributes)
 
 
 def dataset_name(data_config) -> str:
@@ -96,16 +130,24 @@ class FaceDataModule(LightningDataModule):
     An ArrayFaces dataset (prepared CelebA, synthetic faces) is read a whole batch at a time as
     uint8; on_after_batch_transfer turns it into the model's float input on the training device.
     on_device=True copies the whole uint8 array to that device once and slices batches there.
+
+    attributes: the attribute columns of the training batches (images, attrs (B, A) long 0/1): None
+        gives none (B, 0), the unconditional GAN's; "all" every one the data has (CelebA's 40, the
+        synthetic faces' 8); a list of names those columns in that order. `attr_names` is the chosen
+        names once set up, `data_attr_names` all the data has; evaluation datasets (eval_dataset,
+        the attribute classifier's) carry all of them.
     """
 
     attr_names: list[str] = []
+    data_attr_names: list[str] = []
     flip: bool = True
 
     def __init__(self, *, img_size: int = 64, batch_size: int = 128, num_workers: int | str = 2,
-                 pin_memory: bool = True, on_device: bool = False):
+                 pin_memory: bool = True, on_device: bool = False, attributes: str | Sequence[str] | None = None):
         super().__init__()
         num_stages(img_size)  # an unsupported size fails here, before any data is read
         check_whole("data.batch_size", batch_size, 1)
+        self.attributes = check_attributes(attributes)
         self.img_size, self.batch_size = img_size, batch_size
         # Resolved here, on the machine that loads: the config keeps `auto`, so it travels with a run.
         self.num_workers = loader_workers(num_workers)
@@ -115,6 +157,21 @@ class FaceDataModule(LightningDataModule):
 
     def build_dataset(self) -> Dataset:
         raise NotImplementedError
+
+    def chosen_columns(self, attrs: torch.Tensor | None) -> torch.Tensor | None:
+        """The data's (N, A_all) attributes -> the chosen (N, A) columns (data.attributes), setting
+        attr_names; called by build_dataset once the data's names are known, before its images are read."""
+        self.attr_names = choose_attributes(self.attributes, self.data_attr_names)
+        if attrs is None:  # no attribute file, and none chosen: ImageFiles yields (0,) per image
+            return None
+        return attrs[:, [self.data_attr_names.index(name) for name in self.attr_names]]
+
+    def attr_frequencies(self) -> torch.Tensor:
+        """(A,) float: each chosen attribute's share of the training split (after setup)."""
+        attrs = self.train_set.attrs if self.train_set is not None else None
+        if attrs is None or attrs.size(1) == 0:
+            return torch.zeros(len(self.attr_names))
+        return attrs.float().mean(0)
 
     # The real side of FID/KID: `limit` unflipped images of a split, and a description of exactly
     # what they are computed from, which keys the cache of their features (celebgan.metrics.scores).
@@ -192,7 +249,10 @@ class CelebADataModule(FaceDataModule):
 
     def build_dataset(self) -> Dataset:
         source = source_of(self.root, self.split, self.crop, self.img_size)
-        files, attrs, self.attr_names = source.files, source.attrs, source.attr_names
+        files = source.files
+        # A list file that lacks some of the split's images gives no attributes (celeba.list_images).
+        self.data_attr_names = source.attr_names if source.attrs is not None else []
+        attrs = self.chosen_columns(source.attrs)  # a name the data lacks fails here, before any decoding
         if self.prepared is not False:
             prepared, why = check_prepared(self.prepared_dir, source)
             record = record_path(self.prepared_dir, source)
@@ -207,7 +267,7 @@ class CelebADataModule(FaceDataModule):
             if prepared is not None:
                 log.info("CelebA: %d images of split %r from the prepared file %s", prepared.num_images,
                          self.split, prepared.images)
-                attrs = torch.from_numpy(np.load(prepared.attrs))
+                attrs = self.chosen_columns(torch.from_numpy(np.load(prepared.attrs)))
                 return ArrayFaces(prepared.images, attrs, gather=not self.on_device)
             log.info("No prepared file at %s: decoding JPEGs every epoch. `%s` (or `make prepare`) "
                      "decodes them once, for a much faster loader.", record, command)
@@ -216,7 +276,7 @@ class CelebADataModule(FaceDataModule):
 
     def _eval_subset(self, split: str, limit: int | None) -> tuple[list[Path], torch.Tensor | None, list[int]]:
         """(every file of the split, their attributes or None, the seeded subset of `limit` measured)."""
-        files, attrs, self.attr_names = list_images(self.root, split)
+        files, attrs, self.data_attr_names = list_images(self.root, split)
         if limit is None or limit >= len(files):
             return files, attrs, list(range(len(files)))
         # CelebA's files are not in random order; a seeded subset is a fair sample of the split.
@@ -237,7 +297,7 @@ class CelebADataModule(FaceDataModule):
 
 
 class SyntheticDataModule(FaceDataModule):
-    attr_names = SYNTHETIC_ATTR_NAMES
+    data_attr_names = SYNTHETIC_ATTR_NAMES
 
     def __init__(self, *, num_images: int = 10000, seed: int = 0, split: str = "train", flip: bool = True, **loader):
         super().__init__(**loader)
@@ -245,12 +305,14 @@ class SyntheticDataModule(FaceDataModule):
         if split not in SPLIT_IDS:
             raise UserError(f"data.split={split!r} is not one of the synthetic faces' splits {list(SPLIT_IDS)}.")
         self.num_images, self.seed, self.split, self.flip = num_images, seed, split, flip
+        self.chosen_columns(None)  # the names are known: a name the faces lack fails at construction
 
     def build_dataset(self) -> Dataset:
         images, attrs = render_faces(self.num_images, self.img_size, seed=self.seed, split=self.split)
         log.info("Synthetic faces: %d images of %dpx, split %r", len(images), self.img_size, self.split)
         # (N, 3, S, S) -> (N, S, S, 3): ArrayFaces keeps images channels last, as prepared files do.
-        return ArrayFaces(images.permute(0, 2, 3, 1).contiguous(), attrs, gather=not self.on_device)
+        return ArrayFaces(images.permute(0, 2, 3, 1).contiguous(), self.chosen_columns(attrs),
+                          gather=not self.on_device)
 
     def eval_dataset(self, split: str, limit: int | None = None) -> Dataset:
         images, attrs = render_faces(limit or self.num_images, self.img_size, seed=self.seed, split=split)

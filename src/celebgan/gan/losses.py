@@ -80,3 +80,16 @@ def d_rpgan(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tenso
 
 def g_rpgan(fake_logits: torch.Tensor, real_logits: torch.Tensor) -> torch.Tensor:
     return F.softplus(real_logits - fake_logits).mean()
+
+
+# ---------------------------------------------------------------------------------------------
+# AC-GAN's auxiliary classifier (Odena et al. 2017), added to any objective above with weight
+# model.aux_weight. The attributes are multi-hot, so the classifier is A independent sigmoids:
+#   BCE(l, y) = mean over images and attributes of  -y log sigmoid(l) - (1 - y) log(1 - sigmoid(l))
+#             = mean of softplus(l) - y l
+#   D: + aux_weight * BCE(D's attribute logits on the real batch, its labels)
+#   G: + aux_weight * BCE(D's attribute logits on the fakes, the labels G was asked for)
+# The mean over attributes, not their sum (the labels' log-likelihood): aux_weight then weighs the
+# classifier the same against the GAN loss for 2 attributes as for CelebA's 40.
+def attribute_bce(attr_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(attr_logits, labels.to(attr_logits.dtype))

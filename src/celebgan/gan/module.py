@@ -14,7 +14,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from celebgan.gan.augment import DiffAugment
 from celebgan.errors import UserError
-from celebgan.gan.losses import d_bce, g_nonsaturating
+from celebgan.gan.losses import attribute_bce, d_bce, g_nonsaturating
 
 
 def plain_partial(fn: Callable) -> Callable:
@@ -41,6 +41,28 @@ def check_optimizer_settings(key: str, settings: Mapping) -> None:
                         "its gradient's mean and square (the DCGAN paper's are [0.5, 0.999]).")
 
 
+def conditional_config(model_cfg: Mapping) -> bool:
+    """Whether a model config generates attributes on demand: one of its networks takes `num_attrs`
+    (conf/model/projection.yaml, acgan.yaml), which is set from the data (attribute_kwargs)."""
+    return any("num_attrs" in (model_cfg.get(net) or {}) for net in ("generator", "discriminator"))
+
+
+def attribute_kwargs(model_cfg: Mapping, attr_names: Sequence[str],
+                     attr_frequencies: Sequence[float] | None = None) -> dict:
+    """The instantiate kwargs that build a conditional model config for its data's attributes: the
+    GAN's attr_names and attr_frequencies, and num_attrs of each network that takes it. The config
+    itself stays as composed; an unconditional config gets none (it ignores the attributes)."""
+    if not conditional_config(model_cfg):
+        return {}
+    kwargs: dict = {"attr_names": list(attr_names)}
+    if attr_frequencies is not None:
+        kwargs["attr_frequencies"] = [float(f) for f in attr_frequencies]
+    for net in ("generator", "discriminator"):
+        if "num_attrs" in (model_cfg.get(net) or {}):
+            kwargs[net] = {"num_attrs": len(attr_names)}
+    return kwargs
+
+
 class GAN(LightningModule):
     """DCGAN training (Radford et al. 2016) with an EMA of the generator for samples and metrics.
 
@@ -63,8 +85,17 @@ class GAN(LightningModule):
     compile: torch.compile G and D (in place: checkpoints keep their plain parameter names).
     gradient_clip_val, gradient_clip_algorithm: clip G's and D's gradients (by "norm" or "value")
         before each of their steps (model.gradient_clip_*: Lightning clips only under automatic optimization).
+    attr_names: the attributes a conditional GAN generates on demand (the data module's chosen
+        data.attributes, in its column order), kept in the checkpoint's hyperparameters; () for an
+        unconditional GAN, which ignores the batches' attributes. Set by celebgan.train from the data.
+    attr_frequencies: each attribute's share of the training split (A,), kept as a buffer: labels
+        drawn for unnamed attributes (draw_labels, the fixed grid's) follow the data. None: 0.5 each.
+    aux_weight: weight of AC-GAN's attribute classifier loss, for a D that returns attribute logits.
 
-    A training step is one real batch: one D step, and a G step on every n_dis-th.
+    A training step is one real batch: one D step, and a G step on every n_dis-th. A conditional GAN
+    asks G for the labels of the real batch, fake i for those of real face i, so the labels G
+    learns from follow the data's joint distribution, and D (projection) sees the same labels with
+    the real and the fake half.
     """
 
     def __init__(
@@ -89,6 +120,9 @@ class GAN(LightningModule):
         compile: bool = False,
         gradient_clip_val: float | None = None,
         gradient_clip_algorithm: str | None = None,
+        attr_names: Sequence[str] = (),
+        attr_frequencies: Sequence[float] | None = None,
+        aux_weight: float = 1.0,
     ):
         super().__init__()
         if generator.img_size != discriminator.img_size:
@@ -104,8 +138,13 @@ class GAN(LightningModule):
         except ValueError as err:
             raise UserError(f"model.augment={list(augment) if not isinstance(augment, str) else augment!r}: "
                             f"{err}.") from None
+        attr_names = [str(name) for name in attr_names]
+        for key, network in (("generator", generator), ("discriminator", discriminator)):
+            if getattr(network, "num_attrs", 0) not in (0, len(attr_names)):
+                raise UserError(f"model.{key} is built for {network.num_attrs} attributes, but the GAN is given "
+                                f"{len(attr_names)} ({', '.join(attr_names) or 'none'}).")
         self.save_hyperparameters(ignore=["generator", "discriminator", "g_optimizer", "d_optimizer", "d_loss",
-                                          "g_loss", "penalties", "lr_scheduler"], logger=False)
+                                          "g_loss", "penalties", "lr_scheduler", "attr_frequencies"], logger=False)
         self.automatic_optimization = False
         # channels_last: the memory format whose convolution kernels are fastest on tensor cores
         # and in oneDNN on CPU; inputs are converted to it in training_step.
@@ -120,14 +159,25 @@ class GAN(LightningModule):
             raise UserError(f"model.d_loss.real_label={real_label} must lie in (0, 1]; 0.9 is one-sided "
                             "label smoothing.")
         self.penalties = dict(penalties or {})
+        self.attr_names, self.aux_weight = attr_names, aux_weight
         self.n_dis = n_dis
         self.lr_scheduler = lr_scheduler
         self.instance_noise, self.instance_noise_steps = instance_noise, instance_noise_steps
         self.ema_half_life, self.ema_rampup = ema_half_life, ema_rampup
         self.generator_ema = copy.deepcopy(generator).requires_grad_(False) if ema_half_life > 0 else None
         self.epoch_totals: dict[str, tuple[torch.Tensor, int]] = {}  # name -> (sum, steps) this epoch
-        fixed_z = torch.randn(num_fixed, generator.nz, 1, 1, generator=torch.Generator().manual_seed(fixed_seed))
+        seeded = torch.Generator().manual_seed(fixed_seed)
+        fixed_z = torch.randn(num_fixed, generator.nz, 1, 1, generator=seeded)
         self.register_buffer("fixed_z", fixed_z)  # (N, nz, 1, 1), saved with the weights
+        # A conditional GAN's attribute buffers are saved with the weights; an unconditional one's
+        # are empty and not saved, so its checkpoints keep the keys they always had.
+        num_attrs = len(attr_names)
+        frequencies = torch.full((num_attrs,), 0.5) if attr_frequencies is None else \
+            torch.as_tensor(attr_frequencies, dtype=torch.float32).reshape(num_attrs)
+        self.register_buffer("attr_frequencies", frequencies, persistent=num_attrs > 0)  # (A,)
+        # The grid's labels: drawn once from the frequencies, after fixed_z from the same seed.
+        fixed_labels = torch.bernoulli(frequencies.expand(num_fixed, num_attrs), generator=seeded)
+        self.register_buffer("fixed_labels", fixed_labels, persistent=num_attrs > 0)  # (N, A) float 0/1
         if compile:
             generator.compile()
             discriminator.compile()
@@ -177,18 +227,32 @@ class GAN(LightningModule):
         return self.generator.img_size
 
     @property
+    def conditional(self) -> bool:
+        """Whether G generates on demand the attributes `attr_names` (G(z, labels))."""
+        return bool(self.attr_names)
+
+    def draw_labels(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(n, A) float labels in {0, 1} on the module's device, each attribute drawn independently
+        with its training frequency (CPU draws: a seeded `generator` gives the same ones everywhere)."""
+        frequencies = self.attr_frequencies.cpu().expand(n, len(self.attr_names))
+        return torch.bernoulli(frequencies, generator=generator).to(self.attr_frequencies.device)
+
+    @property
     def sampler(self) -> nn.Module:
         """The generator that grids, metrics and sampling use: the EMA copy when there is one."""
         return self.generator_ema if self.generator_ema is not None else self.generator
 
     @torch.no_grad()
-    def sample(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, nz[, 1, 1]) latents -> (B, 3, S, S) images in [-1, 1], from the sampler in eval mode."""
+    def sample(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, nz[, 1, 1]) latents -> (B, 3, S, S) images in [-1, 1], from the sampler in eval mode.
+        labels: (B, A) in {0, 1} for a conditional GAN; None draws them (draw_labels, the global RNG)."""
         g = self.sampler
         was_training = g.training
+        if self.conditional:
+            labels = (self.draw_labels(len(z)) if labels is None else labels).to(self.device, torch.float32)
         g.eval()
         try:
-            return g(z.to(self.device)).float()
+            return g(z.to(self.device), labels).float()
         finally:
             g.train(was_training)
 
@@ -237,28 +301,56 @@ class GAN(LightningModule):
         """Images as D sees them: augmented (DiffAugment), then instance-noised."""
         return self.noisy(self.augment(images) if self.augment else images, noise_std)
 
+    def score(self, images: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """D's real/fake logits (B,), and its attribute logits (B, A) when D has AC-GAN's classifier
+        (it returns both), else None."""
+        out = self.discriminator(images, labels)
+        return out if isinstance(out, tuple) else (out, None)
+
+    def d_logits(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.score(images, labels)[0]
+
+    def batch_labels(self, batch) -> torch.Tensor | None:
+        """The batch's attributes as G's and D's (B, A) float labels; None for an unconditional GAN."""
+        if not self.conditional:
+            return None
+        attrs = batch[1] if isinstance(batch, (tuple, list)) and len(batch) > 1 else None
+        if attrs is None or attrs.dim() != 2 or attrs.size(1) != len(self.attr_names):
+            got = "none" if attrs is None else tuple(attrs.shape)
+            raise UserError(f"The GAN is conditioned on {len(self.attr_names)} attributes ({', '.join(self.attr_names)}), "
+                            f"but the batch's attributes have shape {got}: train it on data with those data.attributes.")
+        return attrs.float()
+
     def training_step(self, batch, batch_idx: int) -> None:
         real = batch[0] if isinstance(batch, (tuple, list)) else batch  # (B, 3, S, S) in [-1, 1]
         real = real.contiguous(memory_format=torch.channels_last)  # a no-op for the batch loaders' output
+        labels = self.batch_labels(batch)  # (B, A) float 0/1, or None: fake i is asked for real i's
         g_opt, d_opt = self.optimizers()
         step = self.steps_done
         g_step = (step + 1) % self.n_dis == 0
         z = torch.randn(real.size(0), self.generator.nz, 1, 1, device=real.device)
         with torch.set_grad_enabled(g_step):  # no graph through G on D-only steps
-            fake = self.generator(z)  # one forward, reused: detached for D, attached for G
+            fake = self.generator(z, labels)  # one forward, reused: detached for D, attached for G
         noise_std = self.instance_noise_std(step)
         logs = {}
 
         # Optimize discriminator: a real and a separate fake mini-batch, losses summed.
         with self.toggled_optimizer(d_opt):
             d_real_in, d_fake_in = self.d_view(real, noise_std), self.d_view(fake.detach(), noise_std)
-            d_real_logits = self.discriminator(d_real_in)
-            d_fake_logits = self.discriminator(d_fake_in)
+            d_real_logits, d_real_attr_logits = self.score(d_real_in, labels)
+            d_fake_logits, _ = self.score(d_fake_in, labels)
             d_loss = self.d_loss_fn(d_real_logits, d_fake_logits)
             logs["train/d_loss"] = d_loss.detach()
+            if d_real_attr_logits is not None:  # AC-GAN: the classifier learns the attributes from real faces
+                aux = attribute_bce(d_real_attr_logits, labels)
+                d_loss = d_loss + self.aux_weight * aux
+                logs["train/d_aux"] = aux.detach()
+            # D as the penalties call it, images -> logits (B,): a conditional D given the batch's labels
+            # (the fakes have the real batch's labels, so real-fake mixtures, WGAN-GP's, share them too).
+            d_of = self.discriminator if labels is None else functools.partial(self.d_logits, labels=labels)
             for name, penalty in self.penalties.items():
                 if step % penalty.every == 0:
-                    value = penalty(self.discriminator, d_real_in, d_fake_in)
+                    value = penalty(d_of, d_real_in, d_fake_in)
                     d_loss = d_loss + penalty.every * value
                     logs[f"train/penalty/{name}"] = value.detach()
             d_opt.zero_grad(set_to_none=True)
@@ -270,14 +362,19 @@ class GAN(LightningModule):
         # Optimize generator, on every n_dis-th step: the same fakes, scored by the updated D.
         if g_step:
             with self.toggled_optimizer(g_opt):
-                g_fake_logits = self.discriminator(self.d_view(fake, noise_std))
+                g_fake_logits, g_fake_attr_logits = self.score(self.d_view(fake, noise_std), labels)
                 if self.g_loss_needs_real:  # relativistic: D's view of the real batch, as of now
-                    real_logits = self.discriminator(self.d_view(real, noise_std))
+                    real_logits = self.d_logits(self.d_view(real, noise_std), labels)
                     g_loss = self.g_loss_fn(g_fake_logits, real_logits=real_logits)
                 else:
                     g_loss = self.g_loss_fn(g_fake_logits)
+                g_total = g_loss
+                if g_fake_attr_logits is not None:  # AC-GAN: the fakes should show the asked-for attributes
+                    aux = attribute_bce(g_fake_attr_logits, labels)
+                    g_total = g_loss + self.aux_weight * aux
+                    logs["train/g_aux"] = aux.detach()
                 g_opt.zero_grad(set_to_none=True)
-                self.manual_backward(g_loss)
+                self.manual_backward(g_total)
                 self.average_gradients(self.generator)
                 self.clip(g_opt)
                 g_opt.step()

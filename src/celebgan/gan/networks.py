@@ -44,10 +44,43 @@ class Generator(nn.Module):
         self.main = nn.Sequential(*layers)
         init_weights(self)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        # labels: (B, A) attributes, which an unconditional G ignores (the GAN passes them to any G).
         if z.dim() == 2:  # accept (B, nz) as well as (B, nz, 1, 1)
             z = z[:, :, None, None]
         return self.main(z)
+
+
+class ConditionalGenerator(Generator):
+    """(z (B, nz, 1, 1), labels (B, A) in {0, 1}) -> image (B, nc, S, S) in [-1, 1].
+
+    The labels' embedding, a linear map of the multi-hot vector (each attribute present adds its
+    learned (embed_dim,) vector), is concatenated to z: the cGAN/DCGAN-era conditioning. Chosen over
+    conditional BatchNorm because it is one extra linear map in front of DCGAN's unchanged G, so
+    conditional and unconditional runs differ in the conditioning alone, and it reads multi-hot
+    labels as they are. num_attrs: A, the data's chosen attributes (data.attributes), filled in
+    when the model is built for its data (celebgan.train, checkpoint.load_gan).
+    """
+
+    def __init__(self, *, num_attrs: int, embed_dim: int = 32, img_size: int = 64, nz: int = 100,
+                 ngf: int = 64, nc: int = 3):
+        if num_attrs < 1:
+            raise UserError(f"A conditional generator needs at least one attribute (got {num_attrs}): "
+                            "set data.attributes, e.g. data.attributes=[Smiling,Eyeglasses].")
+        super().__init__(img_size=img_size, nz=nz + embed_dim, ngf=ngf, nc=nc)
+        self.nz, self.num_attrs = nz, num_attrs  # nz: the latent's size, as callers draw it
+        self.embed = nn.Linear(num_attrs, embed_dim, bias=False)
+        # N(0, 1), z's scale: an attribute moves G's input as much as the latent does from the start
+        # (at the convolutions' N(0, 0.02) the labels would begin as a whisper under z).
+        nn.init.normal_(self.embed.weight, 0.0, 1.0)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if labels is None:
+            raise ValueError("a conditional generator needs labels (B, num_attrs) with z; "
+                             "GAN.draw_labels(n) draws them from the data's frequencies")
+        z = z.reshape(len(z), self.nz)
+        embedded = self.embed(labels.to(self.embed.weight.dtype))  # (B, embed_dim)
+        return super().forward(torch.cat([z, embedded], dim=1))
 
 
 class Discriminator(nn.Module):
@@ -91,8 +124,67 @@ class Discriminator(nn.Module):
         self.main = nn.Sequential(*layers)
         init_weights(self)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        # labels: (B, A) attributes, which an unconditional D ignores (the GAN passes them to any D).
         return self.main(x).flatten()  # (B,)
+
+
+class ProjectionDiscriminator(Discriminator):
+    """(image (B, nc, S, S), labels (B, A) in {0, 1}) -> logit (B,), conditioned by projection
+    (Miyato & Koyama 2018):
+
+        logit = psi(phi(x)) + sum_a y_a <E_a, h(x)>  =  psi(phi(x)) + y . (E h(x))
+
+    phi(x): D's (B, C, 4, 4) features before its last 4x4 conv; psi: that conv (DCGAN's own head,
+    unchanged); h(x): phi(x) summed over its 4x4 positions (B, C), the paper's global sum pooling;
+    E: (A, C), one learned vector per attribute, so each attribute present adds the inner product of
+    its vector with the features. Spectrally normalised with the convs when spectral_norm is on.
+    """
+
+    def __init__(self, *, num_attrs: int, img_size: int = 64, ndf: int = 64, nc: int = 3,
+                 spectral_norm: bool = False, batch_norm: bool = True, dropout: float = 0.0):
+        if num_attrs < 1:
+            raise UserError(f"A projection discriminator needs at least one attribute (got {num_attrs}): "
+                            "set data.attributes, e.g. data.attributes=[Smiling,Eyeglasses].")
+        super().__init__(img_size=img_size, ndf=ndf, nc=nc, spectral_norm=spectral_norm,
+                         batch_norm=batch_norm, dropout=dropout)
+        self.num_attrs = num_attrs
+        width = self.main[-1].in_channels
+        embed = nn.Linear(num_attrs, width, bias=False)  # weight (C, A): column a is E_a
+        nn.init.normal_(embed.weight, 0.0, 0.02)
+        self.embed = _spectral_norm(embed) if spectral_norm else embed
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if labels is None:
+            raise ValueError("a projection discriminator needs labels (B, num_attrs) with the images")
+        features = self.main[:-1](x)  # phi(x): (B, C, 4, 4)
+        logits = self.main[-1](features).flatten()  # psi(phi(x)): (B,)
+        projected = self.embed(labels.to(features.dtype))  # E^T y: (B, C)
+        return logits + (projected * features.sum((2, 3))).sum(1)
+
+
+class ACGANDiscriminator(Discriminator):
+    """image (B, nc, S, S) -> (logit (B,), attribute logits (B, A)): AC-GAN's D (Odena et al. 2017),
+    DCGAN's D with a second head, a 4x4 conv from the same features to A attribute logits. The
+    attributes are multi-hot, so the classifier is A independent sigmoids (the GAN's BCE), not a
+    softmax over A classes. D itself does not read the labels: the classifier's loss does.
+    """
+
+    def __init__(self, *, num_attrs: int, img_size: int = 64, ndf: int = 64, nc: int = 3,
+                 spectral_norm: bool = False, batch_norm: bool = True, dropout: float = 0.0):
+        if num_attrs < 1:
+            raise UserError(f"An auxiliary-classifier discriminator needs at least one attribute (got {num_attrs}): "
+                            "set data.attributes, e.g. data.attributes=[Smiling,Eyeglasses].")
+        super().__init__(img_size=img_size, ndf=ndf, nc=nc, spectral_norm=spectral_norm,
+                         batch_norm=batch_norm, dropout=dropout)
+        self.num_attrs = num_attrs
+        sn = _spectral_norm if spectral_norm else (lambda m: m)
+        self.classifier = sn(nn.Conv2d(self.main[-1].in_channels, num_attrs, 4, 1, 0, bias=True))
+        init_weights(self.classifier)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.main[:-1](x)  # (B, C, 4, 4)
+        return self.main[-1](features).flatten(), self.classifier(features).flatten(1)  # (B,), (B, A)
 
 
 @torch.no_grad()

@@ -38,7 +38,7 @@ class SampleGrid(Callback):
         epoch = trainer.current_epoch
         if (epoch + 1) % self.every_n_epochs or not trainer.is_global_zero:
             return
-        images = pl_module.sample(pl_module.fixed_z)  # (N, 3, S, S) in [-1, 1]
+        images = pl_module.sample(pl_module.fixed_z, pl_module.fixed_labels)  # (N, 3, S, S) in [-1, 1]
         grid = to_grid(images.cpu(), self.nrow)
         save_png(grid, self.dirpath / f"epoch_{epoch:04d}.png")
         for logger in trainer.loggers:

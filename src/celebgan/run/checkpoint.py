@@ -22,7 +22,7 @@ from torch.utils.data import Dataset, Subset
 from celebgan.data.batches import seeded_subset
 from celebgan.errors import UserError
 from celebgan.io import atomic_write
-from celebgan.gan.module import GAN
+from celebgan.gan.module import GAN, attribute_kwargs
 from celebgan.run.trust import UntrustedCheckpoint, check_stored_config, group_targets
 
 CONFIG_KEY = "celebgan_config"
@@ -180,6 +180,16 @@ def upgrade_config(config: Any) -> Any:
     return {**config, "model": {**upgraded, "d_loss": d_loss, "g_loss": g_loss}}
 
 
+def stored_attr_names(ckpt: dict[str, Any], path: str | Path) -> list[str]:
+    """The attributes a conditional GAN was trained on, from its checkpoint's hyperparameters, read as
+    values: a list of names ([] for an unconditional GAN)."""
+    names = (ckpt.get("hyper_parameters") or {}).get("attr_names", [])
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise UserError(f"ckpt={str(path)!r}: its attr_names hyperparameter is not a list of attribute names "
+                        f"({names!r}). The checkpoint is damaged or was not written by celebgan.train.")
+    return list(names)
+
+
 def load_gan(path: str | Path, *, img_size: int | None = None) -> tuple[GAN, dict[str, Any]]:
     """(GAN in eval mode on the CPU, the run's resolved config) from a celebgan checkpoint.
 
@@ -195,7 +205,7 @@ def load_gan(path: str | Path, *, img_size: int | None = None) -> tuple[GAN, dic
     if img_size is not None and trained_size != img_size:
         raise UserError(f"ckpt={str(path)!r} was trained on {trained_size}px images, but {img_size}px were asked "
                         f"for. Use a {img_size}px checkpoint or drop the image size setting.")
-    model = hydra.utils.instantiate(model_cfg)
+    model = hydra.utils.instantiate(model_cfg, **attribute_kwargs(model_cfg, stored_attr_names(ckpt, path)))
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as err:
@@ -224,7 +234,7 @@ def build_datamodule(config: dict[str, Any], **overrides: Any) -> LightningDataM
 def real_subset(config: dict[str, Any], split: str, n: int, seed: int, *,
                 root: str | None = None) -> tuple[Dataset, list[str]]:
     """(at most n real images of one split of a run's data, unflipped, as (image, attributes) pairs;
-    its attribute names). A split of more than n images gives a seeded random subset of n, the same
+    the names of those attributes: every one the data has, whatever data.attributes chose). A split of more than n images gives a seeded random subset of n, the same
     for a seed on every machine; a rendered data set renders only n (draws of one distribution)."""
     overrides: dict[str, Any] = {"split": split, "flip": False, "num_workers": 0, "batch_size": 1, "root": root}
     if "num_images" in config["data"]:
@@ -233,4 +243,4 @@ def real_subset(config: dict[str, Any], split: str, n: int, seed: int, *,
     dataset = datamodule.eval_dataset(split)
     if len(dataset) > n:
         dataset = Subset(dataset, seeded_subset(len(dataset), n, seed).tolist())
-    return dataset, list(datamodule.attr_names or [])
+    return dataset, list(datamodule.data_attr_names or [])

@@ -187,7 +187,7 @@ class DivergenceWatch(Callback):
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.check(trainer)
-        saturated, spread = grid_health(pl_module.sample(pl_module.fixed_z))
+        saturated, spread = grid_health(pl_module.sample(pl_module.fixed_z, pl_module.fixed_labels))
         where = f"at the end of epoch {trainer.current_epoch} (training step {pl_module.steps_done})"
         if saturated > self.grid_saturated_share:
             self.report(trainer, "grid saturated", f"{saturated:.0%} of the fixed-latent grid's pixel values "

@@ -50,11 +50,11 @@ def _stored_config(path: str | Path) -> dict:
 
 
 def check_compatible(path: str | Path, saved: dict, current: dict) -> None:
-    """A checkpoint resumes only into the model and image size it was trained with."""
-    diffs = differences(saved, current, ("model", "data.img_size"))
+    """A checkpoint resumes only into the model, image size and attributes it was trained with."""
+    diffs = differences(saved, current, ("model", "data.img_size", "data.attributes"))
     if diffs:
         raise UserError(
-            f"resume={str(path)!r} belongs to a different model or image size:\n  " + "\n  ".join(diffs[:10])
+            f"resume={str(path)!r} belongs to a different model, image size or data.attributes:\n  " + "\n  ".join(diffs[:10])
             + "\nResume with the checkpoint's own settings (its run's .hydra/overrides.yaml), "
             "or start a new run without resume.")
 
