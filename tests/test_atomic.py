@@ -36,8 +36,11 @@ class TinyGAN:
     generator = SimpleNamespace(nz=4)
     img_size = 8
     fixed_z = torch.zeros(4, 4, 1, 1)
+    attr_names: list[str] = []  # unconditional
+    attr_frequencies = torch.zeros(0)
+    fixed_labels = torch.zeros(4, 0)
 
-    def sample(self, z: torch.Tensor) -> torch.Tensor:
+    def sample(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         return torch.zeros(len(z), 3, 8, 8)
 
 
