@@ -240,7 +240,11 @@ class Judge:
 
     def prepare(self, names: list[str], device: torch.device | str = "cpu") -> dict:
         """Load (or train and cache) the classifier and measure its ceiling; returns the ceiling."""
-        log.info("Attribute-conditional %s.", self.cost(len(names)))
+        path = Path(self.cache_dir).expanduser() / f"attr_classifier_{fingerprint(self.data_config, self.classifier)}.pt"
+        first = "" if path.is_file() else (
+            f"; first the classifier trains, once for this data set: {self.classifier.get('max_train')} real images x "
+            f"{self.classifier.get('epochs')} epochs, then cached")
+        log.info("Attribute-conditional %s%s.", self.cost(len(names)), first)
         self.model, record = cached_classifier(self.data_config, self.cache_dir, self.classifier, device)
         self.names, self.judge_names, self.device = list(names), record["attr_names"], device
         judge_columns(self.names, self.judge_names)  # a classifier of another data set fails here
