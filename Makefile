@@ -3,7 +3,7 @@ PY     ?= .venv/bin/python
 PYTHON ?= python3
 ARGS   ?=
 
-.PHONY: help install demo train prepare test test-quick test-all bench tb clean bench-quality
+.PHONY: help install demo train prepare test test-quick test-all bench tb clean bench-quality bench-conditional
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -53,3 +53,6 @@ plot:  ## loss and D(x)/D(G(z)) curves of a run as a PNG, e.g. make plot ARGS="r
 
 bench-quality:  ## FID/KID of the headline presets x 3 seeds (~1 h CPU); ARGS=--all: every preset (~3 h)
 	$(PY) benchmarks/quality.py $(ARGS)
+
+bench-conditional:  ## projection and acgan x 3 seeds: FID/KID, obedience vs its ceiling, per-condition FID
+	$(PY) benchmarks/conditional.py $(ARGS)
