@@ -72,8 +72,10 @@ def test_attributes_or_toggle_on_an_unconditional_checkpoint_is_one_clear_error(
     for overrides in (["attributes={Smiling: 1}"], ["mode=toggle"]):
         with pytest.raises(UserError, match="unconditional"):
             sample(sample_cfg(trained_run.ckpt, tmp_path / "a.png", *overrides))
+    G = celebgan.load_generator(trained_run.ckpt, device="cpu")
     with pytest.raises(UserError, match="unconditional"):
-        celebgan.load_generator(trained_run.ckpt, device="cpu").sample(2, seed=0, attributes={"Smiling": 1})
+        G.sample(2, seed=0, attributes={"Smiling": 1})
+    assert torch.equal(G.sample(2, seed=0, attributes={}), G.sample(2, seed=0))  # nothing asked
 
 
 def test_latent_directions_of_a_conditional_model_point_to_toggle(cond_ckpt, tmp_path):

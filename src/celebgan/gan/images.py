@@ -69,8 +69,8 @@ def latent_batches(n: int, nz: int, seed: int, batch_size: int,
 
 def requested_attributes(requested: Mapping | None, names: Sequence[str], key: str = "attributes") -> dict[str, float]:
     """{name: 0.0 or 1.0} from a user's {name: 0|1|true|false}, checked against the model's attributes
-    (an unconditional model has none). None asks for nothing."""
-    if requested is None:
+    (an unconditional model has none). None or {} asks for nothing."""
+    if requested is None or (isinstance(requested, Mapping) and not requested):
         return {}
     if not names:
         raise UserError(f"{key}= needs a conditional model, and this checkpoint's is unconditional: train one "
