@@ -235,6 +235,8 @@ def main() -> None:
             if record.is_file() and not args.remeasure and (args.cached_only or not args.quick):
                 result = json.loads(record.read_text())
             elif args.cached_only or (args.remeasure and not ckpt.is_file()):
+                if args.remeasure:
+                    print(f"{preset} seed {seed}: no checkpoint at {shown(ckpt)} to measure again; skipped", flush=True)
                 continue
             else:
                 result = {}
