@@ -131,7 +131,7 @@ class FaceDataModule(LightningDataModule):
     uint8; on_after_batch_transfer turns it into the model's float input on the training device.
     on_device=True copies the whole uint8 array to that device once and slices batches there.
 
-    attributes: the attribute columns of the training batches (images, attrs (B, A) long 0/1): None
+    attributes: the attribute columns of the training batches (images, attrs (B, A) integer 0/1): None
         gives none (B, 0), the unconditional GAN's; "all" every one the data has (CelebA's 40, the
         synthetic faces' 8); a list of names those columns in that order. `attr_names` is the chosen
         names once set up, `data_attr_names` all the data has; evaluation datasets (eval_dataset,

@@ -54,8 +54,8 @@ class Generator(nn.Module):
 class ConditionalGenerator(Generator):
     """(z (B, nz, 1, 1), labels (B, A) in {0, 1}) -> image (B, nc, S, S) in [-1, 1].
 
-    The labels' embedding, a linear map of the multi-hot vector (each attribute present adds its
-    learned (embed_dim,) vector), is concatenated to z: the cGAN/DCGAN-era conditioning. Chosen over
+    The labels' embedding, an affine map of the multi-hot vector (a learned (embed_dim,) vector, plus
+    one more for each attribute present), is concatenated to z: the cGAN/DCGAN-era conditioning. Chosen over
     conditional BatchNorm because it is one extra linear map in front of DCGAN's unchanged G, so
     conditional and unconditional runs differ in the conditioning alone, and it reads multi-hot
     labels as they are. num_attrs: A, the data's chosen attributes (data.attributes), filled in
@@ -69,10 +69,13 @@ class ConditionalGenerator(Generator):
                             "set data.attributes, e.g. data.attributes=[Smiling,Eyeglasses].")
         super().__init__(img_size=img_size, nz=nz + embed_dim, ngf=ngf, nc=nc)
         self.nz, self.num_attrs = nz, num_attrs  # nz: the latent's size, as callers draw it
-        self.embed = nn.Linear(num_attrs, embed_dim, bias=False)
+        # e(y) = W y + b. The bias gives the label vector of all zeros (none of the attributes) a learned
+        # vector of its own, as every other one has, rather than the origin, where z alone drives G.
+        self.embed = nn.Linear(num_attrs, embed_dim, bias=True)
         # N(0, 1), z's scale: an attribute moves G's input as much as the latent does from the start
         # (at the convolutions' N(0, 0.02) the labels would begin as a whisper under z).
         nn.init.normal_(self.embed.weight, 0.0, 1.0)
+        nn.init.normal_(self.embed.bias, 0.0, 1.0)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if labels is None:
