@@ -319,7 +319,7 @@ def write_tables(args, results: dict[str, list[dict]], unconditional: dict | Non
         f"{'QUICK SMOKE RUN, NOT A RESULT, ' if args.quick else ''}{seconds / 60:.0f} min in all.",
         f"Command: `python benchmarks/conditional.py {' '.join(sys.argv[1:])}`".rstrip(), "",
         f"Each preset trained from seeds 0..{args.seeds - 1} on {num_images} synthetic {args.img_size}px faces "
-        f"for {epochs} epochs (batch {batch}: the demo's budget), conditioned on all {len(names)} attributes "
+        f"for {epochs} epochs (batch {batch}: the demo's budget), conditioned on all {len(names) or 'the'} attributes "
         f"(data.attributes=all). FID and KID of {args.n_eval} EMA-generator images (attributes drawn from the "
         f"training frequencies) against {args.n_eval} held-out faces, features of {extractor_name}, as "
         f"benchmarks/quality.py measures. Mean +- standard deviation over seeds. Per-run records in "
