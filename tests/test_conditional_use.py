@@ -152,4 +152,7 @@ def test_training_logs_obedience_per_epoch_when_metrics_are_on(tmp_path):
     mean = scalars(logs, "metrics/obedience_mean")
     assert len(mean) == 2 and all(0 <= e.value <= 1 for e in mean)
     assert all(len(scalars(logs, f"metrics/obedience/{name}")) == 2 for name in NAMES)
+    # The judge's settings in the stored run config (a _target_ outside model and data) load as before.
+    gan, config = load_gan(run / "checkpoints" / "last.ckpt")
+    assert gan.attr_names == NAMES and config["metrics"]["obedience"]["n"] == 8
 
