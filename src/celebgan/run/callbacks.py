@@ -166,8 +166,7 @@ class QualityMetrics(Callback):
                                on_step=False, on_epoch=True, sync_dist=False)
             log.info("epoch %d: obedience %.3f (ceiling %s): %s", trainer.current_epoch, obeyed["mean"],
                      f"{obeyed['ceiling']['mean']:.3f}" if obeyed["ceiling"]["mean"] is not None else "-",
-                     "  ".join(f"{name} {v:.2f}" for name, v in
-                               ((n, s["balanced"]) for n, s in obeyed["per_attribute"].items())))
+                     "  ".join(f"{name} {s['balanced']:.2f}" for name, s in obeyed["per_attribute"].items()))
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self.distances, self.judge = None, None
