@@ -143,8 +143,9 @@ def test_conditional_networks_shapes_and_labels():
         g(z)
     logits, attr_logits = ACGANDiscriminator(num_attrs=3, img_size=16, ndf=4)(a)
     assert logits.shape == (2,) and attr_logits.shape == (2, 3)
-    with pytest.raises(UserError, match="data.attributes"):
-        ConditionalGenerator(num_attrs=0, img_size=16)
+    for unset in (0, None):  # a conditional preset built without attribute_kwargs
+        with pytest.raises(UserError, match=f"num_attrs={unset}.*data.attributes"):
+            ConditionalGenerator(num_attrs=unset, img_size=16)
 
 
 # --- the training step -----------------------------------------------------------------------------
@@ -211,11 +212,14 @@ def test_conditional_presets_compose(overrides):
     assert torch.equal(record.g_calls[0][1], record.batch_labels)
 
 
-def test_an_unconditional_preset_ignores_data_attributes(tmp_path):
-    cfg = compose_config([*TINY, TWO], tmp_path)
+def test_an_unconditional_preset_ignores_data_attributes(tmp_path, caplog):
+    cfg = compose_config([*TINY, TWO], tmp_path / "run")
     assert not conditional_config(cfg.model) and attribute_kwargs(cfg.model, ["Smiling", "Eyeglasses"]) == {}
     assert conditional_config(compose_config([*TINY, "model=acgan"], tmp_path).model)
-    gan, _ = fit_steps(cfg, 1)
+    with caplog.at_level("INFO", logger="celebgan.train"):
+        train(cfg)
+    assert "data.attributes=[Smiling,Eyeglasses] is ignored" in caplog.text
+    gan, _ = load_gan(tmp_path / "run" / "checkpoints" / "last.ckpt")
     assert not gan.conditional and "attr_frequencies" not in gan.state_dict()
 
 
@@ -248,7 +252,8 @@ def test_load_gan_and_load_generator_rebuild_a_conditional_model(straight):
     ckpt = torch.load(straight, weights_only=True)
     gan, config = load_gan(straight)
     assert gan.conditional and gan.attr_names == ["Smiling", "Eyeglasses"]
-    assert isinstance(gan.generator_ema, ConditionalGenerator) and isinstance(gan.discriminator, ProjectionDiscriminator)
+    assert isinstance(gan.generator_ema, ConditionalGenerator)
+    assert isinstance(gan.discriminator, ProjectionDiscriminator)
     for key in ("attr_frequencies", "fixed_labels", "generator_ema.embed.weight", "discriminator.embed.weight"):
         assert torch.equal(gan.state_dict()[key], ckpt["state_dict"][key]), key
     _, every = render_faces(64, 16, seed=0, split="train")
@@ -272,3 +277,12 @@ def test_a_conditional_checkpoint_with_malformed_attribute_names_is_refused(stra
     torch.save(ckpt, path)
     with pytest.raises(UserError, match="attr_names"):
         load_gan(path)
+
+
+def test_a_conditional_preset_without_data_attributes_takes_all_the_data_has(tmp_path, caplog):
+    with caplog.at_level("INFO", logger="celebgan.train"):
+        train(compose_config([*TINY, "model=acgan"], tmp_path / "run"))
+    gan, config = load_gan(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert gan.attr_names == ATTR_NAMES and gan.discriminator.num_attrs == len(ATTR_NAMES)
+    assert config["data"]["attributes"] is None  # the config stays as composed; the checkpoint's names say it
+    assert f"all {len(ATTR_NAMES)} of the data's attributes" in caplog.text

@@ -317,8 +317,9 @@ class GAN(LightningModule):
         attrs = batch[1] if isinstance(batch, (tuple, list)) and len(batch) > 1 else None
         if attrs is None or attrs.dim() != 2 or attrs.size(1) != len(self.attr_names):
             got = "none" if attrs is None else tuple(attrs.shape)
-            raise UserError(f"The GAN is conditioned on {len(self.attr_names)} attributes ({', '.join(self.attr_names)}), "
-                            f"but the batch's attributes have shape {got}: train it on data with those data.attributes.")
+            raise UserError(f"The GAN is conditioned on {len(self.attr_names)} attributes "
+                            f"({', '.join(self.attr_names)}), but the batch's attributes have shape {got}: "
+                            "train it on data with those data.attributes.")
         return attrs.float()
 
     def training_step(self, batch, batch_idx: int) -> None:

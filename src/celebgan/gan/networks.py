@@ -20,6 +20,15 @@ def num_stages(img_size: int) -> int:
     return int(math.log2(img_size)) - 2
 
 
+def check_num_attrs(network: str, num_attrs: int | None) -> None:
+    """A conditional network's attribute count: set from the data when the model is built for it
+    (gan.module.attribute_kwargs, which celebgan.train and checkpoint.load_gan pass)."""
+    if not isinstance(num_attrs, int) or num_attrs < 1:
+        raise UserError(f"{network} needs the number of attributes it is conditioned on (got num_attrs={num_attrs}): "
+                        "build the model with celebgan.gan.module.attribute_kwargs, as celebgan.train does from "
+                        "data.attributes (e.g. data.attributes=[Smiling,Eyeglasses]).")
+
+
 class Generator(nn.Module):
     """z (B, nz, 1, 1) -> image (B, nc, S, S) in [-1, 1].
 
@@ -54,19 +63,17 @@ class Generator(nn.Module):
 class ConditionalGenerator(Generator):
     """(z (B, nz, 1, 1), labels (B, A) in {0, 1}) -> image (B, nc, S, S) in [-1, 1].
 
-    The labels' embedding, an affine map of the multi-hot vector (a learned (embed_dim,) vector, plus
-    one more for each attribute present), is concatenated to z: the cGAN/DCGAN-era conditioning. Chosen over
-    conditional BatchNorm because it is one extra linear map in front of DCGAN's unchanged G, so
-    conditional and unconditional runs differ in the conditioning alone, and it reads multi-hot
-    labels as they are. num_attrs: A, the data's chosen attributes (data.attributes), filled in
+    The labels' embedding, an affine map of the multi-hot vector (a learned (embed_dim,) vector,
+    plus one more for each attribute present), is concatenated to z: the cGAN/DCGAN-era
+    conditioning. Chosen over conditional BatchNorm because it is one extra linear map in front of
+    DCGAN's unchanged G, so conditional and unconditional runs differ in the conditioning alone,
+    and it reads multi-hot labels as they are. num_attrs: A, the data's chosen attributes (data.attributes), filled in
     when the model is built for its data (celebgan.train, checkpoint.load_gan).
     """
 
     def __init__(self, *, num_attrs: int, embed_dim: int = 32, img_size: int = 64, nz: int = 100,
                  ngf: int = 64, nc: int = 3):
-        if num_attrs < 1:
-            raise UserError(f"A conditional generator needs at least one attribute (got {num_attrs}): "
-                            "set data.attributes, e.g. data.attributes=[Smiling,Eyeglasses].")
+        check_num_attrs("A conditional generator", num_attrs)
         super().__init__(img_size=img_size, nz=nz + embed_dim, ngf=ngf, nc=nc)
         self.nz, self.num_attrs = nz, num_attrs  # nz: the latent's size, as callers draw it
         # e(y) = W y + b. The bias gives the label vector of all zeros (none of the attributes) a learned
@@ -146,9 +153,7 @@ class ProjectionDiscriminator(Discriminator):
 
     def __init__(self, *, num_attrs: int, img_size: int = 64, ndf: int = 64, nc: int = 3,
                  spectral_norm: bool = False, batch_norm: bool = True, dropout: float = 0.0):
-        if num_attrs < 1:
-            raise UserError(f"A projection discriminator needs at least one attribute (got {num_attrs}): "
-                            "set data.attributes, e.g. data.attributes=[Smiling,Eyeglasses].")
+        check_num_attrs("A projection discriminator", num_attrs)
         super().__init__(img_size=img_size, ndf=ndf, nc=nc, spectral_norm=spectral_norm,
                          batch_norm=batch_norm, dropout=dropout)
         self.num_attrs = num_attrs
@@ -175,9 +180,7 @@ class ACGANDiscriminator(Discriminator):
 
     def __init__(self, *, num_attrs: int, img_size: int = 64, ndf: int = 64, nc: int = 3,
                  spectral_norm: bool = False, batch_norm: bool = True, dropout: float = 0.0):
-        if num_attrs < 1:
-            raise UserError(f"An auxiliary-classifier discriminator needs at least one attribute (got {num_attrs}): "
-                            "set data.attributes, e.g. data.attributes=[Smiling,Eyeglasses].")
+        check_num_attrs("An auxiliary-classifier discriminator", num_attrs)
         super().__init__(img_size=img_size, ndf=ndf, nc=nc, spectral_norm=spectral_norm,
                          batch_norm=batch_norm, dropout=dropout)
         self.num_attrs = num_attrs

@@ -234,8 +234,8 @@ def build_datamodule(config: dict[str, Any], **overrides: Any) -> LightningDataM
 def real_subset(config: dict[str, Any], split: str, n: int, seed: int, *,
                 root: str | None = None) -> tuple[Dataset, list[str]]:
     """(at most n real images of one split of a run's data, unflipped, as (image, attributes) pairs;
-    the names of those attributes: every one the data has, whatever data.attributes chose). A split of more than n images gives a seeded random subset of n, the same
-    for a seed on every machine; a rendered data set renders only n (draws of one distribution)."""
+    the names of those attributes: every one the data has, whatever data.attributes chose). A split
+    of more than n images gives a seeded random subset of n, the same for a seed on every machine; a rendered data set renders only n (draws of one distribution)."""
     overrides: dict[str, Any] = {"split": split, "flip": False, "num_workers": 0, "batch_size": 1, "root": root}
     if "num_images" in config["data"]:
         overrides["num_images"] = n
