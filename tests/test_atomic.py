@@ -38,8 +38,9 @@ class TinyGAN:
     steps_done = 0
     img_size = 8
     fixed_z = torch.zeros(4, 4, 1, 1)
-    fixed_labels = None
-    attr_names: list[str] = []
+    attr_names: list[str] = []  # unconditional
+    attr_frequencies = torch.zeros(0)
+    fixed_labels = torch.zeros(4, 0)
     conditional = False
 
     def sample(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:

@@ -214,9 +214,9 @@ def test_attribute_classifier_beats_the_majority_guess_and_is_cached(ckpt, class
 @pytest.mark.parametrize("attribute", ["Smiling", "Black_Hair"])
 def test_moving_along_an_attribute_direction_raises_its_score(ckpt, tmp_path, classifier_cache, attribute):
     cache, _ = classifier_cache
-    settings = [f"attributes.classifier.{k}={v}" for k, v in CLASSIFIER.items()]
-    cfg = sample_cfg(ckpt, tmp_path / "attr.png", "mode=attributes", f"attributes.attribute={attribute}",
-                     "rows=4", "steps=5", "attributes.num_latents=400", f"attributes.cache_dir={cache}",
+    settings = [f"direction.classifier.{k}={v}" for k, v in CLASSIFIER.items()]
+    cfg = sample_cfg(ckpt, tmp_path / "attr.png", "mode=attributes", f"direction.attribute={attribute}",
+                     "rows=4", "steps=5", "direction.num_latents=400", f"direction.cache_dir={cache}",
                      "seed=0", *settings)
     result = sample(cfg)
     img = pixels(result["out"])
@@ -239,10 +239,10 @@ def test_moving_along_an_attribute_direction_raises_its_score(ckpt, tmp_path, cl
 
 def test_unknown_attribute_is_a_clear_error(ckpt, tmp_path, classifier_cache):
     cache, _ = classifier_cache
-    settings = [f"attributes.classifier.{k}={v}" for k, v in CLASSIFIER.items()]
+    settings = [f"direction.classifier.{k}={v}" for k, v in CLASSIFIER.items()]
     with pytest.raises(UserError, match="Smiling"):  # the message lists the attributes there are
-        sample(sample_cfg(ckpt, tmp_path / "a.png", "mode=attributes", "attributes.attribute=Wings",
-                          f"attributes.cache_dir={cache}", *settings))
+        sample(sample_cfg(ckpt, tmp_path / "a.png", "mode=attributes", "direction.attribute=Wings",
+                          f"direction.cache_dir={cache}", *settings))
 
 
 def bad_checkpoint(kind: str, ckpt: Path, tmp: Path) -> Path:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
@@ -24,15 +25,17 @@ from celebgan.data.modules import dataset_name
 from celebgan.run.callbacks import format_duration
 from celebgan.run.checkpoint import real_subset
 from celebgan.errors import UserError
-from celebgan.gan.images import caption, column_centres, generate, latents, save_png, to_grid
+from celebgan.gan.images import caption, column_centres, conditions, generate, latents, save_png, to_grid
+from celebgan.metrics.obedience import judge_accuracy, judge_columns, obedience
 from celebgan.io import atomic_write
 from celebgan.gan.module import GAN
 from celebgan.data.synthetic import RENDERER_VERSION
 
 log = logging.getLogger(__name__)
 
-# Data settings that change how images are served, not which images and labels there are.
-LOADER_KEYS = {"split", "flip", "batch_size", "num_workers", "pin_memory"}
+# Data settings that change how images are served, not which images and labels there are (the
+# classifier learns every attribute the data has, whichever data.attributes a model chose).
+LOADER_KEYS = {"split", "flip", "batch_size", "num_workers", "pin_memory", "attributes"}
 
 
 class AttributeClassifier(nn.Module):
@@ -193,7 +196,7 @@ def attribute_direction(gan: GAN, classifier: AttributeClassifier, index: int, z
     samples to one side, the top and bottom quarters by score stand in for the two sides.
     """
     if len(z) < 8:
-        raise UserError(f"attributes.num_latents={len(z)} is too few to find a direction; use hundreds.")
+        raise UserError(f"direction.num_latents={len(z)} is too few to find a direction; use hundreds.")
     scores = attribute_scores(classifier, generate(gan, z, batch_size, progress=True), index, batch_size)
     positive = scores > 0.5
     if min(int(positive.sum()), int((~positive).sum())) < 0.05 * len(z):
@@ -211,7 +214,8 @@ def edit_latents(z: torch.Tensor, direction: torch.Tensor, strengths: torch.Tens
 
 def write_attribute_edits(gan: GAN, config: dict[str, Any], out: Path, *, attribute: str, strength: float,
                           num_latents: int, cache_dir: str | Path, classifier: dict[str, Any], data_root: str | None,
-                          rows: int, steps: int, seed: int, batch_size: int) -> dict[str, Any]:
+                          rows: int, steps: int, seed: int, batch_size: int,
+                          truncation: float | None = None) -> dict[str, Any]:
     """A grid whose rows move faces along the attribute's direction, from -strength to +strength.
     classifier: train_classifier's settings; data_root: where the run's images live now, if they moved."""
     data_config = dict(config["data"])
@@ -221,14 +225,14 @@ def write_attribute_edits(gan: GAN, config: dict[str, Any], out: Path, *, attrib
     model, record = cached_classifier(data_config, cache_dir, classifier, device)
     names = record["attr_names"]
     if attribute not in names:
-        raise UserError(f"attributes.attribute={attribute!r} is not one of this dataset's attributes: {names}.")
+        raise UserError(f"direction.attribute={attribute!r} is not one of this dataset's attributes: {names}.")
     index = names.index(attribute)
     log.info("Attribute classifier: held-out accuracy %.3f on %s (always-majority: %.3f; mean over all %d "
              "attributes %.3f), from %s", record["accuracy"][attribute], attribute,
              record["majority"][attribute], len(names), sum(record["accuracy"].values()) / len(names),
              record["path"])
     nz = gan.generator.nz
-    z_all = latents(rows + num_latents, nz, seed)
+    z_all = latents(rows + num_latents, nz, seed, truncation)
     row_latents, pool = z_all[:rows], z_all[rows:]
     direction = attribute_direction(gan, model, index, pool, batch_size)
     strengths = torch.linspace(-strength, strength, steps)
@@ -246,3 +250,56 @@ def write_attribute_edits(gan: GAN, config: dict[str, Any], out: Path, *, attrib
         "strengths": strengths,
         "scores": scores,
     }
+
+
+class Judge:
+    """The attribute classifier as the judge of a conditional generator's obedience
+    (celebgan.metrics.obedience): trained once per data set and cached, as for mode=attributes.
+
+    data_config: the run's data config (the classifier's data set); cache_dir, classifier: where it
+    is cached and train_classifier's settings; n: generated faces per attribute and side; n_ceiling:
+    held-out real faces (test split) its own balanced accuracy, the ceiling, is measured on; seed:
+    the latents and the other attributes of the faces it judges, the same at every call.
+    """
+
+    def __init__(self, *, data_config: Any, cache_dir: str | Path, classifier: dict[str, Any], n: int = 500,
+                 n_ceiling: int = 2000, seed: int = 0, batch_size: int = 256):
+        # Config nodes when Hydra builds it (metrics.obedience), dicts from a checkpoint's config.
+        to_dict = lambda c: OmegaConf.to_container(c, resolve=True) if OmegaConf.is_config(c) else dict(c)  # noqa: E731
+        self.data_config, self.classifier = to_dict(data_config), to_dict(classifier)
+        self.cache_dir, self.n, self.n_ceiling, self.seed, self.batch_size = cache_dir, n, n_ceiling, seed, batch_size
+        self.model: AttributeClassifier | None = None
+        self.ceiling: dict | None = None
+
+    def cost(self, num_attrs: int) -> str:
+        return (f"obedience: 2 x {self.n} generated faces x {num_attrs} attributes = {2 * self.n * num_attrs:,} "
+                f"images through the attribute classifier per evaluation, its ceiling once on {self.n_ceiling} "
+                "held-out real faces")
+
+    def prepare(self, names: list[str], device: torch.device | str = "cpu") -> dict:
+        """Load (or train and cache) the classifier and measure its ceiling; returns the ceiling."""
+        path = Path(self.cache_dir).expanduser() / f"attr_classifier_{fingerprint(self.data_config, self.classifier)}.pt"
+        first = "" if path.is_file() else (
+            f"; first the classifier trains, once for this data set: {self.classifier.get('max_train')} real images x "
+            f"{self.classifier.get('epochs')} epochs, then cached")
+        log.info("Attribute-conditional %s%s.", self.cost(len(names)), first)
+        self.model, record = cached_classifier(self.data_config, self.cache_dir, self.classifier, device)
+        self.names, self.judge_names, self.device = list(names), record["attr_names"], device
+        judge_columns(self.names, self.judge_names)  # a classifier of another data set fails here
+        test_set, _ = labelled_split(self.data_config, "test", self.n_ceiling, self.seed)
+        self.ceiling = judge_accuracy(self.classify, _loader(test_set, self.batch_size, 0, False),
+                                      self.names, self.judge_names)
+        return self.ceiling
+
+    @torch.no_grad()
+    def classify(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images.to(self.device))
+
+    def __call__(self, gan: GAN) -> dict:
+        """The obedience of `gan`'s sampler (EMA, eval mode), with the ceiling beside it."""
+        if self.model is None:
+            self.prepare(gan.attr_names, gan.device)
+        z = latents(self.n, gan.generator.nz, self.seed)
+        scores = obedience(gan.sample, self.classify, gan.attr_names, self.judge_names, z,
+                           conditions(gan, self.n, self.seed), batch_size=self.batch_size)
+        return scores | {"ceiling": self.ceiling}

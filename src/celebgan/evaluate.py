@@ -38,16 +38,19 @@ def evaluate(cfg: DictConfig) -> dict:
         cfg.ckpt, n_samples=cfg.n_samples, n_real=cfg.n_real, real_split=cfg.real_split, pr_samples=cfg.pr_samples,
         pr_k=cfg.pr_k, data_root=cfg.data_root, device=cfg.device, output=cfg.output,
         feature_extractor=hydra.utils.instantiate(m.feature_extractor), cache_dir=m.cache_dir,
-        batch_size=m.batch_size, seed=m.seed, kid_subsets=m.kid_subsets, kid_subset_size=m.kid_subset_size)
+        batch_size=m.batch_size, seed=m.seed, kid_subsets=m.kid_subsets, kid_subset_size=m.kid_subset_size,
+        obedience=OmegaConf.to_container(cfg.obedience, resolve=True))
 
 
 def evaluate_checkpoint(ckpt: str, *, n_samples: int, n_real: int | None, real_split: str, pr_samples: int,
                         pr_k: int, data_root: str | None, device: str, output: str | None,
                         feature_extractor: Callable[[], torch.nn.Module], cache_dir: str, batch_size: int,
-                        seed: int, kid_subsets: int, kid_subset_size: int) -> dict:
+                        seed: int, kid_subsets: int, kid_subset_size: int, obedience: dict | None = None) -> dict:
     """Compute and print the metrics of a checkpoint; returns the JSON-ready results.
-    feature_extractor builds the feature network (a partial: built only once the checks pass)."""
+    feature_extractor builds the feature network (a partial: built only once the checks pass).
+    obedience: for a conditional checkpoint, Judge's settings (n: faces per attribute and side, 0 = off)."""
     # torch and its libraries: imported once the command runs, not for its --help
+    from celebgan.attributes import Judge
     from celebgan.data.modules import dataset_name
     from celebgan.devices import pick_device
     from celebgan.metrics.feature_cache import RealFeatureCache
@@ -58,6 +61,9 @@ def evaluate_checkpoint(ckpt: str, *, n_samples: int, n_real: int | None, real_s
     for key, value in (("n_samples", n_samples), ("pr_samples", pr_samples)):
         if value < 2:
             raise UserError(f"{key}={value} must be at least 2.")
+    obedience = dict(obedience or {"n": 0})
+    if not isinstance(obedience.get("n"), int) or obedience["n"] < 0:
+        raise UserError(f"obedience.n={obedience.get('n')!r} must be a whole number >= 0 (0 turns obedience off).")
     model, config = load_gan(ckpt)
     datamodule = build_datamodule(config, root=data_root)
     device = pick_device(device)
@@ -116,6 +122,11 @@ def evaluate_checkpoint(ckpt: str, *, n_samples: int, n_real: int | None, real_s
     print(f"  recall     {scores['recall']:.4f}")
     if not protocol["standard"]:
         print(f"  (not the standard protocol: {len(fake)} generated vs {len(real)} real images; n=50000 measures it)")
+    if model.attr_names and obedience["n"] > 0:
+        data_config = {**config["data"], **({"root": data_root} if data_root else {})}
+        judge = Judge(data_config=data_config, **obedience)
+        results["obedience"] = judge(model)
+        print_obedience(results["obedience"], judge.n)
 
     out = Path(output).expanduser() if output else Path(ckpt).expanduser().with_suffix(".eval.json")
     print(f"Wrote {write_results(results, out)}")
@@ -152,6 +163,21 @@ def announce(model, extractor, *, n_samples: int, n_real: int | None, real_split
     whole = " and the whole real split" if n_real is None and not cached else ""
     print(f"  estimate          about {format_duration(seconds)}: {images} images{whole} through the networks at "
           f"{rate:.1f} images/s measured here, then the scores (an estimate; n=N sets the size)", flush=True)
+
+
+def print_obedience(scores: dict, n: int) -> None:
+    """Per attribute: the shares of faces asked with / without it that the classifier agrees with, their
+    mean (balanced accuracy), and the classifier's own on real faces (the ceiling)."""
+    def num(value):
+        return f"{value:.3f}" if value is not None else "  -  "
+    per, ceiling = scores["per_attribute"], scores["ceiling"]["per_attribute"]
+    width = max(map(len, per))
+    print(f"Obedience ({n} faces per attribute asked with it and {n} without; balanced accuracy, 0.5 = ignored)")
+    print(f"  {'attribute':<{width}}  with   without  balanced  ceiling (the classifier on real faces)")
+    for name, s in per.items():
+        print(f"  {name:<{width}}  {num(s['with'])}  {num(s['without'])}    {num(s['balanced'])}     "
+              f"{num(ceiling[name]['balanced'])}")
+    print(f"  {'mean':<{width}}                  {num(scores['mean'])}     {num(scores['ceiling']['mean'])}")
 
 
 def write_results(results: dict, out: Path) -> Path:

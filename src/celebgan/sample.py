@@ -6,6 +6,7 @@ Every image comes from the EMA generator in eval mode; latents come from `seed` 
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import shutil
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MODES = ("grid", "images", "interpolate", "progress", "compare", "attributes")
+MODES = ("grid", "images", "interpolate", "progress", "compare", "attributes", "toggle")
 DEFAULT_NAMES = {"images": "images", "progress": "progress.gif"}
 
 
@@ -48,40 +49,47 @@ def slerp(z0: torch.Tensor, z1: torch.Tensor, t: float) -> torch.Tensor:
     return out.view_as(z0)
 
 
-def write_grid(gan: GAN, out: Path, *, n: int, nrow: int, seed: int, batch_size: int) -> dict[str, Any]:
-    from celebgan.gan.images import generate, latents, save_png, to_grid
+def write_grid(gan: GAN, out: Path, *, n: int, nrow: int, seed: int, batch_size: int,
+               fixed: dict[str, float] | None = None, truncation: float | None = None) -> dict[str, Any]:
+    from celebgan.gan.images import conditions, generate, latents, save_png, to_grid
 
-    z = latents(n, gan.generator.nz, seed)
-    return {"out": save_png(to_grid(generate(gan, z, batch_size), nrow), out)}
+    z = latents(n, gan.generator.nz, seed, truncation)
+    images = generate(gan, z, batch_size, labels=conditions(gan, n, seed, fixed))
+    return {"out": save_png(to_grid(images, nrow), out)}
 
 
-def write_images(gan: GAN, out: Path, *, n: int, seed: int, batch_size: int) -> dict[str, Any]:
+def write_images(gan: GAN, out: Path, *, n: int, seed: int, batch_size: int,
+                 fixed: dict[str, float] | None = None, truncation: float | None = None) -> dict[str, Any]:
     """n PNGs 000000.png ... in a folder that appears complete or not at all, written batch by batch:
     memory holds a batch of latents and images, whatever n is. Names have 6 digits, more when n
     needs them, so that they sort in order."""
     from tqdm import tqdm
 
-    from celebgan.gan.images import latent_batches
+    from celebgan.gan.images import conditions, latent_batches
 
     if out.exists():
         raise UserError(f"out={str(out)!r} already exists; choose another out, or delete it to write it again.")
-    batches = latent_batches(n, gan.generator.nz, seed, batch_size)
+    batches = latent_batches(n, gan.generator.nz, seed, batch_size, truncation)
+    labels = conditions(gan, n, seed, fixed)  # (n, A) small numbers: a million faces of 40 attributes take 160 MB
+    labels = labels.split(batch_size) if labels is not None else itertools.repeat(None)
     with no_new_folders_on_failure(out), atomic_write(out) as tmp:
         tmp.mkdir()
         digits = max(6, len(str(n - 1)))
-        written = write_pngs(gan, next(batches), tmp, 0, digits)
+        written = write_pngs(gan, next(batches), next(labels), tmp, 0, digits)
         log.info("%s", disk_estimate(n, gan.img_size, out, tmp))
         # disable=None: no bar where stderr is not a terminal (a log file would collect every redraw)
-        for z in tqdm(batches, initial=1, total=-(-n // batch_size), desc="images", unit="batch", disable=None):
-            written = write_pngs(gan, z, tmp, written, digits)
+        for z, y in tqdm(zip(batches, labels), initial=1, total=-(-n // batch_size), desc="images", unit="batch",
+                         disable=None):
+            written = write_pngs(gan, z, y, tmp, written, digits)
     return {"out": out, "count": n}
 
 
-def write_pngs(gan: GAN, z: torch.Tensor, folder: Path, first: int, digits: int) -> int:
-    """The images of latents z as folder/NNNNNN.png from number `first` on; returns the next number."""
+def write_pngs(gan: GAN, z: torch.Tensor, labels: torch.Tensor | None, folder: Path, first: int, digits: int) -> int:
+    """The images of latents z (and attributes) as folder/NNNNNN.png from number `first` on; returns
+    the next number."""
     from torchvision.utils import save_image
 
-    for i, img in enumerate(gan.sample(z).cpu(), start=first):
+    for i, img in enumerate(gan.sample(z, labels).cpu(), start=first):
         save_image(img, folder / f"{i:0{digits}d}.png", normalize=True, value_range=(-1, 1))
     return first + len(z)
 
@@ -120,25 +128,28 @@ def no_new_folders_on_failure(out: Path) -> Iterator[None]:
         raise
 
 
-def interpolation_latents(nz: int, rows: int, steps: int, seed: int) -> torch.Tensor:
+def interpolation_latents(nz: int, rows: int, steps: int, seed: int, truncation: float | None = None) -> torch.Tensor:
     """(rows * steps, nz, 1, 1): row r runs from latents(2 rows)[r] to latents(2 rows)[rows + r]."""
     import torch
 
     from celebgan.gan.images import latents
 
-    z = latents(2 * rows, nz, seed)
+    z = latents(2 * rows, nz, seed, truncation)
     z0, z1 = z[:rows], z[rows:]
     ts = torch.linspace(0, 1, steps).tolist()
     return torch.stack([slerp(z0, z1, t) for t in ts], dim=1).flatten(0, 1)
 
 
-def write_interpolation(gan: GAN, out: Path, *, rows: int, steps: int, seed: int, batch_size: int) -> dict[str, Any]:
+def write_interpolation(gan: GAN, out: Path, *, rows: int, steps: int, seed: int, batch_size: int,
+                        fixed: dict[str, float] | None = None, truncation: float | None = None) -> dict[str, Any]:
+    from celebgan.gan.images import conditions, generate, save_png, to_grid
+
     if steps < 2:
         raise UserError(f"steps={steps}: an interpolation needs at least its two endpoints (steps>=2).")
-    from celebgan.gan.images import generate, save_png, to_grid
-
-    z = interpolation_latents(gan.generator.nz, rows, steps, seed)
-    return {"out": save_png(to_grid(generate(gan, z, batch_size), steps), out)}
+    z = interpolation_latents(gan.generator.nz, rows, steps, seed, truncation)
+    labels = conditions(gan, rows, seed, fixed)  # one set of attributes per row, kept along it
+    labels = labels.repeat_interleave(steps, dim=0) if labels is not None else None
+    return {"out": save_png(to_grid(generate(gan, z, batch_size, labels=labels), steps), out)}
 
 
 def write_progress(run: Path, out: Path, frame_ms: int) -> dict[str, Any]:
@@ -176,19 +187,45 @@ def real_images(config: dict[str, Any], n: int, seed: int, split: str, data_root
 
 
 def write_comparison(gan: GAN, config: dict[str, Any], out: Path, *, n: int, nrow: int, seed: int, batch_size: int,
-                     split: str, data_root: str | None) -> dict[str, Any]:
+                     split: str, data_root: str | None, fixed: dict[str, float] | None = None,
+                     truncation: float | None = None) -> dict[str, Any]:
     """Real images (left) and generated ones (right), two equal grids with a white band between,
     under a caption that says which is which."""
     import torch
 
-    from celebgan.gan.images import caption, generate, latents, save_png, to_grid
+    from celebgan.gan.images import caption, conditions, generate, latents, save_png, to_grid
 
     real = to_grid(real_images(config, n, seed, split, data_root), nrow)
-    fake = to_grid(generate(gan, latents(n, gan.generator.nz, seed), batch_size), nrow)
+    z = latents(n, gan.generator.nz, seed, truncation)
+    fake = to_grid(generate(gan, z, batch_size, labels=conditions(gan, n, seed, fixed)), nrow)
     band = torch.ones(3, real.shape[1], max(8, gan.img_size // 2))
     side, gap = real.shape[-1], band.shape[-1]
     labels = [(side / 2, f"real ({split})"), (side + gap + side / 2, "generated")]
     return {"out": save_png(caption(torch.cat([real, band, fake], dim=2), labels), out)}
+
+
+def write_toggle(gan: GAN, out: Path, *, rows: list[str], faces: int, seed: int, batch_size: int,
+                 fixed: dict[str, float] | None = None, truncation: float | None = None) -> dict[str, Any]:
+    """One row per attribute of a conditional model: `faces` faces, each without (left) and with
+    (right) the row's attribute, with the same latents and the same other attributes in every row
+    (drawn from the training frequencies, or fixed by attributes=). A strip above each row names its
+    attribute; the strip on top marks each column off or on."""
+    import torch
+
+    from celebgan.gan.images import caption, column_centres, conditions, generate, latents, save_png, to_grid
+
+    z = latents(faces, gan.generator.nz, seed, truncation).repeat_interleave(2, dim=0)  # each face twice
+    base = conditions(gan, faces, seed, fixed).repeat_interleave(2, dim=0)
+    switch = torch.tensor([0.0, 1.0]).repeat(faces)  # off, on, off, on, ...
+    strips = []
+    for name in rows:
+        labels = base.clone()
+        labels[:, gan.attr_names.index(name)] = switch
+        grid = to_grid(generate(gan, z, batch_size, labels=labels), 2 * faces)
+        strips.append(caption(grid, [(grid.shape[-1] / 2, name)]))
+    header = [(x, "on" if on else "off") for x, on in zip(column_centres(2 * faces, gan.img_size), switch.tolist())]
+    strips.insert(0, caption(torch.ones(3, 0, strips[0].shape[-1]), header))
+    return {"out": save_png(torch.cat(strips, dim=1), out), "rows": rows}
 
 
 def default_out(mode: str, out_dir: str, attribute: str) -> Path:
@@ -213,7 +250,7 @@ def check_counts(counts: dict[str, Any]) -> None:
 PEAK_COPIES = 4.5
 
 
-def held_images(mode: str, n: int, rows: int, steps: int, num_latents: int) -> int:
+def held_images(mode: str, n: int, rows: int, steps: int, num_latents: int, toggle_images: int = 0) -> int:
     """How many (3, S, S) images a mode holds in memory at once; 0 for the modes that do not
     (images streams them batch by batch, progress reads the run's grids)."""
     if mode in ("grid", "compare"):
@@ -222,6 +259,8 @@ def held_images(mode: str, n: int, rows: int, steps: int, num_latents: int) -> i
         return rows * steps
     if mode == "attributes":  # the direction's latents are generated at once, then the grid
         return max(rows * steps, num_latents)
+    if mode == "toggle":
+        return toggle_images
     return 0
 
 
@@ -248,7 +287,8 @@ def check_fits_in_memory(mode: str, count: int, img_size: int) -> None:
     need = PEAK_COPIES * count * 3 * img_size * img_size * 4
     if available is None or need <= available:
         return
-    counts = {"interpolate": "rows * steps", "attributes": "rows * steps or attributes.num_latents"}
+    counts = {"interpolate": "rows * steps", "attributes": "rows * steps or direction.num_latents",
+              "toggle": "toggle.faces or the attributes named"}
     raise UserError(
         f"mode={mode} holds all its {count:,} images of {img_size}px in memory at once: it would need "
         f"about {need / 1e9:,.1f} GB, and this machine has {available / 1e9:,.1f} GB available. Lower "
@@ -256,48 +296,73 @@ def check_fits_in_memory(mode: str, count: int, img_size: int) -> None:
         "them to disk batch by batch.")
 
 
+def toggle_rows(mode: str, names: list[str], fixed: dict[str, float]) -> list[str]:
+    """mode=toggle's rows: the attributes named in attributes=, else every attribute of the model."""
+    if mode != "toggle":
+        return []
+    if not names:
+        raise UserError("mode=toggle switches a conditional model's attributes, and this checkpoint's model is "
+                        "unconditional: train one with data.attributes=[Smiling,Eyeglasses] (or all) and "
+                        "model=projection or model=acgan; mode=attributes finds latent directions instead.")
+    return [name for name in names if name in fixed] or list(names)
+
+
 def sample(cfg: DictConfig) -> dict[str, Any]:
     """The command's work, from its composed config (conf/sample.yaml): run one mode; returns what
     it wrote ({"out": path, ...})."""
+    from celebgan.attributes import write_attribute_edits
+    from celebgan.devices import pick_device
+    from celebgan.gan.images import check_truncation, requested_attributes
+    from celebgan.run.checkpoint import load_gan, run_dir
+
     mode, ckpt, seed, n, nrow, rows, steps, batch_size = (
         cfg.mode, cfg.ckpt, cfg.seed, cfg.n, cfg.nrow, cfg.rows, cfg.steps, cfg.batch_size)
-    attrs, frame_ms, data_root = cfg.attributes, cfg.progress.frame_ms, cfg.data_root
+    direction, frame_ms, data_root, truncation = cfg.direction, cfg.progress.frame_ms, cfg.data_root, cfg.truncation
+    requested = OmegaConf.to_container(cfg.attributes) if OmegaConf.is_config(cfg.attributes) else cfg.attributes
     if mode not in MODES:
         raise UserError(f"mode={mode!r} is not one of {list(MODES)}.")
     check_counts({"n": n, "rows": rows, "steps": steps, "nrow": nrow, "batch_size": batch_size,
-                  "attributes.num_latents": attrs.num_latents})
-    out = Path(cfg.out) if cfg.out is not None else default_out(mode, cfg.out_dir, attrs.attribute)
+                  "direction.num_latents": direction.num_latents, "toggle.faces": cfg.toggle.faces})
+    check_truncation(truncation)
+    out = Path(cfg.out) if cfg.out is not None else default_out(mode, cfg.out_dir, direction.attribute)
     if mode == "progress" and cfg.progress.run is not None:
         result = write_progress(Path(cfg.progress.run), out, frame_ms)
         log.info("Wrote %s", result["out"])
         return result
     if ckpt is None:
         raise UserError(f"mode={mode} needs a checkpoint: ckpt=RUN_DIR/checkpoints/last.ckpt.")
-    from celebgan.attributes import write_attribute_edits
-    from celebgan.devices import pick_device
-    from celebgan.run.checkpoint import load_gan, run_dir
-
     gan, config = load_gan(ckpt, img_size=cfg.img_size)
-    check_fits_in_memory(mode, held_images(mode, n, rows, steps, attrs.num_latents), gan.img_size)
+    fixed = requested_attributes(requested, gan.attr_names)
+    toggled = toggle_rows(mode, gan.attr_names, fixed)
+    if mode == "attributes" and gan.attr_names:
+        raise UserError("mode=attributes finds latent directions of an unconditional model; this one is "
+                        f"conditional on {gan.attr_names}: ask for them with attributes='{{NAME: 1}}', or "
+                        "see each switched off and on with mode=toggle.")
+    check_fits_in_memory(mode, held_images(mode, n, rows, steps, direction.num_latents,
+                                           2 * cfg.toggle.faces * len(toggled)), gan.img_size)
     gan.to(pick_device(cfg.device))
+    generating = {"seed": seed, "batch_size": batch_size, "fixed": fixed, "truncation": truncation}
     if mode == "grid":
-        result = write_grid(gan, out, n=n, nrow=nrow, seed=seed, batch_size=batch_size)
+        result = write_grid(gan, out, n=n, nrow=nrow, **generating)
     elif mode == "images":
-        result = write_images(gan, out, n=n, seed=seed, batch_size=batch_size)
+        result = write_images(gan, out, n=n, **generating)
     elif mode == "interpolate":
-        result = write_interpolation(gan, out, rows=rows, steps=steps, seed=seed, batch_size=batch_size)
+        result = write_interpolation(gan, out, rows=rows, steps=steps, **generating)
     elif mode == "progress":
         # A checkpoint kept outside a run folder: look next to it (and say so when nothing is there).
         run = run_dir(ckpt) or Path(ckpt).expanduser().resolve().parent
         result = write_progress(run, out, frame_ms)
     elif mode == "compare":
-        result = write_comparison(gan, config, out, n=n, nrow=nrow, seed=seed, batch_size=batch_size,
-                                  split=cfg.compare.split, data_root=data_root)
+        result = write_comparison(gan, config, out, n=n, nrow=nrow, split=cfg.compare.split, data_root=data_root,
+                                  **generating)
+    elif mode == "toggle":
+        result = write_toggle(gan, out, rows=toggled, faces=cfg.toggle.faces, **generating)
     else:
         result = write_attribute_edits(
-            gan, config, out, attribute=attrs.attribute, strength=attrs.strength, num_latents=attrs.num_latents,
-            cache_dir=attrs.cache_dir, classifier=OmegaConf.to_container(attrs.classifier),
-            data_root=data_root, rows=rows, steps=steps, seed=seed, batch_size=batch_size)
+            gan, config, out, attribute=direction.attribute, strength=direction.strength,
+            num_latents=direction.num_latents, cache_dir=direction.cache_dir,
+            classifier=OmegaConf.to_container(direction.classifier), data_root=data_root, rows=rows, steps=steps,
+            seed=seed, batch_size=batch_size, truncation=truncation)
     log.info("Wrote %s", result["out"])
     return result
 

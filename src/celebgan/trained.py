@@ -3,7 +3,9 @@
     G = celebgan.load_generator("outputs/runs/RUN/checkpoints/last.ckpt")
     images = G.sample(16, seed=0)           # (16, 3, S, S) in [0, 1]
     faces = G.sample(4, seed=0, pil=True)   # four PIL images
+    smiles = G.sample(8, seed=0, attributes={"Smiling": 1}, truncation=0.7)  # a conditional model's
 """
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ from torchvision.transforms.functional import to_pil_image
 
 from celebgan.run.checkpoint import load_gan
 from celebgan.devices import pick_device
-from celebgan.gan.images import latents
+from celebgan.gan.images import draw_conditions, latents, requested_attributes, truncate
 
 
 class TrainedGenerator:
@@ -43,19 +45,20 @@ class TrainedGenerator:
     def img_size(self) -> int:
         return self.network.img_size
 
-    def latents(self, n: int, seed: int | None = None) -> torch.Tensor:
-        """(n, nz, 1, 1) latents; a seed gives the same ones on every machine and device."""
+    def latents(self, n: int, seed: int | None = None, truncation: float | None = None) -> torch.Tensor:
+        """(n, nz, 1, 1) latents; a seed gives the same ones on every machine and device.
+        truncation: each coordinate from a normal truncated to +-truncation (BigGAN's trick); None: off."""
         if seed is None:
-            return torch.randn(n, self.nz, 1, 1)
-        return latents(n, self.nz, seed)
+            return truncate(torch.randn(n, self.nz, 1, 1), truncation)
+        return latents(n, self.nz, seed, truncation)
 
-    def labels(self, n: int, seed: int | None = None) -> torch.Tensor | None:
-        """(n, A) float labels in {0, 1}, each attribute drawn with its training share (a seed gives
-        the same ones on every machine); None for an unconditional generator."""
-        if not self.attr_names:
-            return None
-        generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        return torch.bernoulli(self.attr_frequencies.expand(n, -1), generator=generator)
+    def labels(self, n: int, seed: int | None = None,
+               attributes: Mapping[str, int] | None = None) -> torch.Tensor | None:
+        """(n, A) float labels in {0, 1}: those named in `attributes` ({"Smiling": 1}) as given, the
+        others drawn with their training shares (a seed gives the same ones on every machine); None
+        for an unconditional generator. A name the generator lacks is a UserError listing its own."""
+        fixed = requested_attributes(attributes, self.attr_names)
+        return draw_conditions(self.attr_names, self.attr_frequencies, n, seed, fixed)
 
     @torch.no_grad()
     def __call__(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -67,13 +70,15 @@ class TrainedGenerator:
         labels = labels.float().to(self.device) if labels is not None else None
         return ((self.network(z, labels).float() + 1) / 2).clamp_(0, 1)
 
-    def sample(self, n: int, *, seed: int | None = None, batch_size: int = 256,
-               pil: bool = False) -> torch.Tensor | list[Image.Image]:
+    def sample(self, n: int, *, seed: int | None = None, batch_size: int = 256, pil: bool = False,
+               attributes: Mapping[str, int] | None = None,
+               truncation: float | None = None) -> torch.Tensor | list[Image.Image]:
         """n images: a (n, 3, S, S) CPU tensor in [0, 1], or n PIL images with pil=True.
         The same seed gives the same images; seed=None draws new latents each call. A conditional
-        generator's labels are drawn from the attributes' training shares, with the same seed."""
-        z = self.latents(n, seed)
-        labels = self.labels(n, seed)
+        generator's labels are those in `attributes` ({"Smiling": 1}), the others drawn from their
+        training shares with the same seed. truncation: see latents."""
+        labels = self.labels(n, seed, attributes)  # a bad name fails before anything is drawn
+        z = self.latents(n, seed, truncation)
         chunks = zip(z.split(batch_size), labels.split(batch_size) if labels is not None else [None] * len(z))
         images = torch.cat([self(zs, ls).cpu() for zs, ls in chunks]) if n else \
             torch.empty(0, 3, self.img_size, self.img_size)

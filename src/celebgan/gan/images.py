@@ -1,7 +1,9 @@
 """Latents, generated images, their captions and image files: what the commands that look at a
 generator share (sample.py, attributes.py, the progress grids of training)."""
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+
+import math
 
 import torch
 from PIL import Image, ImageDraw, ImageFont
@@ -9,16 +11,43 @@ from torchvision.transforms.functional import to_tensor
 from torchvision.utils import make_grid, save_image
 from tqdm import tqdm
 
+from celebgan.errors import UserError
 from celebgan.io import atomic_write
 from celebgan.gan.module import GAN
 
 
-def latents(n: int, nz: int, seed: int) -> torch.Tensor:
-    """(n, nz, 1, 1) standard normal latents, the same for a seed on every machine (drawn on the CPU)."""
-    return torch.randn(n, nz, 1, 1, generator=torch.Generator().manual_seed(seed))
+def check_truncation(truncation: float | None, key: str = "truncation") -> None:
+    """None (off) or a threshold > 0, in words a user can act on."""
+    ok = truncation is None or (isinstance(truncation, (int, float)) and not isinstance(truncation, bool)
+                                and math.isfinite(truncation) and truncation > 0)
+    if not ok:
+        raise UserError(f"{key}={truncation!r} must be a number > 0 (the truncated normal's threshold: 0.5 "
+                        f"gives typical faces, 2 nearly the untruncated spread) or null for no truncation.")
 
 
-def latent_batches(n: int, nz: int, seed: int, batch_size: int) -> Iterator[torch.Tensor]:
+def truncate(z: torch.Tensor, threshold: float | None) -> torch.Tensor:
+    """The truncation trick of BigGAN (Brock et al. 2019) for a generator without a mapping network:
+    latents from N(0, 1) truncated to [-threshold, threshold] in every coordinate. Each normal draw is
+    moved to the same quantile of the truncated normal (inverse CDF) rather than redrawn: the same
+    distribution as BigGAN's resampling, while a seed keeps its faces (only pulled towards the
+    typical one) and latents truncated a batch at a time equal those truncated at once."""
+    if threshold is None:
+        return z
+    check_truncation(threshold)
+    x = z.double()
+    low = torch.special.ndtr(torch.tensor(-float(threshold), dtype=torch.float64))
+    u = low + torch.special.ndtr(x) * (1 - 2 * low)  # the draw's quantile, within the kept interval
+    return torch.special.ndtri(u).clamp_(-threshold, threshold).to(z.dtype)
+
+
+def latents(n: int, nz: int, seed: int, truncation: float | None = None) -> torch.Tensor:
+    """(n, nz, 1, 1) standard normal latents, the same for a seed on every machine (drawn on the CPU);
+    truncation: the truncated normal's threshold (truncate), None for none."""
+    return truncate(torch.randn(n, nz, 1, 1, generator=torch.Generator().manual_seed(seed)), truncation)
+
+
+def latent_batches(n: int, nz: int, seed: int, batch_size: int,
+                   truncation: float | None = None) -> Iterator[torch.Tensor]:
     """latents(n, nz, seed) as consecutive (<= batch_size, nz, 1, 1) batches, holding a few batches
     at most whatever n is.
 
@@ -34,15 +63,59 @@ def latent_batches(n: int, nz: int, seed: int, batch_size: int) -> Iterator[torc
             pending = torch.cat([pending, torch.randn(k, nz, 1, 1, generator=generator)])
             left -= k
             continue
-        yield pending[:batch_size]
+        yield truncate(pending[:batch_size], truncation)
         pending = pending[batch_size:]
 
 
+def requested_attributes(requested: Mapping | None, names: Sequence[str], key: str = "attributes") -> dict[str, float]:
+    """{name: 0.0 or 1.0} from a user's {name: 0|1|true|false}, checked against the model's attributes
+    (an unconditional model has none). None or {} asks for nothing."""
+    if requested is None or (isinstance(requested, Mapping) and not requested):
+        return {}
+    if not names:
+        raise UserError(f"{key}= needs a conditional model, and this checkpoint's is unconditional: train one "
+                        "with data.attributes=[Smiling,Eyeglasses] (or all) and model=projection or model=acgan.")
+    if not isinstance(requested, Mapping):
+        raise UserError(f"{key}={requested!r} must be a mapping of attribute names to 0 or 1, e.g. "
+                        f"{key}='{{{names[0]}: 1}}'.")
+    unknown = [name for name in requested if name not in names]
+    if unknown:
+        raise UserError(f"{key}: {', '.join(map(str, unknown))} not among this model's attributes: {list(names)}.")
+    bad = {name: value for name, value in requested.items() if value not in (0, 1)}  # True == 1, False == 0
+    if bad:
+        raise UserError(f"{key}: {bad} must be 0 or 1 (without or with the attribute).")
+    return {name: float(value) for name, value in requested.items()}
+
+
+def draw_conditions(names: Sequence[str], freqs: torch.Tensor, n: int, seed: int | None,
+                    fixed: Mapping[str, float] | None = None) -> torch.Tensor | None:
+    """(n, A) float 0/1 attributes for n faces of a conditional model, None for an unconditional one
+    (no names): each attribute drawn from its training frequency `freqs` (A,) by a generator of the
+    seed's own (the latents' is another: a seed's latents are the same with or without attributes;
+    seed=None: the global RNG), then the `fixed` ones set."""
+    if not names:
+        return None
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    labels = torch.bernoulli(freqs.float().cpu().expand(n, len(names)), generator=generator)
+    for name, value in (fixed or {}).items():
+        labels[:, list(names).index(name)] = value
+    return labels
+
+
+def conditions(gan: GAN, n: int, seed: int, fixed: Mapping[str, float] | None = None) -> torch.Tensor | None:
+    """draw_conditions for a GAN's attributes (None for an unconditional GAN)."""
+    return draw_conditions(gan.attr_names, gan.attr_frequencies, n, seed, fixed)
+
+
 @torch.no_grad()
-def generate(gan: GAN, z: torch.Tensor, batch_size: int = 256, progress: bool = False) -> torch.Tensor:
-    """(N, nz, 1, 1) latents -> (N, 3, S, S) CPU images in [-1, 1], batch by batch."""
+def generate(gan: GAN, z: torch.Tensor, batch_size: int = 256, progress: bool = False,
+             labels: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, nz, 1, 1) latents [and (N, A) attributes of a conditional model] -> (N, 3, S, S) CPU images
+    in [-1, 1], batch by batch."""
     chunks = z.split(batch_size)
-    return torch.cat([gan.sample(c).cpu() for c in tqdm(chunks, desc="generating", disable=not progress)])
+    conds = labels.split(batch_size) if labels is not None else [None] * len(chunks)
+    return torch.cat([gan.sample(c, y).cpu()
+                      for c, y in tqdm(zip(chunks, conds), total=len(chunks), desc="generating", disable=not progress)])
 
 
 def to_grid(images: torch.Tensor, nrow: int) -> torch.Tensor:

@@ -184,11 +184,14 @@ def generator_features(gan: LightningModule, extractor: nn.Module, n: int, *, ba
                        seed: int = 0, what: str = "generated features") -> torch.Tensor:
     """(n, F) features of n images from `gan.sample` (the EMA generator in eval mode).
 
-    The latents come from their own seeded generator: the same images at every evaluation, and the
-    training RNG is left alone.
+    The latents (and a conditional GAN's attributes, drawn from their training frequencies) come
+    from their own seeded generators: the same images at every evaluation, and the training RNG is
+    left alone.
     """
-    rng = torch.Generator().manual_seed(seed)
+    rng, label_rng = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
     sizes = [min(batch_size, n - i) for i in range(0, n, batch_size)]
     latents = (torch.randn(s, gan.generator.nz, 1, 1, generator=rng) for s in sizes)
-    feats = [extractor(gan.sample(z)).float().cpu() for z in _progress(latents, n, what)]
+    conditional = getattr(gan, "conditional", False)
+    feats = [extractor(gan.sample(z, gan.draw_labels(len(z), label_rng) if conditional else None)).float().cpu()
+             for z in _progress(latents, n, what)]
     return torch.cat(feats) if feats else torch.empty(0, getattr(extractor, "num_features", 0))

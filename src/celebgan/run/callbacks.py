@@ -90,11 +90,16 @@ class QualityMetrics(Callback):
     every_n_epochs=0 turns it off, and then nothing is loaded.
 
     feature_extractor: a factory (Hydra partial) of the extractor, called only when on.
+    obedience: for a conditional model, a factory (Hydra partial) of the judge of its obedience
+        (celebgan.attributes.Judge: judge.prepare(names, device) loads or trains the attribute
+        classifier, judge(gan) scores the generator), logged as `metrics/obedience_mean` and
+        `metrics/obedience/<attribute>` (balanced accuracies) at each evaluation.
     """
 
     def __init__(self, *, every_n_epochs: int, n_samples: int, n_real: int | None, real_split: str,
                  feature_extractor: Callable[[], nn.Module], cache_dir: str, batch_size: int = 100,
-                 kid_subset_size: int = 1000, kid_subsets: int = 100, seed: int = 0):
+                 kid_subset_size: int = 1000, kid_subsets: int = 100, seed: int = 0,
+                 obedience: Callable[[], Callable] | None = None):
         if every_n_epochs < 0:
             raise UserError(f"metrics.every_n_epochs={every_n_epochs} must be >= 0 (0 turns metrics off).")
         if every_n_epochs and n_samples < 2:
@@ -106,6 +111,7 @@ class QualityMetrics(Callback):
         self.extractor = feature_extractor() if every_n_epochs else None
         self.distances: FeatureDistances | None = None
         self.num_real = 0
+        self.obedience, self.judge = obedience, None
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # Data loaders draw their base seed from the global RNG: measuring must leave the training
@@ -115,6 +121,21 @@ class QualityMetrics(Callback):
                 if trainer.is_global_zero:
                     self._announce_cost(trainer, pl_module)
                 self._load_real(trainer, pl_module)
+                if self.obedience is not None and pl_module.attr_names:
+                    self._load_judge(trainer, pl_module)
+
+    def _load_judge(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """The attribute classifier, trained (and cached) by one rank before the others read it; its
+        ceiling, measured once."""
+        self.judge = self.obedience()
+        if trainer.is_global_zero:
+            self.judge.prepare(pl_module.attr_names, pl_module.device)
+        trainer.strategy.barrier()
+        if not trainer.is_global_zero:
+            self.judge.prepare(pl_module.attr_names, pl_module.device)
+        ceiling = self.judge.ceiling["mean"]
+        log.info("Obedience's ceiling, the attribute classifier's balanced accuracy on held-out real faces: %s",
+                 f"{ceiling:.3f}" if ceiling is not None else "-")
 
     def _announce_cost(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Logs how many images the generator and Inception will see and how long that and the FID/KID
@@ -173,9 +194,18 @@ class QualityMetrics(Callback):
                            on_step=False, on_epoch=True, sync_dist=False)
         log.info("epoch %d: FID %.3f, KID %.5f (%d generated vs %d real images)",
                  trainer.current_epoch + 1, scores["fid"], scores["kid"], self.n_samples, self.num_real)
+        if self.judge is not None:
+            # The same latents and weights on every rank: every rank computes and logs the same values.
+            obeyed = self.judge(pl_module)
+            values = {f"metrics/obedience/{name}": s["balanced"] for name, s in obeyed["per_attribute"].items()}
+            pl_module.log_dict({"metrics/obedience_mean": obeyed["mean"], **values},
+                               on_step=False, on_epoch=True, sync_dist=False)
+            log.info("epoch %d: obedience %.3f (ceiling %s): %s", trainer.current_epoch + 1, obeyed["mean"],
+                     f"{obeyed['ceiling']['mean']:.3f}" if obeyed["ceiling"]["mean"] is not None else "-",
+                     "  ".join(f"{name} {s['balanced']:.2f}" for name, s in obeyed["per_attribute"].items()))
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        self.distances = None
+        self.distances, self.judge = None, None
 
 
 def epochs_to_run(trainer: Trainer) -> int:

@@ -1,0 +1,33 @@
+"""benchmarks/conditional.py's plumbing: a --quick run of both conditional presets."""
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import TESTS_DIR, cli_env
+from PIL import Image
+
+
+@pytest.mark.integration  # a process that trains both conditional presets (tiny): about 20 s on 2 cores
+def test_the_conditional_benchmark_keeps_records_checkpoints_grid_and_its_results_section(tmp_path):
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# Benchmark results\n\n## Other\n\nkept\n")
+    env = cli_env() | {"CELEBGAN_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run(
+        [sys.executable, str(TESTS_DIR.parent / "benchmarks" / "conditional.py"), "--quick", "--write",
+         "--runs-dir", str(tmp_path / "records"), "--out-dir", str(tmp_path / "runs"),
+         "--grid", str(tmp_path / "toggle.png"), "--results", str(results)],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = sorted(p.name.split("_seed")[0] for p in (tmp_path / "records").glob("*.json"))
+    assert records == ["acgan", "projection"]
+    for preset in records:  # the checkpoint stays, so obedience can be measured again
+        assert (tmp_path / "runs" / f"{preset}_seed0" / "checkpoints" / "last.ckpt").is_file()
+    assert Image.open(tmp_path / "toggle.png").size[0] == 2 + 8 * 18  # 4 faces, each off and on, at 16px
+    text = results.read_text()
+    assert "## Other\n\nkept" in text and "## Attribute-conditional generation" in text
+    for line in ["| judge on held-out real faces (the ceiling) |", "| Smiling |", "| Blond_Hair, no Smiling |"]:
+        assert line in text, line
+    record = json.loads(next((tmp_path / "records").glob("projection_*.json")).read_text())
+    assert list(record["obedience"]["per_attribute"]) == list(record["ceiling"]["per_attribute"])
+    assert len(record["obedience"]["per_attribute"]) == 8 and len(record["per_condition"]) == 3

@@ -1,0 +1,158 @@
+"""Faces on request: sampling a conditional model with attributes (command and API), the toggle grid,
+truncation in the commands, and obedience in celebgan.evaluate and during training."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import RANDOM_METRICS, TINY, train_under_hydra
+from events import scalars
+from test_evaluate import eval_cfg
+from test_sample import pixels, sample_cfg
+
+import celebgan
+from celebgan.errors import UserError
+from celebgan.evaluate import evaluate
+from celebgan.gan.images import conditions, latents
+from celebgan.run.checkpoint import load_gan
+from celebgan.sample import sample
+
+NAMES = ["Smiling", "Eyeglasses"]
+CONDITIONAL = [*TINY, "model=projection", f"data.attributes=[{','.join(NAMES)}]"]
+# A judge that trains in a second or two: enough for the plumbing, not for a verdict.
+JUDGE = {"max_train": 256, "max_eval": 64, "epochs": 1, "batch_size": 64, "lr": 2e-3, "width": 8}
+
+
+@pytest.fixture(scope="module")
+def cond_ckpt(tmp_path_factory) -> Path:
+    torch.set_num_threads(1)
+    run = tmp_path_factory.mktemp("conditional") / "run"
+    train_under_hydra(CONDITIONAL, run)
+    return run / "checkpoints" / "last.ckpt"
+
+
+def test_asked_attributes_are_set_and_the_others_drawn_from_the_training_frequencies(cond_ckpt):
+    gan, _ = load_gan(cond_ckpt)
+    assert gan.attr_names == NAMES
+    labels = conditions(gan, 400, seed=0, fixed={"Smiling": 1.0})
+    assert (labels[:, 0] == 1).all()
+    share = labels[:, 1].mean().item()  # Eyeglasses, drawn
+    assert abs(share - gan.attr_frequencies[1].item()) < 0.08 and 0 < share < 1
+    assert torch.equal(conditions(gan, 400, seed=0), conditions(gan, 400, seed=0))
+
+
+def test_grid_with_attributes_follows_them_and_matches_the_python_api(cond_ckpt, tmp_path):
+    def grid(name: str, *overrides: str) -> np.ndarray:
+        return pixels(sample(sample_cfg(cond_ckpt, tmp_path / name, "n=8", "nrow=4", "seed=2", *overrides))["out"])
+
+    smiling = grid("s.png", "attributes={Smiling: 1, Eyeglasses: 0}")
+    assert np.array_equal(smiling, grid("s2.png", "attributes={Smiling: 1, Eyeglasses: 0}"))
+    assert not np.array_equal(smiling, grid("n.png", "attributes={Smiling: 0, Eyeglasses: 0}"))
+    # The command and the API draw the same faces for a seed and attributes.
+    G = celebgan.load_generator(cond_ckpt, device="cpu")
+    assert G.attr_names == NAMES
+    api = G.sample(8, seed=2, attributes={"Smiling": 1, "Eyeglasses": 0})
+    tile = smiling[2:18, 2:18].astype(int)
+    assert np.abs(tile - (api[0].permute(1, 2, 0).numpy() * 255).round()).max() <= 1
+    assert not torch.equal(api, G.sample(8, seed=2, attributes={"Smiling": 0, "Eyeglasses": 0}))
+
+
+def test_an_attribute_the_model_lacks_is_one_error_listing_its_attributes(cond_ckpt, tmp_path):
+    with pytest.raises(UserError, match="Male.*Smiling.*Eyeglasses"):
+        sample(sample_cfg(cond_ckpt, tmp_path / "a.png", "attributes={Male: 1}"))
+    with pytest.raises(UserError, match="0 or 1"):
+        sample(sample_cfg(cond_ckpt, tmp_path / "a.png", "attributes={Smiling: 2}"))
+    G = celebgan.load_generator(cond_ckpt, device="cpu")
+    with pytest.raises(UserError, match="Male"):
+        G.sample(2, seed=0, attributes={"Male": 1})
+    assert not (tmp_path / "a.png").exists()
+
+
+def test_attributes_or_toggle_on_an_unconditional_checkpoint_is_one_clear_error(trained_run, tmp_path):
+    for overrides in (["attributes={Smiling: 1}"], ["mode=toggle"]):
+        with pytest.raises(UserError, match="unconditional"):
+            sample(sample_cfg(trained_run.ckpt, tmp_path / "a.png", *overrides))
+    G = celebgan.load_generator(trained_run.ckpt, device="cpu")
+    with pytest.raises(UserError, match="unconditional"):
+        G.sample(2, seed=0, attributes={"Smiling": 1})
+    assert torch.equal(G.sample(2, seed=0, attributes={}), G.sample(2, seed=0))  # nothing asked
+
+
+def test_latent_directions_of_a_conditional_model_point_to_toggle(cond_ckpt, tmp_path):
+    with pytest.raises(UserError, match="mode=toggle"):
+        sample(sample_cfg(cond_ckpt, tmp_path / "a.png", "mode=attributes"))
+
+
+@pytest.mark.parametrize("named, rows", [([], NAMES), (["Eyeglasses"], ["Eyeglasses"])])
+def test_toggle_has_a_row_per_attribute_each_face_off_then_on(cond_ckpt, tmp_path, named, rows):
+    attrs = [f"attributes={{{', '.join(f'{n}: 1' for n in named)}}}"] if named else []
+    result = sample(sample_cfg(cond_ckpt, tmp_path / "t.png", "mode=toggle", "toggle.faces=3", "seed=1", *attrs))
+    assert result["rows"] == rows
+    img = pixels(result["out"])
+    width = 2 + 6 * 18  # 3 faces, each off and on, 16px with 2px gaps
+    assert img.shape[1] == width
+    # Under the header, each row: a caption strip, then a grid row of 16px faces (2px gaps: 20px tall).
+    assert img.shape[0] > len(rows) * 20 + (len(rows) + 1) * 10
+    # Each row: the same face off and on differs (the model reads the attribute).
+    bottom = img[-18:]
+    for face in range(3):
+        off = bottom[2:18, 2 + 36 * face:18 + 36 * face].astype(int)
+        on = bottom[2:18, 20 + 36 * face:36 + 36 * face].astype(int)
+        assert np.abs(off - on).max() > 0, face
+
+
+def test_truncation_changes_the_faces_and_a_bad_value_is_one_clear_error(cond_ckpt, tmp_path):
+    plain = pixels(sample(sample_cfg(cond_ckpt, tmp_path / "p.png", "n=4", "nrow=4"))["out"])
+    trunc = pixels(sample(sample_cfg(cond_ckpt, tmp_path / "t.png", "n=4", "nrow=4", "truncation=0.5"))["out"])
+    assert not np.array_equal(plain, trunc)
+    with pytest.raises(UserError, match="truncation"):
+        sample(sample_cfg(cond_ckpt, tmp_path / "b.png", "truncation=-1"))
+    G = celebgan.load_generator(cond_ckpt, device="cpu")
+    z = latents(4, G.nz, 0, truncation=0.5)
+    assert z.abs().max() <= 0.5
+    assert torch.allclose(G.sample(4, seed=0, truncation=0.5), G(z, G.labels(4, seed=0)))
+    with pytest.raises(UserError, match="truncation"):
+        G.sample(2, seed=0, truncation=0)
+
+
+def test_evaluate_reports_obedience_beside_its_ceiling(cond_ckpt, tmp_path, capsys):
+    judge = [f"obedience.classifier.{k}={v}" for k, v in JUDGE.items()]
+    cfg = eval_cfg(f"ckpt={cond_ckpt}", "n_samples=20", "n_real=20", "pr_samples=10", "real_split=test",
+                   f"metrics.cache_dir={tmp_path / 'cache'}", "metrics.batch_size=10",
+                   "obedience.n=16", "obedience.n_ceiling=64", f"output={tmp_path / 'e.json'}", *judge)
+    results = evaluate(cfg)
+    obeyed = results["obedience"]
+    # The faces' attributes are seeded too: the same numbers at every call.
+    again = evaluate(cfg)
+    assert again["metrics"]["fid"] == pytest.approx(results["metrics"]["fid"], rel=1e-6)
+    assert again["obedience"] == obeyed
+    assert list(obeyed["per_attribute"]) == NAMES and list(obeyed["ceiling"]["per_attribute"]) == NAMES
+    for s in obeyed["per_attribute"].values():
+        assert s["balanced"] == pytest.approx((s["with"] + s["without"]) / 2)
+        assert s["with"] * 16 == round(s["with"] * 16)  # shares of 16 faces
+    out = capsys.readouterr().out
+    assert "Obedience" in out and "ceiling" in out and "Smiling" in out
+    # An unconditional checkpoint has nothing to obey.
+    assert list(obeyed) and "obedience" not in evaluate(eval_cfg(
+        f"ckpt={cond_ckpt}", "obedience.n=0", "n_samples=20", "n_real=20", "pr_samples=10", "real_split=test",
+        f"metrics.cache_dir={tmp_path / 'cache'}", f"output={tmp_path / 'e2.json'}"))
+    with pytest.raises(UserError, match="obedience.n"):
+        evaluate(eval_cfg(f"ckpt={cond_ckpt}", "obedience.n=-1"))
+
+
+def test_training_logs_obedience_per_epoch_when_metrics_are_on(tmp_path):
+    judge = [f"+metrics.obedience.classifier.{k}={v}" for k, v in JUDGE.items()]
+    run = tmp_path / "run"
+    train_under_hydra([*CONDITIONAL, *RANDOM_METRICS, "trainer.max_epochs=2", "metrics.n_samples=16",
+                       "metrics.n_real=16", "+metrics.obedience._target_=celebgan.attributes.Judge",
+                       "+metrics.obedience._partial_=true", "+metrics.obedience._recursive_=false",
+                       "+metrics.obedience.data_config=${data}", f"+metrics.obedience.cache_dir={tmp_path / 'c'}",
+                       "+metrics.obedience.n=8", "+metrics.obedience.n_ceiling=32", *judge], run)
+    logs = run  # the event files lie in the run folder
+    mean = scalars(logs, "metrics/obedience_mean")
+    assert len(mean) == 2 and all(0 <= e.value <= 1 for e in mean)
+    assert all(len(scalars(logs, f"metrics/obedience/{name}")) == 2 for name in NAMES)
+    # The judge's settings in the stored run config (a _target_ outside model and data) load as before.
+    gan, config = load_gan(run / "checkpoints" / "last.ckpt")
+    assert gan.attr_names == NAMES and config["metrics"]["obedience"]["n"] == 8
+
