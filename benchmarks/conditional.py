@@ -6,7 +6,7 @@ from each seed, and its EMA generator is measured three ways:
 
 - quality: FID/KID of n_eval images (their attributes drawn from the training frequencies) against
   held-out synthetic faces, as benchmarks/quality.py measures every preset, next to the
-  unconditional high_lr row at the same budget (read from quality.py's records, or its published row);
+  unconditional high_lr row at the same budget (read from quality.py's records);
 - obedience: per attribute, the share of faces asked to have it that the attribute classifier (the
   judge, celebgan.attributes, trained once on real faces and cached) labels as having it, the share
   asked not to have it that it labels as not having it, and their mean (balanced accuracy), beside
@@ -48,7 +48,7 @@ from types import SimpleNamespace
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import quality  # noqa: E402  (compose_run, run_key, records and the published high_lr row)
+import quality  # noqa: E402  (compose_run, run_key, the high_lr records)
 from results import write_section  # noqa: E402
 
 from celebgan.attributes import cached_classifier  # noqa: E402
@@ -136,9 +136,9 @@ def main() -> None:
     parser.add_argument("--out-dir", type=Path, help=f"run folders, last.ckpt kept (default: {OUT_DIR})")
     parser.add_argument("--grid", type=Path, help=f"the toggle grid's PNG (default: {GRID})")
     args = parser.parse_args()
-    unknown = sorted(set(args.presets) - set(quality.ALL_VARIANTS))
+    unknown = sorted(set(args.presets) - set(quality.CONDITIONAL))
     if unknown:
-        parser.error(f"unknown presets {unknown}: choose from conf/model/ {quality.ALL_VARIANTS}")
+        parser.error(f"unknown presets {unknown}: the conditional ones are {quality.CONDITIONAL}")
     classifier = CLASSIFIER
     if args.quick:  # never the committed records, the docs' picture or RESULTS.md unless named
         quick = ROOT / "outputs" / "conditional_quick"
@@ -270,7 +270,7 @@ def main() -> None:
 
 
 def unconditional_row(args, n: int, extractor_name: str, out_dir: Path) -> dict | None:
-    """high_lr at the same budget: its quality.py records, else its published row in RESULTS.md."""
+    """high_lr at the same budget, from its quality.py records (None without them)."""
     qargs = quality_args(args, list(args.override))
     found = []
     for seed in range(args.seeds):
@@ -281,10 +281,7 @@ def unconditional_row(args, n: int, extractor_name: str, out_dir: Path) -> dict 
     if found:
         return quality.summarise(UNCONDITIONAL, f"{statistics.mean(r['minutes'] for r in found):.1f}", found) | \
             {"source": f"{len(found)} record(s) in benchmarks/quality_runs/"}
-    published = quality.previous_rows(args.results).get(UNCONDITIONAL)
-    if published and not args.quick:
-        return published | {"source": f"RESULTS.md's sample-quality table of {published['since']}"}
-    return None
+    return None  # every row from records: `python benchmarks/quality.py --variants high_lr` makes them
 
 
 def shown(path: Path) -> str:
