@@ -314,3 +314,15 @@ def run_commands(cases: list[tuple[str, list[str]]], cwd: Path, pythonpath: Path
     finally:
         for name in ("cases.json", "results.json"):
             (work / name).unlink(missing_ok=True)
+
+
+CONDITIONAL = [*TINY, "model=projection", "data.attributes=[Smiling,Eyeglasses]"]
+
+
+@pytest.fixture(scope="session")
+def conditional_ckpt(tmp_path_factory) -> Path:
+    """last.ckpt of a tiny projection run on two attributes (Smiling, Eyeglasses), shared by the session."""
+    torch.set_num_threads(1)
+    run = tmp_path_factory.mktemp("conditional") / "run"
+    train_under_hydra(CONDITIONAL, run)
+    return run / "checkpoints" / "last.ckpt"

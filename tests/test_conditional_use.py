@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import RANDOM_METRICS, TINY, train_under_hydra
+from conftest import CONDITIONAL, RANDOM_METRICS, train_under_hydra
 from events import scalars
 from test_evaluate import eval_cfg
 from test_sample import pixels, sample_cfg
@@ -17,18 +17,14 @@ from celebgan.gan.images import conditions, latents
 from celebgan.run.checkpoint import load_gan
 from celebgan.sample import sample
 
-NAMES = ["Smiling", "Eyeglasses"]
-CONDITIONAL = [*TINY, "model=projection", f"data.attributes=[{','.join(NAMES)}]"]
+NAMES = ["Smiling", "Eyeglasses"]  # conftest.CONDITIONAL's
 # A judge that trains in a second or two: enough for the plumbing, not for a verdict.
 JUDGE = {"max_train": 256, "max_eval": 64, "epochs": 1, "batch_size": 64, "lr": 2e-3, "width": 8}
 
 
-@pytest.fixture(scope="module")
-def cond_ckpt(tmp_path_factory) -> Path:
-    torch.set_num_threads(1)
-    run = tmp_path_factory.mktemp("conditional") / "run"
-    train_under_hydra(CONDITIONAL, run)
-    return run / "checkpoints" / "last.ckpt"
+@pytest.fixture
+def cond_ckpt(conditional_ckpt) -> Path:
+    return conditional_ckpt
 
 
 def test_asked_attributes_are_set_and_the_others_drawn_from_the_training_frequencies(cond_ckpt):

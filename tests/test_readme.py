@@ -50,9 +50,13 @@ def command_lines() -> list[str]:
     commands = []
     for block in blocks("bash"):
         for line in block.replace("\\\n", " ").splitlines():
-            for part in " ".join(shlex.split(line, comments=True)).split(" && "):
-                if part.strip():
-                    commands.append(part.strip())
+            words, part = shlex.split(line, comments=True), []
+            for word in [*words, "&&"]:  # a quoted value (attributes='{Smiling: 1}') stays one word
+                if word == "&&":
+                    commands += [shlex.join(part)] if part else []
+                    part = []
+                else:
+                    part.append(word)
     return commands
 
 
@@ -147,15 +151,19 @@ def test_the_first_command_works_from_a_fresh_shell_after_activation(tmp_path):
     assert list(tmp_path.iterdir()) == []  # --cfg job trains nothing and writes nothing
 
 
-def test_the_python_blocks_run(trained_run, monkeypatch, tmp_path):
+def test_the_python_blocks_run(trained_run, conditional_ckpt, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     python = blocks("python")
     assert python
     for block in python:
-        code = block.replace("outputs/runs/RUN/checkpoints/last.ckpt", str(trained_run.ckpt))
+        ckpt = conditional_ckpt if "attributes=" in block else trained_run.ckpt  # a conditional model's block
+        code = block.replace("outputs/runs/RUN/checkpoints/last.ckpt", str(ckpt))
         namespace: dict = {}
         exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102  (the README's own snippet)
-        if "G" in namespace:  # the API block: what its comments promise
+        if "smiles" in namespace:  # the conditional API block
+            assert tuple(namespace["smiles"].shape) == (16, 3, 16, 16)
+            assert namespace["G"].attr_names == ["Smiling", "Eyeglasses"]
+        elif "G" in namespace:  # the API block: what its comments promise
             assert tuple(namespace["images"].shape) == (16, 3, 16, 16) and len(namespace["faces"]) == 4
             assert tuple(namespace["more"].shape) == (8, 3, 16, 16)
 
