@@ -76,7 +76,7 @@ PRESETS = {
 }
 HIGH_LR = PRESETS["high_lr"]
 CONDITIONAL_G = {"generator._target_": "celebgan.gan.networks.ConditionalGenerator",
-                 "generator.embed_dim": 32}
+                 "generator.embed_dim": 32, "generator.embed_std": 0.02}
 PRESETS["projection"] = {**HIGH_LR, **CONDITIONAL_G,
                          "discriminator._target_": "celebgan.gan.networks.ProjectionDiscriminator"}
 PRESETS["acgan"] = {**HIGH_LR, **CONDITIONAL_G, "aux_weight": 1.0,
