@@ -273,7 +273,7 @@ def unconditional_row(args, n: int, extractor_name: str, out_dir: Path) -> dict 
     """high_lr at the same budget, from its quality.py records (None without them)."""
     qargs = quality_args(args, list(args.override))
     found = []
-    for seed in range(args.seeds):
+    for seed in range(max(args.seeds, 3)):  # every seed quality.py measured (its default: 3)
         cfg = quality.compose_run(UNCONDITIONAL, seed, qargs, out_dir)
         record = quality.RUNS_DIR / f"{UNCONDITIONAL}_seed{seed}_{quality.run_key(UNCONDITIONAL, cfg, qargs, n, extractor_name)}.json"
         if record.is_file():
@@ -282,6 +282,18 @@ def unconditional_row(args, n: int, extractor_name: str, out_dir: Path) -> dict 
         return quality.summarise(UNCONDITIONAL, f"{statistics.mean(r['minutes'] for r in found):.1f}", found) | \
             {"source": f"{len(found)} record(s) in benchmarks/quality_runs/"}
     return None  # every row from records: `python benchmarks/quality.py --variants high_lr` makes them
+
+
+def provenance_lines(results: dict[str, list[dict]]) -> list[str]:
+    """Where and with which code the runs were trained, from their records."""
+    where: dict[tuple, list[str]] = {}
+    for preset, rs in results.items():
+        for r in rs:
+            key = (r.get("date"), r.get("commit"), r.get("host"), r.get("cpus"), r.get("cpu_capability"), r.get("gpu"))
+            where.setdefault(key, []).append(f"{preset} seed {r.get('seed')}")
+    return [f"Trained {date} at commit {commit} on {host} ({cpus} CPUs, {cap or 'capability not recorded'}, "
+            f"{gpu or 'no GPU'}): {', '.join(runs)}; train (min) is the wall time under whatever else ran there."
+            for (date, commit, host, cpus, cap, gpu), runs in where.items()]
 
 
 def shown(path: Path) -> str:
@@ -313,7 +325,9 @@ def write_tables(args, results: dict[str, list[dict]], unconditional: dict | Non
         f"{datetime.date.today()}, {platform.node() or 'unknown host'} ({os.cpu_count()} CPUs, "
         f"{platform.processor() or platform.machine()}"
         f"{', ' + torch.cuda.get_device_name() if torch.cuda.is_available() else ', no GPU'}), torch {torch.__version__}, "
-        f"{'QUICK SMOKE RUN, NOT A RESULT, ' if args.quick else ''}{seconds / 60:.0f} min in all.",
+        f"{'QUICK SMOKE RUN, NOT A RESULT, ' if args.quick else ''}"
+        f"{'rebuilt from the records, no training' if args.cached_only else f'{seconds / 60:.0f} min in all'}.",
+        *provenance_lines(results), 
         f"Command: `python benchmarks/conditional.py {' '.join(sys.argv[1:])}`".rstrip(), "",
         f"Each preset trained from seeds 0..{args.seeds - 1} on {num_images} synthetic {args.img_size}px faces "
         f"for {epochs} epochs (batch {batch}: the demo's budget), conditioned on all {len(names) or 'the'} attributes "
