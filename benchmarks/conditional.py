@@ -49,7 +49,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality  # noqa: E402  (compose_run, run_key, the high_lr records)
-from results import write_section  # noqa: E402
 
 from celebgan.attributes import cached_classifier  # noqa: E402
 from celebgan.data.modules import SyntheticDataModule  # noqa: E402
@@ -284,18 +283,6 @@ def unconditional_row(args, n: int, extractor_name: str, out_dir: Path) -> dict 
     return None  # every row from records: `python benchmarks/quality.py --variants high_lr` makes them
 
 
-def provenance_lines(results: dict[str, list[dict]]) -> list[str]:
-    """Where and with which code the runs were trained, from their records."""
-    where: dict[tuple, list[str]] = {}
-    for preset, rs in results.items():
-        for r in rs:
-            key = (r.get("date"), r.get("commit"), r.get("host"), r.get("cpus"), r.get("cpu_capability"), r.get("gpu"))
-            where.setdefault(key, []).append(f"{preset} seed {r.get('seed')}")
-    return [f"Trained {date} at commit {commit} on {host} ({cpus} CPUs, {cap or 'capability not recorded'}, "
-            f"{gpu or 'no GPU'}): {', '.join(runs)}; train (min) is the wall time under whatever else ran there."
-            for (date, commit, host, cpus, cap, gpu), runs in where.items()]
-
-
 def shown(path: Path) -> str:
     path = Path(path).absolute()
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
@@ -327,7 +314,8 @@ def write_tables(args, results: dict[str, list[dict]], unconditional: dict | Non
         f"{', ' + torch.cuda.get_device_name() if torch.cuda.is_available() else ', no GPU'}), torch {torch.__version__}, "
         f"{'QUICK SMOKE RUN, NOT A RESULT, ' if args.quick else ''}"
         f"{'rebuilt from the records, no training' if args.cached_only else f'{seconds / 60:.0f} min in all'}.",
-        *provenance_lines(results), 
+        quality.machines([{"name": p, "made": [quality.made_where(r) | {"seed": r.get("seed")} for r in rs]}
+                          for p, rs in results.items() if rs]), 
         f"Command: `python benchmarks/conditional.py {' '.join(sys.argv[1:])}`".rstrip(), "",
         f"Each preset trained from seeds 0..{args.seeds - 1} on {num_images} synthetic {args.img_size}px faces "
         f"for {epochs} epochs (batch {batch}: the demo's budget), conditioned on all {len(names) or 'the'} attributes "
@@ -383,13 +371,7 @@ def write_tables(args, results: dict[str, list[dict]], unconditional: dict | Non
     if ranked:
         lines += ["", f"Most obedient: **{ranked[0]}**; its seed-0 toggle grid (each attribute off | on for the "
                   f"same faces) is {shown(args.grid)}."]
-    table = "\n".join(lines) + "\n"
-    print(table)
-    if args.quick and not args.write:
-        print("(--quick: RESULTS.md left alone; add --write to write it anyway)")
-        return
-    write_section(args.results, table)
-    print(f"Wrote {args.results}")
+    quality.publish(args, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

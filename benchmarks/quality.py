@@ -365,7 +365,11 @@ def write_table(args, rows, budget, kid_subset: int, extractor_name: str, second
         vanilla = next((r for r in trained if r["name"] == "vanilla"), None)
         if vanilla and best is not vanilla:
             lines += [f"{best['name']} vs vanilla: {vanilla['fid'][0] / best['fid'][0]:.2f}x lower FID.", ""]
-    table = "\n".join(lines)
+    publish(args, "\n".join(lines))
+
+
+def publish(args, table: str) -> None:
+    """Print a benchmark's section and write it into RESULTS.md (a --quick run only with --write)."""
     print(table)
     if args.quick and not args.write:
         print("(--quick: RESULTS.md left alone; add --write to write it anyway)")
