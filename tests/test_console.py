@@ -23,6 +23,7 @@ def test_output_to_a_file_is_one_line_per_epoch_and_a_summary(tmp_path):
     assert "Tip" not in out and "TPU available" not in out
     assert "LeafSpec" not in out and "FLOPs" not in out  # Lightning's deprecation note; rich's summary
     assert "FID/KID are off: this run trains on a CPU" in out  # metrics=auto on a CPU
+    assert "CPU threads: 1, from OMP_NUM_THREADS (set in the environment)" in out  # cli_env's
     log = (run / "train.log").read_text()
     for text in (out, log):
         assert text.count("epoch 1/2  step 4  d_loss ") == 1 and text.count("epoch 2/2  step 8  d_loss ") == 1

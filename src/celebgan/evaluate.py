@@ -188,6 +188,9 @@ def write_results(results: dict, out: Path) -> Path:
 
 @command("evaluate")
 def main(cfg: DictConfig) -> None:
+    from celebgan.devices import use_threads
+
+    use_threads(cfg.threads)
     evaluate(cfg)
 
 

@@ -32,6 +32,9 @@ def prepare_data(cfg: DictConfig) -> Prepared:
 
 @command("prepare")
 def main(cfg: DictConfig) -> None:
+    from celebgan.devices import use_threads
+
+    use_threads(cfg.threads)
     prepare_data(cfg)
 
 

@@ -369,6 +369,9 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
 
 @command("sample")
 def main(cfg: DictConfig) -> None:
+    from celebgan.devices import use_threads
+
+    use_threads(cfg.threads)
     sample(cfg)
 
 

@@ -421,6 +421,12 @@ def sweep_folder_overrides(args: Sequence[str]) -> list[str]:
     return [f"{EXCLUDE_KEYS}=[{','.join(repr(k) for k in keys)}]"]
 
 
+def processes(trainer_cfg: DictConfig) -> int:
+    """How many training processes share this machine's CPUs: DDP's ranks (trainer.devices=N)."""
+    devices = trainer_cfg.get("devices", 1)
+    return devices if isinstance(devices, int) and devices > 1 else 1
+
+
 @command("config")
 def hydra_main(cfg: DictConfig) -> float | None:
     """The command; returns the final optimized_metric, which a sweeper (search=optuna) minimises."""
@@ -431,6 +437,9 @@ def hydra_main(cfg: DictConfig) -> float | None:
     # lock.HydraRunLock took run_dir before Hydra wrote into it (a --multirun job takes it here).
     with removed_if_unused(run_dir, f"{hydra_cfg.job.name}.log"), lock.owned(run_dir):
         lightning_logs_once()  # the first import of Lightning: seconds, which Ctrl-C may cut short
+        from celebgan.devices import use_threads  # torch: once the command runs, not for --help
+
+        use_threads(cfg.threads, processes(cfg.trainer))
         for name in NOISY_LOGGERS:
             logging.getLogger(name).addFilter(LIGHTNING_NOISE)
         metrics = train(cfg)
