@@ -9,6 +9,9 @@ Each row runs in its own process, so its peak memory is its own. Rows, side by s
   scale     epoch time of the prepared loader vs dataset size.
   step      images/s of celebgan's training step (Lightning, EMA, logging) vs a plain PyTorch loop
             with the same DCGAN-64 networks, batch size, synthetic data and precision.
+  threads   images/s of the demo's training step (32px, half widths, batch 32) with 1 thread, all
+            cores, and the count celebgan's threads=auto picks, idle and loaded: loaded = cores + 1
+            busy processes started by the benchmark itself beside the row (a shared machine).
   gpu       (only with CUDA) celebgan at 64px, batch 128, prepared data on the device, bf16, compiled,
             vs the plain loop fed by the JPEG loader; TFLOP/s beside the device's peak; epoch time
             vs dataset size.
@@ -44,9 +47,9 @@ CORES = os.cpu_count() or 1
 PEAK_BF16 = {"H200": 989, "H100 PCIe": 756, "H100": 989, "A100": 312, "L40S": 362, "A10G": 70, "RTX 4090": 165}
 
 SETTINGS = {  # quick: validates the script in a few minutes; full: the figures to report
-    "quick": dict(num_jpegs=768, cpu_batch=16, cpu_warmup=1, cpu_steps=2, scale_sizes=[2_000, 10_000],
+    "quick": dict(threads_seconds=4, num_jpegs=768, cpu_batch=16, cpu_warmup=1, cpu_steps=2, scale_sizes=[2_000, 10_000],
                   gpu_warmup=10, gpu_steps=50, gpu_scale_sizes=[10_000, 50_000]),
-    "full": dict(num_jpegs=4096, cpu_batch=64, cpu_warmup=2, cpu_steps=6, scale_sizes=[10_000, 50_000, 200_000],
+    "full": dict(threads_seconds=20, num_jpegs=4096, cpu_batch=64, cpu_warmup=2, cpu_steps=6, scale_sizes=[10_000, 50_000, 200_000],
                  gpu_warmup=30, gpu_steps=300, gpu_scale_sizes=[10_000, 50_000, 200_000]),
 }
 
@@ -356,6 +359,33 @@ def row_gpu_scale(work: Path, s: dict) -> dict:
     return {"images_per_s": n // 128 * 128 / times[-1], "notes": f"training epoch time {sizes}"}
 
 
+def row_threads(work: Path, s: dict, threads: str) -> dict:
+    """The demo's step as a plain loop (half-width 32px networks, batch 32) for threads_seconds, with
+    1 thread, every core, or what celebgan's threads=auto chooses now (beside this row's load)."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from celebgan.devices import choose_threads
+    from celebgan.gan.networks import Discriminator, Generator
+
+    os.environ.pop("OMP_NUM_THREADS", None)  # auto must measure the load, not read the benchmark's setting
+    count = {"1": 1, "all": CORES}.get(threads) or choose_threads("auto")[0]
+    torch.set_num_threads(count)
+    torch.manual_seed(0)
+    G, D = Generator(img_size=32, ngf=32), Discriminator(img_size=32, ndf=32)
+    g_opt, d_opt = plain_optimizers(G, D)
+    batch = 32
+    data = synthetic_uint8(batch * 8, size=32).float().div(127.5).sub(1)
+    loader = DataLoader(TensorDataset(data), batch_size=batch, shuffle=True, drop_last=True)
+    for (real,) in loader:  # warm-up: one pass
+        plain_step(G, D, g_opt, d_opt, real, DEVICE, False)
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < s["threads_seconds"]:
+        for (real,) in loader:
+            plain_step(G, D, g_opt, d_opt, real, DEVICE, False)
+            done += 1
+    return {"images_per_s": done * batch / (time.perf_counter() - start), "notes": f"{count} thread(s)"}
+
+
 ROWS = {
     "data_jpeg": ("data", "JPEG folder loader", row_data_jpeg),
     "data_prepared": ("data", "prepared loader", row_data_prepared),
@@ -366,6 +396,8 @@ ROWS = {
     "step_celebgan_fp32": ("step", "celebgan fp32", lambda w, s: row_step(w, s, "celebgan", False)),
     "step_plain_bf16": ("step", "plain loop bf16", lambda w, s: row_step(w, s, "plain", True)),
     "step_celebgan_bf16": ("step", "celebgan bf16-mixed", lambda w, s: row_step(w, s, "celebgan", True)),
+    **{f"threads_{load}_{n}": ("threads", f"demo step, {load}, {label}", lambda w, s, n=n: row_threads(w, s, n))
+       for load in ("idle", "loaded") for n, label in (("1", "1 thread"), ("all", "all cores"), ("auto", "threads=auto"))},
 }
 GPU_ROWS = {
     "gpu_plain_jpeg": ("gpu", "plain loop bf16, JPEG-fed", lambda w, s: row_step(w, s, "plain", True, gpu=True)),
@@ -378,6 +410,10 @@ RATIOS = [  # (label, numerator row, denominator row, target)
     ("celebgan bf16-mixed / plain fp32", "step_celebgan_bf16", "step_plain_fp32", 1.5),
     ("celebgan bf16-mixed / plain bf16", "step_celebgan_bf16", "step_plain_bf16", None),
     ("GPU: celebgan / JPEG-fed plain loop", "gpu_celebgan", "gpu_plain_jpeg", 5.0),
+    # threads=auto keeps (nearly) the best fixed count's speed on an idle and on a loaded machine
+    ("threads=auto / all cores, idle", "threads_idle_auto", "threads_idle_all", 0.9),
+    ("threads=auto / 1 thread, loaded", "threads_loaded_auto", "threads_loaded_1", 0.9),
+    ("all cores / 1 thread, loaded", "threads_loaded_all", "threads_loaded_1", None),
 ]
 
 
@@ -388,7 +424,17 @@ RATIOS = [  # (label, numerator row, denominator row, target)
 def run_row(name: str, work: Path, mode: str) -> dict:
     cmd = [sys.executable, __file__, "--row", name, "--work", str(work), "--mode", mode]
     env = {**os.environ, "PYTHONPATH": str(HERE.parent / "src")}
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    # A loaded row runs beside cores + 1 busy processes of the benchmark's own, started first so
+    # that the row's threads=auto sees them.
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(CORES + 1)] \
+        if "_loaded_" in name else []
+    try:
+        time.sleep(1.0 if spinners else 0)
+        result = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
     last = result.stdout.strip().splitlines()[-1:] if result.returncode == 0 else []
     if not last or not last[0].startswith("{"):
         tail = (result.stderr or result.stdout)[-1500:]
@@ -431,8 +477,8 @@ def table(results: dict, flops: float) -> str:
     return "\n".join(lines)
 
 
-def write_results(section: str) -> None:
-    write_section(HERE / "RESULTS.md", f"## throughput\n\n{section}")
+def write_results(section: str, heading: str = "## throughput") -> None:
+    write_section(HERE / "RESULTS.md", f"{heading}\n\n{section}")
 
 
 def main() -> None:
@@ -455,8 +501,9 @@ def main() -> None:
     names = args.rows or [*ROWS, *(GPU_ROWS if CUDA else [])]
     with tempfile.TemporaryDirectory(prefix="celebgan-bench-") as tmp:
         work = Path(args.work or tmp)
-        print(f"Generating {SETTINGS[mode]['num_jpegs']} JPEGs in {work} ...", flush=True)
-        make_jpegs(work / "jpegs", SETTINGS[mode]["num_jpegs"])
+        if any(not name.startswith("threads_") for name in names):
+            print(f"Generating {SETTINGS[mode]['num_jpegs']} JPEGs in {work} ...", flush=True)
+            make_jpegs(work / "jpegs", SETTINGS[mode]["num_jpegs"])
         results = {}
         for name in names:
             print(f"  {name} ...", flush=True)
@@ -467,7 +514,9 @@ def main() -> None:
               f"command: `{command.strip()}`")
     section = header + "\n\n" + table(results, flops)
     print("\n" + section)
-    write_results(section)
+    # The threads rows alone (--rows threads_...) have a section of their own: the full table stays.
+    alone = all(ROWS.get(name, ("",))[0] == "threads" for name in names)
+    write_results(section, "## throughput: threads on a shared machine" if alone else "## throughput")
 
 
 if __name__ == "__main__":
