@@ -33,6 +33,9 @@ def evaluate(cfg: DictConfig) -> dict:
     if OmegaConf.is_missing(cfg, "ckpt") or cfg.ckpt is None:
         raise UserError("celebgan.evaluate needs a checkpoint: ckpt=RUN_DIR/checkpoints/last.ckpt "
                         "(or best.ckpt) of a celebgan.train run.")
+    from celebgan.run.plugins import trust_modules
+
+    trust_modules(cfg.get("trust"))  # the reader's choice, before the checkpoint is read
     m = cfg.metrics
     return evaluate_checkpoint(
         cfg.ckpt, n_samples=cfg.n_samples, n_real=cfg.n_real, real_split=cfg.real_split, pr_samples=cfg.pr_samples,

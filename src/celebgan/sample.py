@@ -314,6 +314,7 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
     from celebgan.devices import pick_device
     from celebgan.gan.images import check_truncation, requested_attributes
     from celebgan.run.checkpoint import load_gan, run_dir
+    from celebgan.run.plugins import trust_modules
 
     mode, ckpt, seed, n, nrow, rows, steps, batch_size = (
         cfg.mode, cfg.ckpt, cfg.seed, cfg.n, cfg.nrow, cfg.rows, cfg.steps, cfg.batch_size)
@@ -331,6 +332,7 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
         return result
     if ckpt is None:
         raise UserError(f"mode={mode} needs a checkpoint: ckpt=RUN_DIR/checkpoints/last.ckpt.")
+    trust_modules(cfg.get("trust"))  # the reader's choice, before the checkpoint is read
     gan, config = load_gan(ckpt, img_size=cfg.img_size)
     fixed = requested_attributes(requested, gan.attr_names)
     toggled = toggle_rows(mode, gan.attr_names, fixed)

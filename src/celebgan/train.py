@@ -270,6 +270,7 @@ def fit(cfg: DictConfig, run_end: ExitStack) -> dict[str, float]:
     from celebgan.run.guards import DivergenceWatch, NonFiniteGuard, check_devices, check_trainer_counts
     from celebgan.gan.module import attribute_kwargs, conditional_config
     from celebgan.run.hparams import SessionEnd, log_hparams
+    from celebgan.run.plugins import trust_modules
 
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
     check_devices(accelerator, cfg.trainer.get("devices", 1), cfg.trainer.get("sync_batchnorm", False))
@@ -282,6 +283,7 @@ def fit(cfg: DictConfig, run_end: ExitStack) -> dict[str, float]:
     check_trainer_counts(cfg.trainer)
     check_precision(cfg.trainer.get("precision"), accelerator)
     check_optimized_metric(cfg)
+    trust_modules(cfg.get("trust"))  # the reader's choice, before a checkpoint is read
     ckpt_path, original_run = resume.resolve(cfg.get("resume"), OmegaConf.to_container(cfg, resolve=True))
     if ckpt_path is not None:
         resume.check_epochs(ckpt_path, cfg.trainer.get("max_epochs"))

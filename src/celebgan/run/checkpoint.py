@@ -23,7 +23,7 @@ from celebgan.data.batches import seeded_subset
 from celebgan.errors import UserError
 from celebgan.io import atomic_write
 from celebgan.gan.module import GAN, attribute_kwargs
-from celebgan.run.trust import UntrustedCheckpoint, check_stored_config, group_targets
+from celebgan.run.trust import UntrustedCheckpoint, check_stored_config, group_targets, is_allowed
 
 CONFIG_KEY = "celebgan_config"
 # Ends the message of a checkpoint that cannot be used: what to pass instead.
@@ -220,9 +220,10 @@ def build_datamodule(config: dict[str, Any], **overrides: Any) -> LightningDataM
     """The data module of a run's config (read from a checkpoint) with some settings replaced (e.g.
     split, flip=False), for reading real images: it never writes a prepared file."""
     data_cfg = {**config["data"], **{k: v for k, v in overrides.items() if v is not None}}
-    if data_cfg.get("_target_") not in group_targets("data"):
+    if not is_allowed(data_cfg.get("_target_"), group_targets("data")):
         raise UserError(f"The run's data config names {data_cfg.get('_target_')!r}, which is not one of "
-                        f"celebgan's data modules ({', '.join(sorted(group_targets('data')))}).")
+                        f"celebgan's data modules ({', '.join(sorted(group_targets('data')))}) or an installed plugin's, "
+                        "nor defined in a module this command trusts (trust=[...], CELEBGAN_TRUST).")
     if data_cfg.get("prepared") is True:
         # prepared=true would decode the data set into a new file under the stored prepared_dir,
         # wherever that points. Sampling and evaluating only read: a matching prepared file is still

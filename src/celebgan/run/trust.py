@@ -15,6 +15,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from celebgan.conf import CONFIG_DIR
 from celebgan.errors import UserError
+from celebgan.run.plugins import defined_in_trusted, plugins
 
 # The config groups whose files compose the sections built from a checkpoint: `model` (with the
 # lr_schedule group, which fills model.lr_scheduler) and `data`.
@@ -45,10 +46,18 @@ def _targets_in(tree: Any) -> Iterator[str]:
 
 @functools.cache
 def group_targets(group: str) -> frozenset[str]:
-    """Every `_target_` in the shipped config files of one config group (conf/GROUP/**.yaml)."""
-    files = sorted((CONFIG_DIR / group).rglob("*.yaml"))
+    """Every `_target_` in the config files of one config group: celebgan's (conf/GROUP/**.yaml) and
+    those of the installed plugins (their conf/GROUP/**.yaml, celebgan.run.plugins)."""
+    folders = [CONFIG_DIR, *(p.conf_dir for p in plugins() if p.conf_dir is not None)]
+    files = sorted(path for folder in folders for path in (folder / group).rglob("*.yaml"))
     trees = (OmegaConf.to_container(OmegaConf.load(path)) for path in files)  # unresolved: as written
     return frozenset(t for tree in trees for t in _targets_in(tree))
+
+
+def is_allowed(target: Any, allowed: frozenset[str]) -> bool:
+    """An exact name from the configs (allowed), or a class or function defined inside a module the
+    reader trusts (an installed plugin's package, trust=[...], CELEBGAN_TRUST)."""
+    return isinstance(target, str) and (target in allowed or defined_in_trusted(target))
 
 
 @functools.cache
@@ -92,8 +101,8 @@ def target_problems(tree: Any, key: str, allowed: frozenset[str]) -> Iterator[tu
     """(dotted key, value, what is wrong) for each `_target_` under `tree` that is not allowed."""
     if isinstance(tree, dict):
         for k, v in tree.items():
-            if k == "_target_" and not (isinstance(v, str) and v in allowed):
-                yield f"{key}._target_", v, "names code that celebgan's configs never build"
+            if k == "_target_" and not is_allowed(v, allowed):
+                yield f"{key}._target_", v, "names code that neither celebgan's configs nor an installed plugin build"
             yield from target_problems(v, f"{key}.{k}", allowed)
     elif isinstance(tree, list):
         for i, v in enumerate(tree):
@@ -118,4 +127,15 @@ def check_stored_config(config: Any, *, key: str, source: str) -> None:
     `source` says where the config came from (ckpt='PATH')."""
     for where, value, problem in config_problems(config, key):
         shown = repr(value) if len(repr(value)) <= 200 else repr(value)[:200] + "..."
-        raise UntrustedCheckpoint(f"{source} holds {where}={shown}, which {problem}. {DO_NOT_TRUST}")
+        raise UntrustedCheckpoint(f"{source} holds {where}={shown}, which {problem}. {how_to_trust(value, where)}")
+
+
+def how_to_trust(value: Any, where: str) -> str:
+    """The end of a refusal: for a foreign `_target_`, how to trust its module, if it is yours."""
+    if not (where.endswith("._target_") and isinstance(value, str) and "." in value):
+        return DO_NOT_TRUST
+    module = value.rsplit(".", 1)[0]
+    return (f"If you wrote this checkpoint with your own code and trust {module!r}, say so when you read it: "
+            f"trust=[{module}] on the command line, or CELEBGAN_TRUST={module} in the environment (or install "
+            "that code as a celebgan plugin: docs/PLUGINS.md). A name is trusted only when it resolves to a "
+            "class or function defined inside the trusted module. Otherwise: " + DO_NOT_TRUST)
