@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,6 +121,9 @@ def pytest_collection_modifyitems(config, items):
 
 
 os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+# Caches that commands keep (rendered synthetic faces, real features) go to one folder per test
+# session, never into the checkout's outputs/; command-line runs inherit it.
+os.environ.setdefault("CELEBGAN_CACHE", str(Path(tempfile.mkdtemp(prefix="celebgan-test-cache-"))))
 
 
 # Subprocess runs through the user's entry point, with tests/ importable (for tests/probe.py) and one

@@ -81,3 +81,35 @@ def test_renderer_version_keys_every_cache_of_synthetic_faces(monkeypatch):
     monkeypatch.setattr(attributes, "RENDERER_VERSION", synthetic.RENDERER_VERSION + 1)
     after = (dm.fingerprint("test", 8), attributes.fingerprint(data_config, {}))
     assert before[0] != after[0] and before[1] != after[1]  # feature cache and classifier cache
+
+
+def test_rendered_faces_are_cached_by_their_fingerprint(tmp_path, monkeypatch, caplog):
+    import logging
+
+    from celebgan.data import modules as data
+    from celebgan.data import synthetic
+    from celebgan.data.modules import SyntheticDataModule
+
+    def build():
+        dm = SyntheticDataModule(num_images=6, img_size=16, batch_size=2, cache_dir=str(tmp_path))
+        with caplog.at_level(logging.INFO, logger="celebgan.data.modules"):
+            caplog.clear()
+            images, attrs = dm.rendered("train", 6)
+        return images, attrs, caplog.text
+
+    first, first_attrs, said = build()
+    assert "rendering 6 images" in said and len(list(tmp_path.glob("synthetic_train_16px_6_*.pt"))) == 1
+    again, again_attrs, said = build()  # a second run, or a resume: read, not rendered
+    assert "from " in said and "rendering" not in said
+    assert torch.equal(first, again) and torch.equal(first_attrs, again_attrs)
+    assert torch.equal(first, render_faces(6, 16, seed=0, split="train")[0])
+    # A new renderer version keys a new file; a damaged file is rendered again, never trusted.
+    monkeypatch.setattr(data, "RENDERER_VERSION", synthetic.RENDERER_VERSION + 1)
+    assert "rendering 6 images" in build()[2] and len(list(tmp_path.glob("synthetic_*.pt"))) == 2
+    for path in tmp_path.glob("synthetic_*.pt"):
+        path.write_bytes(b"not a tensor file")
+    images, _, said = build()
+    assert "ignoring the unreadable cache" in said and torch.equal(images, first)
+    # Without a cache folder nothing is written.
+    SyntheticDataModule(num_images=6, img_size=16, batch_size=2, cache_dir=None).rendered("valid", 6)
+    assert not list(tmp_path.glob("synthetic_valid_*"))

@@ -20,6 +20,7 @@ from celebgan.data.batches import (ArrayFaces, EpochLoader, batch_loader, loader
 from celebgan.data.celeba import check_split, face_transform, find_layout, hash_files, list_images, to_rgb
 from celebgan.devices import has_cuda
 from celebgan.errors import UserError, check_whole
+from celebgan.io import atomic_write
 from celebgan.gan.networks import num_stages
 from celebgan.data.prepared import build, check_prepared, record_path, source_of
 from celebgan.data.synthetic import ATTR_NAMES as SYNTHETIC_ATTR_NAMES
@@ -303,25 +304,53 @@ class CelebADataModule(FaceDataModule):
 class SyntheticDataModule(FaceDataModule):
     data_attr_names = SYNTHETIC_ATTR_NAMES
 
-    def __init__(self, *, num_images: int = 10000, seed: int = 0, split: str = "train", flip: bool = True, **loader):
+    def __init__(self, *, num_images: int = 10000, seed: int = 0, split: str = "train", flip: bool = True,
+                 cache_dir: str | None = None, **loader):
         super().__init__(**loader)
         check_whole("data.num_images", num_images, 1)
         if split not in SPLIT_IDS:
             raise UserError(f"data.split={split!r} is not one of the synthetic faces' splits {list(SPLIT_IDS)}.")
         self.num_images, self.seed, self.split, self.flip = num_images, seed, split, flip
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
         self.chosen_columns(None)  # the names are known: a name the faces lack fails at construction
 
     def build_dataset(self) -> Dataset:
-        # Said before the render, the slow part of a run's start (10,000 faces: 80 s on a loaded 2-core CPU).
-        log.info("Synthetic faces: rendering %d images of %dpx, split %r", self.num_images, self.img_size, self.split)
-        images, attrs = render_faces(self.num_images, self.img_size, seed=self.seed, split=self.split)
+        images, attrs = self.rendered(self.split, self.num_images)
         # (N, 3, S, S) -> (N, S, S, 3): ArrayFaces keeps images channels last, as prepared files do.
         return ArrayFaces(images.permute(0, 2, 3, 1).contiguous(), self.chosen_columns(attrs),
                           gather=not self.on_device)
 
     def eval_dataset(self, split: str, limit: int | None = None) -> Dataset:
-        images, attrs = render_faces(limit or self.num_images, self.img_size, seed=self.seed, split=split)
-        return TensorFaces(images, attrs)
+        return TensorFaces(*self.rendered(split, limit or self.num_images))
+
+    def rendered(self, split: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(n, 3, S, S) uint8 faces and their (n, A) labels: read from cache_dir when a render of the
+        same faces (fingerprint: seed, split, size, count, the renderer's version and code) is there,
+        else rendered (10,000 faces: about 25 s idle, minutes on a loaded 2-core CPU) and kept there."""
+        path = None
+        if self.cache_dir is not None:
+            key = hashlib.sha256(repr(sorted(self.fingerprint(split, n).items())).encode()).hexdigest()[:16]
+            path = self.cache_dir / f"synthetic_{split}_{self.img_size}px_{n}_{key}.pt"
+            try:
+                cached = torch.load(path, map_location="cpu", weights_only=True)
+                images, attrs = cached["images"], cached["attrs"]
+                if images.shape == (n, 3, self.img_size, self.img_size) and images.dtype == torch.uint8:
+                    log.info("Synthetic faces: %d images of %dpx, split %r, from %s", n, self.img_size, split, path)
+                    return images, attrs
+            except FileNotFoundError:
+                pass
+            except Exception as err:  # a damaged cache is rendered again, never trusted
+                log.warning("Synthetic faces: ignoring the unreadable cache %s (%s); rendering again", path, err)
+        # Said before the render, the slow part of a run's start.
+        log.info("Synthetic faces: rendering %d images of %dpx, split %r", n, self.img_size, split)
+        images, attrs = render_faces(n, self.img_size, seed=self.seed, split=split)
+        if path is not None:
+            try:
+                with atomic_write(path) as tmp:
+                    torch.save({"images": images, "attrs": attrs}, tmp)
+            except (UserError, RuntimeError) as err:  # a full disk or a read-only cache: train uncached
+                log.warning("Synthetic faces: could not cache the render (%s)", err)
+        return images, attrs
 
     def fingerprint(self, split: str, limit: int | None = None) -> dict:
         # Image i depends on (seed, split, i) and on the renderer: its declared version, and its

@@ -224,6 +224,8 @@ def build_datamodule(config: dict[str, Any], **overrides: Any) -> LightningDataM
         raise UserError(f"The run's data config names {data_cfg.get('_target_')!r}, which is not one of "
                         f"celebgan's data modules ({', '.join(sorted(group_targets('data')))}) or an installed plugin's, "
                         "nor defined in a module this command trusts (trust=[...], CELEBGAN_TRUST).")
+    if "cache_dir" in data_cfg:  # reading a run's images writes nothing where its stored config points
+        data_cfg["cache_dir"] = None
     if data_cfg.get("prepared") is True:
         # prepared=true would decode the data set into a new file under the stored prepared_dir,
         # wherever that points. Sampling and evaluating only read: a matching prepared file is still
