@@ -31,7 +31,9 @@ def test_evaluate_a_tiny_run_prints_the_protocol_and_writes_json(trained_run, tm
         assert text in out, text
     # Announced before any of the work: what is measured, that it is not the standard protocol, the estimate.
     announced, done = out.split("Protocol\n")
-    for text in ["generated images  40", "real images       30 of split test (features computed now)",
+    # The protocol comes first, before the feature network is built or timed.
+    assert out.index("real images       30 of split test") < out.index("feature network   random-conv-64")
+    for text in ["generated images  40", "real images       30 of split test", "real features     computed now",
                  "random-conv-64", "Not the standard protocol", "n=50000 measures it", "estimate          about ",
                  ": 70 images through the networks at "]:
         assert text in announced, text
@@ -52,7 +54,7 @@ def test_evaluate_a_tiny_run_prints_the_protocol_and_writes_json(trained_run, tm
     again = evaluate(cfg)
     assert again["metrics"]["fid"] == pytest.approx(m["fid"], rel=1e-6)
     out = capsys.readouterr().out
-    assert "(features cached)" in out and ": 40 images through the networks at " in out
+    assert "real features     cached" in out and ": 40 images through the networks at " in out
 
 
 @pytest.mark.parametrize("overrides, n", [(["device=cpu"], 2000), (["device=cuda"], 50_000),

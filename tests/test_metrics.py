@@ -254,3 +254,18 @@ def test_inception_features_agree_with_torchmetrics_own_inception():
     b = theirs(((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8))[0]
     rel = (a - b).norm(dim=1) / b.norm(dim=1)
     assert rel.max() < 1e-3, rel
+
+
+def test_scores_cost_is_extrapolated_from_a_few_kid_subsets(monkeypatch):
+    """The estimate times 1 and 3 KID subsets, not all of them (which would cost what the scores cost)."""
+    from celebgan.metrics import scores
+
+    timed = []
+    real_compute = scores.FeatureDistances.compute
+
+    def counting(self):
+        timed.append(self.kid.subsets)
+        return real_compute(self)
+    monkeypatch.setattr(scores.FeatureDistances, "compute", counting)
+    seconds = scores.scores_seconds(64, kid_subset_size=50, kid_subsets=100)
+    assert timed == [1, 3] and seconds >= 0

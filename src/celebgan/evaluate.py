@@ -70,6 +70,10 @@ def evaluate_checkpoint(ckpt: str, *, n_samples: int, n_real: int | None, real_s
     model, config = load_gan(ckpt)
     datamodule = build_datamodule(config, root=data_root)
     device = pick_device(device)
+    # What is measured, said at once; the estimate follows once the feature network is built and
+    # timed on a few images (seconds), before the measurement itself.
+    announce_protocol(n_samples=n_samples, n_real=n_real, real_split=real_split, kid_subsets=kid_subsets,
+                      kid_subset_size=kid_subset_size)
     extractor = feature_extractor().to(device)
     model.to(device)
 
@@ -141,20 +145,26 @@ def standard(n_samples: int, n_real: int | None, real_split: str) -> bool:
     return (n_samples, n_real, real_split) == tuple(STANDARD.values())
 
 
+def announce_protocol(*, n_samples: int, n_real: int | None, real_split: str, kid_subsets: int,
+                      kid_subset_size: int) -> None:
+    real = "the whole split" if n_real is None else f"{n_real}"
+    print("Evaluating", flush=True)
+    print(f"  generated images  {n_samples} (the EMA generator, seed-fixed latents)")
+    print(f"  real images       {real} of split {real_split}")
+    print(f"  KID subsets       {kid_subsets} x {kid_subset_size} (fewer images per subset if a set is smaller)")
+    if not standard(n_samples, n_real, real_split):
+        print("  Not the standard protocol (50,000 generated vs 50,000 real images of the train split, whose FIDs "
+              "compare with published ones): n=50000 measures it; FIDs of fewer images are biased upwards.")
+    print("  estimate          timing the networks on a few images here ...", flush=True)
+
+
 def announce(model, extractor, *, n_samples: int, n_real: int | None, real_split: str, cached: bool,
              kid_subsets: int, kid_subset_size: int, device: torch.device, batch_size: int) -> None:
     """What is about to be measured and about how long it takes here, before any of it is spent:
     Inception runs at a few images a second on a CPU, where 50,000 + 50,000 images take days."""
     name = getattr(extractor, "name", type(extractor).__name__)
-    real = "the whole split" if n_real is None else f"{n_real}"
-    print("Evaluating", flush=True)
-    print(f"  generated images  {n_samples} (the EMA generator, seed-fixed latents)")
-    print(f"  real images       {real} of split {real_split} ({'features cached' if cached else 'features computed now'})")
-    print(f"  feature network   {name}")
-    print(f"  KID subsets       {kid_subsets} x {kid_subset_size} (fewer images per subset if a set is smaller)")
-    if not standard(n_samples, n_real, real_split):
-        print("  Not the standard protocol (50,000 generated vs 50,000 real images of the train split, whose FIDs "
-              "compare with published ones): n=50000 measures it; FIDs of fewer images are biased upwards.")
+    print(f"  real features     {'cached' if cached else 'computed now'}")
+    print(f"  feature network   {name}", flush=True)
     from celebgan.metrics.features import generated_per_second
     from celebgan.metrics.scores import scores_seconds
     from celebgan.run.callbacks import format_duration
