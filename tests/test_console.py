@@ -3,6 +3,7 @@ redrawn into a file), and a closing summary; Lightning's start-up tips are gone.
 import logging
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -143,3 +144,18 @@ def test_the_tensorboard_hint_works_as_printed_with_or_without_an_activated_envi
     script.unlink()  # none beside the interpreter: through the interpreter itself
     assert tensorboard_command(run) == f"{bin_dir / 'python'} -m tensorboard.main --logdir {run} {flags}"
     assert tensorboard_command(tmp_path / "a b") == f"{bin_dir / 'python'} -m tensorboard.main --logdir '{tmp_path}/a b' {flags}"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("command", ["celebgan.train", "celebgan.evaluate", "celebgan.sample", "celebgan.prepare"])
+def test_each_commands_help_starts_with_its_own_usage(command):
+    result = subprocess.run([sys.executable, "-m", command, "--help"], env=cli_env(), capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"python -m {command} "), lines[:3]
+    assert len(lines) < 80  # usage, examples and settings, not the whole composed config
+    if command != "celebgan.train":  # training's config groups belong to training's help only
+        assert "model: acgan" not in result.stdout and "callbacks:" not in result.stdout
+    else:
+        assert "Examples:" in result.stdout and "model: acgan, diffaugment" in result.stdout
