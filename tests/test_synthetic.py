@@ -99,6 +99,7 @@ def test_rendered_faces_are_cached_by_their_fingerprint(tmp_path, monkeypatch, c
 
     first, first_attrs, said = build()
     assert "rendering 6 images" in said and len(list(tmp_path.glob("synthetic_train_16px_6_*.pt"))) == 1
+    assert "faces/s here: about " in said  # the render's time, measured on its first faces, said first
     again, again_attrs, said = build()  # a second run, or a resume: read, not rendered
     assert "from " in said and "rendering" not in said
     assert torch.equal(first, again) and torch.equal(first_attrs, again_attrs)
@@ -113,3 +114,9 @@ def test_rendered_faces_are_cached_by_their_fingerprint(tmp_path, monkeypatch, c
     # Without a cache folder nothing is written.
     SyntheticDataModule(num_images=6, img_size=16, batch_size=2, cache_dir=None).rendered("valid", 6)
     assert not list(tmp_path.glob("synthetic_valid_*"))
+
+
+def test_a_render_split_in_two_is_the_same_render():
+    whole, whole_attrs = render_faces(8, 16, seed=3, split="valid")
+    tail, tail_attrs = render_faces(5, 16, seed=3, split="valid", start=3)
+    assert torch.equal(whole[3:], tail) and torch.equal(whole_attrs[3:], tail_attrs)

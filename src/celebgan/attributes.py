@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from celebgan.data.batches import loader_workers
 from celebgan.data.modules import dataset_name
-from celebgan.run.callbacks import format_duration
+from celebgan.io import format_duration
 from celebgan.run.checkpoint import real_subset
 from celebgan.errors import UserError
 from celebgan.gan.images import caption, column_centres, conditions, generate, latents, save_png, to_grid

@@ -167,7 +167,7 @@ def announce(model, extractor, *, n_samples: int, n_real: int | None, real_split
     print(f"  feature network   {name}", flush=True)
     from celebgan.metrics.features import generated_per_second
     from celebgan.metrics.scores import scores_seconds
-    from celebgan.run.callbacks import format_duration
+    from celebgan.io import format_duration
 
     rate = generated_per_second(model, extractor, batch_size=min(batch_size, n_samples))
     images = n_samples + (0 if cached or n_real is None else n_real)

@@ -78,3 +78,12 @@ def atomic_write(path: str | os.PathLike, *, hint: str = "") -> Iterator[Path]:
         raise UserError(f"Could not write {path}: {err}.{hint}") from err
     finally:
         _remove(tmp)
+
+
+def format_duration(seconds: float) -> str:
+    """A time as a person reads it in a progress line or an estimate: 42 s, 17 min, 2.5 h."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

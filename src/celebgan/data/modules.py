@@ -6,6 +6,7 @@ and `data=synthetic` needs nothing.
 import hashlib
 import logging
 import multiprocessing
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from celebgan.data.batches import (ArrayFaces, EpochLoader, batch_loader, loader
 from celebgan.data.celeba import check_split, face_transform, find_layout, hash_files, list_images, to_rgb
 from celebgan.devices import has_cuda
 from celebgan.errors import UserError, check_whole
-from celebgan.io import atomic_write
+from celebgan.io import atomic_write, format_duration
 from celebgan.gan.networks import num_stages
 from celebgan.data.prepared import build, check_prepared, record_path, source_of
 from celebgan.data.synthetic import ATTR_NAMES as SYNTHETIC_ATTR_NAMES
@@ -341,9 +342,15 @@ class SyntheticDataModule(FaceDataModule):
                 pass
             except Exception as err:  # a damaged cache is rendered again, never trusted
                 log.warning("Synthetic faces: ignoring the unreadable cache %s (%s); rendering again", path, err)
-        # Said before the render, the slow part of a run's start.
-        log.info("Synthetic faces: rendering %d images of %dpx, split %r", n, self.img_size, split)
-        images, attrs = render_faces(n, self.img_size, seed=self.seed, split=split)
+        # Said before the render, the slow part of a run's start, with its time measured on the first faces.
+        first = min(n, 100)
+        began = time.perf_counter()
+        head = render_faces(first, self.img_size, seed=self.seed, split=split)
+        rate = first / max(time.perf_counter() - began, 1e-9)
+        log.info("Synthetic faces: rendering %d images of %dpx, split %r (%.0f faces/s here: about %s)", n,
+                 self.img_size, split, rate, format_duration(n / rate))
+        rest = render_faces(n - first, self.img_size, seed=self.seed, split=split, start=first)
+        images, attrs = torch.cat([head[0], rest[0]]), torch.cat([head[1], rest[1]])
         if path is not None:
             try:
                 with atomic_write(path) as tmp:

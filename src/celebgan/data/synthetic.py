@@ -387,14 +387,16 @@ def render_face(rng: np.random.Generator, img_size: int) -> tuple[Image.Image, n
     return Image.fromarray(pixels, "RGB"), attrs
 
 
-def render_faces(n: int, img_size: int, *, seed: int = 0, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
-    """(n, 3, S, S) uint8 images and (n, len(ATTR_NAMES)) 0/1 labels of one split."""
+def render_faces(n: int, img_size: int, *, seed: int = 0, split: str = "train",
+                 start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, 3, S, S) uint8 images and (n, len(ATTR_NAMES)) 0/1 labels of one split: faces start
+    .. start + n - 1 (each face depends on its index alone, so a render can be split)."""
     if split not in SPLIT_IDS:  # also a metrics.real_split or sample split of a synthetic run
         raise UserError(f"split {split!r} is not one of the synthetic faces' splits {list(SPLIT_IDS)}.")
     images = np.empty((n, img_size, img_size, 3), dtype=np.uint8)
     attrs = np.empty((n, len(ATTR_NAMES)), dtype=np.int64)
     for i in range(n):
-        rng = np.random.default_rng([seed, SPLIT_IDS[split], i])
+        rng = np.random.default_rng([seed, SPLIT_IDS[split], start + i])
         im, attrs[i] = render_face(rng, img_size)
         images[i] = np.asarray(im)
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(attrs)

@@ -19,7 +19,7 @@ from celebgan.gan.images import caption, save_png, to_grid
 from celebgan.gan.module import GAN
 from celebgan.metrics.feature_cache import RealFeatureCache
 from celebgan.metrics.features import generated_per_second, generator_features
-from celebgan.io import remove_stale_temporaries
+from celebgan.io import format_duration, remove_stale_temporaries
 from celebgan.metrics.scores import FeatureDistances, scores_seconds
 
 log = logging.getLogger(__name__)
@@ -219,14 +219,6 @@ def epochs_to_run(trainer: Trainer) -> int:
         steps = GAN.training_steps(trainer.max_steps, trainer.lightning_module.n_dis)
         max_epochs = min(max_epochs, math.ceil(steps / max(per_epoch, 1)))
     return int(max(max_epochs - trainer.current_epoch, 1)) if max_epochs != math.inf else 1
-
-
-def format_duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def run_steps(trainer: Trainer, n_dis: int) -> int | None:
