@@ -7,16 +7,21 @@ A prepared split is three files in data.prepared_dir (by default DATA_ROOT/prepa
     celeba_{split}_{crop}_{size}.{build}.attrs.npy   (N, A) uint8 0/1 attributes (A may be 0)
 The arrays are written under temporary names and renamed into place before the record, which is
 renamed last: a crash or kill at any moment leaves the previous complete build or none, never a
-record that points at a half-written array. The fingerprint covers the image list with each
+record that points at a half-written array. The images' array is checked against the disk's free
+space and its blocks reserved before any image is decoded into it, so a full disk is one message
+and the temporary goes at once (a memory-mapped write into a sparse file on a full disk is SIGBUS:
+no message, the temporary left). The fingerprint covers the image list with each
 file's size and mtime, the attribute file, crop, size, split and this file's format version, so a
 changed dataset or setting is noticed before training uses the file.
 """
+import errno
 import functools
 import hashlib
 import json
 import logging
 import multiprocessing
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,10 +170,12 @@ def build(source: Source, prepared_dir: str | os.PathLike, *, root: str = "", wo
     n, s = len(source.files), source.img_size
     stem = f"{source.key}.{fingerprint[:12]}"
     images_path, attrs_path = record.parent / f"{stem}.images.npy", record.parent / f"{stem}.attrs.npy"
+    check_space(record.parent, _npy_bytes((n, s, s, 3)) + _npy_bytes((n, len(source.attr_names))), n, s)
     workers = workers or usable_cores()
     # Both arrays are renamed into place as the block ends (attrs, then images), the record after.
     with atomic_write(images_path, hint=hint) as tmp_images, atomic_write(attrs_path, hint=hint) as tmp_attrs:
         np.lib.format.open_memmap(tmp_images, mode="w+", dtype=np.uint8, shape=(n, s, s, 3)).flush()
+        preallocate(tmp_images, images_path)
         tasks = [(tmp_images, i, source.files[i:i + CHUNK], source.crop, s) for i in range(0, n, CHUNK)]
         bad: list[tuple[int, str]] = []
         with tqdm(total=n, desc=f"prepare {source.key}", unit="img", disable=not progress) as bar:
@@ -215,6 +222,56 @@ def build(source: Source, prepared_dir: str | os.PathLike, *, root: str = "", wo
     return Prepared(images_path, attrs_path, source.attr_names, n, skipped)
 
 
+def _npy_bytes(shape: tuple[int, ...]) -> int:
+    """The size of a uint8 .npy file of `shape`: its data and a header (128 bytes, or a few more)."""
+    return int(np.prod(shape)) + 4096
+
+
+def check_space(folder: Path, need: int, n: int, img_size: int) -> None:
+    """Refuses, before anything is written, an array that the disk of `folder` cannot hold."""
+    free = shutil.disk_usage(folder).free
+    if need > free:
+        raise UserError(f"Preparing {n:,} images of {img_size}px takes {_size(need)}, but the disk of {folder} "
+                        f"has {_size(free)} free. Free space there, or put the prepared files on another disk "
+                        "with data.prepared_dir=DIR.")
+
+
+def _size(num_bytes: float) -> str:
+    return f"{num_bytes / 1e9:,.1f} GB" if num_bytes >= 1e9 else f"{num_bytes / 1e6:,.2f} MB"
+
+
+def preallocate(path: Path, name: Path) -> None:
+    """Reserves the disk blocks of the whole file at `path` (the temporary of `name`) now.
+    np.lib.format.open_memmap leaves it sparse, and a memory-mapped write into a hole that a full
+    disk cannot fill kills the process with SIGBUS (exit 135, no message, the temporary left
+    behind); reserved, a full disk is one UserError here, and the caller's atomic_write removes the
+    temporary."""
+    size = path.stat().st_size
+    try:
+        with open(path, "r+b") as f:
+            if hasattr(os, "posix_fallocate"):
+                try:
+                    os.posix_fallocate(f.fileno(), 0, size)
+                    return
+                except OSError as err:
+                    if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # else a file system without it
+                        raise
+            # The file's bytes (its header, then zeros) written back over it with ordinary writes,
+            # which fill the holes: a full disk fails one of them with ENOSPC.
+            offset = 0
+            while offset < size:
+                f.seek(offset)
+                chunk = f.read(min(1 << 20, size - offset))
+                f.seek(offset)
+                f.write(chunk)
+                offset += len(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as err:
+        raise UserError(f"Could not write {name} ({_size(size)}): {err.strerror or err}. Free space on that "
+                        "disk, or put the prepared files on another disk with data.prepared_dir=DIR.") from None
+
+
 def _referenced(record: Path) -> set[str]:
     try:
         meta = json.loads(record.read_text())
@@ -228,7 +285,10 @@ def _compact(path: Path, keep: np.ndarray) -> None:
     images = np.load(path, mmap_mode="r")
     tmp = temporary_sibling(path)  # a temporary's name, so that one a kill left is found and removed
     try:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(keep), *images.shape[1:]))
+        shape = (len(keep), *images.shape[1:])
+        check_space(path.parent, _npy_bytes(shape), len(keep), shape[1])
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        preallocate(tmp, path)
         for i in range(0, len(keep), 4096):
             out[i:i + 4096] = images[keep[i:i + 4096]]
         out.flush()
