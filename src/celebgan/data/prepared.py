@@ -31,13 +31,13 @@ from PIL import Image
 from tqdm import tqdm
 
 from celebgan.data.batches import usable_cores
-from celebgan.data.celeba import crop_resize, hash_files, list_images, to_rgb
+from celebgan.data.celeba import crop_resize, hash_files, list_images, read_image, say_large
 from celebgan.errors import UserError, check_whole
 from celebgan.io import atomic_write, remove_stale_temporaries, temporary_sibling
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1  # bump when the decoding (crop, resize filter, layout) changes
+FORMAT_VERSION = 2  # bump when the decoding (crop, resize filter, layout) changes; 2: EXIF orientation, transparency
 CHUNK = 256  # images per worker task: large enough to amortise IPC, small enough for a smooth bar
 
 
@@ -131,10 +131,20 @@ def check_prepared(prepared_dir: str | os.PathLike, source: Source) -> tuple[Pre
 _crop_resize = functools.cache(crop_resize)
 
 
+# Shared by the decoding processes of a build (_share): celeba.say_large's "said" flag.
+_said_large = None
+
+
+def _share(said_large) -> None:
+    global _said_large
+    _said_large = said_large
+
+
 def decode(path: Path, crop: str, img_size: int) -> np.ndarray:
     """(S, S, 3) uint8: the JPEG path's decoding (face_transform) minus its flip and scaling."""
-    with Image.open(path) as im:
-        img = to_rgb(im)
+    img, large = read_image(path)
+    if large is not None:
+        say_large(path, large, _said_large)
     for t in _crop_resize(img_size, crop):
         img = t(img)
     return np.asarray(img, dtype=np.uint8)
@@ -178,13 +188,15 @@ def build(source: Source, prepared_dir: str | os.PathLike, *, root: str = "", wo
         preallocate(tmp_images, images_path)
         tasks = [(tmp_images, i, source.files[i:i + CHUNK], source.crop, s) for i in range(0, n, CHUNK)]
         bad: list[tuple[int, str]] = []
+        said_large = multiprocessing.Value("b", 0)  # a too-large image is spoken of once, by any worker
         with tqdm(total=n, desc=f"prepare {source.key}", unit="img", disable=not progress) as bar:
             if workers == 1:
+                _share(said_large)
                 results = map(_decode_chunk, tasks)
             else:
                 # fork starts workers at once; they run PIL only, never torch's thread pools.
                 method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-                pool = multiprocessing.get_context(method).Pool(min(workers, len(tasks)))
+                pool = multiprocessing.get_context(method).Pool(min(workers, len(tasks)), _share, (said_large,))
                 results = pool.imap_unordered(_decode_chunk, tasks)
             try:
                 for count, chunk_bad in results:
