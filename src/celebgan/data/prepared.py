@@ -33,6 +33,7 @@ from tqdm import tqdm
 from celebgan.data.batches import usable_cores
 from celebgan.data.celeba import crop_resize, hash_files, list_images, read_image, say_large
 from celebgan.errors import UserError, check_whole
+from celebgan.gan.networks import num_stages
 from celebgan.io import atomic_write, remove_stale_temporaries, temporary_sibling
 
 log = logging.getLogger(__name__)
@@ -314,6 +315,7 @@ def prepare(root: str, split: str, crop: str, img_size: int, prepared_dir: str, 
             force: bool = False, progress: bool = True) -> Prepared:
     """The prepared split for these settings: the existing one when it matches, else a new build."""
     check_whole("workers", workers, 0, " (0: one per usable core)")
+    num_stages(img_size)  # a size no model trains on (0, -5, 48) fails here, before any decoding
     source = source_of(root, split, crop, img_size)
     if not force:
         prepared, why = check_prepared(prepared_dir, source)
