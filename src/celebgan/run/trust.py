@@ -24,6 +24,10 @@ BUILT_GROUPS = ("model", "lr_schedule", "data")
 # a run's checkpoint may name its user's own callback there; they are still read as plain values.
 BUILT_SECTIONS = ("model", "data")
 PLAIN = (str, int, float, bool, type(None))
+# celebgan's run configs nest 4 levels deep (model.penalties.r1.gamma); a user's own callback's
+# settings may add a few. Deeper is crafted: Python's recursion (in these checks, in OmegaConf, in
+# Hydra) would fail on thousands of levels before any of it could be judged.
+MAX_DEPTH = 32
 DO_NOT_TRUST = "This file is not a checkpoint celebgan wrote (or it was altered since); do not trust it."
 
 
@@ -49,6 +53,30 @@ def group_targets(group: str) -> frozenset[str]:
     files = sorted((CONFIG_DIR / group).rglob("*.yaml"))
     trees = (OmegaConf.to_container(OmegaConf.load(path)) for path in files)  # unresolved: as written
     return frozenset(t for tree in trees for t in _targets_in(tree))
+
+
+@functools.cache
+def group_instructions(group: str) -> frozenset[str]:
+    """Every key of Hydra's (`_target_`, `_partial_`, `_convert_`, ...) that the shipped config files
+    of one config group write."""
+    files = sorted((CONFIG_DIR / group).rglob("*.yaml"))
+    trees = (OmegaConf.to_container(OmegaConf.load(path)) for path in files)
+    return frozenset(k for tree in trees for k in _keys_in(tree) if _instruction(k))
+
+
+def _keys_in(tree: Any) -> Iterator[Any]:
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield key
+            yield from _keys_in(value)
+    elif isinstance(tree, list):
+        for value in tree:
+            yield from _keys_in(value)
+
+
+def _instruction(key: Any) -> bool:
+    """A key Hydra's instantiate reads as an instruction (`_args_`, `_target_`), not a setting."""
+    return isinstance(key, str) and len(key) > 2 and key.startswith("_") and key.endswith("_")
 
 
 @functools.cache
@@ -88,12 +116,21 @@ def value_problems(tree: Any, key: str) -> Iterator[tuple[str, Any, str]]:
         yield key, tree, "is an interpolation, which a stored (resolved) config never holds"
 
 
+def allowed_instructions() -> frozenset[str]:
+    """Hydra's keys a checkpoint's model and data may hold: those celebgan's own configs write. Not
+    `_args_`, which would hand an allowed class positional arguments its configs never give it."""
+    return frozenset().union(*map(group_instructions, BUILT_GROUPS))
+
+
 def target_problems(tree: Any, key: str, allowed: frozenset[str]) -> Iterator[tuple[str, Any, str]]:
-    """(dotted key, value, what is wrong) for each `_target_` under `tree` that is not allowed."""
+    """(dotted key, value, what is wrong) for each `_target_` under `tree` that is not allowed, and
+    each other instruction to Hydra that celebgan's configs never write."""
     if isinstance(tree, dict):
         for k, v in tree.items():
             if k == "_target_" and not (isinstance(v, str) and v in allowed):
                 yield f"{key}._target_", v, "names code that celebgan's configs never build"
+            elif _instruction(k) and k not in allowed_instructions():
+                yield f"{key}.{k}", v, "is an instruction to Hydra that celebgan's configs never write"
             yield from target_problems(v, f"{key}.{k}", allowed)
     elif isinstance(tree, list):
         for i, v in enumerate(tree):
@@ -105,12 +142,41 @@ def config_problems(config: Any, key: str) -> Iterator[tuple[str, Any, str]]:
     if not isinstance(config, dict):
         yield key, config, "is not a run config (a dict of settings)"
         return
+    deep = too_deep(config, key)
+    if deep is not None:
+        yield deep, Nested(), f"nests more than {MAX_DEPTH} levels deep (celebgan's run configs nest 4)"
+        return
     yield from value_problems(config, key)
     for section in BUILT_SECTIONS:
         if not isinstance(config.get(section), dict):
             yield f"{key}.{section}", config.get(section), "should be a section (every run config has one)"
         else:
             yield from target_problems(config[section], f"{key}.{section}", allowed_targets())
+
+
+class Nested:
+    """Stands for a value too deep to show (its repr would recurse as deep as it nests)."""
+
+    def __repr__(self) -> str:
+        return "{...}"
+
+
+def too_deep(tree: Any, key: str, limit: int = MAX_DEPTH) -> str | None:
+    """The dotted key of the top-level section of `tree` (the config stored under `key`) that nests
+    more than `limit` dicts and lists deep, or None. Iterative: any depth is measured without
+    recursion, and a container that holds itself is too deep, not an endless loop."""
+    stack: list[tuple[Any, str, int]] = [(tree, key, 0)]
+    while stack:
+        node, section, depth = stack.pop()
+        if not isinstance(node, (dict, list)):
+            continue
+        if depth >= limit:
+            return section
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for k, v in items:
+            stack.append((v, section if depth else f"{key}.{k}" if isinstance(node, dict) else f"{key}[{k}]",
+                          depth + 1))
+    return None
 
 
 def check_stored_config(config: Any, *, key: str, source: str) -> None:
