@@ -165,17 +165,20 @@ def too_deep(tree: Any, key: str, limit: int = MAX_DEPTH) -> str | None:
     """The dotted key of the top-level section of `tree` (the config stored under `key`) that nests
     more than `limit` dicts and lists deep, or None. Iterative: any depth is measured without
     recursion, and a container that holds itself is too deep, not an endless loop."""
-    stack: list[tuple[Any, str, int]] = [(tree, key, 0)]
-    while stack:
-        node, section, depth = stack.pop()
-        if not isinstance(node, (dict, list)):
-            continue
-        if depth >= limit:
-            return section
-        items = node.items() if isinstance(node, dict) else enumerate(node)
+    def sections() -> Iterator[tuple[Any, str]]:
+        items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list) else ()
         for k, v in items:
-            stack.append((v, section if depth else f"{key}.{k}" if isinstance(node, dict) else f"{key}[{k}]",
-                          depth + 1))
+            yield v, f"{key}.{k}" if isinstance(tree, dict) else f"{key}[{k}]"
+
+    for section_tree, section in sections():
+        stack = [(section_tree, 1)]  # (node, its depth: the section is 1 level down)
+        while stack:
+            node, depth = stack.pop()
+            if not isinstance(node, (dict, list)):
+                continue
+            if depth >= limit:
+                return section
+            stack.extend((v, depth + 1) for v in (node.values() if isinstance(node, dict) else node))
     return None
 
 
