@@ -65,7 +65,8 @@ def evaluate_checkpoint(ckpt: str, *, n_samples: int, n_real: int | None, real_s
         check_whole("n_real", n_real, 2, " (or null: the whole split)")
     check_whole("pr_k", pr_k, 1)
     for key, value, minimum in (("metrics.batch_size", batch_size, 1), ("metrics.seed", seed, 0),
-                                ("metrics.kid_subsets", kid_subsets, 1), ("metrics.kid_subset_size", kid_subset_size, 2)):
+                                ("metrics.kid_subsets", kid_subsets, 1),
+                                ("metrics.kid_subset_size", kid_subset_size, 2)):
         check_whole(key, value, minimum)
     obedience = dict(obedience or {"n": 0})
     check_obedience(obedience)

@@ -17,7 +17,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from celebgan.data.batches import (ArrayFaces, EpochLoader, batch_loader, loader_workers, seeded_subset,
                               to_model_input, worker_init_fn)
-from celebgan.data.celeba import check_split, face_transform, find_layout, hash_files, list_images, read_image, say_large
+from celebgan.data.celeba import (check_split, face_transform, find_layout, hash_files, list_images, read_image,
+                                  say_large)
 from celebgan.devices import has_cuda
 from celebgan.errors import UserError, check_whole
 from celebgan.gan.networks import num_stages
