@@ -1,4 +1,5 @@
 """The Python API: celebgan.load_generator(ckpt).sample(n, seed=...)."""
+import re
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,7 @@ from PIL import Image
 
 import celebgan
 from celebgan.devices import pick_device
+from celebgan.errors import UserError
 from celebgan.run.checkpoint import load_gan
 from celebgan.gan.images import latents
 
@@ -51,7 +53,22 @@ def test_auto_device_is_the_cpu_without_a_gpu(ckpt, monkeypatch):
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)  # CUDA first, then MPS
     assert pick_device("auto") == torch.device("mps") and pick_device("cpu") == torch.device("cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert pick_device("auto") == torch.device("cuda") and pick_device("cuda:1") == torch.device("cuda", 1)
+
+
+def test_a_device_this_machine_lacks_is_one_clear_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    for name, message in (("cuda", "device=cuda needs a CUDA GPU, and torch sees none"),
+                          ("mps", "device=mps needs Apple's MPS"), ("quantum", "device='quantum' is not a device"),
+                          ("meta", "device='meta' is not a device celebgan runs on")):
+        with pytest.raises(UserError, match=re.escape(message)):
+            pick_device(name)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(UserError, match=re.escape("device=cuda:2: this machine has 2 CUDA GPU(s), cuda:0 to cuda:1")):
+        pick_device("cuda:2")
 
 
 # A file that is not a checkpoint, through load_generator and the other readers:

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import numpy as np
 import pytest
@@ -150,6 +151,67 @@ def test_wide_grayscale_outside_its_range_is_skipped_by_name(tmp_path, caplog):
     assert ds.skipped == {str(files[1]), str(files[2])}
     assert "b_float_0_255.tif" in caplog.text and "outside the 0..1" in caplog.text
     assert "c_signed.tif" in caplog.text and "outside the 0..65535" in caplog.text
+
+
+def test_a_phone_photo_trains_upright_as_its_exif_orientation_says(tmp_path):
+    # A portrait picture, dark on top and light below; the phone stores its pixels sideways (rotated
+    # a quarter turn counter-clockwise) with EXIF orientation 6: "turn a quarter clockwise to show".
+    upright = np.zeros((32, 16, 3), np.uint8)
+    upright[16:] = 240
+    Image.fromarray(upright).save(tmp_path / "a_upright.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation
+    Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90).save(tmp_path / "b_phone.jpg", quality=100,
+                                                                       exif=exif)
+    files, _, _ = list_images(tmp_path, "all")
+    ds = ImageFiles(files, None, face_transform(16, "full", flip=False))
+    assert np.abs(_pixels(ds, 1) - _pixels(ds, 0)).max() <= 8  # JPEG's rounding; sideways differs by 240
+    prepared = decode(files[1], "full", 16).transpose(2, 0, 1).astype(np.float32)
+    assert np.abs(prepared - _pixels(ds, 0)).max() <= 8
+
+
+def test_transparent_pixels_are_white_whatever_colour_they_hide(tmp_path):
+    # The left half opaque blue, the right half transparent over a hidden red (or palette index 1,
+    # red, marked transparent; or gray with alpha), which convert("RGB") would show.
+    rgba = np.zeros((16, 16, 4), np.uint8)
+    rgba[:, :8] = (0, 0, 255, 255)
+    rgba[:, 8:] = (255, 0, 0, 0)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a_rgba.png")
+    palette = Image.fromarray(np.repeat([[0] * 8 + [1] * 8], 16, 0).astype(np.uint8), "P")
+    palette.putpalette([0, 0, 255, 255, 0, 0])
+    palette.save(tmp_path / "b_palette.png", transparency=1)
+    palette.save(tmp_path / "c_palette.gif", transparency=1)
+    la = np.zeros((16, 16, 2), np.uint8)
+    la[:, :8, 1] = 255
+    la[:, 8:, 1] = 128  # half transparent black: mid-gray on white
+    Image.fromarray(la, "LA").save(tmp_path / "d_gray_alpha.png")
+    files, _, _ = list_images(tmp_path, "all")
+    assert [Image.open(f).mode for f in files] == ["RGBA", "P", "P", "LA"]
+    ds = ImageFiles(files, None, face_transform(16, "full", flip=False))
+    for i in range(3):
+        pixels = _pixels(ds, i)
+        assert np.abs(pixels[:, :, 8:] - 255).max() < 0.01, files[i].name
+        assert np.abs(pixels[:, :, :8] - np.array([0, 0, 255])[:, None, None]).max() < 0.01, files[i].name
+        assert np.array_equal(decode(files[i], "full", 16).transpose(2, 0, 1), pixels.round()), files[i].name
+    assert np.abs(_pixels(ds, 3)[:, :, 8:] - 127).max() <= 1 and _pixels(ds, 3)[:, :, :8].max() < 0.01
+
+
+def test_a_huge_image_is_read_and_said_once_in_celebgans_words(tmp_path, monkeypatch, caplog):
+    # PIL warns (DecompressionBombWarning) above MAX_IMAGE_PIXELS and refuses above twice that; a
+    # lower limit stands in for a 10000x10000 photo.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 300)
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.full((20, 20, 3), 90, np.uint8)).save(tmp_path / name)  # 400 pixels
+    files, _, _ = list_images(tmp_path, "all")
+    ds = ImageFiles(files, None, face_transform(16, "full", flip=False))
+    caplog.set_level(logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # PIL's own warning would fail here
+        for _ in range(2):
+            assert np.abs(_pixels(ds, 0) - 90).max() < 0.01 and np.abs(_pixels(ds, 1) - 90).max() < 0.01
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and f"{files[0]} is 20x20 pixels, more than the 300 that PIL reads" in said[0], said
+    assert ds.skipped == set()
 
 
 @pytest.mark.parametrize("layout", ["torchvision", "kaggle"])

@@ -1,4 +1,5 @@
 """Prepared CelebA arrays: content, fingerprints, damage and interrupted builds."""
+import errno
 import json
 import os
 import signal
@@ -234,3 +235,39 @@ def test_a_sixteen_bit_scan_is_prepared_as_its_eight_bit_picture(tmp_path):
     images = np.load(prepared.images).astype(int)
     assert prepared.num_images == 3 and images[1].std() > 20  # a picture, not a flat square
     assert np.abs(images[2] - images[1]).max() <= 1
+
+
+def test_a_disk_too_small_for_the_array_is_refused_before_anything_is_written(celeba_root, tmp_path, monkeypatch):
+    out = tmp_path / "prepared"
+    real = prep.shutil.disk_usage
+    monkeypatch.setattr(prep.shutil, "disk_usage", lambda path: real(path)._replace(free=1000))
+    attr_names = list_images(celeba_root, "train")[2]
+    need = prep._npy_bytes((3, 16, 16, 3)) + prep._npy_bytes((3, len(attr_names)))  # the arrays, with headers
+    with pytest.raises(UserError, match=r"3 images of 16px takes 0.01 MB, but the disk of .* has 0.00 MB free.*data.prepared_dir"):
+        prep.prepare(str(celeba_root), "train", "full", 16, str(out), workers=1, progress=False)
+    assert build_files(out) == []  # not even a temporary
+    monkeypatch.setattr(prep.shutil, "disk_usage", lambda path: real(path)._replace(free=need))
+    assert prep.prepare(str(celeba_root), "train", "full", 16, str(out), workers=1, progress=False).num_images == 3
+
+
+@pytest.mark.parametrize("fallocate", [True, False])
+def test_a_disk_that_fills_while_writing_is_an_error_and_leaves_no_temporary(celeba_root, tmp_path, monkeypatch,
+                                                                             fallocate):
+    # A memory-mapped write into a sparse file on a full disk is SIGBUS (exit 135, no message): the
+    # array's blocks are reserved first, with posix_fallocate or, without it, with ordinary writes,
+    # so that the full disk is an ENOSPC here.
+    out = tmp_path / "prepared"
+    prep.prepare(str(celeba_root), "train", "full", 16, str(out), workers=1, progress=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if fallocate:
+        monkeypatch.setattr(prep.os, "posix_fallocate", full, raising=False)
+    else:
+        monkeypatch.delattr(prep.os, "posix_fallocate", raising=False)
+        monkeypatch.setattr(prep.os, "fsync", full)
+    with pytest.raises(UserError, match=r"Could not write .*\.images\.npy \(0\.00 MB\): No space left on device\. Free space"):
+        prep.prepare(str(celeba_root), "train", "full", 16, str(out), workers=1, force=True, progress=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the temporary went at once

@@ -271,7 +271,7 @@ READERS = {
 
 @pytest.mark.parametrize("reader", sorted(READERS))
 @pytest.mark.parametrize("kind, message", [
-    ("text", "not a readable PyTorch checkpoint"),
+    ("text", "is not a PyTorch checkpoint: torch.save writes a zip archive, and this file is not one"),
     ("missing", "not found"),
     ("foreign", "not written by celebgan.train"),
     ("other_model", "do not fit the model"),

@@ -76,7 +76,20 @@ def poisons(tmp: Path) -> dict[str, tuple]:
         "tensor": (lambda c: c["model"]["generator"].update(nz=torch.tensor(100)),
                    "celebgan_config.model.generator.nz", None),
         "interpolation": (lambda c: c["data"].update(root="${oc.env:HOME}"), "celebgan_config.data.root", None),
+        # Positional arguments for an allowed class, which its configs never give it.
+        "args": (lambda c: c["model"]["generator"].update(_args_=[16]), "celebgan_config.model.generator._args_",
+                 None),
+        # Thousands of levels: anything that recursed into it (the upgrade of old configs, OmegaConf)
+        # would fail with RecursionError before the checks could judge it.
+        "deep": (lambda c: c["model"]["generator"].update(settings=nested(5000)), "celebgan_config.model", None),
     }
+
+
+def nested(depth: int) -> dict:
+    tree: dict = {}
+    for _ in range(depth):
+        tree = {"x": tree}
+    return tree
 
 
 def poisoned(clean: Path, tmp: Path, name: str) -> tuple[Path, str, Path | None]:
@@ -85,7 +98,12 @@ def poisoned(clean: Path, tmp: Path, name: str) -> tuple[Path, str, Path | None]
     ckpt = torch.load(clean, map_location="cpu", weights_only=True)
     edit(ckpt["celebgan_config"])
     path = tmp / f"{name}.ckpt"
-    torch.save(ckpt, path)
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 20_000))  # pickle recurses as deep as "deep" nests
+    try:
+        torch.save(ckpt, path)
+    finally:
+        sys.setrecursionlimit(limit)
     return path, key, victim
 
 
@@ -203,6 +221,9 @@ def test_exact_names_only():
     ({"model": {"name": b"GAN"}, "data": {}}, "celebgan_config.model.name="),
     ({"model": {}}, "celebgan_config.data="),
     ({"model": {"_target_": {"nested": "dict"}}, "data": {}}, "celebgan_config.model._target_="),
+    ({"model": {"generator": {"_args_": [16]}}, "data": {}}, "celebgan_config.model.generator._args_="),
+    ({"model": {}, "data": {}, "trainer": nested(5000)}, "celebgan_config.trainer={...}"),
+    ({"model": {}, "data": [nested(40)]}, "celebgan_config.data={...}"),
 ])
 def test_anything_but_plain_values_is_refused(config, key):
     with pytest.raises(UserError, match="ckpt='x' holds " + re.escape(key)):

@@ -24,7 +24,7 @@ from celebgan.data.batches import loader_workers
 from celebgan.data.modules import dataset_name
 from celebgan.io import format_duration
 from celebgan.run.checkpoint import real_subset
-from celebgan.errors import UserError
+from celebgan.errors import UserError, check_number, check_whole
 from celebgan.gan.images import caption, column_centres, conditions, generate, latents, save_png, to_grid
 from celebgan.metrics.obedience import judge_accuracy, judge_columns, obedience
 from celebgan.io import atomic_write
@@ -32,6 +32,25 @@ from celebgan.gan.module import GAN
 from celebgan.data.synthetic import RENDERER_VERSION
 
 log = logging.getLogger(__name__)
+
+
+def check_classifier(key: str, settings: dict[str, Any]) -> None:
+    """The classifier's settings (sample's direction.classifier, evaluate's obedience.classifier):
+    counts >= 1 and a learning rate > 0, before anything is generated or trained."""
+    for name in ("max_train", "max_eval", "epochs", "batch_size", "width"):
+        if name in settings:
+            check_whole(f"{key}.{name}", settings[name], 1)
+    if "lr" in settings:
+        check_number(f"{key}.lr", settings["lr"], 0, above=True)
+
+
+def check_obedience(settings: dict[str, Any], key: str = "obedience") -> None:
+    """Judge's settings, checked where a command starts rather than once its other metrics are done."""
+    check_whole(f"{key}.n", settings.get("n", 0), 0, " (0 turns obedience off)")
+    for name, minimum in (("n_ceiling", 1), ("seed", 0), ("batch_size", 1)):
+        if name in settings:
+            check_whole(f"{key}.{name}", settings[name], minimum)
+    check_classifier(f"{key}.classifier", dict(settings.get("classifier") or {}))
 
 # Data settings that change how images are served, not which images and labels there are (the
 # classifier learns every attribute the data has, whichever data.attributes a model chose).
@@ -267,6 +286,8 @@ class Judge:
         # Config nodes when Hydra builds it (metrics.obedience), dicts from a checkpoint's config.
         to_dict = lambda c: OmegaConf.to_container(c, resolve=True) if OmegaConf.is_config(c) else dict(c)  # noqa: E731
         self.data_config, self.classifier = to_dict(data_config), to_dict(classifier)
+        check_obedience({"n": n, "n_ceiling": n_ceiling, "seed": seed, "batch_size": batch_size,
+                         "classifier": self.classifier})
         self.cache_dir, self.n, self.n_ceiling, self.seed, self.batch_size = cache_dir, n, n_ceiling, seed, batch_size
         self.model: AttributeClassifier | None = None
         self.ceiling: dict | None = None

@@ -1,6 +1,7 @@
 import errno
 import functools
 import logging
+import math
 import os
 import sys
 import threading
@@ -27,8 +28,20 @@ def check_whole(key: str, value, minimum: int, note: str = "") -> None:
         raise UserError(f"{key}={value!r} must be a whole number >= {minimum}{note}.")
 
 
-# TypeErrors of a constructor call that come from the config's keys, not from a bug.
-_BAD_ARGUMENTS = ("unexpected keyword argument", "required keyword-only argument", "required positional argument")
+def check_number(key: str, value, minimum: float, *, above: bool = False, below: float | None = None,
+                 optional: bool = False, note: str = "") -> None:
+    """A config value that must be a finite number >= minimum (> minimum when `above`; < below when
+    given; None too when `optional`). A negative duration or count is refused, never read as "off"."""
+    if optional and value is None:
+        return
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not (number and (value > minimum if above else value >= minimum) and (below is None or value < below)):
+        bound = f"{'>' if above else '>='} {minimum:g}" + (f" and < {below:g}" if below is not None else "")
+        raise UserError(f"{key}={value!r} must be a number {bound}{' (or null)' if optional else ''}{note}.")
+
+
+# TypeErrors of a constructor call that come from the config's keys (or an added `_args_`), not from a bug.
+_BAD_ARGUMENTS = ("unexpected keyword argument", "required keyword-only argument", "positional argument")
 
 
 # What a full disk, a quota, a read-only mount or a folder of another user raise on a write.

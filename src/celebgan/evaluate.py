@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from celebgan.errors import UserError, command
+from celebgan.errors import UserError, check_whole, command
 from celebgan.io import atomic_write
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ def evaluate_checkpoint(ckpt: str, *, n_samples: int, n_real: int | None, real_s
     feature_extractor builds the feature network (a partial: built only once the checks pass).
     obedience: for a conditional checkpoint, Judge's settings (n: faces per attribute and side, 0 = off)."""
     # torch and its libraries: imported once the command runs, not for its --help
-    from celebgan.attributes import Judge
+    from celebgan.attributes import Judge, check_obedience
     from celebgan.data.modules import dataset_name
     from celebgan.devices import pick_device
     from celebgan.metrics.feature_cache import RealFeatureCache
@@ -61,15 +61,21 @@ def evaluate_checkpoint(ckpt: str, *, n_samples: int, n_real: int | None, real_s
     from celebgan.metrics.scores import FeatureDistances, precision_recall
     from celebgan.run.checkpoint import build_datamodule, load_gan
 
+    # Every setting against its meaning, before the checkpoint is read or anything is measured.
     for key, value in (("n_samples", n_samples), ("pr_samples", pr_samples)):
-        if value < 2:
-            raise UserError(f"{key}={value} must be at least 2.")
+        check_whole(key, value, 2)
+    if n_real is not None:
+        check_whole("n_real", n_real, 2, " (or null: the whole split)")
+    check_whole("pr_k", pr_k, 1)
+    for key, value, minimum in (("metrics.batch_size", batch_size, 1), ("metrics.seed", seed, 0),
+                                ("metrics.kid_subsets", kid_subsets, 1),
+                                ("metrics.kid_subset_size", kid_subset_size, 2)):
+        check_whole(key, value, minimum)
     obedience = dict(obedience or {"n": 0})
-    if not isinstance(obedience.get("n"), int) or obedience["n"] < 0:
-        raise UserError(f"obedience.n={obedience.get('n')!r} must be a whole number >= 0 (0 turns obedience off).")
+    check_obedience(obedience)
+    device = pick_device(device)
     model, config = load_gan(ckpt)
     datamodule = build_datamodule(config, root=data_root)
-    device = pick_device(device)
     # What is measured, said at once; the estimate follows once the feature network is built and
     # timed on a few images (seconds), before the measurement itself.
     announce_protocol(n_samples=n_samples, n_real=n_real, real_split=real_split, kid_subsets=kid_subsets,

@@ -18,10 +18,13 @@ def temporary_sibling(path: str | os.PathLike) -> Path:
 
 
 def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    except NotADirectoryError:  # a file where a folder of the path should be: nothing there to remove
+        pass
 
 
 def remove_stale_temporaries(folder: str | os.PathLike, log: logging.Logger) -> list[Path]:
@@ -69,8 +72,8 @@ def atomic_write(path: str | os.PathLike, *, hint: str = "") -> Iterator[Path]:
     and the reason; `hint` ends that message (what to do about it)."""
     path = Path(path)
     tmp = temporary_sibling(path)
-    _remove(tmp)  # a leftover of a killed process with the same id
     try:
+        _remove(tmp)  # a leftover of a killed process with the same id
         path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         os.replace(tmp, path)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from celebgan.errors import UserError, check_whole, command
+from celebgan.errors import UserError, check_number, check_whole, command
 from celebgan.io import atomic_write
 
 if TYPE_CHECKING:
@@ -235,6 +235,16 @@ def default_out(mode: str, out_dir: str, attribute: str) -> Path:
     return Path(out_dir) / name
 
 
+def check_out(out: Path) -> None:
+    """Refuses an `out` that lies under a file (out=notes.txt/grid.png): no folder can be made there."""
+    for folder in out.absolute().parents:
+        if folder.exists():
+            if not folder.is_dir():
+                raise UserError(f"out={str(out)!r} lies under {str(folder)!r}, which is a file, not a folder: "
+                                "choose another out.")
+            return
+
+
 def check_counts(counts: dict[str, Any]) -> None:
     """{key: value} of the settings that count something: each a whole number >= 1."""
     for key, value in counts.items():
@@ -310,7 +320,7 @@ def toggle_rows(mode: str, names: list[str], fixed: dict[str, float]) -> list[st
 def sample(cfg: DictConfig) -> dict[str, Any]:
     """The command's work, from its composed config (conf/sample.yaml): run one mode; returns what
     it wrote ({"out": path, ...})."""
-    from celebgan.attributes import write_attribute_edits
+    from celebgan.attributes import check_classifier, write_attribute_edits
     from celebgan.devices import pick_device
     from celebgan.gan.images import check_truncation, requested_attributes
     from celebgan.run.checkpoint import load_gan, run_dir
@@ -324,8 +334,14 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
         raise UserError(f"mode={mode!r} is not one of {list(MODES)}.")
     check_counts({"n": n, "rows": rows, "steps": steps, "nrow": nrow, "batch_size": batch_size,
                   "direction.num_latents": direction.num_latents, "toggle.faces": cfg.toggle.faces})
+    check_whole("seed", seed, 0)
+    check_whole("progress.frame_ms", frame_ms, 1, " (milliseconds per frame)")
+    check_number("direction.strength", direction.strength, 0, above=True)
+    check_classifier("direction.classifier", OmegaConf.to_container(direction.classifier))
     check_truncation(truncation)
     out = Path(cfg.out) if cfg.out is not None else default_out(mode, cfg.out_dir, direction.attribute)
+    check_out(out)
+    device = pick_device(cfg.device)
     if mode == "progress" and cfg.progress.run is not None:
         result = write_progress(Path(cfg.progress.run), out, frame_ms)
         log.info("Wrote %s", result["out"])
@@ -342,7 +358,7 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
                         "see each switched off and on with mode=toggle.")
     check_fits_in_memory(mode, held_images(mode, n, rows, steps, direction.num_latents,
                                            2 * cfg.toggle.faces * len(toggled)), gan.img_size)
-    gan.to(pick_device(cfg.device))
+    gan.to(device)
     generating = {"seed": seed, "batch_size": batch_size, "fixed": fixed, "truncation": truncation}
     if mode == "grid":
         result = write_grid(gan, out, n=n, nrow=nrow, **generating)

@@ -1,5 +1,6 @@
 """CelebA's on-disk format: the accepted folder layouts, its list files, the image list of a split,
-the conversion to 8-bit RGB, crop and resize every reader applies, and the fingerprint of a split's files.
+the reading of one image (upright, 8-bit RGB), crop and resize every reader applies, and the
+fingerprint of a split's files.
 
 Nothing here downloads or trains; data.py and prepare.py read CelebA through this module.
 """
@@ -7,6 +8,7 @@ import csv
 import hashlib
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +17,7 @@ import numpy as np
 import torch
 import torchvision.transforms as T
 import torchvision.transforms.functional as TF
-from PIL import Image
+from PIL import Image, ImageOps
 
 from celebgan.errors import UserError
 
@@ -175,10 +177,58 @@ def list_images(root: str | os.PathLike, split: str = "train") -> tuple[list[Pat
 WIDE_RANGES = {"I": 65535, "F": 1.0}
 
 
+# Transparent pixels are composited on white: what an image viewer or a web page shows behind a
+# transparent PNG (a cut-out face, an avatar), so the face trains as its author saw it. PIL's
+# convert("RGB") would instead show whatever colour the file keeps under each transparent pixel,
+# often black, or leftovers of an edit.
+BACKGROUND = (255, 255, 255)
+
+
+def read_image(path: str | os.PathLike) -> tuple[Image.Image, tuple[int, int] | None]:
+    """(the image at `path` as 8-bit RGB, decoded fully, so that a truncated file fails here; its
+    (width, height) when PIL's decompression-bomb check found it larger than Image.MAX_IMAGE_PIXELS,
+    else None: say_large says so in celebgan's words). Every reader of image files comes here:
+    the EXIF orientation a phone camera writes is applied (a portrait photo stored sideways trains
+    upright), transparency is composited on BACKGROUND, wide grayscale is scaled (to_rgb)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", Image.DecompressionBombWarning)
+        with Image.open(path) as im:
+            size = im.size
+            img = to_rgb(ImageOps.exif_transpose(im))
+    large = False
+    for w in caught:
+        if issubclass(w.category, Image.DecompressionBombWarning):
+            large = True
+        else:  # any other warning, as it would have been shown
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return img, size if large else None
+
+
+def say_large(path: str | os.PathLike, size: tuple[int, int], said=None) -> None:
+    """What PIL's DecompressionBombWarning means for training, said once: `said` is a shared
+    multiprocessing.Value (0 until said), so also once across worker processes; None says it."""
+    if said is not None:
+        with said.get_lock():
+            if said.value:
+                return
+            said.value = 1
+    width, height = size
+    log.warning("%s is %dx%d pixels, more than the %s that PIL reads without warning: it is read, but each "
+                "image this large takes about %.0f MB and a long decode before it is shrunk to data.img_size. "
+                "Shrinking such images once (e.g. to 1024px on the long side) makes every epoch faster; "
+                "images over twice that limit are skipped as unreadable. (Said once: others this large are "
+                "read without a word.)", path, width, height, f"{Image.MAX_IMAGE_PIXELS:,}",
+                width * height * 3 / 1e6)
+
+
 def to_rgb(im: Image.Image) -> Image.Image:
-    """`im` as 8-bit RGB, decoded fully (a truncated file fails here). A wide grayscale (WIDE_RANGES)
-    is scaled to 8 bits; one whose values lie outside its range raises ValueError naming them."""
+    """`im` as 8-bit RGB, decoded fully (a truncated file fails here). Transparent pixels are
+    composited on BACKGROUND. A wide grayscale (WIDE_RANGES) is scaled to 8 bits; one whose values
+    lie outside its range raises ValueError naming them."""
     if im.mode not in WIDE_RANGES and not im.mode.startswith("I;16"):
+        if im.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in im.info:
+            background = Image.new("RGBA", im.size, (*BACKGROUND, 255))
+            return Image.alpha_composite(background, im.convert("RGBA")).convert("RGB")
         return im.convert("RGB")
     top = WIDE_RANGES.get(im.mode, 65535)
     values = np.asarray(im, dtype=np.float64)

@@ -18,7 +18,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from celebgan.data.batches import (ArrayFaces, EpochLoader, batch_loader, loader_workers, seeded_subset,
                               to_model_input, worker_init_fn)
-from celebgan.data.celeba import check_split, face_transform, find_layout, hash_files, list_images, to_rgb
+from celebgan.data.celeba import (check_split, face_transform, find_layout, hash_files, list_images, read_image,
+                                  say_large)
 from celebgan.devices import has_cuda
 from celebgan.errors import UserError, check_whole
 from celebgan.io import atomic_write, format_duration
@@ -72,8 +73,9 @@ class ImageFiles(Dataset):
     """(image (3, S, S) in [-1, 1], attributes) from image files.
 
     An unreadable file (corrupt, truncated) is reported once per run and replaced by the next
-    readable one, so one bad file never ends an epoch. Grayscale, palette, RGBA and CMYK images
-    become RGB; 16-bit, 32-bit and float grayscale is scaled to 8 bits (celeba.to_rgb).
+    readable one, so one bad file never ends an epoch. Images are read upright (their EXIF
+    orientation), transparency on white, grayscale, palette and CMYK as RGB, and 16-bit, 32-bit and
+    float grayscale scaled to 8 bits (celeba.read_image).
     """
 
     def __init__(self, files: list[Path], attrs: torch.Tensor | None, transform):
@@ -81,6 +83,7 @@ class ImageFiles(Dataset):
         # One flag per file in shared memory, which DataLoader workers inherit: whichever worker
         # meets a bad file first reports it, in any epoch, and no other worker does again.
         self._reported = multiprocessing.Array("b", len(files))
+        self._said_large = multiprocessing.Value("b", 0)  # celeba.say_large: once for all workers
 
     @property
     def skipped(self) -> set[str]:
@@ -102,11 +105,12 @@ class ImageFiles(Dataset):
             i = (index + offset) % len(self.files)
             path = self.files[i]
             try:
-                with Image.open(path) as im:
-                    img = to_rgb(im)  # decodes fully, so a truncated file fails here
+                img, large = read_image(path)  # decodes fully, so a truncated file fails here
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
                 self._report_once(i, err)
                 continue
+            if large is not None:
+                say_large(path, large, self._said_large)
             attrs = self.attrs[i] if self.attrs is not None else torch.zeros(0, dtype=torch.long)
             return self.transform(img), attrs
         raise UserError(f"None of the {len(self.files)} images could be read (first: {self.files[0]}).")

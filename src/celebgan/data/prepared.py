@@ -7,16 +7,21 @@ A prepared split is three files in data.prepared_dir (by default DATA_ROOT/prepa
     celeba_{split}_{crop}_{size}.{build}.attrs.npy   (N, A) uint8 0/1 attributes (A may be 0)
 The arrays are written under temporary names and renamed into place before the record, which is
 renamed last: a crash or kill at any moment leaves the previous complete build or none, never a
-record that points at a half-written array. The fingerprint covers the image list with each
+record that points at a half-written array. The images' array is checked against the disk's free
+space and its blocks reserved before any image is decoded into it, so a full disk is one message
+and the temporary goes at once (a memory-mapped write into a sparse file on a full disk is SIGBUS:
+no message, the temporary left). The fingerprint covers the image list with each
 file's size and mtime, the attribute file, crop, size, split and this file's format version, so a
 changed dataset or setting is noticed before training uses the file.
 """
+import errno
 import functools
 import hashlib
 import json
 import logging
 import multiprocessing
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,13 +31,14 @@ from PIL import Image
 from tqdm import tqdm
 
 from celebgan.data.batches import usable_cores
-from celebgan.data.celeba import crop_resize, hash_files, list_images, to_rgb
+from celebgan.data.celeba import crop_resize, hash_files, list_images, read_image, say_large
 from celebgan.errors import UserError, check_whole
+from celebgan.gan.networks import num_stages
 from celebgan.io import atomic_write, remove_stale_temporaries, temporary_sibling
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1  # bump when the decoding (crop, resize filter, layout) changes
+FORMAT_VERSION = 2  # bump when the decoding (crop, resize filter, layout) changes; 2: EXIF orientation, transparency
 CHUNK = 256  # images per worker task: large enough to amortise IPC, small enough for a smooth bar
 
 
@@ -126,10 +132,20 @@ def check_prepared(prepared_dir: str | os.PathLike, source: Source) -> tuple[Pre
 _crop_resize = functools.cache(crop_resize)
 
 
+# Shared by the decoding processes of a build (_share): celeba.say_large's "said" flag.
+_said_large = None
+
+
+def _share(said_large) -> None:
+    global _said_large
+    _said_large = said_large
+
+
 def decode(path: Path, crop: str, img_size: int) -> np.ndarray:
     """(S, S, 3) uint8: the JPEG path's decoding (face_transform) minus its flip and scaling."""
-    with Image.open(path) as im:
-        img = to_rgb(im)
+    img, large = read_image(path)
+    if large is not None:
+        say_large(path, large, _said_large)
     for t in _crop_resize(img_size, crop):
         img = t(img)
     return np.asarray(img, dtype=np.uint8)
@@ -165,19 +181,23 @@ def build(source: Source, prepared_dir: str | os.PathLike, *, root: str = "", wo
     n, s = len(source.files), source.img_size
     stem = f"{source.key}.{fingerprint[:12]}"
     images_path, attrs_path = record.parent / f"{stem}.images.npy", record.parent / f"{stem}.attrs.npy"
+    check_space(record.parent, _npy_bytes((n, s, s, 3)) + _npy_bytes((n, len(source.attr_names))), n, s)
     workers = workers or usable_cores()
     # Both arrays are renamed into place as the block ends (attrs, then images), the record after.
     with atomic_write(images_path, hint=hint) as tmp_images, atomic_write(attrs_path, hint=hint) as tmp_attrs:
         np.lib.format.open_memmap(tmp_images, mode="w+", dtype=np.uint8, shape=(n, s, s, 3)).flush()
+        preallocate(tmp_images, images_path)
         tasks = [(tmp_images, i, source.files[i:i + CHUNK], source.crop, s) for i in range(0, n, CHUNK)]
         bad: list[tuple[int, str]] = []
+        said_large = multiprocessing.Value("b", 0)  # a too-large image is spoken of once, by any worker
         with tqdm(total=n, desc=f"prepare {source.key}", unit="img", disable=not progress) as bar:
             if workers == 1:
+                _share(said_large)
                 results = map(_decode_chunk, tasks)
             else:
                 # fork starts workers at once; they run PIL only, never torch's thread pools.
                 method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-                pool = multiprocessing.get_context(method).Pool(min(workers, len(tasks)))
+                pool = multiprocessing.get_context(method).Pool(min(workers, len(tasks)), _share, (said_large,))
                 results = pool.imap_unordered(_decode_chunk, tasks)
             try:
                 for count, chunk_bad in results:
@@ -215,6 +235,56 @@ def build(source: Source, prepared_dir: str | os.PathLike, *, root: str = "", wo
     return Prepared(images_path, attrs_path, source.attr_names, n, skipped)
 
 
+def _npy_bytes(shape: tuple[int, ...]) -> int:
+    """The size of a uint8 .npy file of `shape`: its data and a header (128 bytes, or a few more)."""
+    return int(np.prod(shape)) + 4096
+
+
+def check_space(folder: Path, need: int, n: int, img_size: int) -> None:
+    """Refuses, before anything is written, an array that the disk of `folder` cannot hold."""
+    free = shutil.disk_usage(folder).free
+    if need > free:
+        raise UserError(f"Preparing {n:,} images of {img_size}px takes {_size(need)}, but the disk of {folder} "
+                        f"has {_size(free)} free. Free space there, or put the prepared files on another disk "
+                        "with data.prepared_dir=DIR.")
+
+
+def _size(num_bytes: float) -> str:
+    return f"{num_bytes / 1e9:,.1f} GB" if num_bytes >= 1e9 else f"{num_bytes / 1e6:,.2f} MB"
+
+
+def preallocate(path: Path, name: Path) -> None:
+    """Reserves the disk blocks of the whole file at `path` (the temporary of `name`) now.
+    np.lib.format.open_memmap leaves it sparse, and a memory-mapped write into a hole that a full
+    disk cannot fill kills the process with SIGBUS (exit 135, no message, the temporary left
+    behind); reserved, a full disk is one UserError here, and the caller's atomic_write removes the
+    temporary."""
+    size = path.stat().st_size
+    try:
+        with open(path, "r+b") as f:
+            if hasattr(os, "posix_fallocate"):
+                try:
+                    os.posix_fallocate(f.fileno(), 0, size)
+                    return
+                except OSError as err:
+                    if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # else a file system without it
+                        raise
+            # The file's bytes (its header, then zeros) written back over it with ordinary writes,
+            # which fill the holes: a full disk fails one of them with ENOSPC.
+            offset = 0
+            while offset < size:
+                f.seek(offset)
+                chunk = f.read(min(1 << 20, size - offset))
+                f.seek(offset)
+                f.write(chunk)
+                offset += len(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as err:
+        raise UserError(f"Could not write {name} ({_size(size)}): {err.strerror or err}. Free space on that "
+                        "disk, or put the prepared files on another disk with data.prepared_dir=DIR.") from None
+
+
 def _referenced(record: Path) -> set[str]:
     try:
         meta = json.loads(record.read_text())
@@ -228,7 +298,10 @@ def _compact(path: Path, keep: np.ndarray) -> None:
     images = np.load(path, mmap_mode="r")
     tmp = temporary_sibling(path)  # a temporary's name, so that one a kill left is found and removed
     try:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(keep), *images.shape[1:]))
+        shape = (len(keep), *images.shape[1:])
+        check_space(path.parent, _npy_bytes(shape), len(keep), shape[1])
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        preallocate(tmp, path)
         for i in range(0, len(keep), 4096):
             out[i:i + 4096] = images[keep[i:i + 4096]]
         out.flush()
@@ -242,6 +315,7 @@ def prepare(root: str, split: str, crop: str, img_size: int, prepared_dir: str, 
             force: bool = False, progress: bool = True) -> Prepared:
     """The prepared split for these settings: the existing one when it matches, else a new build."""
     check_whole("workers", workers, 0, " (0: one per usable core)")
+    num_stages(img_size)  # a size no model trains on (0, -5, 48) fails here, before any decoding
     source = source_of(root, split, crop, img_size)
     if not force:
         prepared, why = check_prepared(prepared_dir, source)

@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from celebgan.gan.augment import DiffAugment
-from celebgan.errors import UserError
+from celebgan.errors import UserError, check_number, check_whole
 from celebgan.gan.losses import attribute_bce, d_bce, g_nonsaturating
 
 
@@ -128,11 +128,20 @@ class GAN(LightningModule):
         if generator.img_size != discriminator.img_size:
             raise UserError(f"generator.img_size={generator.img_size} differs from "
                             f"discriminator.img_size={discriminator.img_size}.")
-        if instance_noise < 0 or (instance_noise > 0 and instance_noise_steps <= 0):
-            raise UserError(f"model.instance_noise={instance_noise} needs instance_noise >= 0 and, when on, "
-                            f"model.instance_noise_steps > 0 (got {instance_noise_steps}).")
-        if not isinstance(n_dis, int) or n_dis < 1:
-            raise UserError(f"model.n_dis={n_dis!r} must be a whole number >= 1 (D steps per G step).")
+        # Each setting against its meaning: a negative half-life or count is a mistake, never "off".
+        check_whole("model.n_dis", n_dis, 1, " (D steps per G step)")
+        check_number("model.ema_half_life", ema_half_life, 0, note=" (images; 0 turns the EMA off)")
+        check_number("model.ema_rampup", ema_rampup, 0, above=True, optional=True, note=" (null turns it off)")
+        check_whole("model.num_fixed", num_fixed, 1, " (the faces of the progress grid)")
+        check_whole("model.fixed_seed", fixed_seed, 0)
+        check_number("model.instance_noise", instance_noise, 0, note=" (0 is off)")
+        check_whole("model.instance_noise_steps", instance_noise_steps, 0)
+        if instance_noise > 0 and instance_noise_steps == 0:
+            raise UserError(f"model.instance_noise={instance_noise} is on, so model.instance_noise_steps (the "
+                            "training steps it anneals to 0 over) must be > 0 (got 0).")
+        check_number("model.gradient_clip_val", gradient_clip_val, 0, above=True, optional=True,
+                     note=" (null is off)")
+        check_number("model.aux_weight", aux_weight, 0)
         try:
             self.augment = DiffAugment(augment or ())
         except ValueError as err:

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
-from celebgan.errors import UserError
+from celebgan.errors import UserError, check_number, check_whole
 
 SUPPORTED_SIZES = (16, 32, 64, 128)
 
@@ -38,6 +38,8 @@ class Generator(nn.Module):
 
     def __init__(self, *, img_size: int = 64, nz: int = 100, ngf: int = 64, nc: int = 3):
         super().__init__()
+        for key, value in (("nz", nz), ("ngf", ngf), ("nc", nc)):
+            check_whole(f"model.generator.{key}", value, 1)
         self.img_size, self.nz = img_size, nz
         n = num_stages(img_size)
         width = ngf * 2 ** (n - 1)
@@ -74,6 +76,8 @@ class ConditionalGenerator(Generator):
     def __init__(self, *, num_attrs: int, embed_dim: int = 32, embed_std: float = 0.02, img_size: int = 64,
                  nz: int = 100, ngf: int = 64, nc: int = 3):
         check_num_attrs("A conditional generator", num_attrs)
+        check_whole("model.generator.embed_dim", embed_dim, 1)
+        check_number("model.generator.embed_std", embed_std, 0)
         super().__init__(img_size=img_size, nz=nz + embed_dim, ngf=ngf, nc=nc)
         self.nz, self.num_attrs = nz, num_attrs  # nz: the latent's size, as callers draw it
         # e(y) = W y + b. The bias gives the label vector of all zeros (none of the attributes) a learned
@@ -114,6 +118,9 @@ class Discriminator(nn.Module):
         dropout: float = 0.0,
     ):
         super().__init__()
+        for key, value in (("ndf", ndf), ("nc", nc)):
+            check_whole(f"model.discriminator.{key}", value, 1)
+        check_number("model.discriminator.dropout", dropout, 0, below=1, note=" (0 is off)")
         self.img_size = img_size
         n = num_stages(img_size)
         sn = _spectral_norm if spectral_norm else (lambda m: m)

@@ -8,6 +8,8 @@ weight per image stays that of an every-step penalty at a fraction of the cost.
 import torch
 from torch import nn
 
+from celebgan.errors import check_number, check_whole
+
 
 def _input_gradients(discriminator: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """d sum(D(x)) / dx per image, (B, C*H*W), kept in the graph so the penalty trains D."""
@@ -18,9 +20,10 @@ def _input_gradients(discriminator: nn.Module, images: torch.Tensor) -> torch.Te
 
 
 class _Penalty:
+    key = ""  # its name under model.penalties in the shipped configs (conf/model/penalty/)
+
     def __init__(self, *, every: int = 1):
-        if every < 1:
-            raise ValueError(f"every={every} must be at least 1 (1 = a penalty on every D step)")
+        check_whole(f"model.penalties.{self.key}.every", every, 1, " (1: a penalty on every D step)")
         self.every = every
 
 
@@ -32,8 +35,11 @@ class R1(_Penalty):
     (gamma scales with resolution^2), every 16.
     """
 
+    key = "r1"
+
     def __init__(self, *, gamma: float = 0.1, every: int = 1):
         super().__init__(every=every)
+        check_number(f"model.penalties.{self.key}.gamma", gamma, 0)
         self.gamma = gamma
 
     def __call__(self, discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
@@ -42,6 +48,8 @@ class R1(_Penalty):
 
 class R2(R1):
     """R2 (Mescheder et al. 2018): the same penalty on generated images, gamma/2 * E ||grad D(G(z))||^2."""
+
+    key = "r2"
 
     def __call__(self, discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         return self.gamma / 2 * _input_gradients(discriminator, fake).square().sum(1).mean()
@@ -54,8 +62,11 @@ class GradientPenalty(_Penalty):
     per-image constraint, so the critic must not use BatchNorm (conf/model/wgan_gp.yaml drops it).
     """
 
+    key = "gp"
+
     def __init__(self, *, weight: float = 10.0, every: int = 1):
         super().__init__(every=every)
+        check_number(f"model.penalties.{self.key}.weight", weight, 0)
         self.weight = weight
 
     def __call__(self, discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,7 @@ from celebgan.data.batches import seeded_subset
 from celebgan.errors import UserError
 from celebgan.io import atomic_write
 from celebgan.gan.module import GAN, attribute_kwargs
-from celebgan.run.trust import UntrustedCheckpoint, check_stored_config, group_targets, is_allowed
+from celebgan.run.trust import UntrustedCheckpoint, check_stored_config, group_targets, is_allowed, too_deep
 
 CONFIG_KEY = "celebgan_config"
 # Ends the message of a checkpoint that cannot be used: what to pass instead.
@@ -96,6 +96,14 @@ def _load_checkpoint(path: str | Path, *, hint: str = "") -> dict[str, Any]:
         where = " (a run keeps it at RUN_DIR/checkpoints/last.ckpt)" if path.is_dir() else ""
         raise UserError(f"Checkpoint not found: {str(path)!r} is not a file{where}.{hint}")
     try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as err:
+        raise UserError(f"Could not read {str(path)!r}: {err.strerror or err}.") from None
+    if head != b"PK\x03\x04":  # torch.save writes a zip archive; anything else is no checkpoint at all
+        raise UserError(f"{str(path)!r} is not a PyTorch checkpoint: torch.save writes a zip archive, and this "
+                        f"file is not one (it begins {head!r}).{hint}")
+    try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as err:
         if "Weights only load failed" not in str(err):  # not a pickle at all
@@ -122,8 +130,11 @@ def read_checkpoint(path: str | Path, *, arg: str = "ckpt", hint: str = CKPT_HIN
     if CONFIG_KEY not in ckpt:
         raise UserError(f"{arg}={str(path)!r} was not written by celebgan.train (it holds no {CONFIG_KEY}), "
                         "so its model cannot be rebuilt. Use a checkpoint of a celebgan run.")
+    source = f"{arg}={str(path)!r}"
+    if too_deep(ckpt[CONFIG_KEY], CONFIG_KEY) is not None:  # before anything below recurses into it
+        check_stored_config(ckpt[CONFIG_KEY], key=CONFIG_KEY, source=source)
     ckpt[CONFIG_KEY] = upgrade_config(ckpt[CONFIG_KEY])
-    check_stored_config(ckpt[CONFIG_KEY], key=CONFIG_KEY, source=f"{arg}={str(path)!r}")
+    check_stored_config(ckpt[CONFIG_KEY], key=CONFIG_KEY, source=source)
     return ckpt
 
 

@@ -25,6 +25,10 @@ BUILT_GROUPS = ("model", "lr_schedule", "data")
 # a run's checkpoint may name its user's own callback there; they are still read as plain values.
 BUILT_SECTIONS = ("model", "data")
 PLAIN = (str, int, float, bool, type(None))
+# celebgan's run configs nest 4 levels deep (model.penalties.r1.gamma); a user's own callback's
+# settings may add a few. Deeper is crafted: Python's recursion (in these checks, in OmegaConf, in
+# Hydra) would fail on thousands of levels before any of it could be judged.
+MAX_DEPTH = 32
 DO_NOT_TRUST = "This file is not a checkpoint celebgan wrote (or it was altered since); do not trust it."
 
 
@@ -58,6 +62,30 @@ def is_allowed(target: Any, allowed: frozenset[str]) -> bool:
     """An exact name from the configs (allowed), or a class or function defined inside a module the
     reader trusts (an installed plugin's package, trust=[...], CELEBGAN_TRUST)."""
     return isinstance(target, str) and (target in allowed or defined_in_trusted(target))
+
+
+@functools.cache
+def group_instructions(group: str) -> frozenset[str]:
+    """Every key of Hydra's (`_target_`, `_partial_`, `_convert_`, ...) that the shipped config files
+    of one config group write."""
+    files = sorted((CONFIG_DIR / group).rglob("*.yaml"))
+    trees = (OmegaConf.to_container(OmegaConf.load(path)) for path in files)
+    return frozenset(k for tree in trees for k in _keys_in(tree) if _instruction(k))
+
+
+def _keys_in(tree: Any) -> Iterator[Any]:
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield key
+            yield from _keys_in(value)
+    elif isinstance(tree, list):
+        for value in tree:
+            yield from _keys_in(value)
+
+
+def _instruction(key: Any) -> bool:
+    """A key Hydra's instantiate reads as an instruction (`_args_`, `_target_`), not a setting."""
+    return isinstance(key, str) and len(key) > 2 and key.startswith("_") and key.endswith("_")
 
 
 @functools.cache
@@ -97,12 +125,21 @@ def value_problems(tree: Any, key: str) -> Iterator[tuple[str, Any, str]]:
         yield key, tree, "is an interpolation, which a stored (resolved) config never holds"
 
 
+def allowed_instructions() -> frozenset[str]:
+    """Hydra's keys a checkpoint's model and data may hold: those celebgan's own configs write. Not
+    `_args_`, which would hand an allowed class positional arguments its configs never give it."""
+    return frozenset().union(*map(group_instructions, BUILT_GROUPS))
+
+
 def target_problems(tree: Any, key: str, allowed: frozenset[str]) -> Iterator[tuple[str, Any, str]]:
-    """(dotted key, value, what is wrong) for each `_target_` under `tree` that is not allowed."""
+    """(dotted key, value, what is wrong) for each `_target_` under `tree` that is not allowed, and
+    each other instruction to Hydra that celebgan's configs never write."""
     if isinstance(tree, dict):
         for k, v in tree.items():
             if k == "_target_" and not is_allowed(v, allowed):
                 yield f"{key}._target_", v, "names code that neither celebgan's configs nor an installed plugin build"
+            elif _instruction(k) and k not in allowed_instructions():
+                yield f"{key}.{k}", v, "is an instruction to Hydra that celebgan's configs never write"
             yield from target_problems(v, f"{key}.{k}", allowed)
     elif isinstance(tree, list):
         for i, v in enumerate(tree):
@@ -114,12 +151,44 @@ def config_problems(config: Any, key: str) -> Iterator[tuple[str, Any, str]]:
     if not isinstance(config, dict):
         yield key, config, "is not a run config (a dict of settings)"
         return
+    deep = too_deep(config, key)
+    if deep is not None:
+        yield deep, Nested(), f"nests more than {MAX_DEPTH} levels deep (celebgan's run configs nest 4)"
+        return
     yield from value_problems(config, key)
     for section in BUILT_SECTIONS:
         if not isinstance(config.get(section), dict):
             yield f"{key}.{section}", config.get(section), "should be a section (every run config has one)"
         else:
             yield from target_problems(config[section], f"{key}.{section}", allowed_targets())
+
+
+class Nested:
+    """Stands for a value too deep to show (its repr would recurse as deep as it nests)."""
+
+    def __repr__(self) -> str:
+        return "{...}"
+
+
+def too_deep(tree: Any, key: str, limit: int = MAX_DEPTH) -> str | None:
+    """The dotted key of the top-level section of `tree` (the config stored under `key`) that nests
+    more than `limit` dicts and lists deep, or None. Iterative: any depth is measured without
+    recursion, and a container that holds itself is too deep, not an endless loop."""
+    def sections() -> Iterator[tuple[Any, str]]:
+        items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list) else ()
+        for k, v in items:
+            yield v, f"{key}.{k}" if isinstance(tree, dict) else f"{key}[{k}]"
+
+    for section_tree, section in sections():
+        stack = [(section_tree, 1)]  # (node, its depth: the section is 1 level down)
+        while stack:
+            node, depth = stack.pop()
+            if not isinstance(node, (dict, list)):
+                continue
+            if depth >= limit:
+                return section
+            stack.extend((v, depth + 1) for v in (node.values() if isinstance(node, dict) else node))
+    return None
 
 
 def check_stored_config(config: Any, *, key: str, source: str) -> None:
