@@ -59,6 +59,21 @@ def check_compatible(path: str | Path, saved: dict, current: dict) -> None:
             "or start a new run without resume.")
 
 
+def check_batch_size(path: str | Path, saved: dict, current: dict) -> None:
+    """A run keeps its data.batch_size: the step is its unit of progress (max_steps, the penalty and
+    noise schedules, the x-axis of its curves), the EMA half-life and the learning rates were set for
+    that many images a step, and a checkpoint saved mid-epoch holds its position in batches."""
+    saved_size = saved.get("data", {}).get("batch_size")
+    current_size = current.get("data", {}).get("batch_size")
+    if saved_size is not None and saved_size != current_size:
+        raise UserError(
+            f"resume={str(path)!r} trained with data.batch_size={saved_size}, and this run asks for "
+            f"data.batch_size={current_size}: that would change the images per training step in the middle of "
+            f"the run (its step counts, EMA half-life and learning rates are set for {saved_size}, and its "
+            f"position in the epoch is counted in batches of {saved_size}). Resume with "
+            f"data.batch_size={saved_size}, or start a new run without resume.")
+
+
 def is_same_run(saved: dict, current: dict) -> bool:
     """resume=auto's notion of the same config: same model, same data (up to where it is stored and how
     it is loaded) and same seed. Trainer settings (max_epochs, devices, precision) may change."""
@@ -117,7 +132,9 @@ def resolve(resume: str | None, config: dict) -> tuple[str | None, Path | None]:
             return None, None
     else:
         path = Path(resume).expanduser().resolve()
-    check_compatible(path, _stored_config(path), config)
+    saved = _stored_config(path)
+    check_compatible(path, saved, config)
+    check_batch_size(path, saved, config)
     # RUN/checkpoints/X.ckpt continues in RUN: the same TensorBoard run, samples and checkpoints.
     return str(path), run_dir(path)
 
