@@ -295,7 +295,7 @@ def fit(cfg: DictConfig, run_end: ExitStack) -> dict[str, float]:
     run_end.enter_context(lock.owned(run_dir))
     if original_run is not None:
         run_end.enter_context(logging_into(run_dir))
-        log.info("Resuming %s", ckpt_path)
+        log.info("%s", resume.resuming_message(ckpt_path, run_dir))
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     conditional = conditional_config(cfg.model)

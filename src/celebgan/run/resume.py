@@ -15,7 +15,7 @@ import torch.distributed as dist
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from celebgan.run.checkpoint import CONFIG_KEY, RESUME_HINT, read_checkpoint, run_dir
+from celebgan.run.checkpoint import CONFIG_KEY, RESUME_HINT, as_given, read_checkpoint, run_dir
 from celebgan.errors import UserError
 from celebgan.run.trust import UntrustedCheckpoint
 
@@ -131,12 +131,22 @@ def resolve(resume: str | None, config: dict) -> tuple[str | None, Path | None]:
         if path is None:
             return None, None
     else:
-        path = Path(resume).expanduser().resolve()
+        path = as_given(resume)  # a link's own folder is the run it names (run_dir)
     saved = _stored_config(path)
     check_compatible(path, saved, config)
     check_batch_size(path, saved, config)
     # RUN/checkpoints/X.ckpt continues in RUN: the same TensorBoard run, samples and checkpoints.
     return str(path), run_dir(path)
+
+
+def resuming_message(ckpt_path: str, run: Path) -> str:
+    """What the log says a resume does: the checkpoint it reads and the run folder it writes, and for
+    a link, where the link leads (read, never written: the next checkpoint replaces the link)."""
+    if not Path(ckpt_path).is_symlink():
+        return f"Resuming {ckpt_path}"
+    target = Path(ckpt_path).resolve()
+    return (f"Resuming {ckpt_path}, a link to {target}: that file is only read, and the run continues in {run} "
+            "(its next checkpoint replaces the link).")
 
 
 class RNGState(Callback):
