@@ -1,10 +1,12 @@
 """Continuing a run exactly: which checkpoint to resume (`resume=PATH` or `resume=auto`), whether it
 fits the current config, and the RNG streams that Lightning does not save."""
 import copy
+import errno
 import logging
 import os
 import random
 import signal
+import termios
 import threading
 from functools import partial
 from pathlib import Path
@@ -15,6 +17,7 @@ import torch.distributed as dist
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from celebgan.run import startup
 from celebgan.run.checkpoint import CONFIG_KEY, RESUME_HINT, as_given, read_checkpoint, run_dir
 from celebgan.errors import UserError
 from celebgan.run.trust import UntrustedCheckpoint
@@ -251,9 +254,12 @@ def _set_rng_state(state: dict) -> None:
 
 
 class SaveOnSignal(Callback):
-    """SIGTERM, which SLURM and Kubernetes send before they stop a job, and Ctrl-C end the run after
-    the training step under way and save `ckpt_path` (the run's last.ckpt) at that point: weights,
-    optimizers, loops, RNG states and the position in the epoch, so resume=auto continues exactly.
+    """SIGTERM, which SLURM and Kubernetes send before they stop a job, SIGHUP (the terminal or ssh
+    session of the run closed), SIGXCPU (a CPU-time limit, sent before SIGKILL) and Ctrl-C end the
+    run after the training step under way and save `ckpt_path` (the run's last.ckpt) at that point:
+    weights, optimizers, loops, RNG states and the position in the epoch, so resume=auto continues
+    exactly. (Before training and after it, startup.guard handles the same signals; SIGQUIT keeps
+    its default, an immediate stop: see celebgan.run.startup.)
 
     Lightning catches SIGTERM and stops its loop after the step (SIGTERMException); this saves the
     checkpoint on the way out. SIGUSR1 (SLURM's warning before the time limit) does the same,
@@ -262,8 +268,13 @@ class SaveOnSignal(Callback):
     of it would stop in the middle of a step and save nothing. A second Ctrl-C is ignored (with a
     word saying so): the save it would cut short is the one that lets the run continue.
 
-    `signum` is the first stop signal received (SIGINT or SIGTERM; SIGUSR1 counts as SIGTERM);
-    `exit_status` is the process's status after the stop, 128 + signum as a shell reports it.
+    After SIGHUP the console is usually gone, and a write to a closed terminal fails: once the
+    first line about the stop is written, the console's output goes to /dev/null, and the run's log
+    file alone records the save.
+
+    `signum` is the first stop signal received (SIGUSR1 counts as SIGTERM); `exit_status` is the
+    process's status after the stop, 128 + signum as a shell reports it (143 for SIGTERM, 129 for
+    SIGHUP, 152 for SIGXCPU, 130 for Ctrl-C).
     """
 
     def __init__(self, *, ckpt_path: str):
@@ -284,8 +295,8 @@ class SaveOnSignal(Callback):
             self._replace(signal.SIGUSR1, _as_sigterm)
         lightning_sigterm = signal.getsignal(signal.SIGTERM)
         if callable(lightning_sigterm):
-            self._replace(signal.SIGTERM, partial(self._on_stop_signal, lightning_sigterm))
-            self._replace(signal.SIGINT, partial(self._on_stop_signal, lightning_sigterm))
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGXCPU):
+                self._replace(signum, partial(self._on_stop_signal, lightning_sigterm))
 
     def _replace(self, signum: int, handler) -> None:
         previous = signal.signal(signum, handler)
@@ -293,13 +304,15 @@ class SaveOnSignal(Callback):
 
     def _on_stop_signal(self, lightning_sigterm, signum: int, frame) -> None:
         if self.signum == signal.SIGINT and signum == signal.SIGINT:
-            log.warning("Ctrl-C again: ignored while the run stops and saves %s (kill -9 %d ends it at once; "
+            log.warning("Ctrl-C again: ignored while the run stops and saves %s (Ctrl-\\ or kill -9 %d ends it at once; "
                         "the last complete last.ckpt stays valid).", self.ckpt_path, os.getpid())
             return
         if self.signum is None:
             self.signum = signum
             what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
             log.warning("%s: stopping after the training step under way, then saving %s.", what, self.ckpt_path)
+            if signum == signal.SIGHUP:
+                quiet_closed_terminal()
             # A DataLoader worker ended by the same signal (one that died before it could ignore it) is
             # part of the stop: torch's SIGCHLD handler would raise its RuntimeError at whatever line
             # the training process is on, possibly in the middle of a step. Without it, a dead worker
@@ -321,10 +334,37 @@ class SaveOnSignal(Callback):
         # ModelCheckpoint saves it: said here, Lightning would announce its default.
         trainer.save_checkpoint(self.ckpt_path, weights_only=False)
         if trainer.is_global_zero:
-            how = "Ctrl-C" if self.signum == signal.SIGINT else "a signal"
+            how = {signal.SIGINT: "Ctrl-C", signal.SIGHUP: "SIGHUP", signal.SIGXCPU: "SIGXCPU"}.get(self.signum, "a signal")
             log.warning("Stopped by %s after training step %d (epoch %d); saved %s. Continue the run "
                         "with resume=auto (or resume=%s).", how, pl_module.steps_done, trainer.current_epoch + 1,
                         self.ckpt_path, self.ckpt_path)
+
+
+class TrainingPhase(Callback):
+    """Tells startup.guard when the fit trains (SaveOnSignal's time) and when it has ended."""
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        startup.training(True)
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        startup.training(False)
+
+
+def quiet_closed_terminal() -> None:
+    """Points stdout and stderr at /dev/null where they are a terminal, live or hung up (SIGHUP's):
+    a write to a hung-up one fails with EIO, which would end the save in the middle. A pipe or a
+    file (nohup, a scheduler's output file) stays as it is."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for fd in (1, 2):
+            try:
+                termios.tcgetattr(fd)
+            except termios.error as err:
+                if err.args[0] != errno.EIO:  # ENOTTY: not a terminal; EIO: a terminal hung up
+                    continue
+            os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 def stopped_by_signal(trainer: Trainer, exception: BaseException) -> bool:
@@ -342,7 +382,7 @@ def stopped_by_signal(trainer: Trainer, exception: BaseException) -> bool:
 
 
 def stop_status(trainer: Trainer) -> int:
-    """The exit status of a run stopped by a signal: 130 after Ctrl-C, 143 after SIGTERM or SIGUSR1."""
+    """The exit status of a run stopped by a signal: 128 + the signal's number (SaveOnSignal.exit_status)."""
     saver = next((c for c in trainer.callbacks if isinstance(c, SaveOnSignal)), None)
     return saver.exit_status if saver is not None else 128 + signal.SIGTERM
 
