@@ -268,7 +268,8 @@ def fit(cfg: DictConfig, run_end: ExitStack) -> dict[str, float]:
     from celebgan.run import resume
     from celebgan.run.callbacks import PlainModelSummary
     from celebgan.run.checkpoint import AtomicCheckpointIO, RunConfig
-    from celebgan.run.guards import DivergenceWatch, NonFiniteGuard, check_devices, check_trainer_counts
+    from celebgan.run.guards import (DivergenceWatch, NonFiniteGuard, RunFolderWatch, check_devices,
+                                     check_trainer_counts, folder_deleted)
     from celebgan.gan.module import attribute_kwargs, conditional_config
     from celebgan.run.hparams import SessionEnd, log_hparams
 
@@ -323,7 +324,7 @@ def fit(cfg: DictConfig, run_end: ExitStack) -> dict[str, float]:
     try:
         trainer = hydra.utils.instantiate(
             cfg.trainer, callbacks=[*callbacks, RunConfig(config=config), resume.RNGState(), resume.ResumePosition(),
-                                    SessionEnd(), resume.TrainingPhase()],
+                                    SessionEnd(), resume.TrainingPhase(), RunFolderWatch(run_dir)],
             logger=logger, plugins=[AtomicCheckpointIO()], **max_steps_kwargs(cfg, model),
         )
     except InstantiationException as err:
@@ -345,9 +346,12 @@ def fit(cfg: DictConfig, run_end: ExitStack) -> dict[str, float]:
     startup.hand_over()
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    except (SIGTERMException, RuntimeError, ConnectionResetError) as err:
+    except (SIGTERMException, Exception) as err:
+        if not isinstance(err, SIGTERMException) and lock.lost(run_dir):
+            # RunFolderWatch's stop, or the write that found it first (TensorBoard's writer): one message.
+            raise folder_deleted(run_dir, model.steps_done) from err
         if resume.stopped_by_signal(trainer, err):
-            # resume.SaveOnSignal saved last.ckpt; not finished, so not status 0: 143 (SIGTERM), 130 (Ctrl-C)
+            # resume.SaveOnSignal saved last.ckpt; not finished, so not status 0: 128 + the signal's number
             raise SystemExit(resume.stop_status(trainer)) from None
         message = peer_died_message(err, trainer.global_rank, trainer.world_size) \
             if isinstance(err, RuntimeError) else None

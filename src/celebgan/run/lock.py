@@ -161,8 +161,17 @@ def owned(run_dir: str | os.PathLike) -> Iterator[None]:
         yield
     finally:
         release(run_dir)
-        if created and not any(run_dir.iterdir()):
+        if created and run_dir.is_dir() and not any(run_dir.iterdir()):
             run_dir.rmdir()
+
+
+def lost(run_dir: str | os.PathLike) -> bool:
+    """Whether the lock this process took on `run_dir` is gone: the folder was deleted (or the lock
+    removed by hand) while the run wrote into it."""
+    if not owns_runs():
+        return False
+    owner = read_owner(Path(run_dir).absolute() / LOCK_NAME)
+    return owner is None or not is_mine(owner)
 
 
 class HydraRunLock(Callback):
