@@ -186,3 +186,20 @@ class DeleteRunAt(Callback):
 
         if pl_module.steps_done == self.step:
             shutil.rmtree(self.dirpath)
+
+
+class HangUpAt(Callback):
+    """At the end of training step `step`, closes the run's terminal (`master`, the one copy of the
+    pty's master side left, so the terminal hangs up: a write to it fails with EIO) and sends SIGHUP,
+    as a closed ssh session does."""
+
+    def __init__(self, *, step: int, master: int):
+        self.step, self.master = step, master
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        import os
+        import signal
+
+        if pl_module.steps_done == self.step:
+            os.close(self.master)
+            os.kill(os.getpid(), signal.SIGHUP)

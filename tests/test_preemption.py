@@ -1,6 +1,8 @@
 """A cluster's stop signal or Ctrl-C: the run saves last.ckpt after the step under way and exits;
 resume=auto then continues it exactly, mid-epoch too. A stop sent to the whole process group
 (scancel, Ctrl-C in a terminal) reaches the DataLoader workers as well."""
+import os
+import pty
 import subprocess
 import sys
 from pathlib import Path
@@ -110,6 +112,24 @@ def test_workers_that_died_of_the_signal_are_part_of_the_stop(tmp_path, celeba_f
     assert code == 143, out
     assert "Traceback" not in out and "Stopped by a signal after training step 6 (epoch 2)" in out
     assert torch.load(stopped / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 12
+
+
+@pytest.mark.integration
+def test_a_closed_terminal_saves_last_ckpt_and_the_log_says_so(tmp_path):
+    # The run's stdout and stderr are a terminal (a pty) that hangs up at step 6, with SIGHUP.
+    master, terminal = pty.openpty()
+    stopped = tmp_path / "stopped"
+    cmd = cli_cmd("trainer.max_epochs=2", "trainer.enable_progress_bar=true", f"hydra.run.dir={stopped}",
+                  "+callbacks.hup._target_=probe.HangUpAt", "+callbacks.hup.step=6", f"+callbacks.hup.master={master}")
+    process = subprocess.Popen(cmd, cwd=tmp_path, env=cli_env(), stdin=subprocess.DEVNULL, stdout=terminal,
+                               stderr=terminal, pass_fds=(master,), start_new_session=True)
+    os.close(terminal)
+    os.close(master)  # the run holds the terminal's last master copy, which HangUpAt closes
+    assert process.wait(timeout=300) == 129
+    assert torch.load(stopped / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 12
+    log = (stopped / "train.log").read_text()
+    assert "Stopped by SIGHUP after training step 6 (epoch 2)" in log and "resume=auto" in log
+    assert not (stopped / "run.lock").exists()
 
 
 def starting_cmd(runs: Path, name: str, signum: str, at: str = "build") -> list[str]:

@@ -1,12 +1,10 @@
 """Continuing a run exactly: which checkpoint to resume (`resume=PATH` or `resume=auto`), whether it
 fits the current config, and the RNG streams that Lightning does not save."""
 import copy
-import errno
 import logging
 import os
 import random
 import signal
-import termios
 import threading
 from functools import partial
 from pathlib import Path
@@ -268,9 +266,8 @@ class SaveOnSignal(Callback):
     of it would stop in the middle of a step and save nothing. A second Ctrl-C is ignored (with a
     word saying so): the save it would cut short is the one that lets the run continue.
 
-    After SIGHUP the console is usually gone, and a write to a closed terminal fails: once the
-    first line about the stop is written, the console's output goes to /dev/null, and the run's log
-    file alone records the save.
+    After SIGHUP the console is usually gone: its lines fail quietly (logging drops them), and the
+    run's log file records the stop and the save.
 
     `signum` is the first stop signal received (SIGUSR1 counts as SIGTERM); `exit_status` is the
     process's status after the stop, 128 + signum as a shell reports it (143 for SIGTERM, 129 for
@@ -311,8 +308,6 @@ class SaveOnSignal(Callback):
             self.signum = signum
             what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
             log.warning("%s: stopping after the training step under way, then saving %s.", what, self.ckpt_path)
-            if signum == signal.SIGHUP:
-                quiet_closed_terminal()
             # A DataLoader worker ended by the same signal (one that died before it could ignore it) is
             # part of the stop: torch's SIGCHLD handler would raise its RuntimeError at whatever line
             # the training process is on, possibly in the middle of a step. Without it, a dead worker
@@ -348,23 +343,6 @@ class TrainingPhase(Callback):
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         startup.training(False)
-
-
-def quiet_closed_terminal() -> None:
-    """Points stdout and stderr at /dev/null where they are a terminal, live or hung up (SIGHUP's):
-    a write to a hung-up one fails with EIO, which would end the save in the middle. A pipe or a
-    file (nohup, a scheduler's output file) stays as it is."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        for fd in (1, 2):
-            try:
-                termios.tcgetattr(fd)
-            except termios.error as err:
-                if err.args[0] != errno.EIO:  # ENOTTY: not a terminal; EIO: a terminal hung up
-                    continue
-            os.dup2(devnull, fd)
-    finally:
-        os.close(devnull)
 
 
 def stopped_by_signal(trainer: Trainer, exception: BaseException) -> bool:
