@@ -176,15 +176,18 @@ class SignalWhileStarting(Callback):
 
 class DeleteRunAt(Callback):
     """Deletes the run folder `dirpath` at the end of training step `step`, as `rm -rf RUN` from
-    another shell would while the run trains."""
+    another shell would while the run trains (file=true: `dirpath` is one file, `rm RUN/run.lock`)."""
 
-    def __init__(self, *, step: int, dirpath: str):
-        self.step, self.dirpath = step, dirpath
+    def __init__(self, *, step: int, dirpath: str, file: bool = False):
+        self.step, self.dirpath, self.file = step, dirpath, file
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        import os
         import shutil
 
-        if pl_module.steps_done == self.step:
+        if pl_module.steps_done == self.step and self.file:
+            os.remove(self.dirpath)
+        elif pl_module.steps_done == self.step:
             shutil.rmtree(self.dirpath)
 
 

@@ -71,3 +71,13 @@ def test_a_run_folder_deleted_while_training_ends_in_one_message(tmp_path):
     assert result.stderr.count("Error: ") == 1
     assert f"Error: The run folder {run} was deleted while the run trained (after training step 2)" in result.stderr
     assert not run.exists()
+
+
+def test_a_run_whose_lock_is_removed_stops_and_keeps_its_checkpoint(make_cfg, tmp_path):
+    run = tmp_path / "run"
+    cfg = make_cfg("trainer.max_epochs=2", "+callbacks.delete._target_=probe.DeleteRunAt", "+callbacks.delete.step=5",
+                   f"+callbacks.delete.dirpath={run / 'run.lock'}", "+callbacks.delete.file=true")
+    with pytest.raises(UserError, match=r"run.lock was removed \(or taken by another process\) while the run trained "
+                                        r"\(after training step 5\).*resume=auto continues from it"):
+        train(cfg)
+    assert (run / "checkpoints" / "last.ckpt").is_file()  # epoch 1's

@@ -170,8 +170,15 @@ def lost(run_dir: str | os.PathLike) -> bool:
     removed by hand) while the run wrote into it."""
     if not owns_runs():
         return False
-    owner = read_owner(Path(run_dir).absolute() / LOCK_NAME)
-    return owner is None or not is_mine(owner)
+    lock = Path(run_dir).absolute() / LOCK_NAME
+    try:
+        lock.stat()
+    except FileNotFoundError:
+        return True
+    except OSError:  # unreadable for now (permissions, a mount): not known to be lost
+        return False
+    owner = read_owner(lock)
+    return owner is not None and not is_mine(owner)
 
 
 class HydraRunLock(Callback):
