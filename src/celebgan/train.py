@@ -415,8 +415,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     # lock.HydraRunLock took run_dir before Hydra wrote into it (a --multirun job takes it here).
-    startup.install_guard()
-    with removed_if_unused(run_dir, f"{hydra_cfg.job.name}.log"), lock.owned(run_dir):
+    with startup.guarded(), removed_if_unused(run_dir, f"{hydra_cfg.job.name}.log"), lock.owned(run_dir):
         if lock.owns_runs():  # what runs killed while they started left beside this one
             lock.remove_abandoned(run_dir.parent, f"{hydra_cfg.job.name}.log", own=run_dir)
         lightning_logs_once()  # the first import of Lightning: seconds, which Ctrl-C may cut short

@@ -222,11 +222,14 @@ def remove_abandoned(runs_root: Path, log_name: str, *, own: Path) -> None:
     checked from here."""
     own = Path(own).absolute()
     for run in sorted(runs_root.iterdir()) if runs_root.is_dir() else ():
-        lock = run / LOCK_NAME
-        owner = read_owner(lock) if run.absolute() != own and lock.is_file() else None
-        if owner is None or owner.get("host") != socket.gethostname() or not has_ended(owner):
+        try:  # hydra.run.dir may put the run beside anything (/tmp): folders of others are skipped
+            owner = read_owner(run / LOCK_NAME) if run.absolute() != own and (run / LOCK_NAME).is_file() else None
+            if owner is None or owner.get("host") != socket.gethostname() or not has_ended(owner):
+                continue
+            abandoned = startup.holds_only_startup_files(run, log_name, also=(LOCK_NAME,))
+        except OSError:
             continue
-        if startup.holds_only_startup_files(run, log_name, also=(LOCK_NAME,)):
+        if abandoned:
             shutil.rmtree(run, ignore_errors=True)
             log.info("Removed %s: the run that %s started there was killed before its first training step.",
                      run, describe(owner))

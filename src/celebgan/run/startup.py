@@ -20,6 +20,8 @@ removes its folder if it never trained, and takes over its lock otherwise.
 import logging
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,20 @@ def install_guard() -> None:
     for signum in STOP_SIGNALS:
         if signal.getsignal(signum) == signal.SIG_DFL:
             signal.signal(signum, guard)
+
+
+@contextmanager
+def guarded() -> Iterator[None]:
+    """install_guard for the block (a command's job); after it the signals get their defaults back,
+    for a process that goes on (a --multirun sweep between jobs, a caller of the command's function)."""
+    install_guard()
+    try:
+        yield
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            for signum in STOP_SIGNALS:
+                if signal.getsignal(signum) is guard:
+                    signal.signal(signum, signal.SIG_DFL)
 
 
 def hand_over() -> None:
