@@ -237,9 +237,10 @@ def folder_deleted(run_dir: Path, steps_done: int) -> UserError:
                          f"{steps_done}): its checkpoints, sample grids and TensorBoard events went with it, and the "
                          "run stopped, as it had nowhere left to save them. Nothing of the run is left to resume: "
                          "start it again.")
-    return UserError(f"{run_dir / lock.LOCK_NAME} was removed (or taken by another process) while the run trained (after "
-                     f"training step {steps_done}): another run may now write this folder, so this one stopped. Its "
-                     "last checkpoint stays; resume=auto continues from it once no other process writes the folder.")
+    return UserError(f"{run_dir / lock.LOCK_NAME} was removed (or taken by another process) while the run trained "
+                     f"(after training step {steps_done}): another run may now write this folder, so this one "
+                     "stopped. Its last checkpoint stays; resume=auto continues from it once no other process "
+                     "writes the folder.")
 
 
 class RunFolderWatch(Callback):

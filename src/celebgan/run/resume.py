@@ -301,8 +301,8 @@ class SaveOnSignal(Callback):
 
     def _on_stop_signal(self, lightning_sigterm, signum: int, frame) -> None:
         if self.signum == signal.SIGINT and signum == signal.SIGINT:
-            log.warning("Ctrl-C again: ignored while the run stops and saves %s (Ctrl-\\ or kill -9 %d ends it at once; "
-                        "the last complete last.ckpt stays valid).", self.ckpt_path, os.getpid())
+            log.warning("Ctrl-C again: ignored while the run stops and saves %s (Ctrl-\\ or kill -9 %d ends it "
+                        "at once; the last complete last.ckpt stays valid).", self.ckpt_path, os.getpid())
             return
         if self.signum is None:
             self.signum = signum
@@ -329,7 +329,8 @@ class SaveOnSignal(Callback):
         # ModelCheckpoint saves it: said here, Lightning would announce its default.
         trainer.save_checkpoint(self.ckpt_path, weights_only=False)
         if trainer.is_global_zero:
-            how = {signal.SIGINT: "Ctrl-C", signal.SIGHUP: "SIGHUP", signal.SIGXCPU: "SIGXCPU"}.get(self.signum, "a signal")
+            named = {signal.SIGINT: "Ctrl-C", signal.SIGHUP: "SIGHUP", signal.SIGXCPU: "SIGXCPU"}
+            how = named.get(self.signum, "a signal")
             log.warning("Stopped by %s after training step %d (epoch %d); saved %s. Continue the run "
                         "with resume=auto (or resume=%s).", how, pl_module.steps_done, trainer.current_epoch + 1,
                         self.ckpt_path, self.ckpt_path)
