@@ -149,3 +149,60 @@ class KillRank(Callback):
 
         if trainer.global_rank == self.rank and pl_module.steps_done == self.step:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class SignalWhileStarting(Callback):
+    """Sends `signum` to its own process before the run's first training step: `at="build"` while
+    train() builds the run (the callbacks, before any Trainer), `at="fit_start"` once the Trainer
+    holds the signals and the logger has declared the run."""
+
+    def __init__(self, *, signum: str = "SIGTERM", at: str = "build"):
+        self.signum, self.at = signum, at
+        if at == "build":
+            self.send()
+
+    def send(self):
+        import os
+        import signal
+        import time
+
+        os.kill(os.getpid(), getattr(signal, self.signum))
+        time.sleep(1)  # the handler runs here: the signal ends the command before the next line
+
+    def on_fit_start(self, trainer, pl_module):
+        if self.at == "fit_start":
+            self.send()
+
+
+class DeleteRunAt(Callback):
+    """Deletes the run folder `dirpath` at the end of training step `step`, as `rm -rf RUN` from
+    another shell would while the run trains (file=true: `dirpath` is one file, `rm RUN/run.lock`)."""
+
+    def __init__(self, *, step: int, dirpath: str, file: bool = False):
+        self.step, self.dirpath, self.file = step, dirpath, file
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        import os
+        import shutil
+
+        if pl_module.steps_done == self.step and self.file:
+            os.remove(self.dirpath)
+        elif pl_module.steps_done == self.step:
+            shutil.rmtree(self.dirpath)
+
+
+class HangUpAt(Callback):
+    """At the end of training step `step`, closes the run's terminal (`master`, the one copy of the
+    pty's master side left, so the terminal hangs up: a write to it fails with EIO) and sends SIGHUP,
+    as a closed ssh session does."""
+
+    def __init__(self, *, step: int, master: int):
+        self.step, self.master = step, master
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        import os
+        import signal
+
+        if pl_module.steps_done == self.step:
+            os.close(self.master)
+            os.kill(os.getpid(), signal.SIGHUP)

@@ -159,3 +159,36 @@ def test_a_command_stopped_while_it_starts_leaves_no_folder(tmp_path):
     lock.release_unused(kept, created=True)
     assert not new.exists() and (tmp_path / "runs").is_dir()
     assert [p.name for p in kept.iterdir()] == ["train.log"]  # the lock went, what was written stays
+
+
+def startup_files(run_dir: Path) -> Path:
+    (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+    (run_dir / ".hydra" / "config.yaml").write_text("seed: 42\n")
+    (run_dir / "train.log").write_text("")
+    return run_dir
+
+
+def test_a_signal_while_hydra_writes_leaves_no_folder(tmp_path):
+    # What HydraRunLock leaves to atexit when a stop signal ends the command before train() runs.
+    run_dir = tmp_path / "runs" / "new"
+    lock.acquire(run_dir)
+    startup_files(run_dir)
+    lock.release_unused(run_dir, created=True, log_name="train.log")
+    assert not run_dir.exists()
+
+
+def test_the_next_run_removes_only_folders_of_runs_killed_while_they_started(tmp_path, caplog):
+    runs = tmp_path / "runs"
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    write_lock(startup_files(runs / "killed"), pid=ended.pid)
+    write_lock(startup_files(runs / "trained"), pid=ended.pid)  # killed after it saved: resume=auto's
+    (runs / "trained" / "checkpoints").mkdir()
+    write_lock(startup_files(runs / "starting"))  # a live process (this one) that starts now
+    write_lock(startup_files(runs / "elsewhere"), pid=ended.pid, host="gpu-node-7")  # cannot be checked
+    startup_files(runs / "unlocked")  # no lock: not a start-up this knows was killed
+    own = write_lock(startup_files(runs / "own"), pid=ended.pid).parent
+    with caplog.at_level(logging.INFO, logger="celebgan.run.lock"):
+        lock.remove_abandoned(runs, "train.log", own=own)
+    assert sorted(p.name for p in runs.iterdir()) == ["elsewhere", "own", "starting", "trained", "unlocked"]
+    assert f"Removed {runs / 'killed'}: the run that process {ended.pid} on host {socket.gethostname()}" in caplog.text

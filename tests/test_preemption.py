@@ -1,6 +1,8 @@
 """A cluster's stop signal or Ctrl-C: the run saves last.ckpt after the step under way and exits;
 resume=auto then continues it exactly, mid-epoch too. A stop sent to the whole process group
 (scancel, Ctrl-C in a terminal) reaches the DataLoader workers as well."""
+import os
+import pty
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +42,8 @@ def straight(trained_run) -> Path:
 @pytest.mark.parametrize(("signum", "group", "status", "by"), [
     ("SIGTERM", False, 143, "a signal"),
     ("SIGUSR1", False, 143, "a signal"),
+    ("SIGHUP", False, 129, "SIGHUP"),  # the ssh session or terminal of the run closed
+    ("SIGXCPU", False, 152, "SIGXCPU"),  # a CPU-time limit, before its SIGKILL
     ("SIGINT", True, 130, "Ctrl-C"),  # as a terminal sends it: to the whole foreground group
 ])
 def test_a_signal_saves_last_ckpt_and_resume_auto_continues_exactly(tmp_path, straight, signum, group, status, by):
@@ -83,7 +87,7 @@ def train_cmd(*overrides: str) -> list[str]:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize(("signum", "status"), [("SIGTERM", 143), ("SIGINT", 130)])
+@pytest.mark.parametrize(("signum", "status"), [("SIGTERM", 143), ("SIGINT", 130), ("SIGHUP", 129)])
 def test_a_signal_to_the_whole_group_stops_workers_too_and_saves(tmp_path, celeba_folder, signum, status):
     stopped, tmpdir = tmp_path / "runs" / "stopped", tmp_path / "tmp"
     code, out = run_cli(train_cmd(*celeba_folder, f"hydra.run.dir={stopped}", *SIGNAL_AT_STEP_6,
@@ -108,6 +112,57 @@ def test_workers_that_died_of_the_signal_are_part_of_the_stop(tmp_path, celeba_f
     assert code == 143, out
     assert "Traceback" not in out and "Stopped by a signal after training step 6 (epoch 2)" in out
     assert torch.load(stopped / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 12
+
+
+@pytest.mark.integration
+def test_a_closed_terminal_saves_last_ckpt_and_the_log_says_so(tmp_path):
+    # The run's stdout and stderr are a terminal (a pty) that hangs up at step 6, with SIGHUP.
+    master, terminal = pty.openpty()
+    stopped = tmp_path / "stopped"
+    cmd = cli_cmd("trainer.max_epochs=2", "trainer.enable_progress_bar=true", f"hydra.run.dir={stopped}",
+                  "+callbacks.hup._target_=probe.HangUpAt", "+callbacks.hup.step=6", f"+callbacks.hup.master={master}")
+    process = subprocess.Popen(cmd, cwd=tmp_path, env=cli_env(), stdin=subprocess.DEVNULL, stdout=terminal,
+                               stderr=terminal, pass_fds=(master,), start_new_session=True)
+    os.close(terminal)
+    os.close(master)  # the run holds the terminal's last master copy, which HangUpAt closes
+    assert process.wait(timeout=300) == 129
+    assert torch.load(stopped / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 12
+    log = (stopped / "train.log").read_text()
+    assert "Stopped by SIGHUP after training step 6 (epoch 2)" in log and "resume=auto" in log
+    assert not (stopped / "run.lock").exists()
+
+
+def starting_cmd(runs: Path, name: str, signum: str, at: str = "build") -> list[str]:
+    return cli_cmd(f"hydra.run.dir={runs / name}", "+callbacks.signal._target_=probe.SignalWhileStarting",
+                   f"+callbacks.signal.signum={signum}", f"+callbacks.signal.at={at}")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("signum", "at", "status"), [
+    ("SIGTERM", "build", 143),  # while train() builds the run: before any Trainer
+    ("SIGHUP", "fit_start", 129),  # once Lightning holds SIGTERM and the logger declared the run
+    ("SIGXCPU", "build", 152),
+])
+def test_a_signal_before_the_first_step_leaves_no_folder_and_no_lock(tmp_path, signum, at, status):
+    runs, tmpdir = tmp_path / "runs", tmp_path / "tmp"
+    code, out = run_cli(starting_cmd(runs, "stopped", signum, at), tmp_path, tmpdir)
+    assert code == status, out
+    assert "Traceback" not in out and f"{signum} before the run's first training step: stopping" in out
+    assert list(runs.iterdir()) == []  # no .hydra, log, events or run.lock left
+    assert not list(tmpdir.glob("pymp-*"))
+
+
+@pytest.mark.integration
+def test_a_run_killed_while_it_started_is_removed_by_the_next_run_beside_it(tmp_path):
+    runs = tmp_path / "runs"
+    code, out = run_cli(starting_cmd(runs, "killed", "SIGKILL"), tmp_path)  # nothing can catch it
+    assert code == -9, out
+    assert sorted(p.name for p in (runs / "killed").iterdir()) == [".hydra", "run.lock", "train.log"]
+    code, out = run_cli(cli_cmd(f"hydra.run.dir={runs / 'next'}", "trainer.max_steps=1"), tmp_path)
+    assert code == 0, out
+    assert f"Removed {runs / 'killed'}: the run that process " in out
+    assert "was killed before its first training step" in out
+    assert [p.name for p in runs.iterdir()] == ["next"]
 
 
 def test_a_dead_worker_is_part_of_a_stop_only_after_a_stop_signal():

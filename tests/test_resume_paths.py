@@ -241,3 +241,34 @@ def test_resume_with_fewer_max_epochs_than_trained_is_one_clear_error(make_cfg, 
     with pytest.raises(UserError, match=r"has trained 2 epochs, more than trainer.max_epochs=1"):
         train(in_dir(make_cfg("trainer.max_epochs=1", "resume=auto"), runs / "second"))
     assert sorted(runs.rglob("*")) == before  # nothing written, in the checkpoint's run or elsewhere
+
+
+def test_resume_with_another_batch_size_is_one_clear_error(make_cfg, tmp_path, trained_run):
+    runs = tmp_path / "runs"
+    copy_run(trained_run.dir, runs / "first")  # data.batch_size=16
+    before = sorted(runs.rglob("*"))
+    resume = runs / "first" / "checkpoints" / "last.ckpt"
+    with pytest.raises(UserError, match=r"trained with data.batch_size=16, and this run asks for data.batch_size=32"):
+        train(in_dir(make_cfg("trainer.max_epochs=3", "data.batch_size=32", f"resume={resume}"), runs / "second"))
+    assert sorted(runs.rglob("*")) == before  # nothing written, in the checkpoint's run or elsewhere
+
+
+@pytest.mark.parametrize("resume", ["path", "auto"])
+def test_resume_through_a_linked_checkpoint_writes_only_into_the_run_it_names(make_cfg, tmp_path, trained_run,
+                                                                              caplog, resume):
+    # RUN/checkpoints/last.ckpt is a link to a checkpoint kept in another folder.
+    runs, elsewhere = tmp_path / "runs", tmp_path / "elsewhere"
+    copy_run(trained_run.dir, elsewhere)
+    link = runs / "linked" / "checkpoints" / "last.ckpt"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(elsewhere / "checkpoints" / "last.ckpt")
+    before = sorted(p.relative_to(elsewhere) for p in elsewhere.rglob("*"))
+    caplog.set_level(logging.INFO)
+    train(in_dir(make_cfg("trainer.max_epochs=3", f"resume={link if resume == 'path' else 'auto'}"), runs / "new"))
+    assert sorted(p.relative_to(elsewhere) for p in elsewhere.rglob("*")) == before  # the target is only read
+    assert torch.load(elsewhere / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
+    assert not link.is_symlink() and last_ckpt(runs / "linked")["epoch"] == 2  # the link became the run's own
+    assert [e.step for e in scalars(runs / "linked", "train/d_loss")] == [8, 9, 10, 11]
+    assert (runs / "linked" / "samples" / "epoch_0003.png").is_file()
+    assert f"Resuming {link}, a link to {elsewhere / 'checkpoints' / 'last.ckpt'}: that file is only read, and " \
+           f"the run continues in {runs / 'linked'}" in caplog.text

@@ -1,8 +1,11 @@
 """A run that fails before its first training step leaves no run folder, even when the failure comes
-after the logger wrote its start-up files; a run that trained keeps its folder."""
+after the logger wrote its start-up files; a run that trained keeps its folder; a run whose folder
+is deleted while it trains stops with one message."""
+import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import cli_cmd, cli_env
 
 from celebgan.errors import UserError
 from celebgan.gan.module import GAN
@@ -40,3 +43,41 @@ def test_a_run_that_logged_a_step_keeps_its_folder(make_cfg, monkeypatch):
     assert sorted(p.name for p in run.iterdir() if not p.name.startswith("events.")) == [
         ".hydra", "hparams.yaml", "train.log"]
     assert list(run.glob("events.out.tfevents.*"))
+
+
+def delete_at(run: Path, step: int) -> list[str]:
+    return ["+callbacks.delete._target_=probe.DeleteRunAt", f"+callbacks.delete.step={step}",
+            f"+callbacks.delete.dirpath={run}"]
+
+
+def test_a_run_whose_folder_is_deleted_stops_at_once_and_recreates_nothing(make_cfg, tmp_path):
+    run = tmp_path / "run"  # make_cfg's
+    # No TensorBoard write before epoch 1's grid and checkpoint, which would make their folders anew.
+    cfg = make_cfg("trainer.max_epochs=2", "trainer.log_every_n_steps=50", *delete_at(run, 3))
+    with pytest.raises(UserError, match=rf"The run folder {run} was deleted while the run trained \(after training "
+                                        r"step 3\).*Nothing of the run is left to resume"):
+        train(cfg)
+    assert not run.exists()  # epoch 1's grid and checkpoint (step 4) were never written into a new one
+
+
+@pytest.mark.integration
+def test_a_run_folder_deleted_while_training_ends_in_one_message(tmp_path):
+    run = tmp_path / "runs" / "deleted"
+    result = subprocess.run(cli_cmd("trainer.max_epochs=2", "trainer.log_every_n_steps=1", f"hydra.run.dir={run}",
+                                    *delete_at(run, 2)), cwd=tmp_path, env=cli_env(), capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and "Exception in thread" not in result.stderr
+    assert result.stderr.count("Error: ") == 1
+    assert f"Error: The run folder {run} was deleted while the run trained (after training step 2)" in result.stderr
+    assert not run.exists()
+
+
+def test_a_run_whose_lock_is_removed_stops_and_keeps_its_checkpoint(make_cfg, tmp_path):
+    run = tmp_path / "run"
+    cfg = make_cfg("trainer.max_epochs=2", "+callbacks.delete._target_=probe.DeleteRunAt", "+callbacks.delete.step=5",
+                   f"+callbacks.delete.dirpath={run / 'run.lock'}", "+callbacks.delete.file=true")
+    with pytest.raises(UserError, match=r"run.lock was removed \(or taken by another process\) while the run trained "
+                                        r"\(after training step 5\).*resume=auto continues from it"):
+        train(cfg)
+    assert (run / "checkpoints" / "last.ckpt").is_file()  # epoch 1's

@@ -132,11 +132,19 @@ def versions() -> str:
 
 
 def _quiet_disk_errors(args: threading.ExceptHookArgs) -> None:
-    # A writer thread (TensorBoard's) that hits a full disk: the main thread meets the same error
-    # at its next flush and reports it as one message.
-    if isinstance(args.exc_value, OSError) and args.exc_value.errno in DISK_ERRNOS:
+    # A writer thread (TensorBoard's) that hits a full disk, or finds its folder deleted: the main
+    # thread meets the same error at its next flush and reports it as one message.
+    err = args.exc_value
+    if isinstance(err, OSError) and (err.errno in DISK_ERRNOS or _folder_gone(err)):
         return
     threading.__excepthook__(args)
+
+
+def _folder_gone(err: OSError) -> bool:
+    """A FileNotFoundError for a file whose folder no longer exists (a run folder deleted while the run wrote it)."""
+    if not isinstance(err, FileNotFoundError) or err.filename is None:
+        return False
+    return not os.path.isdir(os.path.dirname(os.fsdecode(err.filename)))
 
 
 def command(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:

@@ -21,7 +21,8 @@ from hydra.errors import InstantiationException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 
 from celebgan.conf.resolvers import trains_on_gpu
-from celebgan.run import lock
+from celebgan.run import lock, startup
+from celebgan.run.startup import holds_only_startup_files
 from celebgan.run.sweep import tensorboard_command, write_job_summary
 from celebgan.conf import CONFIG_DIR
 from celebgan.errors import UserError, command, wrapped_user_error
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     import lightning as L
 
 # torch, Lightning and TensorBoard are imported where a run starts (fit, check_readable,
-# logs_no_step): --help, --cfg job and a mistake on the command line answer without them.
+# startup.logs_no_step): --help, --cfg job and a mistake on the command line answer without them.
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +268,8 @@ def fit(cfg: DictConfig, run_end: ExitStack) -> dict[str, float]:
     from celebgan.run import resume
     from celebgan.run.callbacks import PlainModelSummary
     from celebgan.run.checkpoint import AtomicCheckpointIO, RunConfig
-    from celebgan.run.guards import DivergenceWatch, NonFiniteGuard, check_devices, check_trainer_counts
+    from celebgan.run.guards import (DivergenceWatch, NonFiniteGuard, RunFolderWatch, check_devices,
+                                     check_trainer_counts, folder_deleted)
     from celebgan.gan.module import attribute_kwargs, conditional_config
     from celebgan.run.hparams import SessionEnd, log_hparams
     from celebgan.run.plugins import trust_modules
@@ -297,7 +299,7 @@ def fit(cfg: DictConfig, run_end: ExitStack) -> dict[str, float]:
     run_end.enter_context(lock.owned(run_dir))
     if original_run is not None:
         run_end.enter_context(logging_into(run_dir))
-        log.info("Resuming %s", ckpt_path)
+        log.info("%s", resume.resuming_message(ckpt_path, run_dir))
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     conditional = conditional_config(cfg.model)
@@ -324,7 +326,7 @@ def fit(cfg: DictConfig, run_end: ExitStack) -> dict[str, float]:
     try:
         trainer = hydra.utils.instantiate(
             cfg.trainer, callbacks=[*callbacks, RunConfig(config=config), resume.RNGState(), resume.ResumePosition(),
-                                    SessionEnd()],
+                                    SessionEnd(), resume.TrainingPhase(), RunFolderWatch(run_dir)],
             logger=logger, plugins=[AtomicCheckpointIO()], **max_steps_kwargs(cfg, model),
         )
     except InstantiationException as err:
@@ -343,11 +345,15 @@ def fit(cfg: DictConfig, run_end: ExitStack) -> dict[str, float]:
     run_end.enter_context(warnings.catch_warnings())
     # The EMA generator's eval mode is the GAN's own (GAN.train): it is only ever sampled from.
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+    startup.hand_over()
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    except (SIGTERMException, RuntimeError, ConnectionResetError) as err:
+    except (SIGTERMException, Exception) as err:
+        if not isinstance(err, SIGTERMException) and lock.lost(run_dir):
+            # RunFolderWatch's stop, or the write that found it first (TensorBoard's writer): one message.
+            raise folder_deleted(run_dir, model.steps_done) from err
         if resume.stopped_by_signal(trainer, err):
-            # resume.SaveOnSignal saved last.ckpt; not finished, so not status 0: 143 (SIGTERM), 130 (Ctrl-C)
+            # resume.SaveOnSignal saved last.ckpt; not finished, so not status 0: 128 + the signal's number
             raise SystemExit(resume.stop_status(trainer)) from None
         message = peer_died_message(err, trainer.global_rank, trainer.world_size) \
             if isinstance(err, RuntimeError) else None
@@ -364,36 +370,16 @@ def fit(cfg: DictConfig, run_end: ExitStack) -> dict[str, float]:
 
 @contextmanager
 def removed_if_unused(run_dir: Path, log_name: str) -> Iterator[None]:
-    """A command that fails before its first training step (a missing dataset, a bad setting) leaves
-    no run folder behind: Hydra's copy of the config and the log, and TensorBoard's declaration of
-    the run, are all it would hold; the console showed the first two, and the third would list a
-    run with no data in TensorBoard."""
+    """A command that ends before its first training step (a missing dataset, a bad setting, Ctrl-C,
+    a stop signal: startup.guard) leaves no run folder behind: Hydra's copy of the config and the
+    log, and TensorBoard's declaration of the run, are all it would hold; the console showed the
+    first two, and the third would list a run with no data in TensorBoard."""
     try:
         yield
     except BaseException:
         if run_dir.is_dir() and holds_only_startup_files(run_dir, log_name):
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
-
-
-def holds_only_startup_files(run_dir: Path, log_name: str) -> bool:
-    """run_dir holds only what a run writes before its first training step: .hydra, the log, and
-    the logger's hparams.yaml and event files with no step's value in them."""
-    names = [p.name for p in run_dir.iterdir()]
-    if not all(n in (".hydra", log_name, "hparams.yaml") or n.startswith("events.out.tfevents.") for n in names):
-        return False
-    return not any(n.startswith("events.out.tfevents.") for n in names) or logs_no_step(run_dir)
-
-
-def logs_no_step(run_dir: Path) -> bool:
-    """The event files in run_dir hold the HParams declaration alone: no image and no scalar
-    (hparams.log_hparams declares the metric columns without a value)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    events.Reload()
-    tags = events.Tags()
-    return not any(tags.get(kind) for kind in ("scalars", "images", "audio", "histograms", "distributions", "tensors"))
 
 
 EXCLUDE_KEYS = "hydra.job.config.override_dirname.exclude_keys"
@@ -437,7 +423,9 @@ def hydra_main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     # lock.HydraRunLock took run_dir before Hydra wrote into it (a --multirun job takes it here).
-    with removed_if_unused(run_dir, f"{hydra_cfg.job.name}.log"), lock.owned(run_dir):
+    with startup.guarded(), removed_if_unused(run_dir, f"{hydra_cfg.job.name}.log"), lock.owned(run_dir):
+        if lock.owns_runs():  # what runs killed while they started left beside this one
+            lock.remove_abandoned(run_dir.parent, f"{hydra_cfg.job.name}.log", own=run_dir)
         lightning_logs_once()  # the first import of Lightning: seconds, which Ctrl-C may cut short
         from celebgan.devices import use_threads  # torch: once the command runs, not for --help
 

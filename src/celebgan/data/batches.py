@@ -152,10 +152,10 @@ class ResumableLoader(EpochLoader):
 
 def worker_init_fn(rank: int = 0) -> Callable[[int], None]:
     """The worker_init_fn of every DataLoader with workers that a training run uses: they ignore
-    SIGTERM and SIGINT.
+    the stop signals (SIGTERM, SIGINT, SIGHUP, SIGXCPU).
 
-    A scheduler's stop (scancel, Kubernetes) sends SIGTERM to every process of the job and Ctrl-C
-    sends SIGINT to every process of the terminal's group: a worker that died of it would end the
+    A scheduler's stop (scancel, Kubernetes) sends SIGTERM to every process of the job, Ctrl-C
+    sends SIGINT to every process of the terminal's group, and a closed terminal SIGHUP: a worker that died of it would end the
     training process with a RuntimeError instead of the save that the signal asks for (and leave its
     temporary folder behind). Ignoring them, the workers keep serving batches until the training
     process has saved and shuts them down itself. Setting a worker_init_fn stops Lightning from
@@ -165,8 +165,8 @@ def worker_init_fn(rank: int = 0) -> Callable[[int], None]:
 
 
 def _init_worker(worker_id: int, *, rank: int, seed: bool) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGXCPU):
+        signal.signal(signum, signal.SIG_IGN)
     if seed:
         pl_worker_init_function(worker_id, rank=rank)
 

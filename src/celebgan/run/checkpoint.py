@@ -7,6 +7,7 @@ a checkpoint goes through this module, by one public door per use: `read_checkpo
 its config), and celebgan.load_generator, the Python API, on top of load_gan. Each checks the stored
 config as data (trust.py) before anything reads it.
 """
+import os
 import pickle
 import shutil
 import zipfile
@@ -138,9 +139,16 @@ def read_checkpoint(path: str | Path, *, arg: str = "ckpt", hint: str = CKPT_HIN
     return ckpt
 
 
+def as_given(path: str | Path) -> Path:
+    """`path` made absolute as written: a link is not followed, so RUN/checkpoints/last.ckpt names
+    RUN also where last.ckpt links to a file of another folder."""
+    return Path(os.path.abspath(Path(path).expanduser()))
+
+
 def run_dir(path: str | Path) -> Path | None:
-    """The run folder of a checkpoint: RUN for RUN/checkpoints/X.ckpt, None for one kept elsewhere."""
-    path = Path(path).expanduser().resolve()
+    """The run folder of a checkpoint: RUN for RUN/checkpoints/X.ckpt (as given: the folder the path
+    names, not that of a link's target), None for one kept elsewhere."""
+    path = as_given(path)
     return path.parents[1] if path.parent.name == "checkpoints" else None
 
 

@@ -9,6 +9,7 @@ from lightning import Callback, LightningModule, Trainer
 
 from celebgan.devices import has_cuda
 from celebgan.errors import UserError, check_whole
+from celebgan.run import lock
 
 log = logging.getLogger(__name__)
 
@@ -227,3 +228,29 @@ class DivergenceWatch(Callback):
         raise UserError(f"Training diverged: {what}. Training stopped (callbacks.divergence.action=stop); "
                         + (f"the last checkpoint before it is {ckpts[0]}. " if ckpts
                            else "no checkpoint had been written yet. ") + advice)
+
+
+def folder_deleted(run_dir: Path, steps_done: int) -> UserError:
+    """The stop of a run whose folder, or whose lock in it, was removed while it trained."""
+    if not run_dir.is_dir():
+        return UserError(f"The run folder {run_dir} was deleted while the run trained (after training step "
+                         f"{steps_done}): its checkpoints, sample grids and TensorBoard events went with it, and the "
+                         "run stopped, as it had nowhere left to save them. Nothing of the run is left to resume: "
+                         "start it again.")
+    return UserError(f"{run_dir / lock.LOCK_NAME} was removed (or taken by another process) while the run trained "
+                     f"(after training step {steps_done}): another run may now write this folder, so this one "
+                     "stopped. Its last checkpoint stays; resume=auto continues from it once no other process "
+                     "writes the folder.")
+
+
+class RunFolderWatch(Callback):
+    """Stops the run at the end of the training step in which its folder was deleted (`rm -rf RUN`,
+    a scratch purge), before a grid or checkpoint would recreate a part of it (atomic_write makes
+    its folder): the run's lock is the mark that the folder is still the run's."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx) -> None:
+        if lock.lost(self.run_dir):
+            raise folder_deleted(self.run_dir, pl_module.steps_done)

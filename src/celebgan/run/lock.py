@@ -10,6 +10,7 @@ import atexit
 import json
 import logging
 import os
+import shutil
 import socket
 import sys
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from celebgan.errors import UserError
+from celebgan.run import startup
 from celebgan.io import is_running
 
 log = logging.getLogger(__name__)
@@ -159,8 +161,24 @@ def owned(run_dir: str | os.PathLike) -> Iterator[None]:
         yield
     finally:
         release(run_dir)
-        if created and not any(run_dir.iterdir()):
+        if created and run_dir.is_dir() and not any(run_dir.iterdir()):
             run_dir.rmdir()
+
+
+def lost(run_dir: str | os.PathLike) -> bool:
+    """Whether the lock this process took on `run_dir` is gone: the folder was deleted (or the lock
+    removed by hand) while the run wrote into it."""
+    if not owns_runs():
+        return False
+    lock = Path(run_dir).absolute() / LOCK_NAME
+    try:
+        lock.stat()
+    except FileNotFoundError:
+        return True
+    except OSError:  # unreadable for now (permissions, a mount): not known to be lost
+        return False
+    owner = read_owner(lock)
+    return owner is not None and not is_mine(owner)
 
 
 class HydraRunLock(Callback):
@@ -180,12 +198,38 @@ class HydraRunLock(Callback):
             # this ends the command here, as celebgan.errors.command ends it for any UserError.
             print(f"Error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
-        # In case the command ends before train() takes over (Ctrl-C while it starts): the folder
-        # goes too when nothing else was written into it.
-        atexit.register(release_unused, run_dir, created)
+        # A stop signal from here on ends the command through its `finally`s (startup.guard).
+        startup.install_guard()
+        # In case the command ends before train() takes over (Ctrl-C or a signal while Hydra writes
+        # its files): the folder goes too when it holds nothing a training step wrote.
+        atexit.register(release_unused, run_dir, created, f"{OmegaConf.select(config, 'hydra.job.name')}.log")
 
 
-def release_unused(run_dir: Path, created: bool) -> None:
+def release_unused(run_dir: Path, created: bool, log_name: str | None = None) -> None:
     release(run_dir)
-    if created and run_dir.is_dir() and not any(run_dir.iterdir()):
+    if not created or not run_dir.is_dir():
+        return
+    if not any(run_dir.iterdir()):
         run_dir.rmdir()
+    elif log_name is not None and startup.holds_only_startup_files(run_dir, log_name):
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def remove_abandoned(runs_root: Path, log_name: str, *, own: Path) -> None:
+    """Removes the run folders under runs_root (other than `own`) of runs killed while they started
+    (SIGKILL, which nothing can catch): a lock whose process no longer runs on this host, beside
+    start-up files alone. A lock of another host is left alone, however old: its process cannot be
+    checked from here."""
+    own = Path(own).absolute()
+    for run in sorted(runs_root.iterdir()) if runs_root.is_dir() else ():
+        try:  # hydra.run.dir may put the run beside anything (/tmp): folders of others are skipped
+            owner = read_owner(run / LOCK_NAME) if run.absolute() != own and (run / LOCK_NAME).is_file() else None
+            if owner is None or owner.get("host") != socket.gethostname() or not has_ended(owner):
+                continue
+            abandoned = startup.holds_only_startup_files(run, log_name, also=(LOCK_NAME,))
+        except OSError:
+            continue
+        if abandoned:
+            shutil.rmtree(run, ignore_errors=True)
+            log.info("Removed %s: the run that %s started there was killed before its first training step.",
+                     run, describe(owner))

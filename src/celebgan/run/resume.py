@@ -15,7 +15,8 @@ import torch.distributed as dist
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from celebgan.run.checkpoint import CONFIG_KEY, RESUME_HINT, read_checkpoint, run_dir
+from celebgan.run import startup
+from celebgan.run.checkpoint import CONFIG_KEY, RESUME_HINT, as_given, read_checkpoint, run_dir
 from celebgan.errors import UserError
 from celebgan.run.trust import UntrustedCheckpoint
 
@@ -57,6 +58,21 @@ def check_compatible(path: str | Path, saved: dict, current: dict) -> None:
             f"resume={str(path)!r} belongs to a different model, image size or data.attributes:\n  " + "\n  ".join(diffs[:10])
             + "\nResume with the checkpoint's own settings (its run's .hydra/overrides.yaml), "
             "or start a new run without resume.")
+
+
+def check_batch_size(path: str | Path, saved: dict, current: dict) -> None:
+    """A run keeps its data.batch_size: the step is its unit of progress (max_steps, the penalty and
+    noise schedules, the x-axis of its curves), the EMA half-life and the learning rates were set for
+    that many images a step, and a checkpoint saved mid-epoch holds its position in batches."""
+    saved_size = saved.get("data", {}).get("batch_size")
+    current_size = current.get("data", {}).get("batch_size")
+    if saved_size is not None and saved_size != current_size:
+        raise UserError(
+            f"resume={str(path)!r} trained with data.batch_size={saved_size}, and this run asks for "
+            f"data.batch_size={current_size}: that would change the images per training step in the middle of "
+            f"the run (its step counts, EMA half-life and learning rates are set for {saved_size}, and its "
+            f"position in the epoch is counted in batches of {saved_size}). Resume with "
+            f"data.batch_size={saved_size}, or start a new run without resume.")
 
 
 def is_same_run(saved: dict, current: dict) -> bool:
@@ -116,10 +132,22 @@ def resolve(resume: str | None, config: dict) -> tuple[str | None, Path | None]:
         if path is None:
             return None, None
     else:
-        path = Path(resume).expanduser().resolve()
-    check_compatible(path, _stored_config(path), config)
+        path = as_given(resume)  # a link's own folder is the run it names (run_dir)
+    saved = _stored_config(path)
+    check_compatible(path, saved, config)
+    check_batch_size(path, saved, config)
     # RUN/checkpoints/X.ckpt continues in RUN: the same TensorBoard run, samples and checkpoints.
     return str(path), run_dir(path)
+
+
+def resuming_message(ckpt_path: str, run: Path) -> str:
+    """What the log says a resume does: the checkpoint it reads and the run folder it writes, and for
+    a link, where the link leads (read, never written: the next checkpoint replaces the link)."""
+    if not Path(ckpt_path).is_symlink():
+        return f"Resuming {ckpt_path}"
+    target = Path(ckpt_path).resolve()
+    return (f"Resuming {ckpt_path}, a link to {target}: that file is only read, and the run continues in {run} "
+            "(its next checkpoint replaces the link).")
 
 
 class RNGState(Callback):
@@ -224,9 +252,12 @@ def _set_rng_state(state: dict) -> None:
 
 
 class SaveOnSignal(Callback):
-    """SIGTERM, which SLURM and Kubernetes send before they stop a job, and Ctrl-C end the run after
-    the training step under way and save `ckpt_path` (the run's last.ckpt) at that point: weights,
-    optimizers, loops, RNG states and the position in the epoch, so resume=auto continues exactly.
+    """SIGTERM, which SLURM and Kubernetes send before they stop a job, SIGHUP (the terminal or ssh
+    session of the run closed), SIGXCPU (a CPU-time limit, sent before SIGKILL) and Ctrl-C end the
+    run after the training step under way and save `ckpt_path` (the run's last.ckpt) at that point:
+    weights, optimizers, loops, RNG states and the position in the epoch, so resume=auto continues
+    exactly. (Before training and after it, startup.guard handles the same signals; SIGQUIT keeps
+    its default, an immediate stop: see celebgan.run.startup.)
 
     Lightning catches SIGTERM and stops its loop after the step (SIGTERMException); this saves the
     checkpoint on the way out. SIGUSR1 (SLURM's warning before the time limit) does the same,
@@ -235,8 +266,12 @@ class SaveOnSignal(Callback):
     of it would stop in the middle of a step and save nothing. A second Ctrl-C is ignored (with a
     word saying so): the save it would cut short is the one that lets the run continue.
 
-    `signum` is the first stop signal received (SIGINT or SIGTERM; SIGUSR1 counts as SIGTERM);
-    `exit_status` is the process's status after the stop, 128 + signum as a shell reports it.
+    After SIGHUP the console is usually gone: its lines fail quietly (logging drops them), and the
+    run's log file records the stop and the save.
+
+    `signum` is the first stop signal received (SIGUSR1 counts as SIGTERM); `exit_status` is the
+    process's status after the stop, 128 + signum as a shell reports it (143 for SIGTERM, 129 for
+    SIGHUP, 152 for SIGXCPU, 130 for Ctrl-C).
     """
 
     def __init__(self, *, ckpt_path: str):
@@ -257,8 +292,8 @@ class SaveOnSignal(Callback):
             self._replace(signal.SIGUSR1, _as_sigterm)
         lightning_sigterm = signal.getsignal(signal.SIGTERM)
         if callable(lightning_sigterm):
-            self._replace(signal.SIGTERM, partial(self._on_stop_signal, lightning_sigterm))
-            self._replace(signal.SIGINT, partial(self._on_stop_signal, lightning_sigterm))
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGXCPU):
+                self._replace(signum, partial(self._on_stop_signal, lightning_sigterm))
 
     def _replace(self, signum: int, handler) -> None:
         previous = signal.signal(signum, handler)
@@ -266,8 +301,8 @@ class SaveOnSignal(Callback):
 
     def _on_stop_signal(self, lightning_sigterm, signum: int, frame) -> None:
         if self.signum == signal.SIGINT and signum == signal.SIGINT:
-            log.warning("Ctrl-C again: ignored while the run stops and saves %s (kill -9 %d ends it at once; "
-                        "the last complete last.ckpt stays valid).", self.ckpt_path, os.getpid())
+            log.warning("Ctrl-C again: ignored while the run stops and saves %s (Ctrl-\\ or kill -9 %d ends it "
+                        "at once; the last complete last.ckpt stays valid).", self.ckpt_path, os.getpid())
             return
         if self.signum is None:
             self.signum = signum
@@ -294,10 +329,21 @@ class SaveOnSignal(Callback):
         # ModelCheckpoint saves it: said here, Lightning would announce its default.
         trainer.save_checkpoint(self.ckpt_path, weights_only=False)
         if trainer.is_global_zero:
-            how = "Ctrl-C" if self.signum == signal.SIGINT else "a signal"
+            named = {signal.SIGINT: "Ctrl-C", signal.SIGHUP: "SIGHUP", signal.SIGXCPU: "SIGXCPU"}
+            how = named.get(self.signum, "a signal")
             log.warning("Stopped by %s after training step %d (epoch %d); saved %s. Continue the run "
                         "with resume=auto (or resume=%s).", how, pl_module.steps_done, trainer.current_epoch + 1,
                         self.ckpt_path, self.ckpt_path)
+
+
+class TrainingPhase(Callback):
+    """Tells startup.guard when the fit trains (SaveOnSignal's time) and when it has ended."""
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        startup.training(True)
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        startup.training(False)
 
 
 def stopped_by_signal(trainer: Trainer, exception: BaseException) -> bool:
@@ -315,7 +361,7 @@ def stopped_by_signal(trainer: Trainer, exception: BaseException) -> bool:
 
 
 def stop_status(trainer: Trainer) -> int:
-    """The exit status of a run stopped by a signal: 130 after Ctrl-C, 143 after SIGTERM or SIGUSR1."""
+    """The exit status of a run stopped by a signal: 128 + the signal's number (SaveOnSignal.exit_status)."""
     saver = next((c for c in trainer.callbacks if isinstance(c, SaveOnSignal)), None)
     return saver.exit_status if saver is not None else 128 + signal.SIGTERM
 
