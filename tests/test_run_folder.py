@@ -2,6 +2,7 @@
 after the logger wrote its start-up files; a run that trained keeps its folder; a run whose folder
 is deleted while it trains stops with one message."""
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,13 @@ def test_a_run_whose_lock_is_removed_stops_and_keeps_its_checkpoint(make_cfg, tm
                                         r"\(after training step 5\).*resume=auto continues from it"):
         train(cfg)
     assert (run / "checkpoints" / "last.ckpt").is_file()  # epoch 1's
+
+
+@pytest.mark.integration
+def test_a_failed_first_command_leaves_the_folder_it_ran_in_as_it_was(tmp_path):
+    # The default run folder, outputs/runs/TIME_MODEL_DATA, in a folder that had none.
+    result = subprocess.run([sys.executable, "-m", "celebgan.train", "data=celeba32",
+                             f"data.root={tmp_path / 'nowhere'}"], cwd=tmp_path, env=cli_env(),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Error: " in result.stderr, result.stderr[-2000:]
+    assert list(tmp_path.iterdir()) == []  # no outputs/runs/ left behind

@@ -104,11 +104,14 @@ def check_optimized_metric(cfg: DictConfig) -> None:
                         "off. Use metrics=small (or metrics=default) with metrics.every_n_epochs >= 1.")
 
 
-def summary(trainer: L.Trainer, output_dir: Path) -> str:
-    """What a run left behind and how to look at it: the closing lines of every run."""
+def summary(trainer: L.Trainer, output_dir: Path, *, stopped: bool = False) -> str:
+    """What a run left behind and how to look at it: the closing lines of every run, finished or
+    stopped by a signal (then with how to continue it)."""
     metrics = trainer.callback_metrics
-    lines = [f"Finished after {trainer.current_epoch} epoch(s), {trainer.lightning_module.steps_done} training steps.",
-             f"  run folder:  {output_dir}"]
+    steps = trainer.lightning_module.steps_done
+    first = (f"Stopped in epoch {trainer.current_epoch + 1}, after {steps} training steps; resume=auto continues "
+             "the run." if stopped else f"Finished after {trainer.current_epoch} epoch(s), {steps} training steps.")
+    lines = [first, f"  run folder:  {output_dir}"]
     grids = sorted((output_dir / "samples").glob("epoch_*.png"))
     if grids:
         lines.append(f"  last grid:   {grids[-1]}")
@@ -354,6 +357,8 @@ def fit(cfg: DictConfig, run_end: ExitStack) -> dict[str, float]:
             raise folder_deleted(run_dir, model.steps_done) from err
         if resume.stopped_by_signal(trainer, err):
             # resume.SaveOnSignal saved last.ckpt; not finished, so not status 0: 128 + the signal's number
+            if trainer.is_global_zero:
+                log.info("%s", summary(trainer, run_dir, stopped=True))
             raise SystemExit(resume.stop_status(trainer)) from None
         message = peer_died_message(err, trainer.global_rank, trainer.world_size) \
             if isinstance(err, RuntimeError) else None
@@ -379,7 +384,21 @@ def removed_if_unused(run_dir: Path, log_name: str) -> Iterator[None]:
     except BaseException:
         if run_dir.is_dir() and holds_only_startup_files(run_dir, log_name):
             shutil.rmtree(run_dir, ignore_errors=True)
+            remove_empty_parents(run_dir)
         raise
+
+
+def remove_empty_parents(run_dir: Path) -> None:
+    """The folders Hydra made above a removed run folder (outputs/runs/), while they are empty, up to
+    the current directory: a failed first command leaves the checkout as it found it."""
+    top = Path.cwd().resolve()
+    for parent in run_dir.resolve().parents:
+        if parent == top or top not in parent.parents:
+            return
+        try:
+            parent.rmdir()  # only an empty folder
+        except OSError:
+            return
 
 
 EXCLUDE_KEYS = "hydra.job.config.override_dirname.exclude_keys"

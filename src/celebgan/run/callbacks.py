@@ -258,7 +258,8 @@ class EpochLog(Callback):
         self.last_line, self.last_step, self.images_per_step = self.start, pl_module.steps_done, 0
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
-        if not trainer.is_global_zero or not self.every_n_seconds:
+        # A stop signal's step ends the run: no progress line after "stopping after the training step"
+        if not trainer.is_global_zero or not self.every_n_seconds or trainer.received_sigterm:
             return
         if not self.images_per_step:
             images = batch[0] if isinstance(batch, (tuple, list)) else batch  # (B, 3, S, S)
