@@ -248,7 +248,7 @@ def test_resume_with_another_batch_size_is_one_clear_error(make_cfg, tmp_path, t
     copy_run(trained_run.dir, runs / "first")  # data.batch_size=16
     before = sorted(runs.rglob("*"))
     resume = runs / "first" / "checkpoints" / "last.ckpt"
-    with pytest.raises(UserError, match=r"trained with data.batch_size=16, and this run asks for data.batch_size=32"):
+    with pytest.raises(UserError, match=r"trained with data.batch_size=16 \(16 images a step\), and this run asks for data.batch_size=32 \(32\)"):
         train(in_dir(make_cfg("trainer.max_epochs=3", "data.batch_size=32", f"resume={resume}"), runs / "second"))
     assert sorted(runs.rglob("*")) == before  # nothing written, in the checkpoint's run or elsewhere
 

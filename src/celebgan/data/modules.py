@@ -6,6 +6,7 @@ and `data=synthetic` needs nothing.
 import hashlib
 import logging
 import multiprocessing
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -316,6 +317,8 @@ class SyntheticDataModule(FaceDataModule):
         if split not in SPLIT_IDS:
             raise UserError(f"data.split={split!r} is not one of the synthetic faces' splits {list(SPLIT_IDS)}.")
         self.num_images, self.seed, self.split, self.flip = num_images, seed, split, flip
+        if cache_dir == "auto":  # where every cache of celebgan goes (metrics.cache_dir's default too)
+            cache_dir = os.environ.get("CELEBGAN_CACHE", "outputs/cache")
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
         self.chosen_columns(None)  # the names are known: a name the faces lack fails at construction
 

@@ -64,15 +64,29 @@ def check_batch_size(path: str | Path, saved: dict, current: dict) -> None:
     """A run keeps its data.batch_size: the step is its unit of progress (max_steps, the penalty and
     noise schedules, the x-axis of its curves), the EMA half-life and the learning rates were set for
     that many images a step, and a checkpoint saved mid-epoch holds its position in batches."""
-    saved_size = saved.get("data", {}).get("batch_size")
-    current_size = current.get("data", {}).get("batch_size")
+    saved_size, current_size = images_per_step(saved), images_per_step(current)
     if saved_size is not None and saved_size != current_size:
+        def said(config: dict) -> str:
+            processes = (images_per_step(config) or 0) // max(config.get("data", {}).get("batch_size") or 1, 1)
+            size = config.get("data", {}).get("batch_size")
+            return f"data.batch_size={size}" + (f" on {processes} processes" if processes > 1 else "")
         raise UserError(
-            f"resume={str(path)!r} trained with data.batch_size={saved_size}, and this run asks for "
-            f"data.batch_size={current_size}: that would change the images per training step in the middle of "
+            f"resume={str(path)!r} trained with {said(saved)} ({saved_size} images a step), and this run asks for "
+            f"{said(current)} ({current_size}): that would change the images per training step in the middle of "
             f"the run (its step counts, EMA half-life and learning rates are set for {saved_size}, and its "
-            f"position in the epoch is counted in batches of {saved_size}). Resume with "
-            f"data.batch_size={saved_size}, or start a new run without resume.")
+            f"position in the epoch is counted in such steps). Resume with {saved_size} images a step "
+            f"(data.batch_size x trainer.devices x trainer.num_nodes), or start a new run without resume.")
+
+
+def images_per_step(config: dict) -> int | None:
+    """Images of one training step over all processes: data.batch_size x trainer.devices x num_nodes
+    (a DDP run's per-process batch; devices given as a count, else one process)."""
+    size = config.get("data", {}).get("batch_size")
+    if not isinstance(size, int):
+        return None
+    trainer = config.get("trainer", {}) or {}
+    devices, nodes = trainer.get("devices", 1), trainer.get("num_nodes", 1)
+    return size * (devices if isinstance(devices, int) and devices > 0 else 1) * (nodes if isinstance(nodes, int) and nodes > 0 else 1)
 
 
 def is_same_run(saved: dict, current: dict) -> bool:
