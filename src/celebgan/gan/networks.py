@@ -104,7 +104,10 @@ class Discriminator(nn.Module):
 
     Conv-LeakyReLU(0.2), then (Conv-BatchNorm-LeakyReLU) x k, then a 4x4 Conv to one logit.
     spectral_norm wraps every conv; batch_norm=False drops the BatchNorms (SNGAN's D has none);
-    dropout adds spatial dropout (Dropout2d) after each hidden block.
+    dropout adds spatial dropout (Dropout2d) after each hidden block. slope: the LeakyReLUs'
+    negative slope (DCGAN 0.2, SN-GAN 0.1). stride1_convs: a 3x3 stride-1 conv (same width) after
+    each stride-2 block, SN-GAN's CNN discriminator layout (c4s2 then c3s1 at every resolution):
+    about 28% more D FLOPs, 7 convs instead of 4 at 32px.
     """
 
     def __init__(
@@ -116,8 +119,11 @@ class Discriminator(nn.Module):
         spectral_norm: bool = False,
         batch_norm: bool = True,
         dropout: float = 0.0,
+        slope: float = 0.2,
+        stride1_convs: bool = False,
     ):
         super().__init__()
+        check_number("model.discriminator.slope", slope, 0, below=1)
         for key, value in (("ndf", ndf), ("nc", nc)):
             check_whole(f"model.discriminator.{key}", value, 1)
         check_number("model.discriminator.dropout", dropout, 0, below=1, note=" (0 is off)")
@@ -129,7 +135,9 @@ class Discriminator(nn.Module):
             layers = [sn(nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False))]
             if norm:
                 layers.append(nn.BatchNorm2d(c_out))
-            layers.append(nn.LeakyReLU(0.2, inplace=True))
+            layers.append(nn.LeakyReLU(slope, inplace=True))
+            if stride1_convs:
+                layers += [sn(nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)), nn.LeakyReLU(slope, inplace=True)]
             if dropout > 0:
                 layers.append(nn.Dropout2d(dropout))
             return layers
@@ -161,10 +169,11 @@ class ProjectionDiscriminator(Discriminator):
     """
 
     def __init__(self, *, num_attrs: int, img_size: int = 64, ndf: int = 64, nc: int = 3,
-                 spectral_norm: bool = False, batch_norm: bool = True, dropout: float = 0.0):
+                 spectral_norm: bool = False, batch_norm: bool = True, dropout: float = 0.0,
+                 slope: float = 0.2, stride1_convs: bool = False):
         check_num_attrs("A projection discriminator", num_attrs)
         super().__init__(img_size=img_size, ndf=ndf, nc=nc, spectral_norm=spectral_norm,
-                         batch_norm=batch_norm, dropout=dropout)
+                         batch_norm=batch_norm, dropout=dropout, slope=slope, stride1_convs=stride1_convs)
         self.num_attrs = num_attrs
         width = self.main[-1].in_channels
         embed = nn.Linear(num_attrs, width, bias=False)  # weight (C, A): column a is E_a
@@ -188,10 +197,11 @@ class ACGANDiscriminator(Discriminator):
     """
 
     def __init__(self, *, num_attrs: int, img_size: int = 64, ndf: int = 64, nc: int = 3,
-                 spectral_norm: bool = False, batch_norm: bool = True, dropout: float = 0.0):
+                 spectral_norm: bool = False, batch_norm: bool = True, dropout: float = 0.0,
+                 slope: float = 0.2, stride1_convs: bool = False):
         check_num_attrs("An auxiliary-classifier discriminator", num_attrs)
         super().__init__(img_size=img_size, ndf=ndf, nc=nc, spectral_norm=spectral_norm,
-                         batch_norm=batch_norm, dropout=dropout)
+                         batch_norm=batch_norm, dropout=dropout, slope=slope, stride1_convs=stride1_convs)
         self.num_attrs = num_attrs
         sn = _spectral_norm if spectral_norm else (lambda m: m)
         self.classifier = sn(nn.Conv2d(self.main[-1].in_channels, num_attrs, 4, 1, 0, bias=True))
