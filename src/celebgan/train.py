@@ -25,7 +25,8 @@ from celebgan.run import lock, startup
 from celebgan.run.startup import holds_only_startup_files
 from celebgan.run.sweep import tensorboard_command, write_job_summary
 from celebgan.conf import CONFIG_DIR
-from celebgan.errors import UserError, command, wrapped_user_error
+from celebgan.cli import command, wrapped_user_error
+from celebgan.errors import UserError
 from celebgan.io import remove_stale_temporaries
 
 if TYPE_CHECKING:
