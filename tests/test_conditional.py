@@ -257,8 +257,8 @@ def test_the_stored_config_is_the_one_that_ran_and_resumes_from_a_composed_null(
     assert stored["data"]["attributes"] == ["Smiling"] and stored["trainer"]["max_steps"] == 3  # training steps
     # null takes all the data has, which are not the run's one attribute: found once the data is read
     with pytest.raises(UserError, match=r"data.attributes: \['Smiling'\] -> \['Bald'"):
-        train(compose_config([*TINY, "model=projection", "trainer.max_steps=6", f"resume={one / 'checkpoints' / 'last.ckpt'}"],
-                             tmp_path / "other"))
+        train(compose_config([*TINY, "model=projection", "trainer.max_steps=6",
+                              f"resume={one / 'checkpoints' / 'last.ckpt'}"], tmp_path / "other"))
     every = tmp_path / "every"
     train(compose_config([*TINY, "model=projection"], every))
     train(compose_config([*TINY, "model=projection", "trainer.max_epochs=2", "resume=auto"], tmp_path / "again"))
