@@ -8,7 +8,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import hydra
 import lightning as L
 import numpy as np
 import pytest
@@ -280,25 +279,28 @@ class OnStart(L.Callback):
 
 
 def fit_steps(cfg: DictConfig, steps: int, *, callbacks=(), on_start=None, seed: int = 0):
-    """`steps` training steps of cfg's model on cfg's data (at cfg.trainer.precision), in a Trainer
-    without logger, checkpoints or run folder: for tests that watch the training step itself.
-    on_start(gan) runs when fit starts. Returns (gan, trainer)."""
-    from celebgan.gan.module import attribute_kwargs, conditional_config
+    """`steps` training steps of cfg's model on cfg's data (at cfg.trainer.precision), built by
+    celebgan.train.build as a run is, in a Trainer without the config's callbacks, logger,
+    checkpoints or run folder: for tests that watch the training step itself. on_start(gan) runs
+    when fit starts. Returns (gan, trainer)."""
+    from celebgan.train import build
 
-    L.seed_everything(seed, verbose=False)
-    datamodule = hydra.utils.instantiate(cfg.data)
-    if conditional_config(cfg.model):  # as train() builds it: for the data's chosen attributes
-        datamodule.setup("fit")
-    gan = hydra.utils.instantiate(cfg.model, **attribute_kwargs(cfg.model, datamodule.attr_names,
-                                                                 datamodule.attr_frequencies()))
-    callbacks = [*callbacks, *([OnStart(on_start)] if on_start else [])]
-    precision = "32-true" if cfg.trainer.precision == "auto" else cfg.trainer.precision
-    trainer = L.Trainer(accelerator="cpu", precision=precision, max_epochs=-1,
-                        max_steps=gan.optimizer_steps(steps, gan.n_dis),
-                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, callbacks=callbacks)
-    trainer.fit(gan, datamodule=datamodule)
-    return gan, trainer
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.seed = seed
+        cfg.callbacks = {}
+        cfg.logger = None
+        cfg.trainer.accelerator = "cpu"
+        if cfg.trainer.precision == "auto":
+            cfg.trainer.precision = "32-true"
+        cfg.trainer.max_epochs = -1
+        cfg.trainer.max_steps = steps  # training steps; build hands Lightning the optimizer steps
+        cfg.trainer.enable_checkpointing = False
+        cfg.trainer.enable_progress_bar = False
+        cfg.trainer.enable_model_summary = False
+    built = build(cfg, callbacks=[*callbacks, *([OnStart(on_start)] if on_start else [])])
+    built.trainer.fit(built.model, datamodule=built.datamodule)
+    return built.model, built.trainer
 
 
 def run_commands(cases: list[tuple[str, list[str]]], cwd: Path, pythonpath: Path | None = None) -> list[dict]:

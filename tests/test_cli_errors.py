@@ -177,7 +177,8 @@ def test_each_user_mistake_is_one_message_and_exit_status_2(tmp_path):
 
 
 def test_a_full_disk_that_also_fails_the_cleanup_is_still_one_message():
-    from celebgan.errors import UserError, user_message
+    from celebgan.cli import user_message
+    from celebgan.errors import UserError
 
     # The grid's write fails; the loggers' final flush then fails on the same full disk.
     try:
@@ -202,7 +203,8 @@ def test_a_full_disk_that_also_fails_the_cleanup_is_still_one_message():
 def test_a_mistake_that_ends_a_job_is_one_line_on_stderr_and_in_the_jobs_log_file(tmp_path, capsys):
     import logging
 
-    from celebgan.errors import UserError, _exit_on_user_mistake
+    from celebgan.cli import _exit_on_user_mistake
+    from celebgan.errors import UserError
 
     log_file = logging.FileHandler(tmp_path / "train.log")
     logging.getLogger().addHandler(log_file)

@@ -248,6 +248,24 @@ def test_a_resumed_conditional_run_equals_the_straight_one(straight, tmp_path):
     assert_same_training_state(torch.load(straight, weights_only=True), torch.load(halfway, weights_only=True))
 
 
+def test_the_stored_config_is_the_one_that_ran_and_resumes_from_a_composed_null(tmp_path):
+    from celebgan.run.checkpoint import CONFIG_KEY
+
+    one = tmp_path / "one"
+    train(compose_config([*TINY, "model=projection", "data.attributes=[Smiling]", "trainer.max_steps=3"], one))
+    stored = torch.load(one / "checkpoints" / "last.ckpt", weights_only=True)[CONFIG_KEY]
+    assert stored["data"]["attributes"] == ["Smiling"] and stored["trainer"]["max_steps"] == 3  # training steps
+    # null takes all the data has, which are not the run's one attribute: found once the data is read
+    with pytest.raises(UserError, match=r"data.attributes: \['Smiling'\] -> \['Bald'"):
+        train(compose_config([*TINY, "model=projection", "trainer.max_steps=6",
+                              f"resume={one / 'checkpoints' / 'last.ckpt'}"], tmp_path / "other"))
+    every = tmp_path / "every"
+    train(compose_config([*TINY, "model=projection"], every))
+    train(compose_config([*TINY, "model=projection", "trainer.max_epochs=2", "resume=auto"], tmp_path / "again"))
+    stored = torch.load(every / "checkpoints" / "last.ckpt", weights_only=True)
+    assert stored["global_step"] == 16 and stored[CONFIG_KEY]["data"]["attributes"] == ATTR_NAMES
+
+
 def test_load_gan_and_load_generator_rebuild_a_conditional_model(straight):
     ckpt = torch.load(straight, weights_only=True)
     gan, config = load_gan(straight)
@@ -284,5 +302,5 @@ def test_a_conditional_preset_without_data_attributes_takes_all_the_data_has(tmp
         train(compose_config([*TINY, "model=acgan"], tmp_path / "run"))
     gan, config = load_gan(tmp_path / "run" / "checkpoints" / "last.ckpt")
     assert gan.attr_names == ATTR_NAMES and gan.discriminator.num_attrs == len(ATTR_NAMES)
-    assert config["data"]["attributes"] is None  # the config stays as composed; the checkpoint's names say it
+    assert config["data"]["attributes"] == ATTR_NAMES  # the stored run config holds what ran, not null
     assert f"all {len(ATTR_NAMES)} of the data's attributes" in caplog.text

@@ -119,3 +119,57 @@ def test_machine_dependent_defaults_resolve_in_the_config(tmp_path, monkeypatch)
     assert gpu.metrics.every_n_epochs == 1 and gpu.trainer.precision == "bf16-mixed"
     forced = compose_config(["trainer.accelerator=cpu"], tmp_path)
     assert forced.metrics.every_n_epochs == 0 and forced.trainer.precision == "32-true"
+
+
+# --- one source for each default ------------------------------------------------------------------
+
+def shipped_targets():
+    """(file, dotted key, node) of every node with a `_target_` in the shipped conf/ files."""
+    from omegaconf import OmegaConf
+
+    def walk(node, key):
+        if isinstance(node, dict):
+            if isinstance(node.get("_target_"), str):
+                yield key, node
+            for k, v in node.items():
+                yield from walk(v, f"{key}.{k}" if key else str(k))
+
+    for path in sorted(CONFIG_DIR.rglob("*.yaml")):
+        tree = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        for key, node in walk(tree, ""):
+            yield str(path.relative_to(CONFIG_DIR)), key, node
+
+
+def own_defaults(target) -> dict:
+    """The defaults celebgan's own code gives the callable's keyword arguments, a subclass's before
+    its base's (what **kwargs hands on); a library's own (Lightning's, torch's) are not ours to match."""
+    import inspect
+
+    callables = [c.__init__ for c in target.__mro__] if inspect.isclass(target) else [target]
+    defaults: dict = {}
+    for fn in callables:
+        if not getattr(fn, "__module__", "").startswith("celebgan"):
+            continue
+        for name, p in inspect.signature(fn).parameters.items():
+            if p.default is not inspect.Parameter.empty:
+                defaults.setdefault(name, p.default)
+    return defaults
+
+
+def test_a_constructor_default_agrees_with_every_yaml_that_sets_it():
+    """The YAML is the source of what the commands build: a default in code that says otherwise is
+    one that drifted (R1's lazy interval once read 1 there and 16 in conf/)."""
+    from hydra.utils import get_object
+
+    disagree = []
+    for file, key, node in shipped_targets():
+        defaults = own_defaults(get_object(node["_target_"]))
+        for name, value in node.items():
+            if name.startswith("_") or name not in defaults or isinstance(value, (dict, list)):
+                continue
+            if isinstance(value, str) and "${" in value:  # decided at run time (a resolver, another key)
+                continue
+            default = defaults[name]
+            if default != value and not (isinstance(default, tuple) and list(default) == value):
+                disagree.append(f"{file} {key or '(top)'}.{name}: {value!r} there, {default!r} in {node['_target_']}")
+    assert not disagree, "\n".join(disagree)

@@ -281,7 +281,8 @@ class Judge:
     the latents and the other attributes of the faces it judges, the same at every call.
     """
 
-    def __init__(self, *, data_config: Any, cache_dir: str | Path, classifier: dict[str, Any], n: int = 500,
+    # n has no default: evaluation judges 500 faces per side (conf/evaluate.yaml), training 200 (conf/metrics/).
+    def __init__(self, *, data_config: Any, cache_dir: str | Path, classifier: dict[str, Any], n: int,
                  n_ceiling: int = 2000, seed: int = 0, batch_size: int = 256):
         # Config nodes when Hydra builds it (metrics.obedience), dicts from a checkpoint's config.
         to_dict = lambda c: OmegaConf.to_container(c, resolve=True) if OmegaConf.is_config(c) else dict(c)  # noqa: E731

@@ -11,7 +11,8 @@ from pathlib import Path
 from omegaconf import DictConfig
 from PIL import Image, ImageDraw, ImageFont
 
-from celebgan.errors import UserError, command
+from celebgan.cli import command
+from celebgan.errors import UserError
 from celebgan.io import atomic_write
 
 

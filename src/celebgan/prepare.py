@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
-from celebgan.errors import UserError, command
+from celebgan.cli import command
+from celebgan.errors import UserError
 
 if TYPE_CHECKING:
     from celebgan.data.prepared import Prepared

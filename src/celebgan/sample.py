@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from celebgan.errors import UserError, check_number, check_whole, command
+from celebgan.cli import command
+from celebgan.errors import UserError, check_number, check_whole
 from celebgan.io import atomic_write
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -25,13 +25,16 @@ from celebgan.run import lock, startup
 from celebgan.run.startup import holds_only_startup_files
 from celebgan.run.sweep import tensorboard_command, write_job_summary
 from celebgan.conf import CONFIG_DIR
-from celebgan.errors import UserError, command, wrapped_user_error
+from celebgan.cli import command, wrapped_user_error
+from celebgan.errors import UserError
 from celebgan.io import remove_stale_temporaries
 
 if TYPE_CHECKING:
     import lightning as L
 
-# torch, Lightning and TensorBoard are imported where a run starts (fit, check_readable,
+    from celebgan.gan.module import GAN
+
+# torch, Lightning and TensorBoard are imported where a run starts (build, check_readable,
 # startup.logs_no_step): --help, --cfg job and a mistake on the command line answer without them.
 
 log = logging.getLogger(__name__)
@@ -227,13 +230,6 @@ def logging_into(run_dir: Path) -> Iterator[None]:
         handler.close()
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit the configured model on the configured data; returns the final logged metrics. The run
-    folder is this process's while it trains (celebgan.run.lock), and is released however the run ends."""
-    with ExitStack() as run_end:
-        return fit(cfg, run_end)
-
-
 def check_clipping(trainer_cfg: DictConfig) -> None:
     """Lightning refuses gradient clipping under manual optimization, which the GAN uses: it clips
     G's and D's gradients itself, as model.gradient_clip_val and model.gradient_clip_algorithm say."""
@@ -259,23 +255,9 @@ def note_attributes(conditional: bool, take_all: bool, attr_names: list[str]) ->
                  "model=acgan generate attributes on demand).", ",".join(attr_names))
 
 
-def fit(cfg: DictConfig, run_end: ExitStack) -> dict[str, float]:
-    """train's body; what is to be undone when the run ends, however it ends, goes on run_end.
-    It reads cfg and never writes it: what differs between machines is resolved in the config
-    (conf/resolvers.py), and a resumed run's own folder is a config derived from cfg."""
-    import lightning as L
-    from lightning.fabric.utilities.exceptions import MisconfigurationException
-    from lightning.pytorch.callbacks import TQDMProgressBar
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
-
-    from celebgan.run import resume
-    from celebgan.run.callbacks import PlainModelSummary
-    from celebgan.run.checkpoint import AtomicCheckpointIO, RunConfig
-    from celebgan.run.guards import (DivergenceWatch, NonFiniteGuard, RunFolderWatch, check_devices,
-                                     check_trainer_counts, folder_deleted)
-    from celebgan.gan.module import attribute_kwargs, conditional_config
-    from celebgan.run.hparams import SessionEnd, log_hparams
-    from celebgan.run.plugins import trust_modules
+def preflight(cfg: DictConfig) -> None:
+    """The config's own mistakes, each a UserError before any work: nothing is read or written yet."""
+    from celebgan.run.guards import check_devices, check_trainer_counts
 
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
     check_devices(accelerator, cfg.trainer.get("devices", 1), cfg.trainer.get("sync_batchnorm", False))
@@ -288,8 +270,24 @@ def fit(cfg: DictConfig, run_end: ExitStack) -> dict[str, float]:
     check_trainer_counts(cfg.trainer)
     check_precision(cfg.trainer.get("precision"), accelerator)
     check_optimized_metric(cfg)
+
+
+class Session(NamedTuple):
+    cfg: DictConfig  # the config the run is built from: cfg, or a resumed run's with its own folder
+    run_dir: Path
+    ckpt_path: str | None  # the checkpoint resumed, or None
+    saved: dict | None  # its stored run config
+
+
+@contextmanager
+def session(cfg: DictConfig) -> Iterator[Session]:
+    """The run folder is this process's while the run lasts (celebgan.run.lock), and a resumed run's
+    lines go on in its own log; both are released however the run ends."""
+    from celebgan.run import resume
+    from celebgan.run.plugins import trust_modules
+
     trust_modules(cfg.get("trust"))  # the reader's choice, before a checkpoint is read
-    ckpt_path, original_run = resume.resolve(cfg.get("resume"), OmegaConf.to_container(cfg, resolve=True))
+    ckpt_path, original_run, saved = resume.resolve(cfg.get("resume"), OmegaConf.to_container(cfg, resolve=True))
     if ckpt_path is not None:
         resume.check_epochs(ckpt_path, cfg.trainer.get("max_epochs"))
     run_dir = Path(cfg.paths.output_dir)
@@ -298,11 +296,41 @@ def fit(cfg: DictConfig, run_end: ExitStack) -> dict[str, float]:
         # Every path of the run (checkpoints, grids, the logger's folder) follows paths.output_dir:
         # the resumed run's config is cfg with its output folder, and cfg itself is left as composed.
         cfg = OmegaConf.merge(cfg, {"paths": {"output_dir": str(run_dir)}})
-    # Before anything is read or written: a folder in use by another process stops the run here.
-    run_end.enter_context(lock.owned(run_dir))
-    if original_run is not None:
-        run_end.enter_context(logging_into(run_dir))
-        log.info("%s", resume.resuming_message(ckpt_path, run_dir))
+    with ExitStack() as run_end:
+        # Before anything is read or written: a folder in use by another process stops the run here.
+        run_end.enter_context(lock.owned(run_dir))
+        if original_run is not None:
+            run_end.enter_context(logging_into(run_dir))
+            log.info("%s", resume.resuming_message(ckpt_path, run_dir))
+        run_end.enter_context(warnings.catch_warnings())
+        # The EMA generator's eval mode is the GAN's own (GAN.train): it is only ever sampled from.
+        warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+        yield Session(cfg, run_dir, ckpt_path, saved)
+
+
+class Built(NamedTuple):
+    datamodule: L.LightningDataModule
+    model: GAN
+    callbacks: list[L.Callback]  # every callback the Trainer holds, in its order
+    trainer: L.Trainer
+    logger: L.pytorch.loggers.Logger | None  # the config's (the Trainer holds a dummy under fast_dev_run)
+    config: dict  # the run config that ran: RunConfig stores it, the HParams table shows it
+
+
+def build(cfg: DictConfig, *, callbacks: Sequence[L.Callback] = ()) -> Built:
+    """What a run trains with, from its config: the one place that instantiates it. `callbacks` go
+    after the config's and the run's own (the session's RunFolderWatch, a test's probes)."""
+    import lightning as L
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+    from lightning.pytorch.callbacks import TQDMProgressBar
+
+    from celebgan.gan.module import attribute_kwargs, conditional_config
+    from celebgan.run import resume
+    from celebgan.run.callbacks import PlainModelSummary
+    from celebgan.run.checkpoint import AtomicCheckpointIO, RunConfig
+    from celebgan.run.guards import DivergenceWatch, NonFiniteGuard
+    from celebgan.run.hparams import SessionEnd
+
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     conditional = conditional_config(cfg.model)
@@ -314,24 +342,23 @@ def fit(cfg: DictConfig, run_end: ExitStack) -> dict[str, float]:
     note_attributes(conditional, take_all, datamodule.attr_names)
     model = instantiate(cfg.model, **attribute_kwargs(cfg.model, datamodule.attr_names, datamodule.attr_frequencies()))
     model.configure_optimizers()  # built once now: a bad optimizer setting fails before the run folder fills
-    config = OmegaConf.to_container(cfg, resolve=True)
-    callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
+    config = ran(cfg, datamodule.attr_names if conditional else None)
+    built = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
     # The guards first: at an epoch's end they stop a diverged run before its grid is drawn.
-    callbacks.sort(key=lambda c: not isinstance(c, (NonFiniteGuard, DivergenceWatch)))
-    logger = instantiate(cfg.logger) if cfg.get("logger") else False
+    built.sort(key=lambda c: not isinstance(c, (NonFiniteGuard, DivergenceWatch)))
     # The look of what trainer.enable_progress_bar and enable_model_summary turn on: tqdm's bar and
     # the plain table without its FLOPs (0s), also where rich is installed (which Lightning would
     # otherwise pick). Whether they show is the config's (conf/trainer/default.yaml).
     if cfg.trainer.get("enable_progress_bar", True):
-        callbacks.append(TQDMProgressBar())
+        built.append(TQDMProgressBar())
     if cfg.trainer.get("enable_model_summary", True):
-        callbacks.append(PlainModelSummary())
+        built.append(PlainModelSummary())
+    built += [RunConfig(config=config), resume.RNGState(), resume.ResumePosition(), SessionEnd(),
+              resume.TrainingPhase(), *callbacks]
+    logger = instantiate(cfg.logger) if cfg.get("logger") else False
     try:
-        trainer = hydra.utils.instantiate(
-            cfg.trainer, callbacks=[*callbacks, RunConfig(config=config), resume.RNGState(), resume.ResumePosition(),
-                                    SessionEnd(), resume.TrainingPhase(), RunFolderWatch(run_dir)],
-            logger=logger, plugins=[AtomicCheckpointIO()], **max_steps_kwargs(cfg, model),
-        )
+        trainer = hydra.utils.instantiate(cfg.trainer, callbacks=built, logger=logger, plugins=[AtomicCheckpointIO()],
+                                          **max_steps_kwargs(cfg, model))
     except InstantiationException as err:
         # Devices this machine lacks, an unknown accelerator or precision: Lightning's own message.
         if isinstance(err.__cause__, (MisconfigurationException, ValueError, ImportError)):
@@ -340,17 +367,30 @@ def fit(cfg: DictConfig, run_end: ExitStack) -> dict[str, float]:
                             f"strategy={t.get('strategy')}, precision={t.get('precision')}) cannot run here: {err.__cause__} "
                             "Change the setting it names.") from None
         raise
-    for folder in {c.dirpath for c in trainer.checkpoint_callbacks if getattr(c, "dirpath", None)}:
-        remove_stale_temporaries(folder, log)  # what a killed run left mid-write
-    if logger:
-        log_hparams(logger, config, group_choices(), swept_keys())
-    log.info("Run directory: %s", run_dir)
-    run_end.enter_context(warnings.catch_warnings())
-    # The EMA generator's eval mode is the GAN's own (GAN.train): it is only ever sampled from.
-    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
-    startup.hand_over()
+    return Built(datamodule, model, built, trainer, logger or None, config)
+
+
+def ran(cfg: DictConfig, attr_names: Sequence[str] | None) -> dict:
+    """The resolved run config with the values that ran where the composed one leaves them to the
+    run: a conditional model's data.attributes are the names the data module chose (null: all it
+    has). trainer.max_steps stays in training steps, the unit the user gave it in."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    if attr_names is not None:
+        config["data"]["attributes"] = list(attr_names)
+    return config
+
+
+@contextmanager
+def stops_explained(trainer: L.Trainer, model: GAN, run_dir: Path) -> Iterator[None]:
+    """The ways a fit ends that are no bug, each one line and its exit status, not a traceback: the run
+    folder deleted, a stop signal (last.ckpt saved), a DDP peer that died."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from celebgan.run import resume
+    from celebgan.run.guards import folder_deleted
+
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        yield
     except (SIGTERMException, Exception) as err:
         if not isinstance(err, SIGTERMException) and lock.lost(run_dir):
             # RunFolderWatch's stop, or the write that found it first (TensorBoard's writer): one message.
@@ -368,9 +408,32 @@ def fit(cfg: DictConfig, run_end: ExitStack) -> dict[str, float]:
         # (2), and no checkpoint was saved on the way out (143).
         log.error("%s", message)
         raise SystemExit(1) from None
-    if trainer.is_global_zero:
-        log.info("%s", summary(trainer, run_dir))
-    return {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit the configured model on the configured data; returns the final logged metrics. It reads
+    cfg and never writes it: what differs between machines is resolved in the config
+    (conf/resolvers.py), and a resumed run's own folder is a config derived from cfg."""
+    from celebgan.run import resume
+    from celebgan.run.guards import RunFolderWatch
+    from celebgan.run.hparams import log_hparams
+
+    preflight(cfg)
+    with session(cfg) as run:
+        datamodule, model, _, trainer, logger, config = build(run.cfg, callbacks=[RunFolderWatch(run.run_dir)])
+        if run.saved is not None:
+            resume.check_attributes(run.ckpt_path, run.saved, config)
+        for folder in {c.dirpath for c in trainer.checkpoint_callbacks if getattr(c, "dirpath", None)}:
+            remove_stale_temporaries(folder, log)  # what a killed run left mid-write
+        if logger is not None:
+            log_hparams(logger, config, group_choices(), swept_keys())
+        log.info("Run directory: %s", run.run_dir)
+        startup.hand_over()
+        with stops_explained(trainer, model, run.run_dir):
+            trainer.fit(model, datamodule=datamodule, ckpt_path=run.ckpt_path, weights_only=True)
+        if trainer.is_global_zero:
+            log.info("%s", summary(trainer, run.run_dir))
+        return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
 
 @contextmanager

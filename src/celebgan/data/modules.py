@@ -149,7 +149,7 @@ class FaceDataModule(LightningDataModule):
     data_attr_names: list[str] = []
     flip: bool = True
 
-    def __init__(self, *, img_size: int = 64, batch_size: int = 128, num_workers: int | str = 2,
+    def __init__(self, *, img_size: int = 64, batch_size: int = 128, num_workers: int | str = "auto",
                  pin_memory: bool = True, on_device: bool = False, attributes: str | Sequence[str] | None = None):
         super().__init__()
         num_stages(img_size)  # an unsupported size fails here, before any data is read
@@ -310,9 +310,10 @@ class CelebADataModule(FaceDataModule):
 class SyntheticDataModule(FaceDataModule):
     data_attr_names = SYNTHETIC_ATTR_NAMES
 
+    # num_workers=0: the faces sit in memory; worker processes would only add overhead (conf/data/synthetic.yaml).
     def __init__(self, *, num_images: int = 10000, seed: int = 0, split: str = "train", flip: bool = True,
-                 cache_dir: str | None = None, **loader):
-        super().__init__(**loader)
+                 cache_dir: str | None = None, num_workers: int | str = 0, **loader):
+        super().__init__(num_workers=num_workers, **loader)
         check_whole("data.num_images", num_images, 1)
         if split not in SPLIT_IDS:
             raise UserError(f"data.split={split!r} is not one of the synthetic faces' splits {list(SPLIT_IDS)}.")

@@ -37,7 +37,8 @@ class R1(_Penalty):
 
     key = "r1"
 
-    def __init__(self, *, gamma: float = 0.1, every: int = 1):
+    # every=16: StyleGAN2's lazy interval, as conf/model/penalty/r1.yaml (and r2.yaml) set it.
+    def __init__(self, *, gamma: float = 0.1, every: int = 16):
         super().__init__(every=every)
         check_number(f"model.penalties.{self.key}.gamma", gamma, 0)
         self.gamma = gamma

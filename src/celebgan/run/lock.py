@@ -195,7 +195,7 @@ class HydraRunLock(Callback):
             acquire(run_dir)
         except UserError as err:
             # Hydra turns an exception of a callback into a warning and writes into the folder anyway:
-            # this ends the command here, as celebgan.errors.command ends it for any UserError.
+            # this ends the command here, as celebgan.cli.command ends it for any UserError.
             print(f"Error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
         # A stop signal from here on ends the command through its `finally`s (startup.guard).

@@ -18,6 +18,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from celebgan.run import startup
 from celebgan.run.checkpoint import CONFIG_KEY, RESUME_HINT, as_given, read_checkpoint, run_dir
 from celebgan.errors import UserError
+from celebgan.gan.module import conditional_config
 from celebgan.run.trust import UntrustedCheckpoint
 
 log = logging.getLogger(__name__)
@@ -50,9 +51,29 @@ def _stored_config(path: str | Path) -> dict:
     return read_checkpoint(path, arg="resume", hint=RESUME_HINT)[CONFIG_KEY]
 
 
+def as_composed(saved: dict, current: dict) -> dict:
+    """The stored config compared with a composed one: a conditional run stores the attributes its data
+    module chose, which data.attributes=null (all the data has) names only once the data is read;
+    check_attributes compares those after the build."""
+    data = saved.get("data")
+    if not (isinstance(data, dict) and isinstance(data.get("attributes"), list)
+            and (current.get("data") or {}).get("attributes") is None and conditional_config(saved.get("model") or {})):
+        return saved
+    return {**saved, "data": {**data, "attributes": None}}
+
+
+def check_attributes(path: str | Path, saved: dict, config: dict) -> None:
+    """A conditional run resumes only on the attributes it was trained on, as its data module chose them."""
+    stored, now = (saved.get("data") or {}).get("attributes"), config["data"].get("attributes")
+    if conditional_config(saved.get("model") or {}) and isinstance(stored, list) and stored != now:
+        raise UserError(f"resume={str(path)!r} belongs to a different model, image size or data.attributes:\n"
+                        f"  data.attributes: {stored!r} -> {now!r}\nResume with data.attributes=[{','.join(stored)}], "
+                        "or start a new run without resume.")
+
+
 def check_compatible(path: str | Path, saved: dict, current: dict) -> None:
     """A checkpoint resumes only into the model, image size and attributes it was trained with."""
-    diffs = differences(saved, current, ("model", "data.img_size", "data.attributes"))
+    diffs = differences(as_composed(saved, current), current, ("model", "data.img_size", "data.attributes"))
     if diffs:
         raise UserError(
             f"resume={str(path)!r} belongs to a different model, image size or data.attributes:\n  " + "\n  ".join(diffs[:10])
@@ -92,7 +113,7 @@ def images_per_step(config: dict) -> int | None:
 def is_same_run(saved: dict, current: dict) -> bool:
     """resume=auto's notion of the same config: same model, same data (up to where it is stored and how
     it is loaded) and same seed. Trainer settings (max_epochs, devices, precision) may change."""
-    return not differences(saved, current, ("model", "data", "seed"))
+    return not differences(as_composed(saved, current), current, ("model", "data", "seed"))
 
 
 def run_checkpoints(run: Path) -> list[Path]:
@@ -127,13 +148,14 @@ def find_latest(runs_root: Path, current: dict, exclude: Path | None = None) -> 
     return None, skipped
 
 
-def resolve(resume: str | None, config: dict) -> tuple[str | None, Path | None]:
-    """(checkpoint to resume or None, run directory to continue in or None) for `resume`.
+def resolve(resume: str | None, config: dict) -> tuple[str | None, Path | None, dict | None]:
+    """(checkpoint to resume or None, run directory to continue in or None, its stored run config or
+    None) for `resume`.
 
     Runs before any data is read, so a wrong path or model fails at once. `config` is the resolved
     current config; runs are looked for next to its run directory (outputs/runs/)."""
     if resume in (None, ""):
-        return None, None
+        return None, None, None
     this_run = Path(config["paths"]["output_dir"])
     if resume == "auto":
         path, skipped = find_latest(this_run.parent, config, exclude=this_run)
@@ -144,14 +166,14 @@ def resolve(resume: str | None, config: dict) -> tuple[str | None, Path | None]:
         else:
             log.info("resume=auto %s", taken)
         if path is None:
-            return None, None
+            return None, None, None
     else:
         path = as_given(resume)  # a link's own folder is the run it names (run_dir)
     saved = _stored_config(path)
     check_compatible(path, saved, config)
     check_batch_size(path, saved, config)
     # RUN/checkpoints/X.ckpt continues in RUN: the same TensorBoard run, samples and checkpoints.
-    return str(path), run_dir(path)
+    return str(path), run_dir(path), saved
 
 
 def resuming_message(ckpt_path: str, run: Path) -> str:
