@@ -312,7 +312,7 @@ class SyntheticDataModule(FaceDataModule):
 
     # num_workers=0: the faces sit in memory; worker processes would only add overhead (conf/data/synthetic.yaml).
     def __init__(self, *, num_images: int = 10000, seed: int = 0, split: str = "train", flip: bool = True,
-                 cache_dir: str | None = None, num_workers: int | str = 0, **loader):
+                 cache_dir: str | None = "auto", num_workers: int | str = 0, **loader):
         super().__init__(num_workers=num_workers, **loader)
         check_whole("data.num_images", num_images, 1)
         if split not in SPLIT_IDS:
