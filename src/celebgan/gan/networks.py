@@ -99,13 +99,32 @@ class ConditionalGenerator(Generator):
         return super().forward(torch.cat([z, embedded], dim=1))
 
 
+class Gain(nn.Module):
+    """A parametrization that multiplies a weight by a constant: over spectral norm, each layer's
+    Lipschitz bound becomes `gain` instead of 1 (SN-GAN's one hyper-parameter, the Lipschitz constant)."""
+
+    def __init__(self, gain: float):
+        super().__init__()
+        self.gain = gain
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight * self.gain
+
+
+def gained(module: nn.Module, gain: float) -> nn.Module:
+    if gain != 1.0:  # 1: spectral norm alone, the parametrization list unchanged
+        torch.nn.utils.parametrize.register_parametrization(module, "weight", Gain(gain))
+    return module
+
+
 class Discriminator(nn.Module):
     """image (B, nc, S, S) -> logit (B,).
 
     Conv-LeakyReLU(0.2), then (Conv-BatchNorm-LeakyReLU) x k, then a 4x4 Conv to one logit.
     spectral_norm wraps every conv; batch_norm=False drops the BatchNorms (SNGAN's D has none);
     dropout adds spatial dropout (Dropout2d) after each hidden block. slope: the LeakyReLUs'
-    negative slope (DCGAN 0.2, SN-GAN 0.1). stride1_convs: a 3x3 stride-1 conv (same width) after
+    negative slope (DCGAN 0.2, SN-GAN 0.1). sn_gain: with spectral_norm, each conv's weight is
+    W / sigma(W) * sn_gain, its Lipschitz bound sn_gain (1: SN as published). stride1_convs: a 3x3 stride-1 conv (same width) after
     each stride-2 block, SN-GAN's CNN discriminator layout (c4s2 then c3s1 at every resolution):
     about 28% more D FLOPs, 7 convs instead of 4 at 32px.
     """
@@ -121,15 +140,17 @@ class Discriminator(nn.Module):
         dropout: float = 0.0,
         slope: float = 0.2,
         stride1_convs: bool = False,
+        sn_gain: float = 1.0,
     ):
         super().__init__()
         check_number("model.discriminator.slope", slope, 0, below=1)
+        check_number("model.discriminator.sn_gain", sn_gain, 0, above=True)
         for key, value in (("ndf", ndf), ("nc", nc)):
             check_whole(f"model.discriminator.{key}", value, 1)
         check_number("model.discriminator.dropout", dropout, 0, below=1, note=" (0 is off)")
         self.img_size = img_size
         n = num_stages(img_size)
-        sn = _spectral_norm if spectral_norm else (lambda m: m)
+        sn = (lambda m: gained(_spectral_norm(m), sn_gain)) if spectral_norm else (lambda m: m)
 
         def block(c_in: int, c_out: int, norm: bool) -> list[nn.Module]:
             layers = [sn(nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False))]
@@ -170,10 +191,11 @@ class ProjectionDiscriminator(Discriminator):
 
     def __init__(self, *, num_attrs: int, img_size: int = 64, ndf: int = 64, nc: int = 3,
                  spectral_norm: bool = False, batch_norm: bool = True, dropout: float = 0.0,
-                 slope: float = 0.2, stride1_convs: bool = False):
+                 slope: float = 0.2, stride1_convs: bool = False, sn_gain: float = 1.0):
         check_num_attrs("A projection discriminator", num_attrs)
         super().__init__(img_size=img_size, ndf=ndf, nc=nc, spectral_norm=spectral_norm,
-                         batch_norm=batch_norm, dropout=dropout, slope=slope, stride1_convs=stride1_convs)
+                         batch_norm=batch_norm, dropout=dropout, slope=slope, stride1_convs=stride1_convs,
+                         sn_gain=sn_gain)
         self.num_attrs = num_attrs
         width = self.main[-1].in_channels
         embed = nn.Linear(num_attrs, width, bias=False)  # weight (C, A): column a is E_a
@@ -198,10 +220,11 @@ class ACGANDiscriminator(Discriminator):
 
     def __init__(self, *, num_attrs: int, img_size: int = 64, ndf: int = 64, nc: int = 3,
                  spectral_norm: bool = False, batch_norm: bool = True, dropout: float = 0.0,
-                 slope: float = 0.2, stride1_convs: bool = False):
+                 slope: float = 0.2, stride1_convs: bool = False, sn_gain: float = 1.0):
         check_num_attrs("An auxiliary-classifier discriminator", num_attrs)
         super().__init__(img_size=img_size, ndf=ndf, nc=nc, spectral_norm=spectral_norm,
-                         batch_norm=batch_norm, dropout=dropout, slope=slope, stride1_convs=stride1_convs)
+                         batch_norm=batch_norm, dropout=dropout, slope=slope, stride1_convs=stride1_convs,
+                         sn_gain=sn_gain)
         self.num_attrs = num_attrs
         sn = _spectral_norm if spectral_norm else (lambda m: m)
         self.classifier = sn(nn.Conv2d(self.main[-1].in_channels, num_attrs, 4, 1, 0, bias=True))
