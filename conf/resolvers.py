@@ -10,9 +10,9 @@ from omegaconf import OmegaConf
 
 def trains_on_gpu(accelerator: str) -> bool:
     """trainer.accelerator trains on a GPU here (auto: whenever one is present)."""
-    from celebgan.devices import best_device
+    from celebgan.devices import training_device
 
-    return accelerator in ("gpu", "cuda", "mps") or (accelerator == "auto" and best_device().type != "cpu")
+    return training_device(accelerator) in ("cuda", "mps")
 
 
 def gpu_or_cpu(accelerator: str, on_gpu, on_cpu):
@@ -28,10 +28,10 @@ def default_precision(accelerator: str) -> str:
     """
     import torch
 
-    from celebgan.devices import has_cuda
+    from celebgan.devices import has_cuda, training_device
 
-    gpu = str(accelerator) in ("auto", "gpu", "cuda") and has_cuda()
-    return "bf16-mixed" if gpu and torch.cuda.is_bf16_supported() else "32-true"
+    cuda = training_device(accelerator) == "cuda" and has_cuda()
+    return "bf16-mixed" if cuda and torch.cuda.is_bf16_supported() else "32-true"
 
 
 def stdout_is_terminal() -> bool:

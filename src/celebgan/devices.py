@@ -44,6 +44,19 @@ def pick_device(name: str | torch.device = "auto", key: str = "device") -> torch
     return device
 
 
+def training_device(accelerator: str) -> str:
+    """The kind of device `trainer.accelerator` trains on here: "cuda", "mps" or "cpu" (another
+    accelerator's name, e.g. tpu, as given). The one rule behind every GPU-or-CPU decision: the
+    metrics and precision defaults (conf/resolvers.py), SyncBatchNorm and the GPU count
+    (run/guards.py). auto and gpu take a CUDA GPU, else Apple's MPS, as Lightning does; auto falls
+    back to the CPU, gpu on a machine without one stays "cuda" (Lightning refuses it, in its words)."""
+    accelerator = str(accelerator)
+    if accelerator not in ("auto", "gpu"):
+        return accelerator
+    kind = best_device().type
+    return "cuda" if kind == "cpu" and accelerator == "gpu" else kind
+
+
 def has_cuda() -> bool:
     """A CUDA GPU is here: what pinned memory, SyncBatchNorm and bf16 autocast need."""
     return torch.cuda.is_available()

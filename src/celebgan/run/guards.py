@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from lightning import Callback, LightningModule, Trainer
 
-from celebgan.devices import has_cuda
+from celebgan.devices import training_device
 from celebgan.errors import UserError, check_whole
 from celebgan.run import lock
 
@@ -16,14 +16,15 @@ log = logging.getLogger(__name__)
 
 def check_devices(accelerator: str, devices, sync_batchnorm: bool = False) -> None:
     """A device request this machine cannot meet fails here, before any data is read."""
-    if sync_batchnorm and (accelerator == "cpu" or (accelerator == "auto" and not has_cuda())):
+    on = training_device(accelerator)
+    if sync_batchnorm and on != "cuda":
         raise UserError("trainer.sync_batchnorm=true needs GPUs: PyTorch's SyncBatchNorm does not run on CPU. "
                         "Drop it on CPU; each process then normalises with its own batch statistics.")
     if not isinstance(devices, int) and not (isinstance(devices, str) and devices.lstrip("-").isdigit()):
         return  # "auto" or a list of device ids: Lightning checks those itself
     devices = int(devices)
     gpus = torch.cuda.device_count()
-    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and gpus > 0):
+    if on == "cuda":
         if devices > gpus:
             raise UserError(
                 f"trainer.devices={devices} but this machine has {gpus} visible GPU(s) "
