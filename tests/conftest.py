@@ -119,6 +119,24 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def _processes_only_where_marked(request, monkeypatch):
+    """A test that starts a process (a command line, DDP ranks, a kernel, a server, pip) is marked
+    `integration`, which `make test-quick` leaves out. The marker is checked, not remembered: an
+    unmarked test that starts one fails here, naming the marker."""
+    if request.node.get_closest_marker("integration") is not None:
+        return
+    popen_init = subprocess.Popen.__init__
+
+    def refuse(self, args, *rest, **kwargs):
+        if isinstance(args, (list, tuple)) and args and args[0] == "uname":  # platform.processor()'s own probe
+            return popen_init(self, args, *rest, **kwargs)
+        shown = " ".join(map(str, args)) if isinstance(args, (list, tuple)) else str(args)
+        raise AssertionError(f"{request.node.nodeid} starts a process ({shown[:120]}) but is not marked "
+                             "@pytest.mark.integration: mark it, so that make test-quick leaves it out.")
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+
+
 os.environ.setdefault("HYDRA_FULL_ERROR", "1")
 # Caches that commands keep (rendered synthetic faces, real features) go to one folder per test
 # session, never into the checkout's outputs/; command-line runs inherit it.

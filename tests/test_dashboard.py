@@ -79,6 +79,7 @@ def test_plot_marks_round_steps():
     assert step_ticks(7) == [0, 2, 4, 6] and step_ticks(0) == [0]
 
 
+@pytest.mark.integration
 def test_plot_command_line_prints_one_line_and_has_help(run, tmp_path):
     out = tmp_path / "curves.png"
     # The sweep's job folder is named 0_model=spectral: a value that holds "=" goes in quotes.

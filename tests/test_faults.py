@@ -260,6 +260,7 @@ def test_checkpoints_are_not_staged_in_the_system_temporary_folder(tmp_path, mon
     assert [p.name for p in (tmp_path / "ckpt").iterdir()] == ["last.ckpt"]
 
 
+@pytest.mark.integration
 def test_temporaries_of_a_killed_run_are_removed_at_the_next_start(make_cfg, caplog):
     cfg = make_cfg()
     folder = last_ckpt(cfg).parent

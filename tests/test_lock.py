@@ -177,6 +177,7 @@ def test_a_signal_while_hydra_writes_leaves_no_folder(tmp_path):
     assert not run_dir.exists()
 
 
+@pytest.mark.integration
 def test_the_next_run_removes_only_folders_of_runs_killed_while_they_started(tmp_path, caplog):
     runs = tmp_path / "runs"
     ended = subprocess.Popen([sys.executable, "-c", "pass"])

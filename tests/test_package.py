@@ -112,6 +112,7 @@ HEAVY = ("torch", "lightning", "torchvision", "torchmetrics", "tensorboard")
 
 @pytest.mark.parametrize("module", ["celebgan", "celebgan.train", "celebgan.sample", "celebgan.evaluate",
                                     "celebgan.prepare", "celebgan.plot"])
+@pytest.mark.integration
 def test_importing_a_command_loads_no_deep_learning_library(module):
     """--help, --cfg job and a mistake on the command line answer in a second or two because
     nothing imports torch, Lightning or TensorBoard before a command runs."""
@@ -129,6 +130,7 @@ def test_the_python_api_is_there_on_first_use():
         celebgan.no_such_name
 
 
+@pytest.mark.integration
 def test_version_is_celebgans_with_its_libraries():
     from importlib.metadata import version
 

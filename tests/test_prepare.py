@@ -161,6 +161,7 @@ def test_a_killed_build_leaves_no_half_file_in_place(tmp_path):
     assert prepared.num_images == 20
 
 
+@pytest.mark.integration
 def test_prepare_command(celeba_root, tmp_path):
     out, work = tmp_path / "prepared", tmp_path / "work"
     work.mkdir()
@@ -186,6 +187,7 @@ def run_commands(cwd: Path, argvs: list[list[str]]) -> list[dict]:
     return json.loads(results.read_text())
 
 
+@pytest.mark.integration
 def test_a_killed_builds_temporaries_go_when_the_folder_is_next_opened(celeba_root, tmp_path):
     out = tmp_path / "prepared"
     prepared = prep.prepare(str(celeba_root), "train", "full", 16, str(out), workers=1, progress=False)

@@ -17,10 +17,6 @@ def column(attrs: torch.Tensor, name: str) -> torch.Tensor:
     return attrs[:, ATTR_NAMES.index(name)].bool()
 
 
-def test_renderer_version_is_an_int():
-    assert isinstance(RENDERER_VERSION, int) and RENDERER_VERSION >= 2
-
-
 def test_image_depends_only_on_seed_split_and_index():
     a, la = render_faces(5, 32, seed=7, split="valid")
     b, lb = render_faces(9, 32, seed=7, split="valid")
