@@ -70,6 +70,8 @@ ARMS = {
     "sn_hinge_sngan_d": ("+ hinge, SN-GAN's D layout: a 3x3 conv after each stride-2 one, slope 0.1",
                          ["model=spectral", "model/loss=hinge", "model.discriminator.stride1_convs=true",
                           "model.discriminator.slope=0.1"]),
+    "vanilla_wide": ("vanilla with D twice as wide (ndf 64): sn_hinge_wide's control",
+                     ["model=vanilla", "model.discriminator.ndf=64"]),
     "sn_gain2": ("SN with each conv's Lipschitz bound 2 (W / sigma * 2), BCE",
                  ["model=spectral", "model.discriminator.sn_gain=2.0"]),
     "sn_hinge_gain2": ("+ hinge, each conv's Lipschitz bound 2", ["model=spectral", "model/loss=hinge",
