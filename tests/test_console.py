@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import RANDOM_METRICS, cli_cmd, cli_env
+from events import events
 
 from celebgan.errors import UserError
 from celebgan.train import train
@@ -32,8 +33,15 @@ def test_output_to_a_file_is_one_line_per_epoch_and_a_summary(tmp_path):
         assert f"run folder:  {run}" in text
         assert f"last grid:   {run / 'samples' / 'epoch_0002.png'}" in text
         assert f"checkpoint:  {run / 'checkpoints' / 'last.ckpt'}" in text
-        assert f"tensorboard --logdir {run}" in text
+        assert f"tensorboard --logdir {tmp_path} " in text  # the folder holding the run
     assert not (run / "checkpoints" / "best.ckpt").exists()
+    # Opened as the hint says, TensorBoard names the run by its folder, not ".", and the epoch's grid
+    # lies at the step the console said.
+    from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
+    multiplexer = EventMultiplexer().AddRunsFromDirectory(str(tmp_path))
+    multiplexer.Reload()
+    assert list(multiplexer.Runs()) == ["run"]
+    assert [e.step for e in events(run).Images("train/samples")] == [4, 8]
 
 
 def test_metrics_cost_is_announced_before_measuring(make_cfg, tmp_path, caplog):

@@ -94,12 +94,12 @@ def test_plot_command_line_prints_one_line_and_has_help(run, tmp_path):
 
 def test_every_scalar_is_a_curve_on_the_training_step_axis(run):
     scalars = read_scalars(run)
-    steps = list(range(EPOCHS * 64 // 16))
+    steps = list(range(1, EPOCHS * 64 // 16 + 1))  # training steps done, as the console counts
     for tag in ["train/d_loss", "train/lr_g", "train/lr_d"]:
         assert [step for step, _ in scalars[tag]] == steps
     assert [value for _, value in scalars["train/lr_g"] + scalars["train/lr_d"]] == pytest.approx([2e-4] * 2 * len(steps))
-    for source in FINAL_LOSSES.values():  # the epoch means, at each epoch's last training step
-        assert [step for step, _ in scalars[source]] == [3, 7]
+    for source in FINAL_LOSSES.values():  # the epoch means, after each epoch's 4 training steps
+        assert [step for step, _ in scalars[source]] == [4, 8]
     # No single-point final/* chart, no NaN, no Lightning `epoch` counter; metrics are off in the tiny run.
     assert not [tag for tag in scalars if tag == "epoch" or tag.startswith(("final/", "epoch/", "metrics/"))]
     assert not [tag for tag, points in scalars.items() if any(np.isnan(value) for _, value in points)]
@@ -149,11 +149,11 @@ def test_tensorboard_serves_scalars_images_and_hparams(sweep, run):
 
         assert list(get(f"{base}/data/plugin/images/tags")[RUN]) == ["train/samples"]
         grids = get(f"{base}/data/plugin/images/images?run={RUN}&tag=train/samples")
-        assert [g["step"] for g in grids] == [3, 7]  # the epochs' last training steps, as the curves count
+        assert [g["step"] for g in grids] == [4, 8]  # after each epoch's 4 training steps, as the curves count
         png = get(f"{base}/data/plugin/images/individualImage?{grids[-1]['query']}")
         assert Image.open(io.BytesIO(png)).size == Image.open(run / "samples" / "epoch_0002.png").size
         grids = get(f"{base}/data/plugin/images/images?run={OTHER}&tag=train/samples")
-        assert [g["step"] for g in grids] == list(range(OTHER_EPOCHS))  # all 11, one step an epoch
+        assert [g["step"] for g in grids] == list(range(1, OTHER_EPOCHS + 1))  # all 11, one step an epoch
 
         experiment = get(f"{base}/data/plugin/hparams/experiment", {"experimentName": ""})
         # A compact table: the presets and the settings that tell runs apart, not the whole config,
@@ -222,6 +222,6 @@ def test_learning_rate_curves_follow_the_schedule(make_cfg):
     train(cfg)
     scalars = read_scalars(cfg.paths.output_dir)
     # LinearLR to 0 over two epochs: each epoch's two steps at its rate, D's four times G's (TTUR).
-    assert [(s, v) for s, v in scalars["train/lr_g"]] == [(0, pytest.approx(1e-4)), (1, pytest.approx(1e-4)),
-                                                          (2, pytest.approx(5e-5)), (3, pytest.approx(5e-5))]
+    assert [(s, v) for s, v in scalars["train/lr_g"]] == [(1, pytest.approx(1e-4)), (2, pytest.approx(1e-4)),
+                                                          (3, pytest.approx(5e-5)), (4, pytest.approx(5e-5))]
     assert [v for _, v in scalars["train/lr_d"]] == pytest.approx([4e-4, 4e-4, 2e-4, 2e-4])

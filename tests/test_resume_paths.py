@@ -42,7 +42,7 @@ def test_resume_path_continues_the_run_in_its_folder_and_equals_an_uninterrupted
     assert_same_training_state(last_ckpt(straight), resumed)
     # Continued in the checkpoint's run: its TensorBoard run and grids go on; the new folder holds none.
     steps = [e.step for e in scalars(first, "train/d_loss")]
-    assert steps == [e.step for e in scalars(straight, "train/d_loss")] == list(range(8))
+    assert steps == [e.step for e in scalars(straight, "train/d_loss")] == list(range(1, 9))
     assert sorted(p.name for p in (first / "samples").iterdir()) == ["epoch_0001.png", "epoch_0002.png"]
     assert not second.exists() or not {"checkpoints", "samples"} & {p.name for p in second.iterdir()}
     assert not second.exists() or not list(second.glob("events.out.tfevents.*"))
@@ -268,7 +268,7 @@ def test_resume_through_a_linked_checkpoint_writes_only_into_the_run_it_names(ma
     assert sorted(p.relative_to(elsewhere) for p in elsewhere.rglob("*")) == before  # the target is only read
     assert torch.load(elsewhere / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
     assert not link.is_symlink() and last_ckpt(runs / "linked")["epoch"] == 2  # the link became the run's own
-    assert [e.step for e in scalars(runs / "linked", "train/d_loss")] == [8, 9, 10, 11]
+    assert [e.step for e in scalars(runs / "linked", "train/d_loss")] == [9, 10, 11, 12]
     assert (runs / "linked" / "samples" / "epoch_0003.png").is_file()
     assert f"Resuming {link}, a link to {elsewhere / 'checkpoints' / 'last.ckpt'}: that file is only read, and " \
            f"the run continues in {runs / 'linked'}" in caplog.text

@@ -22,9 +22,10 @@ def test_fit_writes_scalars_images_samples_and_checkpoint(trained_run):
     assert len(steps) == 2 * 64 // 16  # logged every step: 4 batches x 2 epochs
     d_loss = [e.value for e in acc.Scalars("train/d_loss")]
     epoch_means = [(e.step, e.value) for e in acc.Scalars("train_epoch/d_loss")]
-    assert epoch_means == [(3, pytest.approx(sum(d_loss[:4]) / 4)), (7, pytest.approx(sum(d_loss[4:]) / 4))]
+    assert epoch_means == [(4, pytest.approx(sum(d_loss[:4]) / 4)), (8, pytest.approx(sum(d_loss[4:]) / 4))]
     assert acc.Tags()["images"] == ["train/samples"]
-    assert [e.step for e in acc.Images("train/samples")] == [3, 7]  # at the epochs' last training steps
+    assert steps == list(range(1, 9))  # x-axis: training steps done, as the console counts
+    assert [e.step for e in acc.Images("train/samples")] == [4, 8]  # after each epoch's 4 steps, as its curves
     assert sorted(p.name for p in (run / "samples").iterdir()) == ["epoch_0001.png", "epoch_0002.png"]
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert 0.0 < metrics["train_epoch/D_x"] < 1.0
@@ -62,7 +63,7 @@ def test_max_steps_counts_training_steps_not_optimizer_steps(make_cfg, caplog):
     assert "stops after 6 training steps (real batches): 6 D steps and 3 G steps" in caplog.text
     assert "max_steps=9 optimizer steps" in caplog.text  # what Lightning's own stop message will say
     run = Path(cfg.paths.output_dir)
-    assert [e.step for e in scalars(run, "train/d_loss")] == list(range(6))
+    assert [e.step for e in scalars(run, "train/d_loss")] == list(range(1, 7))
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 6 + 3  # 6 D steps, a G step on every 2nd
 

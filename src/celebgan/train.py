@@ -153,10 +153,16 @@ def swept_keys() -> list[str]:
 
 def tensorboard_logdir(output_dir: Path) -> Path:
     """Where to point TensorBoard: a sweep job's sweep folder, which names each run by its job folder
-    alone (`0_model=vanilla`, short and told apart), or the run folder itself."""
+    alone (`0_model=vanilla`, short and told apart); else the folder that holds the run, which names
+    it by its own folder (`2026-12-06_10-00-00_vanilla_synthetic`, beside the runs before it), where
+    TensorBoard would call a run opened on its own folder "." (its path from --logdir). A run folder
+    straight in the working, home or root folder is opened on itself: not a scan of everything there."""
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         return Path(HydraConfig.get().sweep.dir)
-    return output_dir
+    parent = output_dir.absolute().parent
+    if parent in (Path.cwd().absolute(), Path.home().absolute(), Path(parent.anchor)):
+        return output_dir
+    return output_dir.parent
 
 
 def check_readable(dataset) -> None:

@@ -37,7 +37,7 @@ def image_spread(images: torch.Tensor) -> float:
 
 class SampleGrid(Callback):
     """Each epoch: a grid of the sampler's images from the module's fixed latents, written to
-    TensorBoard (tag `train/samples`, at the epoch's last training step, the x-axis of every curve)
+    TensorBoard (tag `train/samples`, at the training steps done, the x-axis of every curve)
     and as `dirpath/epoch_NNNN.png`, NNNN the epoch counted from 1 as the console does (rank 0 only)."""
 
     def __init__(self, *, dirpath: str, every_n_epochs: int = 1, nrow: int = 8):
@@ -67,7 +67,7 @@ class SampleGrid(Callback):
         save_png(grid, self.dirpath / f"epoch_{epoch + 1:04d}.png")
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_image("train/samples", grid, global_step=pl_module.steps_done - 1)
+                logger.experiment.add_image("train/samples", grid, global_step=pl_module.steps_done)
 
 
 class PlainModelSummary(ModelSummary):

@@ -15,12 +15,15 @@ from celebgan.data.modules import dataset_name
 
 
 class TensorBoard(TensorBoardLogger):
-    """Lightning's TensorBoard logger without the `epoch` scalar Lightning adds to every write: every
-    x-axis is in training steps, and an epoch's end is a point of the train_epoch/* curves."""
+    """Lightning's TensorBoard logger without the `epoch` scalar Lightning adds to every write, on one
+    x-axis: training steps done, as the console counts them. Lightning passes the 0-based index of the
+    step being logged (its epoch-end metrics: the epoch's last step); the point lies at index + 1, so a
+    step's losses are at 1, 2, ... and an epoch of 312 steps ends at 312, as the console's "step 312"
+    and that epoch's grid say."""
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
-        super().log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step)
+        super().log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, None if step is None else step + 1)
 
 
 # The HParams metric columns, labelled final/NAME -> the logged curve whose last value fills them. In
