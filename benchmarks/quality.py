@@ -55,6 +55,7 @@ from celebgan.run.checkpoint import load_gan
 from celebgan.data.modules import SyntheticDataModule
 from celebgan.metrics.feature_cache import RealFeatureCache
 from celebgan.metrics.features import InceptionFeatures, generator_features
+from celebgan.gan.images import save_png, to_grid
 from celebgan.io import atomic_write
 from celebgan.metrics.scores import FeatureDistances
 from celebgan.data.synthetic import RENDERER_VERSION
@@ -198,6 +199,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny budget: checks the plumbing, measures nothing")
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
     parser.add_argument("--write", action="store_true", help="with --quick: write RESULTS.md anyway")
+    parser.add_argument("--grids-dir", type=Path, default=ROOT / "outputs" / "quality_grids",
+                        help="where each trained run's last grid (EMA G, the fixed latents) is saved, named as its record")
     parser.add_argument("--runs-dir", type=Path, default=RUNS_DIR,
                         help="where the per-run records are kept (another folder for probes with --override)")
     args = parser.parse_args()
@@ -291,6 +294,8 @@ def main() -> None:
                     result = {"minutes": (time.monotonic() - t0) / 60}
                     gan, _ = load_gan(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
                     result |= score(generator_features(gan.to(device), extractor, n, batch_size=50))
+                    if not args.quick:  # the run's last grid, to look at (the headline rows' go to docs/)
+                        save_png(to_grid(gan.sample(gan.fixed_z).cpu(), 8), args.grids_dir / done.with_suffix(".png").name)
                     result |= {"variant": variant, "seed": seed}
                     if not args.quick:
                         save_record(done, result)
