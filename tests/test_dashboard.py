@@ -221,7 +221,7 @@ def test_learning_rate_curves_follow_the_schedule(make_cfg):
     cfg = make_cfg("trainer.max_epochs=2", "lr_schedule=linear", "model=ttur", "data.num_images=32")
     train(cfg)
     scalars = read_scalars(cfg.paths.output_dir)
-    # LinearLR to 0 over two epochs: each epoch's two steps at its rate, D's four times G's (TTUR).
-    assert [(s, v) for s, v in scalars["train/lr_g"]] == [(1, pytest.approx(1e-4)), (2, pytest.approx(1e-4)),
-                                                          (3, pytest.approx(5e-5)), (4, pytest.approx(5e-5))]
-    assert [v for _, v in scalars["train/lr_d"]] == pytest.approx([4e-4, 4e-4, 2e-4, 2e-4])
+    # LinearLR to 0 over the run's four training steps, each step at its rate, D's four times G's (TTUR).
+    assert [(s, v) for s, v in scalars["train/lr_g"]] == [(1, pytest.approx(1e-4)), (2, pytest.approx(7.5e-5)),
+                                                          (3, pytest.approx(5e-5)), (4, pytest.approx(2.5e-5))]
+    assert [v for _, v in scalars["train/lr_d"]] == pytest.approx([4e-4, 3e-4, 2e-4, 1e-4])

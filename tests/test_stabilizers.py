@@ -7,6 +7,7 @@ import torch
 from events import scalars
 from torch import nn
 
+from celebgan.plot import read_scalars
 from celebgan.train import train
 
 
@@ -82,16 +83,26 @@ def test_ttur_preset_gives_each_optimizer_its_own_learning_rate(make_cfg):
 # regularized in the instance-noise test above.
 
 
-@pytest.mark.parametrize("schedule, factor", [("step", 0.25), ("linear", 0.0)])  # after 2 epochs
-def test_lr_schedule_steps_per_epoch_and_is_kept_in_the_checkpoint(make_cfg, schedule, factor):
-    extra = ["model.lr_scheduler.step_size=1"] if schedule == "step" else []
-    cfg = make_cfg("trainer.max_epochs=2", f"lr_schedule={schedule}", "model=ttur", *extra)
+@pytest.mark.parametrize("schedule, factor", [("step", 0.25), ("linear", 0.0)])  # after 2 epochs of 2 steps
+def test_lr_schedule_steps_per_training_step_and_is_kept_in_the_checkpoint(make_cfg, schedule, factor):
+    extra = ["model.lr_scheduler.step_size=2"] if schedule == "step" else []
+    cfg = make_cfg("trainer.max_epochs=2", f"lr_schedule={schedule}", "model=ttur", "data.num_images=32", *extra)
     train(cfg)
     ckpt = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", map_location="cpu",
                       weights_only=True)
     g_lr, d_lr = (s["param_groups"][0]["lr"] for s in ckpt["optimizer_states"])
     assert g_lr == pytest.approx(1e-4 * factor) and d_lr == pytest.approx(4e-4 * factor)
-    assert [s["last_epoch"] for s in ckpt["lr_schedulers"]] == [2, 2]
+    assert [s["last_epoch"] for s in ckpt["lr_schedulers"]] == [4, 4]  # once per training step
+
+
+def test_linear_schedule_reaches_zero_where_max_steps_ends_the_run(make_cfg):
+    # max_epochs alone would last 100 epochs of 2 steps: the decay follows the run's real length, 3 steps.
+    cfg = make_cfg("trainer.max_epochs=100", "trainer.max_steps=3", "lr_schedule=linear", "data.num_images=32")
+    train(cfg)
+    lrs = [v for _, v in read_scalars(cfg.paths.output_dir)["train/lr_g"]]
+    assert lrs == pytest.approx([2e-4, 2e-4 * 2 / 3, 2e-4 / 3])  # what steps 1, 2, 3 used: 0 after the last
+    ckpt = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert [s["param_groups"][0]["lr"] for s in ckpt["optimizer_states"]] == pytest.approx([0.0, 0.0])
 
 
 def test_no_lr_schedule_by_default(make_cfg):

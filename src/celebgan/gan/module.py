@@ -80,8 +80,9 @@ class GAN(LightningModule):
     num_fixed / fixed_seed: the latent batch drawn once for every progress grid of the run.
     instance_noise / instance_noise_steps: std of Gaussian noise added to every image D sees (real
         and fake, in [-1, 1] units), annealed linearly to 0 over that many training steps; 0 is off.
-    lr_scheduler: a partial LR scheduler, one built per optimizer and stepped once per epoch
-        (e.g. StepLR, or LinearLR to 0 over the run); None keeps the learning rates constant.
+    lr_scheduler: a partial LR scheduler, one built per optimizer and stepped once per training step
+        (e.g. StepLR, or LinearLR to 0 over the run: total_iters None is the run's length); None keeps
+        the learning rates constant.
     compile: torch.compile G and D (in place: checkpoints keep their plain parameter names).
     gradient_clip_val, gradient_clip_algorithm: clip G's and D's gradients (by "norm" or "value")
         before each of their steps (model.gradient_clip_*: Lightning clips only under automatic optimization).
@@ -284,8 +285,25 @@ class GAN(LightningModule):
                 raise UserError(f"model.{key}: {err}. Fix that setting of model.{key}.") from None
         if self.lr_scheduler is None:
             return optimizers
-        # Lightning saves and restores the schedulers with the checkpoint; stepping is ours (manual).
-        return optimizers, [self.lr_scheduler(opt) for opt in optimizers]
+        # Lightning saves and restores the schedulers with the checkpoint; stepping is ours (manual),
+        # once per training step, the run's one clock. LinearLR with total_iters None decays over the
+        # run's length in training steps: trainer.max_steps or max_epochs, whichever ends it first.
+        make = self.lr_scheduler
+        if getattr(make, "func", None) is torch.optim.lr_scheduler.LinearLR and make.keywords.get("total_iters") is None:
+            # Before a Trainer (the preflight's check of the settings) the length is not known yet.
+            make = functools.partial(make, total_iters=self.run_length() if self._trainer is not None else 1)
+        return optimizers, [make(opt) for opt in optimizers]
+
+    def run_length(self) -> int:
+        """The training steps the run ends after, known once the Trainer has its training data."""
+        from celebgan.run.callbacks import run_steps
+
+        self.trainer.estimated_stepping_batches  # noqa: B018  sets up the training data: batches per epoch
+        steps = run_steps(self.trainer, self.n_dis)
+        if steps is None:
+            raise UserError("lr_schedule=linear decays to 0 over the run, but neither trainer.max_steps nor "
+                            "trainer.max_epochs limits it: set one, or model.lr_scheduler.total_iters (training steps).")
+        return steps
 
     def on_train_epoch_start(self) -> None:
         self.epoch_totals = {}
@@ -296,12 +314,6 @@ class GAN(LightningModule):
         means = {"train_epoch/" + name.removeprefix("train/"): total / steps
                  for name, (total, steps) in self.epoch_totals.items()}
         self.log_dict(means, on_step=False, on_epoch=True, sync_dist=True)
-        # Only after a whole epoch: the end of one that trainer.max_steps cut short comes again once a
-        # resumed run has trained its remaining batches (as Lightning does for its own schedulers).
-        if not self.trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
-            return
-        for scheduler in self.lr_schedulers() or []:  # None without schedulers, else one per optimizer
-            scheduler.step()
 
     def instance_noise_std(self, step: int) -> float:
         """The instance-noise std at training step `step`: linear from instance_noise down to 0."""
@@ -415,7 +427,7 @@ class GAN(LightningModule):
         losses = {k: logs.pop(k) for k in ("train/d_loss", "train/g_loss") if k in logs}
         self.log_dict(losses, on_step=True, on_epoch=False, prog_bar=True, sync_dist=True)
         self.log_dict(logs, on_step=True, on_epoch=False, sync_dist=True)
-        # The learning rates this step used (a schedule changes them once an epoch), straight to the
+        # The learning rates this step used (a schedule changes them after each step), straight to the
         # loggers: plain floats, which self.log would turn into tensors on the device every step.
         if self.trainer.is_global_zero and step % self.trainer.log_every_n_steps == 0:
             lrs = {"train/lr_g": g_opt.param_groups[0]["lr"], "train/lr_d": d_opt.param_groups[0]["lr"]}
@@ -423,6 +435,8 @@ class GAN(LightningModule):
                 logger.log_metrics(lrs, step=step)
         if self.instance_noise > 0:
             self.log("train/instance_noise_std", noise_std, on_step=True, on_epoch=False)
+        for scheduler in self.lr_schedulers() or []:  # None without schedulers, else one per optimizer
+            scheduler.step()
 
     def manual_backward(self, loss: torch.Tensor, *args, **kwargs) -> None:
         # DDP's reducer expects every parameter to get a gradient in every backward, but the D step
