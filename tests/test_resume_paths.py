@@ -50,31 +50,29 @@ def test_resume_path_continues_the_run_in_its_folder_and_equals_an_uninterrupted
 
 @pytest.mark.parametrize("schedule", ["step", "linear"])
 def test_resume_with_an_lr_schedule_continues_its_learning_rates(make_cfg, tmp_path, schedule):
-    # StepLR halving every epoch, or LinearLR to 0 over the 2 epochs: the LR differs in each epoch.
-    # The interrupted run stops after epoch 0 through max_steps, so its config (and LinearLR's
-    # total_iters = max_epochs) is the uninterrupted run's.
+    # Stepped every training step: StepLR halving every 2 steps, or LinearLR to 0 over the run's 8.
+    # The interrupted run is stopped by SIGTERM halfway (its config is the uninterrupted run's) and resumed.
     run = ["trainer.max_epochs=2", f"lr_schedule={schedule}", "model=ttur",
-           "+callbacks.lr_monitor._target_=lightning.pytorch.callbacks.LearningRateMonitor",
-           "+callbacks.lr_monitor.logging_interval=epoch",
-           *(["model.lr_scheduler.step_size=1"] if schedule == "step" else [])]
+           *(["model.lr_scheduler.step_size=2"] if schedule == "step" else [])]
+    per_epoch = STEPS_PER_EPOCH // 2  # training steps (STEPS_PER_EPOCH counts Lightning's optimizer steps)
     straight, first = tmp_path / "straight", tmp_path / "runs" / "first"
     train(in_dir(make_cfg(*run), straight))
-    train(in_dir(make_cfg(*run, f"trainer.max_steps={STEPS_PER_EPOCH // 2}"), first))  # training steps: 4 batches
+    with pytest.raises(SystemExit):
+        train(in_dir(make_cfg(*run, "+callbacks.signal._target_=probe.SignalAt",
+                              f"+callbacks.signal.step={per_epoch}"), first))
     halfway = last_ckpt(first)
-    assert halfway["epoch"] == 0 and [s["last_epoch"] for s in halfway["lr_schedulers"]] == [1, 1]
+    assert [s["last_epoch"] for s in halfway["lr_schedulers"]] == [per_epoch] * 2
     train(in_dir(make_cfg(*run, f"resume={first / 'checkpoints' / 'last.ckpt'}"), tmp_path / "runs" / "second"))
 
     expected, resumed = last_ckpt(straight), last_ckpt(first)
-    assert [s["last_epoch"] for s in expected["lr_schedulers"]] == [2, 2]
+    assert [s["last_epoch"] for s in expected["lr_schedulers"]] == [2 * per_epoch] * 2
     assert_same_training_state(expected, resumed)  # scheduler states and optimizer LRs included
-    factors = {"step": [1.0, 0.5], "linear": [1.0, 0.5]}[schedule]
-    for run_dir in (straight, first):
-        tags = sorted(t for t in events(run_dir).Tags()["scalars"] if t.startswith("lr-"))
-        assert len(tags) == 2, tags  # one per optimizer
-        lrs = {tag: [e.value for e in scalars(run_dir, tag)] for tag in tags}
-        assert sorted(lr[0] for lr in lrs.values()) == pytest.approx([1e-4, 4e-4])
-        for lr in lrs.values():  # one value per epoch, the resumed run's continuing the same sequence
-            assert lr == pytest.approx([lr[0] * f for f in factors])
+    total = 2 * per_epoch
+    factors = {"step": [0.5 ** (k // 2) for k in range(total)],
+               "linear": [1 - k / total for k in range(total)]}[schedule]
+    for run_dir in (straight, first):  # each step's rate, the resumed run continuing the same sequence
+        for tag, lr0 in (("train/lr_g", 1e-4), ("train/lr_d", 4e-4)):
+            assert [e.value for e in scalars(run_dir, tag)] == pytest.approx([lr0 * f for f in factors])
 
 
 def make_auto_runs(make_cfg, runs: Path, *, good: bool) -> None:

@@ -296,8 +296,6 @@ class GAN(LightningModule):
 
     def run_length(self) -> int:
         """The training steps the run ends after, known once the Trainer has its training data."""
-        from celebgan.run.callbacks import run_steps
-
         self.trainer.estimated_stepping_batches  # noqa: B018  sets up the training data: batches per epoch
         steps = run_steps(self.trainer, self.n_dis)
         if steps is None:
@@ -479,3 +477,15 @@ class GAN(LightningModule):
         # BatchNorm running statistics are copied, not averaged: they describe the live G.
         for b_ema, b in zip(self.generator_ema.buffers(), self.generator.buffers()):
             b_ema.copy_(b)
+
+
+def run_steps(trainer, n_dis: int) -> int | None:
+    """The training steps the whole run ends after (trainer.max_steps or max_epochs, whichever
+    comes first), or None when neither limits it."""
+    limits = []
+    if trainer.max_steps not in (None, -1):
+        limits.append(GAN.training_steps(trainer.max_steps, n_dis))
+    per_epoch = trainer.num_training_batches
+    if trainer.max_epochs not in (None, -1) and per_epoch not in (None, math.inf):
+        limits.append(trainer.max_epochs * int(per_epoch))
+    return min(limits) if limits else None

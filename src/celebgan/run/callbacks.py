@@ -16,7 +16,7 @@ from torch import nn
 
 from celebgan.errors import UserError
 from celebgan.gan.images import caption, save_png, to_grid
-from celebgan.gan.module import GAN
+from celebgan.gan.module import GAN, run_steps
 from celebgan.metrics.feature_cache import RealFeatureCache
 from celebgan.metrics.features import generated_per_second, generator_features
 from celebgan.io import format_duration, remove_stale_temporaries
@@ -219,18 +219,6 @@ def epochs_to_run(trainer: Trainer) -> int:
         steps = GAN.training_steps(trainer.max_steps, trainer.lightning_module.n_dis)
         max_epochs = min(max_epochs, math.ceil(steps / max(per_epoch, 1)))
     return int(max(max_epochs - trainer.current_epoch, 1)) if max_epochs != math.inf else 1
-
-
-def run_steps(trainer: Trainer, n_dis: int) -> int | None:
-    """The training steps the whole run ends after (trainer.max_steps or max_epochs, whichever
-    comes first), or None when neither limits it."""
-    limits = []
-    if trainer.max_steps not in (None, -1):
-        limits.append(GAN.training_steps(trainer.max_steps, n_dis))
-    per_epoch = trainer.num_training_batches
-    if trainer.max_epochs not in (None, -1) and per_epoch not in (None, math.inf):
-        limits.append(trainer.max_epochs * int(per_epoch))
-    return min(limits) if limits else None
 
 
 class EpochLog(Callback):

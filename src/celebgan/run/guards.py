@@ -231,9 +231,11 @@ class DivergenceWatch(Callback):
                            else "no checkpoint had been written yet. ") + advice)
 
 
-def folder_deleted(run_dir: Path, steps_done: int) -> UserError:
-    """The stop of a run whose folder, or whose lock in it, was removed while it trained."""
-    if not run_dir.is_dir():
+def folder_deleted(run_dir: Path, steps_done: int, folder_id: tuple[int, int] | None = None) -> UserError:
+    """The stop of a run whose folder, or whose lock in it, was removed while it trained. folder_id:
+    the folder's (device, inode) as the run began: a folder of that name made anew since (a late write
+    of a logger or a grid recreating it) is the deleted one too."""
+    if not run_dir.is_dir() or (folder_id is not None and identity(run_dir) != folder_id):
         return UserError(f"The run folder {run_dir} was deleted while the run trained (after training step "
                          f"{steps_done}): its checkpoints, sample grids and TensorBoard events went with it, and the "
                          "run stopped, as it had nowhere left to save them. Nothing of the run is left to resume: "
@@ -251,7 +253,14 @@ class RunFolderWatch(Callback):
 
     def __init__(self, run_dir: Path):
         self.run_dir = run_dir
+        self.folder_id = identity(run_dir) if run_dir.is_dir() else None
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx) -> None:
         if lock.lost(self.run_dir):
-            raise folder_deleted(self.run_dir, pl_module.steps_done)
+            raise folder_deleted(self.run_dir, pl_module.steps_done, self.folder_id)
+
+
+def identity(path: Path) -> tuple[int, int]:
+    """A folder's (device, inode): the same name made anew is another folder."""
+    stat = path.stat()
+    return stat.st_dev, stat.st_ino
