@@ -14,7 +14,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 from celebgan.gan.augment import DiffAugment
 from celebgan.errors import UserError, check_number, check_whole
+from celebgan.gan.labels import LabelTable
 from celebgan.gan.losses import attribute_bce, d_bce, g_nonsaturating
+
+# The checkpoint's key of a conditional GAN's label table (LabelTable.to_plain: plain tensors).
+TABLE_KEY = "celebgan_label_table"
 
 
 def plain_partial(fn: Callable) -> Callable:
@@ -187,6 +191,10 @@ class GAN(LightningModule):
         # The grid's labels: drawn once from the frequencies, after fixed_z from the same seed.
         fixed_labels = torch.bernoulli(frequencies.expand(num_fixed, num_attrs), generator=seeded)
         self.register_buffer("fixed_labels", fixed_labels, persistent=num_attrs > 0)  # (N, A) float 0/1
+        # The training split's label rows and their counts (celebgan.gan.labels), set by celebgan.train
+        # from the data and kept in the checkpoint beside the weights (TABLE_KEY); None: a checkpoint
+        # written before it was kept, whose unnamed attributes are drawn each from its frequency.
+        self.label_table: LabelTable | None = None
         if compile:
             generator.compile()
             discriminator.compile()
@@ -242,6 +250,14 @@ class GAN(LightningModule):
         if self.generator_ema is not None:
             self.generator_ema.eval()
         return self
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.label_table is not None:
+            checkpoint[TABLE_KEY] = self.label_table.to_plain()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if checkpoint.get(TABLE_KEY) is not None and self.conditional:
+            self.label_table = LabelTable.from_plain(checkpoint[TABLE_KEY], len(self.attr_names))
 
     @property
     def conditional(self) -> bool:
