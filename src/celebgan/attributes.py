@@ -25,8 +25,9 @@ from celebgan.data.modules import dataset_name
 from celebgan.io import format_duration
 from celebgan.run.checkpoint import real_subset
 from celebgan.errors import UserError, check_number, check_whole
-from celebgan.gan.images import caption, column_centres, conditions, generate, latents, save_png, to_grid
-from celebgan.metrics.obedience import judge_accuracy, judge_columns, obedience
+from celebgan.gan.images import caption, column_centres, generate, independent_conditions, latents, save_png, to_grid
+from celebgan.gan.labels import LabelTable
+from celebgan.metrics.obedience import consistent_obedience, in_model_order, judge_accuracy, judge_columns, obedience
 from celebgan.io import atomic_write
 from celebgan.gan.module import GAN
 from celebgan.data.synthetic import RENDERER_VERSION
@@ -361,9 +362,9 @@ class Judge:
         self.ceiling: dict | None = None
 
     def cost(self, num_attrs: int) -> str:
-        return (f"obedience: 2 x {self.n} generated faces x {num_attrs} attributes = {2 * self.n * num_attrs:,} "
-                f"images through the attribute classifier per evaluation, its ceiling once on {self.n_ceiling} "
-                "held-out real faces")
+        return (f"obedience: 2 requests (consistent, independent) x 2 sides x {self.n} generated faces x {num_attrs} "
+                f"attributes = {4 * self.n * num_attrs:,} images through the attribute classifier per evaluation, "
+                f"its ceiling once on {self.n_ceiling} held-out real faces")
 
     def prepare(self, names: list[str], device: torch.device | str = "cpu") -> dict:
         """Load (or train and cache) the classifier and measure its ceiling; returns the ceiling."""
@@ -378,6 +379,12 @@ class Judge:
         test_set, _ = labelled_split(self.data_config, "test", self.n_ceiling, self.seed)
         self.ceiling = judge_accuracy(self.classify, _loader(test_set, self.batch_size, 0, False),
                                       self.names, self.judge_names)
+        # Label rows to ask for when the model keeps no table of its training split (an older
+        # checkpoint): the held-out faces' own, in the model's attribute order.
+        held_out = split_labels(test_set)
+        if held_out is None:
+            held_out = torch.cat([labels for _, labels in _loader(test_set, self.batch_size, 0, False)])
+        self.held_out_table = LabelTable.from_labels(in_model_order(held_out, self.judge_names, self.names))
         return self.ceiling
 
     @torch.no_grad()
@@ -385,10 +392,22 @@ class Judge:
         return self.model(images.to(self.device))
 
     def __call__(self, gan: GAN) -> dict:
-        """The obedience of `gan`'s sampler (EMA, eval mode), with the ceiling beside it."""
+        """The obedience of `gan`'s sampler (EMA, eval mode) to consistent requests (per_attribute,
+        mean: label rows of its training split that have each attribute and rows that lack it), and
+        to independent ones (independent: the attribute set in rows drawn each from its frequency),
+        with the judge's ceiling beside them."""
         if self.model is None:
             self.prepare(gan.attr_names, gan.device)
         z = latents(self.n, gan.generator.nz, self.seed)
-        scores = obedience(gan.sample, self.classify, gan.attr_names, self.judge_names, z,
-                           conditions(gan, self.n, self.seed), batch_size=self.batch_size)
-        return scores | {"ceiling": self.ceiling}
+        table = gan.label_table if gan.label_table is not None else self.held_out_table
+
+        def asked(column: int, value: float) -> torch.Tensor | None:
+            # A generator of each attribute and side's own: the same rows at every evaluation.
+            generator = torch.Generator().manual_seed(self.seed + 1 + 2 * column + int(value))
+            return table.draw(self.n, {column: value}, generator)
+        scores = consistent_obedience(gan.sample, self.classify, gan.attr_names, self.judge_names, z, asked,
+                                      batch_size=self.batch_size)
+        independent = obedience(gan.sample, self.classify, gan.attr_names, self.judge_names, z,
+                                independent_conditions(gan, self.n, self.seed), batch_size=self.batch_size)
+        asked_from = "training label rows" if gan.label_table is not None else "held-out label rows (no table kept)"
+        return scores | {"independent": independent, "ceiling": self.ceiling, "asked_from": asked_from}
