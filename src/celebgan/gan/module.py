@@ -264,9 +264,21 @@ class GAN(LightningModule):
         """Whether G generates on demand the attributes `attr_names` (G(z, labels))."""
         return bool(self.attr_names)
 
+    def use_label_table(self, table: LabelTable | None) -> None:
+        """Keep the training split's label table (celebgan.train, from the data) and draw the
+        progress grid's labels from it: rows the data holds (a resumed run then loads its own)."""
+        self.label_table = table
+        if table is not None and self.conditional:
+            seeded = torch.Generator().manual_seed(self.hparams.fixed_seed)
+            self.fixed_labels.copy_(table.draw(len(self.fixed_labels), None, seeded))
+
     def draw_labels(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """(n, A) float labels in {0, 1} on the module's device, each attribute drawn independently
-        with its training frequency (CPU draws: a seeded `generator` gives the same ones everywhere)."""
+        """(n, A) float labels in {0, 1} on the module's device: label rows of the training split, as
+        often as it holds them (its label table), or, for a checkpoint without one, each attribute
+        drawn independently with its training frequency (CPU draws: a seeded `generator` gives the
+        same ones everywhere)."""
+        if self.label_table is not None:
+            return self.label_table.draw(n, None, generator).to(self.attr_frequencies.device)
         frequencies = self.attr_frequencies.cpu().expand(n, len(self.attr_names))
         return torch.bernoulli(frequencies, generator=generator).to(self.attr_frequencies.device)
 
