@@ -196,3 +196,19 @@ def test_consistent_requests_score_a_generator_that_obeys_only_rows_it_saw_highe
     none = consistent_obedience(generate, classify, names, names, z[:4],
                                 lambda c, v: only.draw(4, {c: v}, None))
     assert none["per_attribute"]["Smiling"]["without"] is None and none["mean"] is None
+
+
+def test_the_judge_weighs_rare_attributes_up_and_its_cache_key_follows_its_recipe(monkeypatch):
+    import celebgan.attributes as attributes
+
+    labels = torch.tensor([[1, 0], [0, 1], [0, 1], [0, 1]])
+    assert attributes.positive_weights(labels).tolist() == [3.0, pytest.approx(1 / 3)]
+    # Balanced accuracy: always answering "no" to a 1-in-4 attribute scores 0.5, not 0.75.
+    accuracy, balanced = attributes.balanced_accuracy(torch.full((4, 2), -1.0), labels)
+    assert accuracy.tolist() == [0.75, 0.25] and balanced.tolist() == [0.5, 0.5]
+    data = {"_target_": "celebgan.data.modules.SyntheticDataModule", "img_size": 16}
+    settings = {"max_train": 8, "epochs": 1}
+    key = attributes.fingerprint(data, settings)
+    assert attributes.fingerprint(data, {**settings, "epochs": 2}) != key
+    monkeypatch.setattr(attributes, "RECIPE_VERSION", attributes.RECIPE_VERSION + 1)
+    assert attributes.fingerprint(data, settings) != key  # a new recipe never reads an old judge back
