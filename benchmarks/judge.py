@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import write_section  # noqa: E402  (RESULTS.md's one writer)
 
-from celebgan.attributes import RECIPE_VERSION, train_classifier  # noqa: E402
+from celebgan.attributes import RECIPE_VERSION, fingerprint, train_classifier  # noqa: E402
+from celebgan.io import atomic_write  # noqa: E402
 
 SECTION = "## Attribute judge (benchmarks/judge.py)"
 BAR = 0.97  # the balanced accuracy every attribute should reach (issue 30)
@@ -44,9 +45,16 @@ def main() -> None:
     for item in args.set:
         key, _, value = item.partition("=")
         settings[key] = type(settings[key])(float(value)) if key in settings else value
-    data = {"_target_": "celebgan.data.modules.SyntheticDataModule", "img_size": args.img_size,
+    data = {"_target_": "celebgan.data.modules.SyntheticDataModule", "img_size": args.img_size, "seed": 0,
             "num_images": settings["max_train"], "cache_dir": None}
     record = train_classifier(data, **settings)
+    # Kept where celebgan.evaluate and training's metrics look for it (the same key as a run's data
+    # at this size): they read it back rather than train it again.
+    cache = Path(os.environ.get("CELEBGAN_CACHE", ROOT / "outputs" / "cache"))
+    path = cache / f"attr_classifier_{fingerprint(data, settings)}.pt"
+    with atomic_write(path) as tmp:
+        torch.save(record, tmp)
+    print(f"Cached the judge in {path}")
     names = record["attr_names"]
     balanced = record["balanced"]
     lines = [SECTION, "",

@@ -55,7 +55,10 @@ def check_obedience(settings: dict[str, Any], key: str = "obedience") -> None:
 
 # Data settings that change how images are served, not which images and labels there are (the
 # classifier learns every attribute the data has, whichever data.attributes a model chose).
-LOADER_KEYS = {"split", "flip", "batch_size", "num_workers", "pin_memory", "attributes"}
+# The synthetic faces' num_images, cache_dir and on_device neither: the classifier renders its own
+# max_train faces of the split, the same first faces whatever the run trained on.
+LOADER_KEYS = {"split", "flip", "batch_size", "num_workers", "pin_memory", "attributes", "num_images", "cache_dir",
+               "on_device"}
 # The classifier's architecture and training recipe: a change to either changes every cache key
 # (fingerprint), so a judge trained by an older recipe is never read back as today's.
 RECIPE_VERSION = 2
