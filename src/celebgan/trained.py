@@ -81,8 +81,8 @@ class TrainedGenerator:
                truncation: float | None = None) -> torch.Tensor | list[Image.Image]:
         """n images: a (n, 3, S, S) CPU tensor in [0, 1], or n PIL images with pil=True.
         The same seed gives the same images; seed=None draws new latents each call. A conditional
-        generator's labels are those in `attributes` ({"Smiling": 1}), the others drawn from their
-        training shares with the same seed. truncation: see latents."""
+        generator's labels are those in `attributes` ({"Smiling": 1}), the others drawn with the same
+        seed from the training faces that have those (labels()). truncation: see latents."""
         labels = self.labels(n, seed, attributes)  # a bad name fails before anything is drawn
         z = self.latents(n, seed, truncation)
         chunks = zip(z.split(batch_size), labels.split(batch_size) if labels is not None else [None] * len(z))
