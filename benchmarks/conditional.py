@@ -8,14 +8,17 @@ from each seed, and its EMA generator is measured three ways:
   held-out synthetic faces, as benchmarks/quality.py measures every preset, next to the
   unconditional high_lr row at the same budget (read from quality.py's records);
 - obedience: per attribute, the share of faces asked to have it that the attribute classifier (the
-  judge, celebgan.attributes, trained once on real faces and cached) labels as having it, the share
-  asked not to have it that it labels as not having it, and their mean (balanced accuracy), beside
-  the judge's own balanced accuracy on held-out real faces: the ceiling;
+  judge, celebgan.attributes, trained once on real faces and cached; never the discriminator) labels
+  as having it, the share asked not to have it that it labels as not having it, and their mean
+  (balanced accuracy), beside the judge's own balanced accuracy on held-out real faces: the ceiling.
+  Two columns: consistent requests (training label rows that have / lack the attribute, the
+  headline) and independent ones (the attribute set in rows drawn each from its frequency, as
+  celebgan asked before it kept a label table);
 - per-condition FID: for a few attribute sets, real held-out faces with that set against faces
   asked for exactly the label sets of those real faces, and, for contrast, against faces of the
   same model asked for nothing in particular (attributes drawn from the training frequencies).
 
-    python benchmarks/conditional.py                      # projection and acgan, 3 seeds (see below)
+    OMP_NUM_THREADS=1 python benchmarks/conditional.py    # projection and acgan, 3 seeds (see below)
     python benchmarks/conditional.py --presets projection --seeds 1
     python benchmarks/conditional.py --cached-only        # the tables from the records alone
     python benchmarks/conditional.py --remeasure          # measure the kept checkpoints again (no training)
