@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 
 # Two attributes whose faces share at most this fraction of the rarer one's faces are exclusive:
 # switching one on switches the other off (the synthetic faces' hair colours, Bald and Bangs never
-# meet; CelebA's hair colours meet on a few per cent of faces through label noise, so the bar is 1%).
+# meet). Above 0, so that a few mislabelled faces (real labels are noisy) do not make two attributes
+# combinable; pairs combined more often than this are left as drawn, however rare.
 EXCLUSIVE_SHARE = 0.01
 
 
