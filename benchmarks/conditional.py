@@ -60,7 +60,8 @@ from celebgan.gan.images import conditions, independent_conditions  # noqa: E402
 from celebgan.gan.labels import LabelTable  # noqa: E402
 from celebgan.metrics.feature_cache import RealFeatureCache  # noqa: E402
 from celebgan.metrics.features import InceptionFeatures, RandomFeatures  # noqa: E402
-from celebgan.metrics.obedience import consistent_obedience, in_model_order, judge_accuracy, matching, obedience  # noqa: E402,E501
+from celebgan.metrics.obedience import (consistent_obedience, in_model_order, judge_accuracy,  # noqa: E402
+                                        matching, obedience)
 from celebgan.metrics.scores import FeatureDistances  # noqa: E402
 from celebgan.run.checkpoint import load_gan, real_subset  # noqa: E402
 from celebgan.sample import write_toggle  # noqa: E402

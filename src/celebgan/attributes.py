@@ -230,8 +230,9 @@ def train_classifier(data_config: dict[str, Any], *, max_train: int, max_eval: i
     accuracy, balanced = balanced_accuracy(logits, truth)
     positives = truth.float().mean(0)
     majority = torch.maximum(positives, 1 - positives)
-    log.info("Attribute classifier: trained in %s; balanced accuracy on %d held-out faces: %s", format_duration(seconds),
-             len(truth), ", ".join(f"{n} {b:.3f}" for n, b in zip(attr_names, balanced.tolist())))
+    log.info("Attribute classifier: trained in %s; balanced accuracy on %d held-out faces: %s",
+             format_duration(seconds), len(truth),
+             ", ".join(f"{n} {b:.3f}" for n, b in zip(attr_names, balanced.tolist())))
     return {
         "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
         "attr_names": attr_names,

@@ -119,7 +119,8 @@ def request_text(fixed: Mapping[str, float]) -> str:
 
 
 def draw_rows(table: LabelTable | None, names: Sequence[str], freqs: torch.Tensor, n: int,
-              fixed: Mapping[str, float] | None, generator: torch.Generator | None, key: str = "attributes") -> torch.Tensor:
+              fixed: Mapping[str, float] | None, generator: torch.Generator | None,
+              key: str = "attributes") -> torch.Tensor:
     """(n, A) float labels: the named ones as asked, the others drawn from the training faces that
     agree with them (the table), or, without a table or when no training face agrees, each from its
     frequency alone (freqs (A,)). A combination no training face holds is warned about, with its count."""
