@@ -4,7 +4,7 @@ Each conditional preset (model=projection, model=acgan) trains at the demo's bud
 32px, its widths, batch and epochs) on all 8 attributes of the synthetic faces (data.attributes=all),
 from each seed, and its EMA generator is measured three ways:
 
-- quality: FID/KID of n_eval images (their attributes drawn from the training frequencies) against
+- quality: FID/KID of n_eval images (their attributes training label rows, as often as the data holds them) against
   held-out synthetic faces, as benchmarks/quality.py measures every preset, next to the
   unconditional high_lr row at the same budget (read from quality.py's records);
 - obedience: per attribute, the share of faces asked to have it that the attribute classifier (the
@@ -16,7 +16,7 @@ from each seed, and its EMA generator is measured three ways:
   celebgan asked before it kept a label table);
 - per-condition FID: for a few attribute sets, real held-out faces with that set against faces
   asked for exactly the label sets of those real faces, and, for contrast, against faces of the
-  same model asked for nothing in particular (attributes drawn from the training frequencies).
+  same model asked for nothing in particular (attributes: training label rows).
 
     OMP_NUM_THREADS=1 python benchmarks/conditional.py    # projection and acgan, 3 seeds (see below)
     python benchmarks/conditional.py --presets projection --seeds 1
@@ -340,8 +340,8 @@ def write_tables(args, results: dict[str, list[dict]], unconditional: dict | Non
         f"Command: `python benchmarks/conditional.py {' '.join(sys.argv[1:])}`".rstrip(), "",
         f"Each preset trained from seeds 0..{args.seeds - 1} on {num_images} synthetic {args.img_size}px faces "
         f"for {epochs} epochs (batch {batch}: the demo's budget), conditioned on all {len(names) or 'the'} attributes "
-        f"(data.attributes=all). FID and KID of {args.n_eval} EMA-generator images (attributes drawn from the "
-        f"training frequencies) against {args.n_eval} held-out faces, features of {extractor_name}, as "
+        f"(data.attributes=all). FID and KID of {args.n_eval} EMA-generator images (attributes: training label "
+        f"rows, as often as the data holds them) against {args.n_eval} held-out faces, features of {extractor_name}, as "
         f"benchmarks/quality.py measures. Mean +- standard deviation over seeds. Per-run records in "
         f"{shown(args.runs_dir)}/; run folders (last.ckpt) in {shown(args.out_dir)}/.", "",
         *([f"Not run yet: {', '.join(missing)}.", ""] if missing else []),
@@ -387,7 +387,7 @@ def write_tables(args, results: dict[str, list[dict]], unconditional: dict | Non
         lines[-1] += " | ".join(cells) + " |"
     lines += ["", f"Per-condition FID: up to {args.n_condition} held-out real faces with the attribute set against "
               "as many generated faces asked for those faces' own label sets (asked), and against faces asked for "
-              "nothing in particular (not asked: attributes from the training frequencies). Small sets: the FIDs "
+              "nothing in particular (not asked: training label rows drawn at random). Small sets: the FIDs "
               "are biased upwards; compare columns, not with the table above.", "",
               "| condition | real faces | " + " | ".join(f"{p}: asked | {p}: not asked" for p in measured) + " |",
               "|---|---:|" + "---:|---:|" * len(measured)]
