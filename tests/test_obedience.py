@@ -142,6 +142,12 @@ def test_an_impossible_request_is_one_warning_saying_how_often_the_data_holds_it
     with caplog.at_level(logging.WARNING, logger="celebgan.gan.labels"):
         draw_rows(table, HAIR, torch.full((4,), 0.5), 8, {"Black_Hair": 1.0, "Smiling": 1.0}, None)
     assert not caplog.records  # a combination the data holds says nothing
+    # One the data holds on fewer than 1 face in 1,000 is drawn from those rows, with a warning naming its count.
+    rare = LabelTable.from_labels(torch.cat([hair_labels(2000), torch.tensor([[0.0, 1.0, 1.0, 0.0]])]))
+    with caplog.at_level(logging.WARNING, logger="celebgan.gan.labels"):
+        drawn = draw_rows(rare, HAIR, torch.full((4,), 0.5), 8, {"Black_Hair": 1.0, "Blond_Hair": 1.0}, None)
+    assert drawn.tolist() == [[0.0, 1.0, 1.0, 0.0]] * 8
+    assert "only 1 of 2,001" in caplog.records[-1].getMessage()
 
 
 def test_switching_a_hair_colour_on_switches_the_others_off_as_the_table_says():

@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 # meet). Above 0, so that a few mislabelled faces (real labels are noisy) do not make two attributes
 # combinable; pairs combined more often than this are left as drawn, however rare.
 EXCLUSIVE_SHARE = 0.01
+# A named combination held by fewer than this share of the training faces is drawn as asked (from
+# the few rows that hold it) with a warning: the model saw it too seldom to be trusted with it.
+RARE_SHARE = 0.001
 
 
 class LabelTable:
@@ -129,6 +132,11 @@ def draw_rows(table: LabelTable | None, names: Sequence[str], freqs: torch.Tenso
     if table is not None:
         rows = table.draw(n, columns, generator)
         if rows is not None:
+            held = table.faces_with(columns)
+            if columns and held < RARE_SHARE * table.total:
+                log.warning("%s=%s: only %d of %s training faces hold this combination (%.2f%%), so the model saw it "
+                            "seldom; its faces may not show it.", key, request_text(fixed), held, f"{table.total:,}",
+                            100 * held / table.total)
             return rows
         singly = ", ".join(f"{name}: {table.faces_with({list(names).index(name): value}):,}"
                            for name, value in fixed.items())
