@@ -12,6 +12,7 @@ from test_evaluate import eval_cfg
 from test_sample import pixels, sample_cfg
 
 import celebgan
+from celebgan.attributes import Judge
 from celebgan.errors import UserError
 from celebgan.evaluate import evaluate
 from celebgan.gan.images import conditions, latents
@@ -63,6 +64,11 @@ def test_the_checkpoint_keeps_its_label_table_as_plain_data_and_an_older_one_sti
     assert sample(sample_cfg(old, tmp_path / "o.png", "n=4", "nrow=4", "attributes={Smiling: 1}"))["out"].is_file()
     assert sample(sample_cfg(old, tmp_path / "t.png", "mode=toggle", "toggle.faces=2"))["out"].is_file()
     assert celebgan.load_generator(old, device="cpu").sample(2, seed=0, attributes={"Smiling": 1}).shape[0] == 2
+    # Its obedience asks for the held-out faces' label rows instead of its training split's.
+    _, config = load_gan(old)
+    judge = Judge(data_config=config["data"], cache_dir=tmp_path / "cache", classifier=JUDGE, n=8, n_ceiling=32)
+    scores = judge(before)
+    assert scores["asked_from"].startswith("held-out") and list(scores["per_attribute"]) == NAMES
 
 
 def test_grid_with_attributes_follows_them_and_matches_the_python_api(cond_ckpt, tmp_path):
