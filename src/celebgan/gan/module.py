@@ -93,13 +93,16 @@ class GAN(LightningModule):
         data.attributes, in its column order), kept in the checkpoint's hyperparameters; () for an
         unconditional GAN, which ignores the batches' attributes. Set by celebgan.train from the data.
     attr_frequencies: each attribute's share of the training split (A,), kept as a buffer: labels
-        drawn for unnamed attributes (draw_labels, the fixed grid's) follow the data. None: 0.5 each.
+        drawn for unnamed attributes follow the data when the GAN has no label table (a checkpoint
+        written before it was kept). None: 0.5 each.
     aux_weight: weight of AC-GAN's attribute classifier loss, for a D that returns attribute logits.
 
     A training step is one real batch: one D step, and a G step on every n_dis-th. A conditional GAN
     asks G for the labels of the real batch, fake i for those of real face i, so the labels G
     learns from follow the data's joint distribution, and D (projection) sees the same labels with
-    the real and the fake half.
+    the real and the fake half. celebgan.train then gives it the training split's label table
+    (use_label_table), kept in the checkpoint: labels drawn for it (draw_labels, the fixed grid's,
+    a request's unnamed attributes) are rows the data holds.
     """
 
     def __init__(
