@@ -7,7 +7,7 @@ STOPPED = { s=$$?; [ $$s -gt 128 ] && echo "make: the run was stopped (status $$
 # make tb's runs; its images=1000 keeps every grid, where TensorBoard keeps 10 of a tag
 LOGDIR ?= outputs
 
-.PHONY: help install demo train prepare test test-quick test-all bench tb clean bench-quality bench-conditional
+.PHONY: help install demo train prepare test test-quick test-all bench tb clean bench-quality bench-conditional bench-judge
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -58,5 +58,8 @@ plot:  ## loss and D(x)/D(G(z)) curves of a run as a PNG, e.g. make plot ARGS="r
 bench-quality:  ## FID/KID of the headline presets x 3 seeds (~1 h CPU); ARGS=--all: every preset (~3 h)
 	$(PY) benchmarks/quality.py $(ARGS)
 
-bench-conditional:  ## projection and acgan x 3 seeds: FID/KID, obedience vs its ceiling, per-condition FID
+bench-conditional:  ## projection and acgan x 3 seeds: FID/KID, obedience (consistent, independent) vs its ceiling, per-condition FID
 	$(PY) benchmarks/conditional.py $(ARGS)
+
+bench-judge:  ## the attribute judge: balanced accuracy per attribute on held-out faces, training time (~5 min CPU)
+	$(PY) benchmarks/judge.py $(ARGS)

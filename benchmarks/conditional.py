@@ -4,18 +4,21 @@ Each conditional preset (model=projection, model=acgan) trains at the demo's bud
 32px, its widths, batch and epochs) on all 8 attributes of the synthetic faces (data.attributes=all),
 from each seed, and its EMA generator is measured three ways:
 
-- quality: FID/KID of n_eval images (their attributes drawn from the training frequencies) against
+- quality: FID/KID of n_eval images (their attributes training label rows, as often as the data holds them) against
   held-out synthetic faces, as benchmarks/quality.py measures every preset, next to the
   unconditional high_lr row at the same budget (read from quality.py's records);
 - obedience: per attribute, the share of faces asked to have it that the attribute classifier (the
-  judge, celebgan.attributes, trained once on real faces and cached) labels as having it, the share
-  asked not to have it that it labels as not having it, and their mean (balanced accuracy), beside
-  the judge's own balanced accuracy on held-out real faces: the ceiling;
+  judge, celebgan.attributes, trained once on real faces and cached; never the discriminator) labels
+  as having it, the share asked not to have it that it labels as not having it, and their mean
+  (balanced accuracy), beside the judge's own balanced accuracy on held-out real faces: the ceiling.
+  Two columns: consistent requests (training label rows that have / lack the attribute, the
+  headline) and independent ones (the attribute set in rows drawn each from its frequency, as
+  celebgan asked before it kept a label table);
 - per-condition FID: for a few attribute sets, real held-out faces with that set against faces
   asked for exactly the label sets of those real faces, and, for contrast, against faces of the
-  same model asked for nothing in particular (attributes drawn from the training frequencies).
+  same model asked for nothing in particular (attributes: training label rows).
 
-    python benchmarks/conditional.py                      # projection and acgan, 3 seeds (see below)
+    OMP_NUM_THREADS=1 python benchmarks/conditional.py    # projection and acgan, 3 seeds (see below)
     python benchmarks/conditional.py --presets projection --seeds 1
     python benchmarks/conditional.py --cached-only        # the tables from the records alone
     python benchmarks/conditional.py --remeasure          # measure the kept checkpoints again (no training)
@@ -46,16 +49,19 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
+from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality  # noqa: E402  (compose_run, run_key, the high_lr records)
 
-from celebgan.attributes import cached_classifier  # noqa: E402
+from celebgan.attributes import RECIPE_VERSION, cached_classifier  # noqa: E402
 from celebgan.data.modules import SyntheticDataModule  # noqa: E402
-from celebgan.gan.images import conditions  # noqa: E402
+from celebgan.gan.images import conditions, independent_conditions  # noqa: E402
+from celebgan.gan.labels import LabelTable  # noqa: E402
 from celebgan.metrics.feature_cache import RealFeatureCache  # noqa: E402
 from celebgan.metrics.features import InceptionFeatures, RandomFeatures  # noqa: E402
-from celebgan.metrics.obedience import in_model_order, judge_accuracy, matching, obedience  # noqa: E402
+from celebgan.metrics.obedience import (consistent_obedience, in_model_order, judge_accuracy,  # noqa: E402
+                                        matching, obedience)
 from celebgan.metrics.scores import FeatureDistances  # noqa: E402
 from celebgan.run.checkpoint import load_gan, real_subset  # noqa: E402
 from celebgan.sample import write_toggle  # noqa: E402
@@ -70,8 +76,8 @@ GRID = ROOT / "docs" / "conditional_toggle.png"
 UNCONDITIONAL = "high_lr"  # the recommended unconditional preset, the demo's
 # Attribute sets of the per-condition FID: a common attribute, a rare one, and a pair.
 CONDITIONS = ["Smiling=1", "Eyeglasses=1", "Blond_Hair=1,Smiling=0"]
-# The judge: celebgan.sample's defaults (conf/sample.yaml, direction.classifier).
-CLASSIFIER = {"max_train": 20000, "max_eval": 5000, "epochs": 3, "batch_size": 128, "lr": 1e-3, "width": 32}
+# The judge: celebgan.evaluate's (conf/evaluate.yaml, obedience.classifier), read from there.
+CLASSIFIER = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "evaluate.yaml").obedience.classifier)
 QUICK_CLASSIFIER = {"max_train": 256, "max_eval": 128, "epochs": 1, "batch_size": 64, "lr": 2e-3, "width": 8}
 
 
@@ -160,7 +166,8 @@ def main() -> None:
     cache = Path(os.environ.get("CELEBGAN_CACHE", ROOT / "outputs" / "cache"))
     override = ["data.attributes=all", *args.override]
     measure_settings = {"n_obey": args.n_obey, "n_ceiling": args.n_ceiling, "n_condition": args.n_condition,
-                        "conditions": args.conditions, "classifier": classifier}
+                        "conditions": args.conditions, "classifier": classifier, "judge_recipe": RECIPE_VERSION,
+                        "questions": "consistent and independent"}
 
     runs = len(args.presets) * args.seeds
     per_run = n + 2 * args.n_condition * len(args.conditions)
@@ -190,6 +197,7 @@ def main() -> None:
                 if len(keep) else torch.empty(0)
             per_condition.append({"condition": condition, "labels": labels[keep], "features": feats})
         real_cache.update(judge=judge, judge_names=record["attr_names"], data_names=data_names, ceiling=ceiling,
+                          labels=labels,
                           per_condition=per_condition, classify=classify)
         return real_cache
 
@@ -201,8 +209,19 @@ def main() -> None:
         distances.add_fake(features_of(gan, extractor, z, conditions(gan, n, seed=0), device))
         scores = {k: float(v) for k, v in distances.compute().items()} | {"ceiling": real["ceiling"]}
         obey_z = torch.randn(args.n_obey, gan.generator.nz, 1, 1, generator=torch.Generator().manual_seed(1))
-        scores["obedience"] = obedience(lambda zb, yb: gan.sample(zb, yb), real["classify"], gan.attr_names,
-                                        real["judge_names"], obey_z, conditions(gan, args.n_obey, seed=1))
+
+        # Training label rows that have (lack) the attribute; a checkpoint without its table: held-out ones.
+        table = gan.label_table or LabelTable.from_labels(in_model_order(real["labels"], real["data_names"],
+                                                                         gan.attr_names))
+
+        def asked(column: int, value: float):
+            generator = torch.Generator().manual_seed(2 + 2 * column + int(value))
+            return table.draw(args.n_obey, {column: value}, generator)
+        scores["obedience"] = consistent_obedience(lambda zb, yb: gan.sample(zb, yb), real["classify"], gan.attr_names,
+                                                   real["judge_names"], obey_z, asked)
+        scores["obedience_independent"] = obedience(lambda zb, yb: gan.sample(zb, yb), real["classify"],
+                                                    gan.attr_names, real["judge_names"], obey_z,
+                                                    independent_conditions(gan, args.n_obey, seed=1))
         scores["per_condition"] = []
         for k, cond in enumerate(real["per_condition"]):
             m = len(cond["labels"])
@@ -255,14 +274,16 @@ def main() -> None:
                 toggle_source[preset] = ckpt
             minutes = f"{result['minutes']:.1f} min" if result.get("minutes") is not None else "kept checkpoint"
             print(f"{preset} seed {seed}: {minutes}, FID {result['fid']:.2f}, obedience "
-                  f"{result['obedience']['mean']:.3f} ({(time.monotonic() - start) / 60:.0f} min in all)", flush=True)
+                  f"{result['obedience']['mean']:.3f} (independent requests "
+                  f"{result['obedience_independent']['mean']:.3f}; the judge's ceiling {result['ceiling']['mean']:.3f}) "
+                  f"({(time.monotonic() - start) / 60:.0f} min in all)", flush=True)
 
     ranked = sorted((p for p in results if results[p]), key=lambda p: -statistics.mean(
         r["obedience"]["mean"] for r in results[p]))
     if ranked and ranked[0] in toggle_source:
         gan, _ = load_gan(toggle_source[ranked[0]])
-        write_toggle(gan.to(device), grid_path, rows=gan.attr_names, faces=4, seed=0, batch_size=64, fixed={},
-                     truncation=None)
+        write_toggle(gan.to(device), grid_path, rows=gan.attr_names, faces=4, scale=4, seed=0, batch_size=64,
+                     fixed={}, truncation=None)
         print(f"Wrote {grid_path} ({ranked[0]}, seed 0)")
     unconditional = unconditional_row(args, n, extractor.name, out_dir)
     write_tables(args, results, unconditional, budget, extractor.name, time.monotonic() - start, ranked)
@@ -319,45 +340,54 @@ def write_tables(args, results: dict[str, list[dict]], unconditional: dict | Non
         f"Command: `python benchmarks/conditional.py {' '.join(sys.argv[1:])}`".rstrip(), "",
         f"Each preset trained from seeds 0..{args.seeds - 1} on {num_images} synthetic {args.img_size}px faces "
         f"for {epochs} epochs (batch {batch}: the demo's budget), conditioned on all {len(names) or 'the'} attributes "
-        f"(data.attributes=all). FID and KID of {args.n_eval} EMA-generator images (attributes drawn from the "
-        f"training frequencies) against {args.n_eval} held-out faces, features of {extractor_name}, as "
+        f"(data.attributes=all). FID and KID of {args.n_eval} EMA-generator images (attributes: training label "
+        f"rows, as often as the data holds them) against {args.n_eval} held-out faces, features of {extractor_name}, as "
         f"benchmarks/quality.py measures. Mean +- standard deviation over seeds. Per-run records in "
         f"{shown(args.runs_dir)}/; run folders (last.ckpt) in {shown(args.out_dir)}/.", "",
         *([f"Not run yet: {', '.join(missing)}.", ""] if missing else []),
-        "| model | train (min) | FID | KID x 1000 | obedience (balanced accuracy) |",
-        "|---|---:|---:|---:|---:|",
+        "| model | train (min) | FID | KID x 1000 | obedience (consistent) | obedience (independent) | judge's ceiling |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     if unconditional:
         lines.append(f"| {UNCONDITIONAL} (unconditional; {unconditional['source']}) | {unconditional['minutes']} | "
-                     f"{quality.cell(unconditional['fid'])} | {quality.cell(unconditional['kid'])} | - |")
+                     f"{quality.cell(unconditional['fid'])} | {quality.cell(unconditional['kid'])} | - | - | - |")
     else:
         lines.append(f"| {UNCONDITIONAL} (unconditional) | not measured at this budget: "
-                     f"`python benchmarks/quality.py --variants {UNCONDITIONAL}` | | | |")
+                     f"`python benchmarks/quality.py --variants {UNCONDITIONAL}` | | | | | |")
     for p in measured:
         rs = results[p]
         lines.append(f"| {p}{seeds(p)} | {stat_cell([r.get('minutes') for r in rs], 1)} | "
                      f"{stat_cell([r['fid'] for r in rs])} | {stat_cell([1000 * r['kid'] for r in rs])} | "
-                     f"{stat_cell([r['obedience']['mean'] for r in rs], 3)} |")
+                     f"{stat_cell([r['obedience']['mean'] for r in rs], 3)} | "
+                     f"{stat_cell([r['obedience_independent']['mean'] for r in rs], 3)} | "
+                     f"{stat_cell([r['ceiling']['mean'] for r in rs], 3)} |")
     if ceiling:
-        lines.append(f"| judge on held-out real faces (the ceiling) | - | - | - | {ceiling['mean']:.3f} |")
+        lines.append(f"| judge on held-out real faces (the ceiling) | - | - | - | {ceiling['mean']:.3f} | "
+                     f"{ceiling['mean']:.3f} | {ceiling['mean']:.3f} |")
     lines += ["", f"Obedience per attribute: of {args.n_obey} faces asked to have it, the share the judge "
-              f"(celebgan.attributes' classifier) labels as having it / of the same faces asked not to, the share "
-              f"it labels as not having it; then their mean (balanced accuracy: 0.5 ignores the attribute, "
-              f"1 always obeys). The ceiling: the judge's own on {args.n_ceiling} held-out real faces.", "",
-              "| attribute | ceiling | " + " | ".join(measured) + " |",
-              "|---|---:|" + "---:|" * len(measured)]
+              f"(celebgan.attributes' classifier, independent of every discriminator) labels as having it / of "
+              f"{args.n_obey} faces of the same latents asked not to, the share it labels as not having it; then "
+              f"their mean (balanced accuracy: 0.5 ignores the attribute, 1 always obeys). Consistent requests "
+              f"are label rows of the training split that have (lack) the attribute, drawn as often as the data "
+              f"holds them; independent requests set the attribute in rows whose other attributes are drawn each "
+              f"from its frequency (celebgan's sampling before it kept a label table: blond and black-haired at "
+              f"once). The ceiling: the judge's own on {args.n_ceiling} held-out real faces.", "",
+              "| attribute | ceiling | " + " | ".join(f"{p}: consistent | {p}: independent" for p in measured) + " |",
+              "|---|---:|" + "---:|---:|" * len(measured)]
     for name in names:
         cells = []
         for p in measured:
             per = [r["obedience"]["per_attribute"][name] for r in results[p]]
             cells.append(f"{stat_cell([v['with'] for v in per])} / {stat_cell([v['without'] for v in per])} "
                          f"-> **{stat_cell([v['balanced'] for v in per], 3)}**")
+            independent = [r["obedience_independent"]["per_attribute"][name]["balanced"] for r in results[p]]
+            cells.append(stat_cell(independent, 3))
         c = ceiling["per_attribute"].get(name) if ceiling else None
         lines.append(f"| {name} | {c['balanced']:.3f} | " if c and c["balanced"] is not None else f"| {name} | - | ")
         lines[-1] += " | ".join(cells) + " |"
     lines += ["", f"Per-condition FID: up to {args.n_condition} held-out real faces with the attribute set against "
               "as many generated faces asked for those faces' own label sets (asked), and against faces asked for "
-              "nothing in particular (not asked: attributes from the training frequencies). Small sets: the FIDs "
+              "nothing in particular (not asked: training label rows drawn at random). Small sets: the FIDs "
               "are biased upwards; compare columns, not with the table above.", "",
               "| condition | real faces | " + " | ".join(f"{p}: asked | {p}: not asked" for p in measured) + " |",
               "|---|---:|" + "---:|---:|" * len(measured)]

@@ -23,11 +23,13 @@ def test_the_conditional_benchmark_keeps_records_checkpoints_grid_and_its_result
     assert records == ["acgan", "projection"]
     for preset in records:  # the checkpoint stays, so obedience can be measured again
         assert (tmp_path / "runs" / f"{preset}_seed0" / "checkpoints" / "last.ckpt").is_file()
-    assert Image.open(tmp_path / "toggle.png").size[0] == 2 + 8 * 18  # 4 faces, each off and on, at 16px
+    assert Image.open(tmp_path / "toggle.png").size[0] == 2 + 8 * 66  # 4 faces, each off and on, 16px drawn at 64px
     text = results.read_text()
     assert "## Other\n\nkept" in text and "## Attribute-conditional generation" in text
-    for line in ["| judge on held-out real faces (the ceiling) |", "| Smiling |", "| Blond_Hair, no Smiling |"]:
+    for line in ["| judge on held-out real faces (the ceiling) |", "| Smiling |", "| Blond_Hair, no Smiling |",
+                 "| obedience (consistent) | obedience (independent) | judge's ceiling |"]:
         assert line in text, line
     record = json.loads(next((tmp_path / "records").glob("projection_*.json")).read_text())
     assert list(record["obedience"]["per_attribute"]) == list(record["ceiling"]["per_attribute"])
+    assert list(record["obedience_independent"]["per_attribute"]) == list(record["ceiling"]["per_attribute"])
     assert len(record["obedience"]["per_attribute"]) == 8 and len(record["per_condition"]) == 3

@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 import celebgan
-from celebgan.attributes import attribute_scores, cached_classifier, edit_latents
+from celebgan.attributes import RECIPE_VERSION, attribute_scores, cached_classifier, edit_latents
 from celebgan.run.checkpoint import load_gan
 from celebgan.errors import UserError
 from celebgan.evaluate import evaluate
@@ -338,7 +338,10 @@ def test_the_attribute_classifier_says_what_it_trains_and_how_long_before_it_tra
     assert "Up to 96 real images for 2 epoch(s)" in lines[first] and str(record["path"]) in lines[first]
     assert lines[first + 1].startswith("Attribute classifier: training a small CNN (width 16) on 96 labelled images")
     assert "so about " in lines[first + 2] and "(an estimate)" in lines[first + 2]  # from its first 5 batches
-    assert lines[-1].startswith("Attribute classifier: 192/192 images trained")  # the last progress line
+    assert lines[-2].startswith("Attribute classifier: 192/192 images trained")  # the last progress line
+    # Then what it took and how well it does on held-out faces, every attribute by name.
+    assert lines[-1].startswith("Attribute classifier: trained in ") and "Smiling" in lines[-1]
+    assert set(record["balanced"]) == set(record["attr_names"]) and record["recipe"] == RECIPE_VERSION
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="celebgan.attributes"):
         cached_classifier(config["data"], tmp_path, tiny)  # read from the cache: nothing to announce

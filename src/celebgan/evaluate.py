@@ -186,18 +186,23 @@ def announce(model, extractor, *, n_samples: int, n_real: int | None, real_split
 
 
 def print_obedience(scores: dict, n: int) -> None:
-    """Per attribute: the shares of faces asked with / without it that the classifier agrees with, their
-    mean (balanced accuracy), and the classifier's own on real faces (the ceiling)."""
+    """Per attribute: the shares of faces asked consistently with / without it that the classifier agrees
+    with, their mean (balanced accuracy), the same mean for independent requests, and the classifier's
+    own on real faces (the ceiling)."""
     def num(value):
         return f"{value:.3f}" if value is not None else "  -  "
     per, ceiling = scores["per_attribute"], scores["ceiling"]["per_attribute"]
+    independent = scores["independent"]["per_attribute"]
     width = max(map(len, per))
     print(f"Obedience ({n} faces per attribute asked with it and {n} without; balanced accuracy, 0.5 = ignored)")
-    print(f"  {'attribute':<{width}}  with   without  balanced  ceiling (the classifier on real faces)")
+    print(f"  consistent: {scores['asked_from']} that have it / lack it; independent: it set in rows drawn each "
+          "from its frequency")
+    print(f"  {'attribute':<{width}}  with   without  balanced  independent  ceiling (the classifier on real faces)")
     for name, s in per.items():
         print(f"  {name:<{width}}  {num(s['with'])}  {num(s['without'])}    {num(s['balanced'])}     "
-              f"{num(ceiling[name]['balanced'])}")
-    print(f"  {'mean':<{width}}                  {num(scores['mean'])}     {num(scores['ceiling']['mean'])}")
+              f"{num(independent[name]['balanced'])}        {num(ceiling[name]['balanced'])}")
+    print(f"  {'mean':<{width}}                  {num(scores['mean'])}     {num(scores['independent']['mean'])}"
+          f"        {num(scores['ceiling']['mean'])}")
 
 
 def write_results(results: dict, out: Path) -> Path:

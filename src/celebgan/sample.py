@@ -205,26 +205,38 @@ def write_comparison(gan: GAN, config: dict[str, Any], out: Path, *, n: int, nro
     return {"out": save_png(caption(torch.cat([real, band, fake], dim=2), labels), out)}
 
 
-def write_toggle(gan: GAN, out: Path, *, rows: list[str], faces: int, seed: int, batch_size: int,
+def write_toggle(gan: GAN, out: Path, *, rows: list[str], faces: int, scale: int, seed: int, batch_size: int,
                  fixed: dict[str, float] | None = None, truncation: float | None = None) -> dict[str, Any]:
     """One row per attribute of a conditional model: `faces` faces, each without (left) and with
-    (right) the row's attribute, with the same latents and the same other attributes in every row
-    (drawn from the training frequencies, or fixed by attributes=). A strip above each row names its
-    attribute; the strip on top marks each column off or on."""
+    (right) the row's attribute, with the same latents in every row and the same other attributes
+    (label rows the training data holds, or fixed by attributes=), changed only as the data asks:
+    switching a hair colour on switches the others off (celebgan.gan.labels.LabelTable.switched).
+    Faces are drawn `scale` times larger (each pixel a block). A strip above each row names its
+    attribute and what switching it on turns off; the strip on top marks each column off or on."""
     import torch
 
-    from celebgan.gan.images import caption, column_centres, conditions, generate, latents, save_png, to_grid
+    from celebgan.gan.images import caption, column_centres, conditions, enlarge, generate, latents, save_png, to_grid
 
     z = latents(faces, gan.generator.nz, seed, truncation).repeat_interleave(2, dim=0)  # each face twice
-    base = conditions(gan, faces, seed, fixed).repeat_interleave(2, dim=0)
-    switch = torch.tensor([0.0, 1.0]).repeat(faces)  # off, on, off, on, ...
+    base = conditions(gan, faces, seed, fixed)
+    table = gan.label_table
     strips = []
     for name in rows:
-        labels = base.clone()
-        labels[:, gan.attr_names.index(name)] = switch
-        grid = to_grid(generate(gan, z, batch_size, labels=labels), 2 * faces)
-        strips.append(caption(grid, [(grid.shape[-1] / 2, name)]))
-    header = [(x, "on" if on else "off") for x, on in zip(column_centres(2 * faces, gan.img_size), switch.tolist())]
+        column = gan.attr_names.index(name)
+        if table is not None:
+            off, on = table.switched(base, column, 0.0), table.switched(base, column, 1.0)
+            others = [gan.attr_names[k] for k in table.exclusive(column)]
+        else:  # an older checkpoint: the attribute alone switched
+            off, on = base.clone(), base.clone()
+            off[:, column], on[:, column] = 0.0, 1.0
+            others = []
+        labels = torch.stack([off, on], dim=1).flatten(0, 1)  # off, on, off, on, ...
+        grid = to_grid(enlarge(generate(gan, z, batch_size, labels=labels), scale), 2 * faces)
+        text = f"{name} (on turns off {', '.join(others)})" if others else name
+        strips.append(caption(grid, [(grid.shape[-1] / 2, text)]))
+        log.info("toggle row %s: on turns off %s", name, ", ".join(others) or "nothing")
+    switch = [False, True] * faces
+    header = [(x, "on" if on else "off") for x, on in zip(column_centres(2 * faces, scale * gan.img_size), switch)]
     strips.insert(0, caption(torch.ones(3, 0, strips[0].shape[-1]), header))
     return {"out": save_png(torch.cat(strips, dim=1), out), "rows": rows}
 
@@ -334,7 +346,8 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
     if mode not in MODES:
         raise UserError(f"mode={mode!r} is not one of {list(MODES)}.")
     check_counts({"n": n, "rows": rows, "steps": steps, "nrow": nrow, "batch_size": batch_size,
-                  "direction.num_latents": direction.num_latents, "toggle.faces": cfg.toggle.faces})
+                  "direction.num_latents": direction.num_latents, "toggle.faces": cfg.toggle.faces,
+                  "toggle.scale": cfg.toggle.scale})
     check_whole("seed", seed, 0)
     check_whole("progress.frame_ms", frame_ms, 1, " (milliseconds per frame)")
     check_number("direction.strength", direction.strength, 0, above=True)
@@ -358,7 +371,7 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
                         f"conditional on {gan.attr_names}: ask for them with attributes='{{NAME: 1}}', or "
                         "see each switched off and on with mode=toggle.")
     check_fits_in_memory(mode, held_images(mode, n, rows, steps, direction.num_latents,
-                                           2 * cfg.toggle.faces * len(toggled)), gan.img_size)
+                                           2 * cfg.toggle.faces * len(toggled) * cfg.toggle.scale ** 2), gan.img_size)
     gan.to(device)
     generating = {"seed": seed, "batch_size": batch_size, "fixed": fixed, "truncation": truncation}
     if mode == "grid":
@@ -375,7 +388,7 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
         result = write_comparison(gan, config, out, n=n, nrow=nrow, split=cfg.compare.split, data_root=data_root,
                                   **generating)
     elif mode == "toggle":
-        result = write_toggle(gan, out, rows=toggled, faces=cfg.toggle.faces, **generating)
+        result = write_toggle(gan, out, rows=toggled, faces=cfg.toggle.faces, scale=cfg.toggle.scale, **generating)
     else:
         result = write_attribute_edits(
             gan, config, out, attribute=direction.attribute, strength=direction.strength,

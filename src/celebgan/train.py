@@ -347,6 +347,8 @@ def build(cfg: DictConfig, *, callbacks: Sequence[L.Callback] = ()) -> Built:
     check_readable(datamodule.train_set)
     note_attributes(conditional, take_all, datamodule.attr_names)
     model = instantiate(cfg.model, **attribute_kwargs(cfg.model, datamodule.attr_names, datamodule.attr_frequencies()))
+    if conditional:  # the label rows the unnamed attributes of a request are drawn from
+        model.use_label_table(datamodule.label_table())
     model.configure_optimizers()  # built once now: a bad optimizer setting fails before the run folder fills
     config = ran(cfg, datamodule.attr_names if conditional else None)
     built = [instantiate(c) for c in cfg.get("callbacks", {}).values()]

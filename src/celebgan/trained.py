@@ -16,6 +16,7 @@ from torchvision.transforms.functional import to_pil_image
 
 from celebgan.run.checkpoint import load_gan
 from celebgan.devices import pick_device
+from celebgan.gan.labels import LabelTable
 from celebgan.gan.images import draw_conditions, latents, requested_attributes, truncate
 
 
@@ -25,17 +26,22 @@ class TrainedGenerator:
 
     config: the run's resolved config (config["model"], config["data"], ...).
     attr_names / attr_frequencies: a conditional generator's attributes and their training shares
-        (A,); labels not given are drawn from those shares. () for an unconditional generator.
+        (A,). () for an unconditional generator.
+    label_table: the training split's label rows and their counts (celebgan.gan.labels): labels not
+        given are drawn from the rows that agree with those given; None (a checkpoint written before
+        it was kept): each from its training share.
     """
 
     def __init__(self, network: nn.Module, config: dict[str, Any], device: torch.device | str, *,
-                 attr_names: list[str] = (), attr_frequencies: torch.Tensor | None = None):
+                 attr_names: list[str] = (), attr_frequencies: torch.Tensor | None = None,
+                 label_table: LabelTable | None = None):
         self.device = torch.device(device)
         self.network = network.eval().requires_grad_(False).to(self.device)
         self.config = config
         self.attr_names = list(attr_names)
         self.attr_frequencies = (attr_frequencies if attr_frequencies is not None
                                  else torch.full((len(self.attr_names),), 0.5)).float().cpu()
+        self.label_table = label_table
 
     @property
     def nz(self) -> int:
@@ -55,10 +61,10 @@ class TrainedGenerator:
     def labels(self, n: int, seed: int | None = None,
                attributes: Mapping[str, int] | None = None) -> torch.Tensor | None:
         """(n, A) float labels in {0, 1}: those named in `attributes` ({"Smiling": 1}) as given, the
-        others drawn with their training shares (a seed gives the same ones on every machine); None
+        others drawn from the training faces that agree with them (a seed gives the same ones on every machine); None
         for an unconditional generator. A name the generator lacks is a UserError listing its own."""
         fixed = requested_attributes(attributes, self.attr_names)
-        return draw_conditions(self.attr_names, self.attr_frequencies, n, seed, fixed)
+        return draw_conditions(self.attr_names, self.attr_frequencies, n, seed, fixed, self.label_table)
 
     @torch.no_grad()
     def __call__(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -75,8 +81,8 @@ class TrainedGenerator:
                truncation: float | None = None) -> torch.Tensor | list[Image.Image]:
         """n images: a (n, 3, S, S) CPU tensor in [0, 1], or n PIL images with pil=True.
         The same seed gives the same images; seed=None draws new latents each call. A conditional
-        generator's labels are those in `attributes` ({"Smiling": 1}), the others drawn from their
-        training shares with the same seed. truncation: see latents."""
+        generator's labels are those in `attributes` ({"Smiling": 1}), the others drawn with the same
+        seed from the training faces that have those (labels()). truncation: see latents."""
         labels = self.labels(n, seed, attributes)  # a bad name fails before anything is drawn
         z = self.latents(n, seed, truncation)
         chunks = zip(z.split(batch_size), labels.split(batch_size) if labels is not None else [None] * len(z))
@@ -96,4 +102,5 @@ def load_generator(path: str | Path, *, device: torch.device | str | None = None
     checkpoint raises celebgan.errors.UserError saying so."""
     gan, config = load_gan(path)
     return TrainedGenerator(gan.sampler, config, pick_device(device if device is not None else "auto"),
-                            attr_names=gan.attr_names, attr_frequencies=gan.attr_frequencies)
+                            attr_names=gan.attr_names, attr_frequencies=gan.attr_frequencies,
+                            label_table=gan.label_table)

@@ -25,6 +25,7 @@ from celebgan.devices import has_cuda
 from celebgan.errors import UserError, check_whole
 from celebgan.io import atomic_write, format_duration
 from celebgan.gan.networks import num_stages
+from celebgan.gan.labels import LabelTable
 from celebgan.data.prepared import build, check_prepared, record_path, source_of
 from celebgan.data.synthetic import ATTR_NAMES as SYNTHETIC_ATTR_NAMES
 from celebgan.data.synthetic import RENDERER_VERSION, SPLIT_IDS, render_faces
@@ -179,6 +180,14 @@ class FaceDataModule(LightningDataModule):
         if attrs is None or attrs.size(1) == 0:
             return torch.zeros(len(self.attr_names))
         return attrs.float().mean(0)
+
+    def label_table(self) -> LabelTable | None:
+        """The training split's distinct rows of the chosen attributes and their counts (after setup);
+        None without labels."""
+        attrs = self.train_set.attrs if self.train_set is not None else None
+        if attrs is None or attrs.size(1) == 0:
+            return None
+        return LabelTable.from_labels(attrs)
 
     # The real side of FID/KID: `limit` unflipped images of a split, and a description of exactly
     # what they are computed from, which keys the cache of their features (celebgan.metrics.scores).

@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from celebgan.errors import UserError
 from celebgan.io import atomic_write
+from celebgan.gan.labels import LabelTable, draw_rows
 from celebgan.gan.module import GAN
 
 
@@ -88,23 +89,28 @@ def requested_attributes(requested: Mapping | None, names: Sequence[str], key: s
 
 
 def draw_conditions(names: Sequence[str], freqs: torch.Tensor, n: int, seed: int | None,
-                    fixed: Mapping[str, float] | None = None) -> torch.Tensor | None:
+                    fixed: Mapping[str, float] | None = None, table: LabelTable | None = None,
+                    key: str = "attributes") -> torch.Tensor | None:
     """(n, A) float 0/1 attributes for n faces of a conditional model, None for an unconditional one
-    (no names): each attribute drawn from its training frequency `freqs` (A,) by a generator of the
-    seed's own (the latents' is another: a seed's latents are the same with or without attributes;
-    seed=None: the global RNG), then the `fixed` ones set."""
+    (no names): the `fixed` ones as asked, the others drawn from the training faces that agree with
+    them (`table`, celebgan.gan.labels.draw_rows), or, without a table, each from its training
+    frequency `freqs` (A,). Drawn by a generator of the seed's own (the latents' is another: a seed's
+    latents are the same with or without attributes; seed=None: the global RNG)."""
     if not names:
         return None
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    labels = torch.bernoulli(freqs.float().cpu().expand(n, len(names)), generator=generator)
-    for name, value in (fixed or {}).items():
-        labels[:, list(names).index(name)] = value
-    return labels
+    return draw_rows(table, names, freqs, n, fixed, generator, key)
 
 
 def conditions(gan: GAN, n: int, seed: int, fixed: Mapping[str, float] | None = None) -> torch.Tensor | None:
-    """draw_conditions for a GAN's attributes (None for an unconditional GAN)."""
-    return draw_conditions(gan.attr_names, gan.attr_frequencies, n, seed, fixed)
+    """draw_conditions for a GAN's attributes, from its label table (None for an unconditional GAN)."""
+    return draw_conditions(gan.attr_names, gan.attr_frequencies, n, seed, fixed, gan.label_table)
+
+
+def independent_conditions(gan: GAN, n: int, seed: int) -> torch.Tensor | None:
+    """(n, A) attributes each drawn from its training frequency alone, as celebgan drew them before it
+    kept a label table: the independent requests of obedience's second column."""
+    return draw_conditions(gan.attr_names, gan.attr_frequencies, n, seed)
 
 
 @torch.no_grad()
@@ -126,6 +132,12 @@ def to_grid(images: torch.Tensor, nrow: int) -> torch.Tensor:
 def column_centres(n: int, img_size: int, padding: int = 2) -> list[float]:
     """x of the centre of each of n columns of a to_grid grid, in pixels."""
     return [padding + c * (img_size + padding) + img_size / 2 for c in range(n)]
+
+
+def enlarge(images: torch.Tensor, scale: int) -> torch.Tensor:
+    """(N, 3, S, S) -> (N, 3, scale S, scale S): each pixel a scale x scale block (nearest), so small
+    faces are seen as they are, not smoothed."""
+    return images if scale == 1 else torch.nn.functional.interpolate(images, scale_factor=scale, mode="nearest")
 
 
 def caption(image: torch.Tensor, labels: Sequence[tuple[float, str]]) -> torch.Tensor:

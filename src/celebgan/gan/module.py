@@ -14,7 +14,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 from celebgan.gan.augment import DiffAugment
 from celebgan.errors import UserError, check_number, check_whole
+from celebgan.gan.labels import LabelTable
 from celebgan.gan.losses import attribute_bce, d_bce, g_nonsaturating
+
+# The checkpoint's key of a conditional GAN's label table (LabelTable.to_plain: plain tensors).
+TABLE_KEY = "celebgan_label_table"
 
 
 def plain_partial(fn: Callable) -> Callable:
@@ -90,13 +94,16 @@ class GAN(LightningModule):
         data.attributes, in its column order), kept in the checkpoint's hyperparameters; () for an
         unconditional GAN, which ignores the batches' attributes. Set by celebgan.train from the data.
     attr_frequencies: each attribute's share of the training split (A,), kept as a buffer: labels
-        drawn for unnamed attributes (draw_labels, the fixed grid's) follow the data. None: 0.5 each.
+        drawn for unnamed attributes follow the data when the GAN has no label table (a checkpoint
+        written before it was kept). None: 0.5 each.
     aux_weight: weight of AC-GAN's attribute classifier loss, for a D that returns attribute logits.
 
     A training step is one real batch: one D step, and a G step on every n_dis-th. A conditional GAN
     asks G for the labels of the real batch, fake i for those of real face i, so the labels G
     learns from follow the data's joint distribution, and D (projection) sees the same labels with
-    the real and the fake half.
+    the real and the fake half. celebgan.train then gives it the training split's label table
+    (use_label_table), kept in the checkpoint: labels drawn for it (draw_labels, the fixed grid's,
+    a request's unnamed attributes) are rows the data holds.
     """
 
     def __init__(
@@ -188,6 +195,10 @@ class GAN(LightningModule):
         # The grid's labels: drawn once from the frequencies, after fixed_z from the same seed.
         fixed_labels = torch.bernoulli(frequencies.expand(num_fixed, num_attrs), generator=seeded)
         self.register_buffer("fixed_labels", fixed_labels, persistent=num_attrs > 0)  # (N, A) float 0/1
+        # The training split's label rows and their counts (celebgan.gan.labels), set by celebgan.train
+        # from the data and kept in the checkpoint beside the weights (TABLE_KEY); None: a checkpoint
+        # written before it was kept, whose unnamed attributes are drawn each from its frequency.
+        self.label_table: LabelTable | None = None
         if compile:
             generator.compile()
             discriminator.compile()
@@ -244,14 +255,34 @@ class GAN(LightningModule):
             self.generator_ema.eval()
         return self
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.label_table is not None:
+            checkpoint[TABLE_KEY] = self.label_table.to_plain()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if checkpoint.get(TABLE_KEY) is not None and self.conditional:
+            self.label_table = LabelTable.from_plain(checkpoint[TABLE_KEY], len(self.attr_names))
+
     @property
     def conditional(self) -> bool:
         """Whether G generates on demand the attributes `attr_names` (G(z, labels))."""
         return bool(self.attr_names)
 
+    def use_label_table(self, table: LabelTable | None) -> None:
+        """Keep the training split's label table (celebgan.train, from the data) and draw the
+        progress grid's labels from it: rows the data holds (a resumed run then loads its own)."""
+        self.label_table = table
+        if table is not None and self.conditional:
+            seeded = torch.Generator().manual_seed(self.hparams.fixed_seed)
+            self.fixed_labels.copy_(table.draw(len(self.fixed_labels), None, seeded))
+
     def draw_labels(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """(n, A) float labels in {0, 1} on the module's device, each attribute drawn independently
-        with its training frequency (CPU draws: a seeded `generator` gives the same ones everywhere)."""
+        """(n, A) float labels in {0, 1} on the module's device: label rows of the training split, as
+        often as it holds them (its label table), or, for a checkpoint without one, each attribute
+        drawn independently with its training frequency (CPU draws: a seeded `generator` gives the
+        same ones everywhere)."""
+        if self.label_table is not None:
+            return self.label_table.draw(n, None, generator).to(self.attr_frequencies.device)
         frequencies = self.attr_frequencies.cpu().expand(n, len(self.attr_names))
         return torch.bernoulli(frequencies, generator=generator).to(self.attr_frequencies.device)
 

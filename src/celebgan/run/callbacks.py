@@ -93,7 +93,9 @@ class QualityMetrics(Callback):
     obedience: for a conditional model, a factory (Hydra partial) of the judge of its obedience
         (celebgan.attributes.Judge: judge.prepare(names, device) loads or trains the attribute
         classifier, judge(gan) scores the generator), logged as `metrics/obedience_mean` and
-        `metrics/obedience/<attribute>` (balanced accuracies) at each evaluation.
+        `metrics/obedience/<attribute>` (balanced accuracies of consistent requests),
+        `metrics/obedience_independent_mean` and `.../obedience_independent/<attribute>` (independent
+        ones) and `metrics/obedience_ceiling_mean` (the judge on real faces) at each evaluation.
     """
 
     def __init__(self, *, every_n_epochs: int, n_samples: int, n_real: int | None, real_split: str,
@@ -198,11 +200,17 @@ class QualityMetrics(Callback):
             # The same latents and weights on every rank: every rank computes and logs the same values.
             obeyed = self.judge(pl_module)
             values = {f"metrics/obedience/{name}": s["balanced"] for name, s in obeyed["per_attribute"].items()}
-            pl_module.log_dict({"metrics/obedience_mean": obeyed["mean"], **values},
+            values |= {f"metrics/obedience_independent/{name}": s["balanced"]
+                       for name, s in obeyed["independent"]["per_attribute"].items()}
+            means = {"metrics/obedience_mean": obeyed["mean"],
+                     "metrics/obedience_independent_mean": obeyed["independent"]["mean"],
+                     "metrics/obedience_ceiling_mean": obeyed["ceiling"]["mean"]}
+            pl_module.log_dict({k: v for k, v in {**means, **values}.items() if v is not None},
                                on_step=False, on_epoch=True, sync_dist=False)
-            log.info("epoch %d: obedience %.3f (ceiling %s): %s", trainer.current_epoch + 1, obeyed["mean"],
-                     f"{obeyed['ceiling']['mean']:.3f}" if obeyed["ceiling"]["mean"] is not None else "-",
-                     "  ".join(f"{name} {s['balanced']:.2f}" for name, s in obeyed["per_attribute"].items()))
+            shown = lambda v: f"{v:.3f}" if v is not None else "-"  # noqa: E731
+            log.info("epoch %d: obedience %s (independent requests %s; ceiling %s): %s", trainer.current_epoch + 1,
+                     shown(obeyed["mean"]), shown(obeyed["independent"]["mean"]), shown(obeyed["ceiling"]["mean"]),
+                     "  ".join(f"{name} {shown(s['balanced'])}" for name, s in obeyed["per_attribute"].items()))
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self.distances, self.judge = None, None

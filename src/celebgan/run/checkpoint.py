@@ -7,6 +7,7 @@ a checkpoint goes through this module, by one public door per use: `read_checkpo
 its config), and celebgan.load_generator, the Python API, on top of load_gan. Each checks the stored
 config as data (trust.py) before anything reads it.
 """
+import logging
 import os
 import pickle
 import shutil
@@ -23,8 +24,11 @@ from torch.utils.data import Dataset, Subset
 from celebgan.data.batches import seeded_subset
 from celebgan.errors import UserError
 from celebgan.io import atomic_write
-from celebgan.gan.module import GAN, attribute_kwargs
+from celebgan.gan.labels import LabelTable
+from celebgan.gan.module import GAN, TABLE_KEY, attribute_kwargs
 from celebgan.run.trust import UntrustedCheckpoint, check_stored_config, group_targets, is_allowed, too_deep
+
+log = logging.getLogger(__name__)
 
 CONFIG_KEY = "celebgan_config"
 # Ends the message of a checkpoint that cannot be used: what to pass instead.
@@ -232,6 +236,12 @@ def load_gan(path: str | Path, *, img_size: int | None = None) -> tuple[GAN, dic
         first = str(err).splitlines()[1:2] or [str(err)]
         raise UserError(f"The weights in ckpt={str(path)!r} do not fit the model its config describes "
                         f"({first[0].strip()}). The checkpoint is damaged or from another model version.") from None
+    if model.conditional:
+        if ckpt.get(TABLE_KEY) is not None:
+            model.label_table = LabelTable.from_plain(ckpt[TABLE_KEY], len(model.attr_names), f"ckpt={str(path)!r}")
+        else:
+            log.info("ckpt=%s keeps no label table (written before celebgan kept one): the attributes a request "
+                     "does not name are drawn each from its training frequency alone.", path)
     return model.eval(), config
 
 
