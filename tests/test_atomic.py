@@ -40,6 +40,7 @@ class TinyGAN:
     fixed_z = torch.zeros(4, 4, 1, 1)
     attr_names: list[str] = []  # unconditional
     attr_frequencies = torch.zeros(0)
+    label_table = None  # unconditional: no training label table
     fixed_labels = torch.zeros(4, 0)
     conditional = False
 
