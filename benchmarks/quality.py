@@ -187,6 +187,8 @@ def main() -> None:
     parser.add_argument("--cached-only", action="store_true",
                         help="train nothing: the table from the runs already finished (a partial ranking)")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--only-seeds", type=int, nargs="+",
+                        help="of the seeds, train only these (two processes side by side split one preset's seeds)")
     parser.add_argument("--n-eval", type=int, default=1000, help="generated and held-out real images per FID/KID")
     parser.add_argument("--img-size", type=int, default=32)
     parser.add_argument("--num-images", type=int, help="synthetic training images (default: the demo's)")
@@ -280,6 +282,8 @@ def main() -> None:
         for variant in args.variants:
             results, minutes = [], []
             for seed in range(args.seeds):
+                if args.only_seeds and seed not in args.only_seeds and not args.cached_only:
+                    continue
                 cfg = compose_run(variant, seed, args, tmp)
                 budget = budget or (cfg.data.num_images, cfg.trainer.max_epochs, cfg.data.batch_size)
                 done = runs_dir / f"{variant}_seed{seed}_{run_key(variant, cfg, args, n, extractor.name)}.json"
