@@ -29,14 +29,18 @@ train:  ## train with Hydra overrides, e.g. make train ARGS="model=spectral data
 prepare:  ## decode CelebA once into data.prepared_dir, e.g. make prepare ARGS="data=celeba32"
 	$(PY) -m celebgan.prepare $(ARGS)
 
+# Tests run in one worker process per core, at most 4 (pytest-xdist; each worker one thread):
+# ARGS="-n 0" runs them in this process, e.g. under a debugger.
+XDIST ?= -n auto --maxprocesses=4 --dist worksteal
+
 test:  ## the test suite, what CI runs: command lines and DDP included (CPU; slow and gpu tests excluded)
-	$(PY) -m pytest -m "not slow and not gpu" $(ARGS)
+	$(PY) -m pytest -m "not slow and not gpu" $(XDIST) $(ARGS)
 
 test-quick:  ## the developer's loop: in-process tests only, no command lines or DDP (about a minute)
-	$(PY) -m pytest -m "not slow and not integration and not gpu" $(ARGS)
+	$(PY) -m pytest -m "not slow and not integration and not gpu" $(XDIST) $(ARGS)
 
 test-all:  ## every test, slow ones too (gpu tests skip without a GPU)
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest $(XDIST) $(ARGS)
 
 bench:  ## data-loader and training-step throughput into benchmarks/RESULTS.md (ARGS=--quick: a few minutes)
 	$(PY) benchmarks/throughput.py $(ARGS)

@@ -1,7 +1,8 @@
 """Runs celebgan command lines one after another in one process, each as `python -m MODULE ARGS`
 would run it (its own argv, stdout and stderr, exit status), so that a table of command lines
 costs one interpreter start. Usage: python cli_runner.py CASES.json RESULTS.json, where CASES is
-a list of {"module", "args", "cwd"} and RESULTS gets {"code", "output", "seconds"} for each."""
+a list of {"module", "args", "cwd"} (and "env": variables set, or unset by null, for that case alone) and RESULTS gets
+{"code", "output", "seconds"} for each."""
 import contextlib
 import io
 import json
@@ -15,7 +16,21 @@ import traceback
 from hydra.core.global_hydra import GlobalHydra
 
 
-def run(module: str, args: list[str], cwd: str) -> dict:
+def run(module: str, args: list[str], cwd: str, env: dict | None = None) -> dict:
+    saved = dict(os.environ)
+    for name, value in (env or {}).items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    try:
+        return run_case(module, args, cwd)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def run_case(module: str, args: list[str], cwd: str) -> dict:
     os.chdir(cwd)
     sys.argv = [module, *args]
     root = logging.getLogger()
@@ -39,6 +54,6 @@ def run(module: str, args: list[str], cwd: str) -> dict:
 if __name__ == "__main__":
     cases_path, results_path = sys.argv[1:3]
     cases = json.loads(open(cases_path).read())
-    results = [run(c["module"], c["args"], c["cwd"]) for c in cases]
+    results = [run(c["module"], c["args"], c["cwd"], c.get("env")) for c in cases]
     with open(results_path, "w") as f:
         json.dump(results, f)

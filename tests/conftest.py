@@ -271,15 +271,28 @@ DDP_RUN = ["data.batch_size=8", "trainer.max_epochs=2", "trainer.accelerator=cpu
            *RANDOM_METRICS, "metrics.n_samples=48", "metrics.n_real=48"]
 
 
+def shared_dir(tmp_path_factory, name: str) -> Path:
+    """A folder for what the whole test session builds once: under pytest-xdist (make test runs the
+    tests in several worker processes) the workers share one, built by whichever asks first."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return tmp_path_factory.getbasetemp().parent / name
+    return tmp_path_factory.mktemp(name)
+
+
 @pytest.fixture(scope="session")
 def ddp_run(tmp_path_factory) -> DDPRun:
-    root = tmp_path_factory.mktemp("ddp")
+    from filelock import FileLock
+
+    root = shared_dir(tmp_path_factory, "ddp")
     run, probe = root / "run", root / "probe"
-    result = subprocess.run(
-        cli_cmd(*DDP_RUN, f"metrics.cache_dir={root / 'cache'}", f"hydra.run.dir={run}",
-                "+callbacks.probe._target_=probe.Probe", f"+callbacks.probe.dirpath={probe}"),
-        cwd=root, env=cli_env(), capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-4000:]
+    with FileLock(f"{root}.lock"):
+        if not (probe / "rank1.pt").is_file():
+            root.mkdir(exist_ok=True)
+            result = subprocess.run(
+                cli_cmd(*DDP_RUN, f"metrics.cache_dir={root / 'cache'}", f"hydra.run.dir={run}",
+                        "+callbacks.probe._target_=probe.Probe", f"+callbacks.probe.dirpath={probe}"),
+                cwd=root, env=cli_env(), capture_output=True, text=True, timeout=600)
+            assert result.returncode == 0, result.stderr[-4000:]
     ranks = [torch.load(probe / f"rank{r}.pt", weights_only=True) for r in range(2)]
     before = snapshot(root)
     yield DDPRun(root=root, dir=run, ranks=ranks)
@@ -321,13 +334,15 @@ def fit_steps(cfg: DictConfig, steps: int, *, callbacks=(), on_start=None, seed:
     return built.model, built.trainer
 
 
-def run_commands(cases: list[tuple[str, list[str]]], cwd: Path, pythonpath: Path | None = None) -> list[dict]:
-    """Each (module, args) as `python -m MODULE ARGS` would run it in cwd, all in one interpreter
+def run_commands(cases: list[tuple], cwd: Path, pythonpath: Path | None = None) -> list[dict]:
+    """Each (module, args) or (module, args, env) as `python -m MODULE ARGS` would run it in cwd
+    (with the variables of env set for that case alone), all in one interpreter
     (tests/cli_runner.py): {"code", "output", "seconds"} each. pythonpath: a folder put first on it."""
     import json
 
     work = Path(cwd)
-    (work / "cases.json").write_text(json.dumps([{"module": m, "args": a, "cwd": str(work)} for m, a in cases]))
+    (work / "cases.json").write_text(json.dumps(
+        [{"module": c[0], "args": c[1], "cwd": str(work), "env": c[2] if len(c) > 2 else {}} for c in cases]))
     env = cli_env()
     if pythonpath is not None:
         env["PYTHONPATH"] = f"{pythonpath}{os.pathsep}{env['PYTHONPATH']}"

@@ -8,7 +8,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import TINY_CLI, cli_env
+from conftest import TINY_CLI, cli_env, run_commands
 
 from celebgan.errors import UserError
 from celebgan.run.plugins import defined_in_trusted, trust_modules
@@ -92,18 +92,18 @@ def env_with(*paths: Path, **extra: str) -> dict:
 
 @pytest.mark.integration
 def test_a_plugin_trains_samples_and_resumes_like_the_shipped_presets(plugin_site, tmp_path):
-    env = env_with(plugin_site)
-    first = run("celebgan.train", *TINY_CLI, "model=mylab_wide", f"hydra.run.dir={tmp_path / 'run'}",
-                env=env, cwd=tmp_path)
-    assert first.returncode == 0, first.stderr[-3000:]
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    sampled = run("celebgan.sample", f"ckpt={ckpt}", "n=4", f"out={tmp_path / 'grid.png'}", env=env, cwd=tmp_path)
-    assert sampled.returncode == 0, sampled.stderr[-3000:]
+    untrusted = {"CELEBGAN_TRUST": None}
+    first, sampled, resumed = run_commands([
+        ("celebgan.train", [*TINY_CLI, "model=mylab_wide", f"hydra.run.dir={tmp_path / 'run'}"], untrusted),
+        ("celebgan.sample", [f"ckpt={ckpt}", "n=4", f"out={tmp_path / 'grid.png'}"], untrusted),
+        ("celebgan.train", [*TINY_CLI, "model=mylab_wide", "trainer.max_epochs=2", f"resume={ckpt}"], untrusted),
+    ], tmp_path, pythonpath=plugin_site)
+    assert first["code"] == 0, first["output"][-3000:]
+    assert sampled["code"] == 0, sampled["output"][-3000:]
     assert (tmp_path / "grid.png").is_file()
-    resumed = run("celebgan.train", *TINY_CLI, "model=mylab_wide", "trainer.max_epochs=2", f"resume={ckpt}",
-                  env=env, cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "Resuming" in resumed.stdout + resumed.stderr
+    assert resumed["code"] == 0, resumed["output"][-3000:]
+    assert "Resuming" in resumed["output"]
     # The same checkpoint where the plugin is not installed: refused, with the way to trust it.
     without = run("celebgan.sample", f"ckpt={ckpt}", "n=4", f"out={tmp_path / 'no.png'}",
                   env=env_with(), cwd=tmp_path)
@@ -116,23 +116,25 @@ def test_unpackaged_code_is_trusted_by_the_reader_only(tmp_path):
     loose = tmp_path / "loose"
     loose.mkdir()
     (loose / "loose_nets.py").write_text(NETS)
-    env = env_with(loose)
-    # Trained with trust=[loose_nets], so the stored config itself says trust: [loose_nets].
-    trained = run("celebgan.train", *TINY_CLI, "model.generator._target_=loose_nets.WideGenerator",
-                  "+model.generator.widen=1", "trust=[loose_nets]", f"hydra.run.dir={tmp_path / 'run'}",
-                  env=env, cwd=tmp_path)
-    assert trained.returncode == 0, trained.stderr[-3000:]
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    refused = run("celebgan.sample", f"ckpt={ckpt}", "n=4", env=env, cwd=tmp_path)
-    assert refused.returncode == 2, refused.stderr[-3000:]
-    assert "model.generator._target_='loose_nets.WideGenerator'" in refused.stderr
-    assert "trust=[loose_nets]" in refused.stderr and "CELEBGAN_TRUST=loose_nets" in refused.stderr
-    for how in (["trust=[loose_nets]"], []):
-        reader_env = env if how else env_with(loose, CELEBGAN_TRUST="loose_nets")
-        out = tmp_path / f"grid{len(how)}.png"
-        ok = run("celebgan.sample", f"ckpt={ckpt}", "n=4", f"out={out}", *how, env=reader_env, cwd=tmp_path)
-        assert ok.returncode == 0, ok.stderr[-3000:]
-        assert out.is_file()
+    untrusted, by_env = {"CELEBGAN_TRUST": None}, {"CELEBGAN_TRUST": "loose_nets"}
+    # Trained with trust=[loose_nets], so the stored config itself says trust: [loose_nets]; the
+    # readers after it run in the same interpreter, where loose_nets is already imported.
+    trained, refused, *readers = run_commands([
+        ("celebgan.train", [*TINY_CLI, "model.generator._target_=loose_nets.WideGenerator",
+                            "+model.generator.widen=1", "trust=[loose_nets]", f"hydra.run.dir={tmp_path / 'run'}"],
+         untrusted),
+        ("celebgan.sample", [f"ckpt={ckpt}", "n=4"], untrusted),
+        ("celebgan.sample", [f"ckpt={ckpt}", "n=4", f"out={tmp_path / 'grid1.png'}", "trust=[loose_nets]"], untrusted),
+        ("celebgan.sample", [f"ckpt={ckpt}", "n=4", f"out={tmp_path / 'grid0.png'}"], by_env),
+    ], tmp_path, pythonpath=loose)
+    assert trained["code"] == 0, trained["output"][-3000:]
+    assert refused["code"] == 2, refused["output"][-3000:]
+    assert "model.generator._target_='loose_nets.WideGenerator'" in refused["output"]
+    assert "trust=[loose_nets]" in refused["output"] and "CELEBGAN_TRUST=loose_nets" in refused["output"]
+    for ok, out in zip(readers, ("grid1.png", "grid0.png")):
+        assert ok["code"] == 0, ok["output"][-3000:]
+        assert (tmp_path / out).is_file()
 
 
 def test_a_trusted_name_must_resolve_to_code_defined_inside_the_module(tmp_path, monkeypatch):

@@ -41,7 +41,7 @@ def straight(trained_run) -> Path:
 @pytest.mark.integration
 @pytest.mark.parametrize(("signum", "group", "status", "by"), [
     ("SIGTERM", False, 143, "a signal"),
-    ("SIGUSR1", False, 143, "a signal"),
+    pytest.param("SIGUSR1", False, 143, "a signal", marks=pytest.mark.slow),  # SIGTERM's path
     ("SIGHUP", False, 129, "SIGHUP"),  # the ssh session or terminal of the run closed
     ("SIGXCPU", False, 152, "SIGXCPU"),  # a CPU-time limit, before its SIGKILL
     ("SIGINT", True, 130, "Ctrl-C"),  # as a terminal sends it: to the whole foreground group
@@ -91,7 +91,10 @@ def train_cmd(*overrides: str) -> list[str]:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize(("signum", "status"), [("SIGTERM", 143), ("SIGINT", 130), ("SIGHUP", 129)])
+@pytest.mark.parametrize(("signum", "status"), [
+    ("SIGTERM", 143), ("SIGHUP", 129),
+    pytest.param("SIGINT", 130, marks=pytest.mark.slow),  # to the group as above, with workers
+])
 def test_a_signal_to_the_whole_group_stops_workers_too_and_saves(tmp_path, celeba_folder, signum, status):
     stopped, tmpdir = tmp_path / "runs" / "stopped", tmp_path / "tmp"
     code, out = run_cli(train_cmd(*celeba_folder, f"hydra.run.dir={stopped}", *SIGNAL_AT_STEP_6,
@@ -145,7 +148,7 @@ def starting_cmd(runs: Path, name: str, signum: str, at: str = "build") -> list[
 @pytest.mark.parametrize(("signum", "at", "status"), [
     ("SIGTERM", "build", 143),  # while train() builds the run: before any Trainer
     ("SIGHUP", "fit_start", 129),  # once Lightning holds SIGTERM and the logger declared the run
-    ("SIGXCPU", "build", 152),
+    pytest.param("SIGXCPU", "build", 152, marks=pytest.mark.slow),  # SIGTERM's path, another status
 ])
 def test_a_signal_before_the_first_step_leaves_no_folder_and_no_lock(tmp_path, signum, at, status):
     runs, tmpdir = tmp_path / "runs", tmp_path / "tmp"
