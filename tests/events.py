@@ -11,9 +11,11 @@ def events(logdir: Path | str) -> EventAccumulator:
 
 
 def scalars(logdir: Path | str, tag: str) -> list:
-    """The ScalarEvents (wall_time, step, value) of tag in logging order; [] when it was never logged."""
+    """The ScalarEvents (wall_time, step, value) of tag in logging order; [] when it was never logged.
+    Sorted by wall time: the reader takes a folder's event files in name order, and two files one
+    process wrote in the same second sort by its file counter as text ("...10" before "...9")."""
     acc = events(logdir)
-    return acc.Scalars(tag) if tag in acc.Tags()["scalars"] else []
+    return sorted(acc.Scalars(tag), key=lambda e: e.wall_time) if tag in acc.Tags()["scalars"] else []
 
 
 def scalar_steps(logdir: Path | str, tag: str) -> list[int]:
