@@ -106,6 +106,13 @@ def run_key(variant: str, cfg, args, n_eval: int, extractor_name: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
+def measure(real: torch.Tensor, extractor, n: int, *, fake: torch.Tensor | None = None, gan=None) -> dict:
+    """A row's FID and KID (1,000-image subsets, 100 of them): of `fake` features, or of n images of
+    `gan` (its latents of seed 0 in batches of 50), against the held-out `real` features."""
+    return calc_metrics(["fid", "kid"], real=real, fake=fake, gan=gan, extractor=extractor,
+                        n_samples=None if gan is None else n, batch_size=50, kid_subset_size=1000, kid_subsets=100)
+
+
 def images_of(dataset) -> torch.Tensor:
     return dataset.images.float() / 127.5 - 1  # (N, 3, S, S) uint8 -> [-1, 1]
 
@@ -239,12 +246,10 @@ def main() -> None:
         real: torch.Tensor | None = None
 
         def score(fake: torch.Tensor | None = None, gan=None) -> dict:
-            """FID and KID (the registry's) of `fake` features, or of n images of `gan` (seed 0, batches of 50)."""
             nonlocal real
             if real is None:  # the held-out features, only when something is to be measured
                 real = RealFeatureCache(cache).get(data, "test", n, extractor, batch_size=50, device=device)
-            return calc_metrics(["fid", "kid"], real=real, fake=fake, gan=gan, extractor=extractor,
-                                n_samples=None if gan is None else n, batch_size=50, kid_subset_size=1000, kid_subsets=100)
+            return measure(real, extractor, n, fake=fake, gan=gan)
 
         def features_of(images: torch.Tensor) -> torch.Tensor:
             return torch.cat([extractor(b.to(device)).float().cpu() for b in images.split(50)])
