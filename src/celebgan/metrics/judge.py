@@ -253,7 +253,8 @@ def train_classifier(data_config: dict[str, Any], *, read: ReadSplit, max_train:
 
 
 def cached_classifier(data_config: dict[str, Any], cache_dir: str | Path, settings: dict[str, Any],
-                      device: torch.device | str = "cpu", *, read: ReadSplit) -> tuple[AttributeClassifier, dict[str, Any]]:
+                      device: torch.device | str = "cpu", *,
+                      read: ReadSplit) -> tuple[AttributeClassifier, dict[str, Any]]:
     """(classifier in eval mode, its record), trained on first use for this dataset, then read back;
     read: how the run's real faces are read (ReadSplit)."""
     path = Path(cache_dir).expanduser() / f"attr_classifier_{fingerprint(data_config, settings)}.pt"
@@ -265,7 +266,8 @@ def cached_classifier(data_config: dict[str, Any], cache_dir: str | Path, settin
             log.warning("Retraining the attribute classifier: cache %s is unreadable (%s)", path, err)
     if record is None:
         log.info("Training the attribute classifier first: it labels the generated faces. Up to %d real images "
-                 "for %d epoch(s) (obedience.classifier.*, or sample's direction.classifier.*); once for this dataset, then read from %s",
+                 "for %d epoch(s) (obedience.classifier.*, or sample's direction.classifier.*); once for this "
+                 "dataset, then read from %s",
                  settings.get("max_train"), settings.get("epochs"), path)
         record = train_classifier(data_config, read=read, device=device, **settings)
         with atomic_write(path) as tmp:
@@ -311,7 +313,8 @@ class Judge:
             f"; first the classifier trains, once for this data set: {self.classifier.get('max_train')} real images x "
             f"{self.classifier.get('epochs')} epochs, then cached")
         log.info("Attribute-conditional %s%s.", self.cost(len(names)), first)
-        self.model, record = cached_classifier(self.data_config, self.cache_dir, self.classifier, device, read=self.read)
+        self.model, record = cached_classifier(self.data_config, self.cache_dir, self.classifier, device,
+                                               read=self.read)
         self.names, self.judge_names, self.device = list(names), record["attr_names"], device
         judge_columns(self.names, self.judge_names)  # a classifier of another data set fails here
         test_set, _ = labelled_split(self.read, self.data_config, "test", self.n_ceiling, self.seed)

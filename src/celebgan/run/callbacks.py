@@ -94,8 +94,9 @@ class QualityMetrics(Callback):
 
     feature_extractor: a factory (Hydra partial) of the extractor, called only when on.
     obedience: for a conditional model, a factory (Hydra partial) of the judge of its obedience
-        (celebgan.metrics.judge.Judge, handed the run's reader of real faces: judge.prepare(names, device) loads or trains the attribute
-        classifier, judge(gan) scores the generator), logged as `metrics/obedience_mean` and
+        (celebgan.metrics.judge.Judge, handed run.checkpoint.real_subset to read real faces with:
+        judge.prepare(names, device) loads or trains the attribute classifier, judge(gan) scores the
+        generator through the registry's `obedience`), logged as `metrics/obedience_mean` and
         `metrics/obedience/<attribute>` (balanced accuracies of consistent requests),
         `metrics/obedience_independent_mean` and `.../obedience_independent/<attribute>` (independent
         ones) and `metrics/obedience_ceiling_mean` (the judge on real faces) at each evaluation.
