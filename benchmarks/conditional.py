@@ -8,7 +8,7 @@ from each seed, and its EMA generator is measured three ways:
   held-out synthetic faces, as benchmarks/quality.py measures every preset, next to the
   unconditional high_lr row at the same budget (read from quality.py's records);
 - obedience: per attribute, the share of faces asked to have it that the attribute classifier (the
-  judge, celebgan.attributes, trained once on real faces and cached; never the discriminator) labels
+  judge, celebgan.metrics.judge, trained once on real faces and cached; never the discriminator) labels
   as having it, the share asked not to have it that it labels as not having it, and their mean
   (balanced accuracy), beside the judge's own balanced accuracy on held-out real faces: the ceiling.
   Two columns: consistent requests (training label rows that have / lack the attribute, the
@@ -54,15 +54,15 @@ from omegaconf import OmegaConf
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality  # noqa: E402  (compose_run, run_key, the high_lr records)
 
-from celebgan.attributes import RECIPE_VERSION, cached_classifier  # noqa: E402
 from celebgan.data.modules import SyntheticDataModule  # noqa: E402
 from celebgan.gan.images import conditions, independent_conditions  # noqa: E402
 from celebgan.gan.labels import LabelTable  # noqa: E402
 from celebgan.metrics.feature_cache import RealFeatureCache  # noqa: E402
 from celebgan.metrics.features import InceptionFeatures, RandomFeatures  # noqa: E402
+from celebgan.metrics.judge import RECIPE_VERSION, cached_classifier  # noqa: E402
 from celebgan.metrics.obedience import (consistent_obedience, in_model_order, judge_accuracy,  # noqa: E402
                                         matching, obedience)
-from celebgan.metrics.scores import FeatureDistances  # noqa: E402
+from celebgan.metrics.registry import calc_metrics  # noqa: E402
 from celebgan.run.checkpoint import load_gan, real_subset  # noqa: E402
 from celebgan.sample import write_toggle  # noqa: E402
 from celebgan.train import train  # noqa: E402
@@ -76,8 +76,8 @@ GRID = ROOT / "docs" / "conditional_toggle.png"
 UNCONDITIONAL = "high_lr"  # the recommended unconditional preset, the demo's
 # Attribute sets of the per-condition FID: a common attribute, a rare one, and a pair.
 CONDITIONS = ["Smiling=1", "Eyeglasses=1", "Blond_Hair=1,Smiling=0"]
-# The judge: celebgan.evaluate's (conf/evaluate.yaml, obedience.classifier), read from there.
-CLASSIFIER = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "evaluate.yaml").obedience.classifier)
+# The judge: celebgan.evaluate's and training's (conf/metrics/obedience/default.yaml), read from there.
+CLASSIFIER = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "metrics" / "obedience" / "default.yaml").classifier)
 QUICK_CLASSIFIER = {"max_train": 256, "max_eval": 128, "epochs": 1, "batch_size": 64, "lr": 2e-3, "width": 8}
 
 
@@ -110,10 +110,7 @@ def features_of(gan, extractor, z: torch.Tensor, labels: torch.Tensor | None, de
 
 
 def fid(real: torch.Tensor, fake: torch.Tensor) -> float:
-    distances = FeatureDistances(real.shape[1], kid_subset_size=min(len(real), len(fake)), kid_subsets=1)
-    distances.add_real(real)
-    distances.add_fake(fake)
-    return float(distances.compute()["fid"])
+    return calc_metrics(["fid"], real=real, fake=fake)["fid"]
 
 
 def main() -> None:
@@ -156,7 +153,7 @@ def main() -> None:
     runs_dir, out_dir, grid_path = args.runs_dir or RUNS_DIR, args.out_dir or OUT_DIR, args.grid or GRID
     args.runs_dir, args.out_dir, args.grid = runs_dir, out_dir, grid_path  # for the tables' text
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    logging.getLogger("celebgan.attributes").setLevel(logging.INFO)  # the judge's cost and cache
+    logging.getLogger("celebgan.metrics.judge").setLevel(logging.INFO)  # the judge's cost and cache
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)))
     start = time.monotonic()
     quality.provenance()
@@ -183,7 +180,7 @@ def main() -> None:
             return real_cache
         data = SyntheticDataModule(num_images=n, img_size=args.img_size, batch_size=64)
         real_cache["all"] = RealFeatureCache(cache).get(data, "test", n, extractor, batch_size=50, device=device)
-        judge, record = cached_classifier(config["data"], cache, classifier, device)
+        judge, record = cached_classifier(config["data"], cache, classifier, device, read=real_subset)
         pool, data_names = real_subset(config, "test", max(args.n_ceiling, 20 * args.n_condition), seed=1)
         images = torch.stack([pool[i][0] for i in range(len(pool))])
         labels = torch.stack([torch.as_tensor(pool[i][1]) for i in range(len(pool))])
@@ -203,11 +200,11 @@ def main() -> None:
 
     def measure(gan, config: dict) -> dict:
         real = real_features(config)
-        distances = FeatureDistances(extractor.num_features, kid_subset_size=min(1000, n), kid_subsets=100)
+        # Asked for n training label rows at once (conditions), from latents drawn at once: the faces of the records.
         z = torch.randn(n, gan.generator.nz, 1, 1, generator=torch.Generator().manual_seed(0))
-        distances.add_real(real["all"])
-        distances.add_fake(features_of(gan, extractor, z, conditions(gan, n, seed=0), device))
-        scores = {k: float(v) for k, v in distances.compute().items()} | {"ceiling": real["ceiling"]}
+        fake = features_of(gan, extractor, z, conditions(gan, n, seed=0), device)
+        scores = calc_metrics(["fid", "kid"], real=real["all"], fake=fake, kid_subset_size=1000, kid_subsets=100)
+        scores |= {"ceiling": real["ceiling"]}
         obey_z = torch.randn(args.n_obey, gan.generator.nz, 1, 1, generator=torch.Generator().manual_seed(1))
 
         # Training label rows that have (lack) the attribute; a checkpoint without its table: held-out ones.
@@ -365,7 +362,7 @@ def write_tables(args, results: dict[str, list[dict]], unconditional: dict | Non
         lines.append(f"| judge on held-out real faces (the ceiling) | - | - | - | {ceiling['mean']:.3f} | "
                      f"{ceiling['mean']:.3f} | {ceiling['mean']:.3f} |")
     lines += ["", f"Obedience per attribute: of {args.n_obey} faces asked to have it, the share the judge "
-              f"(celebgan.attributes' classifier, independent of every discriminator) labels as having it / of "
+              f"(celebgan.metrics.judge's classifier, independent of every discriminator) labels as having it / of "
               f"{args.n_obey} faces of the same latents asked not to, the share it labels as not having it; then "
               f"their mean (balanced accuracy: 0.5 ignores the attribute, 1 always obeys). Consistent requests "
               f"are label rows of the training split that have (lack) the attribute, drawn as often as the data "

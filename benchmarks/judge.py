@@ -1,6 +1,6 @@
 """The judge of obedience: the attribute classifier's balanced accuracy per attribute on held-out real
 faces (the test split) and its training time, with celebgan.evaluate's settings
-(conf/evaluate.yaml, obedience.classifier), on the synthetic faces at the demo's 32px.
+(conf/metrics/obedience/default.yaml, its classifier), on the synthetic faces at the demo's 32px.
 
     OMP_NUM_THREADS=1 python benchmarks/judge.py                 # prints the table
     OMP_NUM_THREADS=1 python benchmarks/judge.py --write         # and puts it in benchmarks/RESULTS.md
@@ -24,8 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import write_section  # noqa: E402  (RESULTS.md's one writer)
 
-from celebgan.attributes import RECIPE_VERSION, fingerprint, train_classifier  # noqa: E402
 from celebgan.io import atomic_write  # noqa: E402
+from celebgan.metrics.judge import RECIPE_VERSION, fingerprint, train_classifier  # noqa: E402
+from celebgan.run.checkpoint import real_subset  # noqa: E402
 
 SECTION = "## Attribute judge (benchmarks/judge.py)"
 BAR = 0.97  # the balanced accuracy every attribute should reach (issue 30)
@@ -35,19 +36,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--img-size", type=int, default=32)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="a classifier setting other than conf/evaluate.yaml's (e.g. epochs=2)")
+                        help="a classifier setting other than conf/metrics/obedience/default.yaml's (e.g. epochs=2)")
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
     parser.add_argument("--write", action="store_true", help="write the section into --results")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)))
-    settings = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "evaluate.yaml").obedience.classifier)
+    settings = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "metrics" / "obedience" / "default.yaml").classifier)
     for item in args.set:
         key, _, value = item.partition("=")
         settings[key] = type(settings[key])(float(value)) if key in settings else value
     data = {"_target_": "celebgan.data.modules.SyntheticDataModule", "img_size": args.img_size, "seed": 0,
             "num_images": settings["max_train"], "cache_dir": None}
-    record = train_classifier(data, **settings)
+    record = train_classifier(data, read=real_subset, **settings)
     # Kept where celebgan.evaluate and training's metrics look for it (the same key as a run's data
     # at this size): they read it back rather than train it again.
     cache = Path(os.environ.get("CELEBGAN_CACHE", ROOT / "outputs" / "cache"))
@@ -62,7 +63,7 @@ def main() -> None:
              f"{platform.processor() or platform.machine()}), torch {torch.__version__}, "
              f"{torch.get_num_threads()} thread(s). Command: `OMP_NUM_THREADS={torch.get_num_threads()} "
              f"python benchmarks/judge.py {' '.join(sys.argv[1:])}`".rstrip() + ".", "",
-             f"The attribute classifier (celebgan.attributes, recipe {RECIPE_VERSION}) with celebgan.evaluate's "
+             f"The attribute classifier (celebgan.metrics.judge, recipe {RECIPE_VERSION}) with celebgan.evaluate's "
              f"settings {settings}, trained on {record['num_train']:,} synthetic {args.img_size}px faces of the train "
              f"split in {record['seconds'] / 60:.1f} min (rendering not counted; the wall time on this machine under "
              f"whatever else ran there), measured on {record['num_eval']:,} of the test split. Balanced accuracy: "

@@ -54,10 +54,10 @@ from celebgan.conf import CONFIG_DIR
 from celebgan.run.checkpoint import load_gan
 from celebgan.data.modules import SyntheticDataModule
 from celebgan.metrics.feature_cache import RealFeatureCache
-from celebgan.metrics.features import InceptionFeatures, generator_features
+from celebgan.metrics.features import InceptionFeatures
+from celebgan.metrics.registry import calc_metrics, kid_subset
 from celebgan.gan.images import save_png, to_grid
 from celebgan.io import atomic_write
-from celebgan.metrics.scores import FeatureDistances
 from celebgan.data.synthetic import RENDERER_VERSION
 from celebgan.train import train
 
@@ -104,6 +104,13 @@ def run_key(variant: str, cfg, args, n_eval: int, extractor_name: str) -> str:
              "precision": str(OmegaConf.select(cfg, "trainer.precision")), "renderer": RENDERER_VERSION}
     text = json.dumps(parts, sort_keys=True) + f"n_eval={n_eval} features={extractor_name}"
     return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def measure(real: torch.Tensor, extractor, n: int, *, fake: torch.Tensor | None = None, gan=None) -> dict:
+    """A row's FID and KID (1,000-image subsets, 100 of them): of `fake` features, or of n images of
+    `gan` (its latents of seed 0 in batches of 50), against the held-out `real` features."""
+    return calc_metrics(["fid", "kid"], real=real, fake=fake, gan=gan, extractor=extractor,
+                        n_samples=None if gan is None else n, batch_size=50, kid_subset_size=1000, kid_subsets=100)
 
 
 def images_of(dataset) -> torch.Tensor:
@@ -225,7 +232,7 @@ def main() -> None:
 
     extractor = InceptionFeatures().to(device)
     n = args.n_eval
-    kid_subset = min(1000, n)
+    kid_size = kid_subset(1000, n, n)
     data = SyntheticDataModule(num_images=n, img_size=args.img_size, batch_size=64)
     rows: list[dict] = []  # anchors, then variants, then checkpoints (see summarise)
     runs_dir = args.runs_dir
@@ -236,18 +243,13 @@ def main() -> None:
         tmp = Path(tmp)
         # The held-out features are cached (keyed by the renderer's version): a rerun skips them.
         cache = Path(os.environ.get("CELEBGAN_CACHE", ROOT / "outputs" / "cache"))
-        distances = FeatureDistances(extractor.num_features, kid_subset_size=kid_subset, kid_subsets=100)
-        real_ready = False
+        real: torch.Tensor | None = None
 
-        def score(features: torch.Tensor) -> dict:
-            nonlocal real_ready
-            if not real_ready:  # the held-out features, only when something is to be measured
-                distances.add_real(RealFeatureCache(cache).get(data, "test", n, extractor, batch_size=50, device=device))
-                real_ready = True
-            distances.add_fake(features)
-            result = distances.compute()
-            distances.reset()
-            return result
+        def score(fake: torch.Tensor | None = None, gan=None) -> dict:
+            nonlocal real
+            if real is None:  # the held-out features, only when something is to be measured
+                real = RealFeatureCache(cache).get(data, "test", n, extractor, batch_size=50, device=device)
+            return measure(real, extractor, n, fake=fake, gan=gan)
 
         def features_of(images: torch.Tensor) -> torch.Tensor:
             return torch.cat([extractor(b.to(device)).float().cpu() for b in images.split(50)])
@@ -264,7 +266,7 @@ def main() -> None:
         def untrained_score() -> dict:
             torch.manual_seed(0)
             untrained = hydra.utils.instantiate(compose_run("vanilla", 0, args, tmp).model).to(device)
-            return score(generator_features(untrained, extractor, n, batch_size=50))
+            return score(gan=untrained)
 
         rows.append(summarise("real vs real (valid split)", "-", [anchor(
             "real", lambda: score(RealFeatureCache(cache).get(data, "valid", n, extractor, batch_size=50, device=device)))]))
@@ -297,7 +299,7 @@ def main() -> None:
                     train(cfg)
                     result = {"minutes": (time.monotonic() - t0) / 60}
                     gan, _ = load_gan(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
-                    result |= score(generator_features(gan.to(device), extractor, n, batch_size=50))
+                    result |= score(gan=gan.to(device))
                     if not args.quick:  # the run's last grid, to look at (the headline rows' go to docs/)
                         save_png(to_grid(gan.sample(gan.fixed_z).cpu(), 8), args.grids_dir / done.with_suffix(".png").name)
                     result |= {"variant": variant, "seed": seed}
@@ -316,14 +318,14 @@ def main() -> None:
             gan, config = load_gan(path)
             trained += 1
             rows.append(summarise(f"checkpoint {Path(path).parent.parent.name}", "-",
-                                  [score(generator_features(gan.to(device), extractor, n, batch_size=50))]))
+                                  [score(gan=gan.to(device))]))
 
     # Anchors first, then the variants best first, then the checkpoints.
     def order(row):
         kind = 1 if row.get("variant") else 2 if row["name"].startswith("checkpoint") else 0
         return kind, row["fid"][0] if kind == 1 else 0
     rows.sort(key=order)
-    write_table(args, rows, budget, kid_subset, extractor.name, time.monotonic() - start, trained)
+    write_table(args, rows, budget, kid_size, extractor.name, time.monotonic() - start, trained)
 
 
 def cell(stat: tuple[float, float | None]) -> str:

@@ -42,8 +42,8 @@ from celebgan.conf import CONFIG_DIR
 from celebgan.data.modules import SyntheticDataModule
 from celebgan.gan.images import save_png, to_grid
 from celebgan.metrics.feature_cache import RealFeatureCache
-from celebgan.metrics.features import InceptionFeatures, generator_features
-from celebgan.metrics.scores import FeatureDistances
+from celebgan.metrics.features import InceptionFeatures
+from celebgan.metrics.registry import calc_metrics
 from celebgan.run.checkpoint import load_gan
 from celebgan.train import train
 
@@ -126,7 +126,7 @@ def diagnose(gan, real: torch.Tensor) -> dict:
     return out
 
 
-def run_arm(arm: str, seed: int, args, extractor, distances, tmp: Path) -> dict:
+def run_arm(arm: str, seed: int, args, extractor, real: torch.Tensor, tmp: Path) -> dict:
     cfg = compose_arm(arm, seed, args.epochs, tmp / f"{arm}_seed{seed}")
     start = time.monotonic()
     metrics = train(cfg)
@@ -136,9 +136,8 @@ def run_arm(arm: str, seed: int, args, extractor, distances, tmp: Path) -> dict:
     real = data.eval_dataset("test", 256).images.float() / 127.5 - 1
     result = {"arm": arm, "seed": seed, "epochs": args.epochs, "minutes": minutes, **diagnose(gan, real),
               "D_x": metrics.get("train_epoch/D_x"), "D_G_z": metrics.get("train_epoch/D_G_z1")}
-    distances.add_fake(generator_features(gan, extractor, args.n_eval, batch_size=50))
-    scores = distances.compute()
-    distances.reset()  # the generated features only: the real ones stay
+    scores = calc_metrics(["fid", "kid"], real=real, gan=gan, extractor=extractor, n_samples=args.n_eval, batch_size=50,
+                          kid_subset_size=1000, kid_subsets=100)
     grids = ROOT / "outputs" / "spectral"
     grids.mkdir(parents=True, exist_ok=True)
     save_png(to_grid(gan.sample(gan.fixed_z).cpu(), 8), grids / f"{arm}_seed{seed}.png")
@@ -194,7 +193,7 @@ def main() -> None:
     provenance()
     extractor = InceptionFeatures()
     cache = Path(os.environ.get("CELEBGAN_CACHE", ROOT / "outputs" / "cache"))
-    distances = None
+    real = None  # the held-out features, read once something is to be measured
     rows: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="celebgan-spectral-") as tmp:
         for arm in args.arms:
@@ -205,12 +204,11 @@ def main() -> None:
                 elif args.cached_only:
                     continue
                 else:
-                    if distances is None:
-                        distances = FeatureDistances(extractor.num_features, kid_subset_size=min(1000, args.n_eval))
+                    if real is None:
                         data = SyntheticDataModule(num_images=args.n_eval, img_size=32, batch_size=64)
-                        distances.add_real(RealFeatureCache(cache).get(data, "test", args.n_eval, extractor,
-                                                                       batch_size=50, device="cpu"))
-                    result = run_arm(arm, seed, args, extractor, distances, Path(tmp))
+                        real = RealFeatureCache(cache).get(data, "test", args.n_eval, extractor, batch_size=50,
+                                                           device="cpu")
+                    result = run_arm(arm, seed, args, extractor, real, Path(tmp))
                     save_record(path, result)
                     result = json.loads(path.read_text())
                 print(f"{arm} seed {seed}: FID {result['fid']:.1f}, D(x) {result['D_x']:.2f}, "

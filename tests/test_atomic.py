@@ -11,7 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from celebgan import attributes, evaluate, plot, sample
+from celebgan import evaluate, plot, sample
+from celebgan.metrics import judge
 from celebgan.data import prepared as prepare
 from celebgan.run.callbacks import SampleGrid
 from celebgan.run.checkpoint import AtomicCheckpointIO
@@ -88,10 +89,10 @@ def feature_cache(tmp, mp):
 
 
 def classifier_cache(tmp, mp):
-    mp.setattr(attributes, "train_classifier", lambda data_config, device, **settings: {"attr_names": ["a"]})
+    mp.setattr(judge, "train_classifier", lambda data_config, read, device, **settings: {"attr_names": ["a"]})
     data_config, settings = {"_target_": "x"}, {"width": 4}
-    target = tmp / f"attr_classifier_{attributes.fingerprint(data_config, settings)}.pt"
-    return target, lambda: attributes.cached_classifier(data_config, tmp, settings)
+    target = tmp / f"attr_classifier_{judge.fingerprint(data_config, settings)}.pt"
+    return target, lambda: judge.cached_classifier(data_config, tmp, settings, read=None)
 
 
 def evaluation_json(tmp, mp):

@@ -12,12 +12,12 @@ from test_evaluate import eval_cfg
 from test_sample import pixels, sample_cfg
 
 import celebgan
-from celebgan.attributes import Judge
+from celebgan.metrics.judge import Judge
 from celebgan.errors import UserError
 from celebgan.evaluate import evaluate
 from celebgan.gan.images import conditions, latents
 from celebgan.gan.module import TABLE_KEY
-from celebgan.run.checkpoint import load_gan
+from celebgan.run.checkpoint import load_gan, real_subset
 from celebgan.sample import sample
 
 NAMES = ["Smiling", "Eyeglasses"]  # conftest.CONDITIONAL's
@@ -66,7 +66,8 @@ def test_the_checkpoint_keeps_its_label_table_as_plain_data_and_an_older_one_sti
     assert celebgan.load_generator(old, device="cpu").sample(2, seed=0, attributes={"Smiling": 1}).shape[0] == 2
     # Its obedience asks for the held-out faces' label rows instead of its training split's.
     _, config = load_gan(old)
-    judge = Judge(data_config=config["data"], cache_dir=tmp_path / "cache", classifier=JUDGE, n=8, n_ceiling=32)
+    judge = Judge(data_config=config["data"], cache_dir=tmp_path / "cache", classifier=JUDGE, n=8, n_ceiling=32,
+                  read=real_subset)
     scores = judge(before)
     assert scores["asked_from"].startswith("held-out") and list(scores["per_attribute"]) == NAMES
 
@@ -176,7 +177,7 @@ def test_training_logs_obedience_per_epoch_when_metrics_are_on(tmp_path):
     judge = [f"+metrics.obedience.classifier.{k}={v}" for k, v in JUDGE.items()]
     run = tmp_path / "run"
     train_under_hydra([*CONDITIONAL, *RANDOM_METRICS, "trainer.max_epochs=2", "metrics.n_samples=16",
-                       "metrics.n_real=16", "+metrics.obedience._target_=celebgan.attributes.Judge",
+                       "metrics.n_real=16", "+metrics.obedience._target_=celebgan.metrics.judge.Judge",
                        "+metrics.obedience._partial_=true", "+metrics.obedience._recursive_=false",
                        "+metrics.obedience.data_config=${data}", f"+metrics.obedience.cache_dir={tmp_path / 'c'}",
                        "+metrics.obedience.n=8", "+metrics.obedience.n_ceiling=32", *judge], run)

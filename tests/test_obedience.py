@@ -206,7 +206,7 @@ def test_consistent_requests_score_a_generator_that_obeys_only_rows_it_saw_highe
 
 
 def test_the_judge_weighs_rare_attributes_up_and_its_cache_key_follows_its_recipe(monkeypatch):
-    import celebgan.attributes as attributes
+    import celebgan.metrics.judge as attributes
 
     labels = torch.tensor([[1, 0], [0, 1], [0, 1], [0, 1]])
     assert attributes.positive_weights(labels).tolist() == [3.0, pytest.approx(1 / 3)]

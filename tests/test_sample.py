@@ -12,8 +12,9 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 import celebgan
-from celebgan.attributes import RECIPE_VERSION, attribute_scores, cached_classifier, edit_latents
-from celebgan.run.checkpoint import load_gan
+from celebgan.gan.directions import attribute_scores, edit_latents
+from celebgan.metrics.judge import RECIPE_VERSION, cached_classifier
+from celebgan.run.checkpoint import load_gan, real_subset
 from celebgan.errors import UserError
 from celebgan.evaluate import evaluate
 from celebgan.gan.images import generate, latent_batches, latents
@@ -189,7 +190,7 @@ def classifier_cache(ckpt, tmp_path_factory) -> tuple[Path, dict]:
     """A cache directory holding the run's attribute classifier, trained once for the module."""
     cache = tmp_path_factory.mktemp("attr_cache")
     _, config = load_gan(ckpt)
-    _, record = cached_classifier(config["data"], cache, CLASSIFIER)
+    _, record = cached_classifier(config["data"], cache, CLASSIFIER, read=real_subset)
     return cache, record
 
 
@@ -200,13 +201,13 @@ def test_attribute_classifier_beats_the_majority_guess_and_is_cached(ckpt, class
         assert record["accuracy"][name] > record["majority"][name] + 0.05, (name, record["accuracy"])
     mtime = record["path"].stat().st_mtime_ns
     _, config = load_gan(ckpt)
-    clf, record2 = cached_classifier(config["data"], cache, CLASSIFIER)
+    clf, record2 = cached_classifier(config["data"], cache, CLASSIFIER, read=real_subset)
     assert record2["path"] == record["path"] and record2["path"].stat().st_mtime_ns == mtime  # read back
     assert record2["accuracy"] == record["accuracy"]
     # Another dataset (image size) or other classifier settings get their own cache entry.
     tiny = {**CLASSIFIER, "max_train": 64, "max_eval": 64, "epochs": 1}
-    _, record3 = cached_classifier({**config["data"], "img_size": 32}, cache, tiny)
-    _, record4 = cached_classifier(config["data"], cache, tiny)
+    _, record3 = cached_classifier({**config["data"], "img_size": 32}, cache, tiny, read=real_subset)
+    _, record4 = cached_classifier(config["data"], cache, tiny, read=real_subset)
     assert len({record["path"], record3["path"], record4["path"]}) == 3
     assert not list(cache.glob(".*tmp*"))
 
@@ -228,7 +229,7 @@ def test_moving_along_an_attribute_direction_raises_its_score(ckpt, tmp_path, cl
     assert result["scores"][-1] > result["scores"][0]
     # On latents the direction was not fitted on: +1 direction raises the mean score.
     gan, config = load_gan(ckpt)
-    clf, record = cached_classifier(config["data"], cache, CLASSIFIER)
+    clf, record = cached_classifier(config["data"], cache, CLASSIFIER, read=real_subset)
     index = record["attr_names"].index(attribute)
     z = latents(300, gan.generator.nz, seed=12345)
     moved = edit_latents(z, result["direction"], torch.tensor([0.0, 1.0])).view(300, 2, -1, 1, 1)
@@ -331,8 +332,8 @@ def test_default_out_is_a_new_folder_per_call(ckpt, tmp_path, monkeypatch):
 def test_the_attribute_classifier_says_what_it_trains_and_how_long_before_it_trains(ckpt, tmp_path, caplog):
     _, config = load_gan(ckpt)
     tiny = {**CLASSIFIER, "max_train": 96, "max_eval": 32, "epochs": 2, "batch_size": 8}
-    with caplog.at_level(logging.INFO, logger="celebgan.attributes"):
-        _, record = cached_classifier(config["data"], tmp_path, tiny)
+    with caplog.at_level(logging.INFO, logger="celebgan.metrics.judge"):
+        _, record = cached_classifier(config["data"], tmp_path, tiny, read=real_subset)
     lines = [r.getMessage() for r in caplog.records]
     first = next(i for i, line in enumerate(lines) if line.startswith("Training the attribute classifier first"))
     assert "Up to 96 real images for 2 epoch(s)" in lines[first] and str(record["path"]) in lines[first]
@@ -343,17 +344,17 @@ def test_the_attribute_classifier_says_what_it_trains_and_how_long_before_it_tra
     assert lines[-1].startswith("Attribute classifier: trained in ") and "Smiling" in lines[-1]
     assert set(record["balanced"]) == set(record["attr_names"]) and record["recipe"] == RECIPE_VERSION
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="celebgan.attributes"):
-        cached_classifier(config["data"], tmp_path, tiny)  # read from the cache: nothing to announce
+    with caplog.at_level(logging.INFO, logger="celebgan.metrics.judge"):
+        cached_classifier(config["data"], tmp_path, tiny, read=real_subset)  # read from the cache: nothing to announce
     assert not any("classifier" in r.getMessage() for r in caplog.records)
 
 
 def test_classifier_progress_lines_come_at_most_every_interval(monkeypatch, caplog):
-    import celebgan.attributes as attributes
+    import celebgan.metrics.judge as attributes
 
     clock = iter(range(0, 1000, 10))  # each batch takes 10 s
     monkeypatch.setattr(attributes.time, "monotonic", lambda: next(clock))
-    with caplog.at_level(logging.INFO, logger="celebgan.attributes"):
+    with caplog.at_level(logging.INFO, logger="celebgan.metrics.judge"):
         progress = attributes.TrainingProgress(100 * 12, first_batches=3, every_s=30)
         for _ in range(12):
             progress.step(100)

@@ -65,7 +65,7 @@ def test_no_flat_patches_and_no_razor_edges():
 
 
 def test_renderer_version_keys_every_cache_of_synthetic_faces(monkeypatch):
-    from celebgan import attributes
+    from celebgan.metrics import judge as attributes
     from celebgan.data import modules as data
     from celebgan.data import synthetic
     from celebgan.data.modules import SyntheticDataModule

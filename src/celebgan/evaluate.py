@@ -54,13 +54,12 @@ def evaluate_checkpoint(ckpt: str, *, n_samples: int, n_real: int | None, real_s
     feature_extractor builds the feature network (a partial: built only once the checks pass).
     obedience: for a conditional checkpoint, Judge's settings (n: faces per attribute and side, 0 = off)."""
     # torch and its libraries: imported once the command runs, not for its --help
-    from celebgan.attributes import Judge, check_obedience
     from celebgan.data.modules import dataset_name
     from celebgan.devices import pick_device
     from celebgan.metrics.feature_cache import RealFeatureCache
-    from celebgan.metrics.features import generator_features
-    from celebgan.metrics.scores import FeatureDistances, precision_recall
-    from celebgan.run.checkpoint import build_datamodule, load_gan
+    from celebgan.metrics.judge import Judge, check_obedience
+    from celebgan.metrics.registry import calc_metrics, kid_subset
+    from celebgan.run.checkpoint import build_datamodule, load_gan, real_subset
 
     # Every setting against its meaning, before the checkpoint is read or anything is measured.
     for key, value in (("n_samples", n_samples), ("pr_samples", pr_samples)):
@@ -89,20 +88,16 @@ def evaluate_checkpoint(ckpt: str, *, n_samples: int, n_real: int | None, real_s
              cached=cache.has(datamodule, real_split, n_real, extractor), kid_subsets=kid_subsets,
              kid_subset_size=kid_subset_size, device=device, batch_size=batch_size)
     real = cache.get(datamodule, real_split, n_real, extractor, batch_size=batch_size, device=device)
-    fake = generator_features(model, extractor, n_samples, batch_size=batch_size, seed=seed)
-    distances = FeatureDistances(real.shape[1], kid_subsets=kid_subsets,
-                                 kid_subset_size=min(kid_subset_size, len(real), len(fake)))
-    distances.add_real(real)
-    distances.add_fake(fake)
-    scores = distances.compute()
+    scores = calc_metrics(["fid", "kid", "pr"], real=real, gan=model, extractor=extractor, n_samples=n_samples,
+                          seed=seed, batch_size=batch_size, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size,
+                          pr_k=pr_k, pr_samples=pr_samples)
     # KID's spread is its std over random subsets. Subsets holding more than half of the smaller set
     # overlap so much (all of it, when as large) that the spread says nothing: it is not reported.
-    subset_size = distances.kid.subset_size
-    spread = 2 * subset_size <= min(len(real), len(fake))
+    subset_size = kid_subset(kid_subset_size, len(real), n_samples)
+    spread = 2 * subset_size <= min(len(real), n_samples)
     if not spread:
         scores["kid_std"] = None
-    n_pr = min(pr_samples, len(real), len(fake))
-    scores.update(precision_recall(real[:n_pr], fake[:n_pr], k=pr_k))
+    n_pr = min(pr_samples, len(real), n_samples)
 
     data = config["data"]
     protocol = {
@@ -113,9 +108,9 @@ def evaluate_checkpoint(ckpt: str, *, n_samples: int, n_real: int | None, real_s
         "crop": data.get("crop", "full"),
         "real_split": real_split,
         "num_real": len(real),
-        "num_fake": len(fake),
+        "num_fake": n_samples,
         "feature_extractor": getattr(extractor, "name", type(extractor).__name__),
-        "kid_subsets": f"{kid_subsets} x {distances.kid.subset_size}",
+        "kid_subsets": f"{kid_subsets} x {subset_size}",
         "precision_recall": f"k={pr_k} on {n_pr} real and {n_pr} generated",
         "standard": standard(n_samples, n_real, real_split),
     }
@@ -130,16 +125,16 @@ def evaluate_checkpoint(ckpt: str, *, n_samples: int, n_real: int | None, real_s
         print(f"  KID        {scores['kid']:.5f} +- {scores['kid_std']:.5f} "
               f"(std over {kid_subsets} subsets)")
     else:
-        print(f"  KID        {scores['kid']:.5f} (no spread: subsets of {subset_size} of {min(len(real), len(fake))} "
+        print(f"  KID        {scores['kid']:.5f} (no spread: subsets of {subset_size} of {min(len(real), n_samples)} "
               f"images overlap; it needs at least {2 * subset_size} real and generated images)")
     print(f"  precision  {scores['precision']:.4f}")
     print(f"  recall     {scores['recall']:.4f}")
     if not protocol["standard"]:
-        print(f"  (not the standard protocol: {len(fake)} generated vs {len(real)} real images; n=50000 measures it)")
+        print(f"  (not the standard protocol: {n_samples} generated vs {len(real)} real images; n=50000 measures it)")
     if model.attr_names and obedience["n"] > 0:
         data_config = {**config["data"], **({"root": data_root} if data_root else {})}
-        judge = Judge(data_config=data_config, **obedience)
-        results["obedience"] = judge(model)
+        judge = Judge(data_config=data_config, read=real_subset, **obedience)
+        results |= calc_metrics(["obedience"], real=real, gan=model, judge=judge)
         print_obedience(results["obedience"], judge.n)
 
     out = Path(output).expanduser() if output else Path(ckpt).expanduser().with_suffix(".eval.json")

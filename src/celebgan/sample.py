@@ -241,6 +241,53 @@ def write_toggle(gan: GAN, out: Path, *, rows: list[str], faces: int, scale: int
     return {"out": save_png(torch.cat(strips, dim=1), out), "rows": rows}
 
 
+def write_attribute_edits(gan: GAN, config: dict[str, Any], out: Path, *, attribute: str, strength: float,
+                          num_latents: int, cache_dir: str | Path, classifier: dict[str, Any], data_root: str | None,
+                          rows: int, steps: int, seed: int, batch_size: int,
+                          truncation: float | None = None) -> dict[str, Any]:
+    """A grid whose rows move faces along the attribute's direction, from -strength to +strength.
+    classifier: train_classifier's settings; data_root: where the run's images live now, if they moved."""
+    import torch
+
+    from celebgan.gan.directions import attribute_direction, attribute_scores, edit_latents
+    from celebgan.gan.images import caption, column_centres, generate, latents, save_png, to_grid
+    from celebgan.metrics.judge import cached_classifier
+    from celebgan.run.checkpoint import real_subset
+
+    data_config = dict(config["data"])
+    if data_root is not None:
+        data_config["root"] = data_root
+    device = next(gan.parameters()).device
+    model, record = cached_classifier(data_config, cache_dir, classifier, device, read=real_subset)
+    names = record["attr_names"]
+    if attribute not in names:
+        raise UserError(f"direction.attribute={attribute!r} is not one of this dataset's attributes: {names}.")
+    index = names.index(attribute)
+    log.info("Attribute classifier: held-out accuracy %.3f on %s (always-majority: %.3f; mean over all %d "
+             "attributes %.3f), from %s", record["accuracy"][attribute], attribute,
+             record["majority"][attribute], len(names), sum(record["accuracy"].values()) / len(names),
+             record["path"])
+    nz = gan.generator.nz
+    z_all = latents(rows + num_latents, nz, seed, truncation)
+    row_latents, pool = z_all[:rows], z_all[rows:]
+    direction = attribute_direction(gan, model, index, pool, batch_size)
+    strengths = torch.linspace(-strength, strength, steps)
+    images = generate(gan, edit_latents(row_latents, direction, strengths), batch_size)
+    scores = attribute_scores(model, images, index).view(rows, steps).mean(0)
+    log.info("Mean %s score along the direction: %s", attribute,
+             "  ".join(f"{s:+.1f}: {p:.2f}" for s, p in zip(strengths.tolist(), scores.tolist())))
+    # The columns' strengths above the grid: 0 is the unedited face.
+    labels = zip(column_centres(steps, gan.img_size), (f"{s:+.1f}" if s else "0" for s in strengths.tolist()))
+    return {
+        "out": save_png(caption(to_grid(images, steps), list(labels)), out),
+        "accuracy": record["accuracy"][attribute],
+        "majority": record["majority"][attribute],
+        "direction": direction,
+        "strengths": strengths,
+        "scores": scores,
+    }
+
+
 def default_out(mode: str, out_dir: str, attribute: str) -> Path:
     name = DEFAULT_NAMES.get(mode, f"{mode}.png")
     if mode == "attributes":
@@ -333,7 +380,7 @@ def toggle_rows(mode: str, names: list[str], fixed: dict[str, float]) -> list[st
 def sample(cfg: DictConfig) -> dict[str, Any]:
     """The command's work, from its composed config (conf/sample.yaml): run one mode; returns what
     it wrote ({"out": path, ...})."""
-    from celebgan.attributes import check_classifier, write_attribute_edits
+    from celebgan.metrics.judge import check_classifier
     from celebgan.devices import pick_device
     from celebgan.gan.images import check_truncation, requested_attributes
     from celebgan.run.checkpoint import load_gan, run_dir

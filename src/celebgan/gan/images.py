@@ -1,5 +1,5 @@
 """Latents, generated images, their captions and image files: what the commands that look at a
-generator share (sample.py, attributes.py, the progress grids of training)."""
+generator share (sample.py, gan/directions.py, the judge, the progress grids of training)."""
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 

@@ -53,12 +53,19 @@ class FeatureDistances(nn.Module):
         self.fid.update(features, real=False)
         self.kid.update(features, real=False)
 
-    def compute(self) -> dict[str, float]:
+    def compute_fid(self) -> dict[str, float]:
+        return {"fid": float(self.fid.compute())}
+
+    def compute_kid(self) -> dict[str, float]:
         # KID draws its subsets from the global RNG; fork it so measuring never changes training.
         with isolate_rng(include_cuda=False):
             torch.manual_seed(0)
             kid_mean, kid_std = self.kid.compute()
-        return {"fid": float(self.fid.compute()), "kid": float(kid_mean), "kid_std": float(kid_std)}
+        return {"kid": float(kid_mean), "kid_std": float(kid_std)}
+
+    def compute(self) -> dict[str, float]:
+        kid = self.compute_kid()
+        return self.compute_fid() | kid
 
     def reset(self) -> None:
         self.fid.reset()

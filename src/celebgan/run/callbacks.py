@@ -17,10 +17,12 @@ from torch import nn
 from celebgan.errors import UserError
 from celebgan.gan.images import caption, save_png, to_grid
 from celebgan.gan.module import GAN, run_steps
-from celebgan.metrics.feature_cache import RealFeatureCache
-from celebgan.metrics.features import generated_per_second, generator_features
 from celebgan.io import format_duration, remove_stale_temporaries
-from celebgan.metrics.scores import FeatureDistances, scores_seconds
+from celebgan.metrics.feature_cache import RealFeatureCache
+from celebgan.metrics.features import generated_per_second
+from celebgan.metrics.registry import calc_metrics
+from celebgan.metrics.scores import scores_seconds
+from celebgan.run.checkpoint import real_subset
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +87,16 @@ class PlainModelSummary(ModelSummary):
 
 class QualityMetrics(Callback):
     """Every `every_n_epochs` epochs: FID and KID of `n_samples` images from the EMA generator in
-    eval mode against `n_real` cached real images of `real_split`, logged as `metrics/fid` and
-    `metrics/kid` (a ModelCheckpoint monitoring metrics/fid keeps the best model).
+    eval mode against `n_real` cached real images of `real_split` (metrics.registry.calc_metrics, as
+    `celebgan.evaluate` measures), logged as `metrics/fid` and `metrics/kid` (a ModelCheckpoint
+    monitoring metrics/fid keeps the best model).
     every_n_epochs=0 turns it off, and then nothing is loaded.
 
     feature_extractor: a factory (Hydra partial) of the extractor, called only when on.
     obedience: for a conditional model, a factory (Hydra partial) of the judge of its obedience
-        (celebgan.attributes.Judge: judge.prepare(names, device) loads or trains the attribute
-        classifier, judge(gan) scores the generator), logged as `metrics/obedience_mean` and
+        (celebgan.metrics.judge.Judge, handed run.checkpoint.real_subset to read real faces with:
+        judge.prepare(names, device) loads or trains the attribute classifier, judge(gan) scores the
+        generator through the registry's `obedience`), logged as `metrics/obedience_mean` and
         `metrics/obedience/<attribute>` (balanced accuracies of consistent requests),
         `metrics/obedience_independent_mean` and `.../obedience_independent/<attribute>` (independent
         ones) and `metrics/obedience_ceiling_mean` (the judge on real faces) at each evaluation.
@@ -111,8 +115,7 @@ class QualityMetrics(Callback):
         self.kid_subset_size, self.kid_subsets, self.seed = kid_subset_size, kid_subsets, seed
         # Built here so that missing weights fail before any training.
         self.extractor = feature_extractor() if every_n_epochs else None
-        self.distances: FeatureDistances | None = None
-        self.num_real = 0
+        self.real: torch.Tensor | None = None  # (n_real, F) cached features, kept for every evaluation
         self.obedience, self.judge = obedience, None
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -129,7 +132,7 @@ class QualityMetrics(Callback):
     def _load_judge(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """The attribute classifier, trained (and cached) by one rank before the others read it; its
         ceiling, measured once."""
-        self.judge = self.obedience()
+        self.judge = self.obedience(read=real_subset)
         if trainer.is_global_zero:
             self.judge.prepare(pl_module.attr_names, pl_module.device)
         trainer.strategy.barrier()
@@ -170,35 +173,31 @@ class QualityMetrics(Callback):
         if real is None:
             real = self.cache.get(datamodule, self.real_split, self.n_real, self.extractor,
                                   batch_size=self.batch_size, device=pl_module.device)
-        self.num_real = len(real)
-        # KID's subsets cannot be larger than either sample set.
-        subset = min(self.kid_subset_size, len(real), self.n_samples)
-        self.distances = FeatureDistances(real.shape[1], kid_subset_size=subset,
-                                          kid_subsets=self.kid_subsets).to(pl_module.device)
-        self.distances.add_real(real[trainer.global_rank::trainer.world_size].to(pl_module.device))
+        self.real = real
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.distances is None or (trainer.current_epoch + 1) % self.every_n_epochs:
+        if self.real is None or (trainer.current_epoch + 1) % self.every_n_epochs:
             return
         with isolate_rng():
             self._measure(trainer, pl_module)
 
     def _measure(self, trainer: Trainer, pl_module: LightningModule) -> None:
         rank, world = trainer.global_rank, trainer.world_size
-        n_local = self.n_samples // world + (rank < self.n_samples % world)
-        fake = generator_features(pl_module, self.extractor, n_local, batch_size=self.batch_size,
-                                  seed=self.seed * 1_000_003 + rank)
-        self.distances.add_fake(fake.to(pl_module.device))
-        scores = self.distances.compute()
-        self.distances.reset()
+        # Each rank generates its share of n_samples from its own latents and adds its share of the
+        # real features; torchmetrics gathers both. The judge's latents are the same on every rank.
+        scores = calc_metrics(["fid", "kid", *(["obedience"] if self.judge is not None else [])],
+                              real=self.real, gan=pl_module, extractor=self.extractor, n_samples=self.n_samples,
+                              seed=self.seed * 1_000_003 + rank, batch_size=self.batch_size, rank=rank,
+                              world_size=world, kid_subset_size=self.kid_subset_size, kid_subsets=self.kid_subsets,
+                              judge=self.judge, device=pl_module.device)
         # Already gathered over ranks by torchmetrics: every rank logs the same value.
         pl_module.log_dict({"metrics/fid": scores["fid"], "metrics/kid": scores["kid"]},
                            on_step=False, on_epoch=True, sync_dist=False)
         log.info("epoch %d: FID %.3f, KID %.5f (%d generated vs %d real images)",
-                 trainer.current_epoch + 1, scores["fid"], scores["kid"], self.n_samples, self.num_real)
+                 trainer.current_epoch + 1, scores["fid"], scores["kid"], self.n_samples, len(self.real))
         if self.judge is not None:
             # The same latents and weights on every rank: every rank computes and logs the same values.
-            obeyed = self.judge(pl_module)
+            obeyed = scores["obedience"]
             values = {f"metrics/obedience/{name}": s["balanced"] for name, s in obeyed["per_attribute"].items()}
             values |= {f"metrics/obedience_independent/{name}": s["balanced"]
                        for name, s in obeyed["independent"]["per_attribute"].items()}
@@ -213,7 +212,7 @@ class QualityMetrics(Callback):
                      "  ".join(f"{name} {shown(s['balanced'])}" for name, s in obeyed["per_attribute"].items()))
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        self.distances, self.judge = None, None
+        self.real, self.judge = None, None
 
 
 def epochs_to_run(trainer: Trainer) -> int:

@@ -1,15 +1,18 @@
-"""Latent vector arithmetic with face attributes (Radford et al. 2016, section 6.3).
+"""The judge of a conditional generator's obedience: a small CNN that learns the attributes from real
+images and their labels (CelebA's list_attr, or the synthetic faces' labels), trained once per data
+set and recipe and cached, and `Judge`, which scores a generator with it (metrics/obedience.py's
+questions). `celebgan.sample mode=attributes` labels generated faces with the same classifier to find
+latent directions (gan/directions.py).
 
-A small CNN learns the attributes from real images and their labels (CelebA's list_attr, or the
-synthetic faces' labels); it is trained once per dataset and cached. It labels generated samples,
-and the difference of the mean latents of the faces with and without an attribute is that
-attribute's direction: adding it to a latent should add the attribute to the face.
+The run's real faces are read by a function passed in (`ReadSplit`, run.checkpoint.real_subset
+for every caller): reading a checkpoint's data checks what it may build, which sits above this wing.
 """
 import hashlib
 import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,22 +20,24 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from celebgan.data.batches import loader_workers
 from celebgan.data.modules import dataset_name
-from celebgan.io import format_duration
-from celebgan.run.checkpoint import real_subset
-from celebgan.errors import UserError, check_number, check_whole
-from celebgan.gan.images import caption, column_centres, generate, independent_conditions, latents, save_png, to_grid
-from celebgan.gan.labels import LabelTable
-from celebgan.metrics.obedience import consistent_obedience, in_model_order, judge_accuracy, judge_columns, obedience
-from celebgan.io import atomic_write
-from celebgan.gan.module import GAN
 from celebgan.data.synthetic import RENDERER_VERSION
+from celebgan.errors import UserError, check_number, check_whole
+from celebgan.gan.images import independent_conditions, latents
+from celebgan.gan.labels import LabelTable
+from celebgan.gan.module import GAN
+from celebgan.io import atomic_write, format_duration
+from celebgan.metrics.obedience import consistent_obedience, in_model_order, judge_accuracy, judge_columns, obedience
 
 log = logging.getLogger(__name__)
+
+# (config {"data": the run's data config}, split, n, seed) -> (at most n real faces of the split as
+# (image, labels) pairs, a seeded subset; the names of the labels): run.checkpoint.real_subset.
+ReadSplit = Callable[[dict[str, Any], str, int, int], tuple[Dataset, list[str]]]
 
 
 def check_classifier(key: str, settings: dict[str, Any]) -> None:
@@ -97,9 +102,9 @@ def fingerprint(data_config: dict[str, Any], classifier: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def labelled_split(data_config: dict[str, Any], split: str, max_images: int, seed: int):
+def labelled_split(read: ReadSplit, data_config: dict[str, Any], split: str, max_images: int, seed: int):
     """(dataset of (image, labels), attribute names), at most max_images of a split, seeded subset."""
-    dataset, attr_names = real_subset({"data": data_config}, split, max_images, seed)
+    dataset, attr_names = read({"data": data_config}, split, max_images, seed)
     if not attr_names:
         raise UserError("The attributes mode needs attribute labels, and this run's dataset has none. "
                         "For CelebA, put list_attr_celeba.txt (or the Kaggle .csv) next to the images.")
@@ -193,15 +198,15 @@ def fit_classifier(model: AttributeClassifier, batches, *, steps: int, lr: float
     model.eval()
 
 
-def train_classifier(data_config: dict[str, Any], *, max_train: int, max_eval: int, epochs: int,
+def train_classifier(data_config: dict[str, Any], *, read: ReadSplit, max_train: int, max_eval: int, epochs: int,
                      batch_size: int, lr: float, width: int, seed: int = 0,
                      device: torch.device | str = "cpu") -> dict[str, Any]:
     """Fit the classifier on the train split; its accuracy per attribute on the held-out test split.
     Returns the cache record: state_dict, attr_names, width, accuracy, balanced (balanced accuracy),
     majority (the accuracy of always answering the more common label, the bar to beat), seconds."""
     torch.manual_seed(seed)
-    train_set, attr_names = labelled_split(data_config, "train", max_train, seed)
-    test_set, _ = labelled_split(data_config, "test", max_eval, seed)
+    train_set, attr_names = labelled_split(read, data_config, "train", max_train, seed)
+    test_set, _ = labelled_split(read, data_config, "test", max_eval, seed)
     workers = loader_workers(data_config.get("num_workers", 0))  # `auto` resolved on this machine
     model = AttributeClassifier(num_attrs=len(attr_names), width=width).to(device)
     table = split_labels(train_set)
@@ -248,8 +253,10 @@ def train_classifier(data_config: dict[str, Any], *, max_train: int, max_eval: i
 
 
 def cached_classifier(data_config: dict[str, Any], cache_dir: str | Path, settings: dict[str, Any],
-                      device: torch.device | str = "cpu") -> tuple[AttributeClassifier, dict[str, Any]]:
-    """(classifier in eval mode, its record), trained on first use for this dataset, then read back."""
+                      device: torch.device | str = "cpu", *,
+                      read: ReadSplit) -> tuple[AttributeClassifier, dict[str, Any]]:
+    """(classifier in eval mode, its record), trained on first use for this dataset, then read back;
+    read: how the run's real faces are read (ReadSplit)."""
     path = Path(cache_dir).expanduser() / f"attr_classifier_{fingerprint(data_config, settings)}.pt"
     record = None
     if path.is_file():
@@ -259,88 +266,15 @@ def cached_classifier(data_config: dict[str, Any], cache_dir: str | Path, settin
             log.warning("Retraining the attribute classifier: cache %s is unreadable (%s)", path, err)
     if record is None:
         log.info("Training the attribute classifier first: it labels the generated faces. Up to %d real images "
-                 "for %d epoch(s) (attributes.classifier.*); once for this dataset, then read from %s",
+                 "for %d epoch(s) (obedience.classifier.*, or sample's direction.classifier.*); once for this "
+                 "dataset, then read from %s",
                  settings.get("max_train"), settings.get("epochs"), path)
-        record = train_classifier(data_config, device=device, **settings)
+        record = train_classifier(data_config, read=read, device=device, **settings)
         with atomic_write(path) as tmp:
             torch.save(record, tmp)
     model = AttributeClassifier(num_attrs=len(record["attr_names"]), width=record["width"])
     model.load_state_dict(record["state_dict"])
     return model.to(device).eval(), {**record, "path": path}
-
-
-@torch.no_grad()
-def attribute_scores(classifier: AttributeClassifier, images: torch.Tensor, index: int,
-                     batch_size: int = 256) -> torch.Tensor:
-    """(N,) probability of attribute `index` for (N, 3, S, S) images in [-1, 1]."""
-    device = next(classifier.parameters()).device
-    return torch.cat([torch.sigmoid(classifier(b.to(device))[:, index]).cpu() for b in images.split(batch_size)])
-
-
-@torch.no_grad()
-def attribute_direction(gan: GAN, classifier: AttributeClassifier, index: int, z: torch.Tensor,
-                        batch_size: int = 256) -> torch.Tensor:
-    """(nz, 1, 1): mean latent of the samples the classifier calls positive minus the mean latent
-    of the negative ones, the paper's averaged-exemplar arithmetic.
-
-    When the generator (early in training, or for a rare attribute) gives fewer than 5% of its
-    samples to one side, the top and bottom quarters by score stand in for the two sides.
-    """
-    if len(z) < 8:
-        raise UserError(f"direction.num_latents={len(z)} is too few to find a direction; use hundreds.")
-    scores = attribute_scores(classifier, generate(gan, z, batch_size, progress=True), index, batch_size)
-    positive = scores > 0.5
-    if min(int(positive.sum()), int((~positive).sum())) < 0.05 * len(z):
-        log.warning("Only %d of %d generated faces score above 0.5 for the attribute; using the top and "
-                    "bottom quarters by score instead.", int(positive.sum()), len(z))
-        order = scores.argsort()
-        return z[order[-(len(z) // 4):]].mean(0) - z[order[:len(z) // 4]].mean(0)
-    return z[positive].mean(0) - z[~positive].mean(0)
-
-
-def edit_latents(z: torch.Tensor, direction: torch.Tensor, strengths: torch.Tensor) -> torch.Tensor:
-    """(R, nz, 1, 1) latents -> (R * len(strengths), nz, 1, 1): row r holds z[r] + s * direction."""
-    return (z[:, None] + strengths[None, :, None, None, None] * direction).flatten(0, 1)
-
-
-def write_attribute_edits(gan: GAN, config: dict[str, Any], out: Path, *, attribute: str, strength: float,
-                          num_latents: int, cache_dir: str | Path, classifier: dict[str, Any], data_root: str | None,
-                          rows: int, steps: int, seed: int, batch_size: int,
-                          truncation: float | None = None) -> dict[str, Any]:
-    """A grid whose rows move faces along the attribute's direction, from -strength to +strength.
-    classifier: train_classifier's settings; data_root: where the run's images live now, if they moved."""
-    data_config = dict(config["data"])
-    if data_root is not None:
-        data_config["root"] = data_root
-    device = next(gan.parameters()).device
-    model, record = cached_classifier(data_config, cache_dir, classifier, device)
-    names = record["attr_names"]
-    if attribute not in names:
-        raise UserError(f"direction.attribute={attribute!r} is not one of this dataset's attributes: {names}.")
-    index = names.index(attribute)
-    log.info("Attribute classifier: held-out accuracy %.3f on %s (always-majority: %.3f; mean over all %d "
-             "attributes %.3f), from %s", record["accuracy"][attribute], attribute,
-             record["majority"][attribute], len(names), sum(record["accuracy"].values()) / len(names),
-             record["path"])
-    nz = gan.generator.nz
-    z_all = latents(rows + num_latents, nz, seed, truncation)
-    row_latents, pool = z_all[:rows], z_all[rows:]
-    direction = attribute_direction(gan, model, index, pool, batch_size)
-    strengths = torch.linspace(-strength, strength, steps)
-    images = generate(gan, edit_latents(row_latents, direction, strengths), batch_size)
-    scores = attribute_scores(model, images, index).view(rows, steps).mean(0)
-    log.info("Mean %s score along the direction: %s", attribute,
-             "  ".join(f"{s:+.1f}: {p:.2f}" for s, p in zip(strengths.tolist(), scores.tolist())))
-    # The columns' strengths above the grid: 0 is the unedited face.
-    labels = zip(column_centres(steps, gan.img_size), (f"{s:+.1f}" if s else "0" for s in strengths.tolist()))
-    return {
-        "out": save_png(caption(to_grid(images, steps), list(labels)), out),
-        "accuracy": record["accuracy"][attribute],
-        "majority": record["majority"][attribute],
-        "direction": direction,
-        "strengths": strengths,
-        "scores": scores,
-    }
 
 
 class Judge:
@@ -350,11 +284,12 @@ class Judge:
     data_config: the run's data config (the classifier's data set); cache_dir, classifier: where it
     is cached and train_classifier's settings; n: generated faces per attribute and side; n_ceiling:
     held-out real faces (test split) its own balanced accuracy, the ceiling, is measured on; seed:
-    the latents and the other attributes of the faces it judges, the same at every call.
+    the latents and the other attributes of the faces it judges, the same at every call; read: how the
+    run's real faces are read (ReadSplit), handed in by whoever builds it (QualityMetrics, evaluate).
     """
 
     # n has no default: evaluation judges 500 faces per side (conf/evaluate.yaml), training 200 (conf/metrics/).
-    def __init__(self, *, data_config: Any, cache_dir: str | Path, classifier: dict[str, Any], n: int,
+    def __init__(self, *, data_config: Any, cache_dir: str | Path, classifier: dict[str, Any], n: int, read: ReadSplit,
                  n_ceiling: int = 2000, seed: int = 0, batch_size: int = 256):
         # Config nodes when Hydra builds it (metrics.obedience), dicts from a checkpoint's config.
         to_dict = lambda c: OmegaConf.to_container(c, resolve=True) if OmegaConf.is_config(c) else dict(c)  # noqa: E731
@@ -362,6 +297,7 @@ class Judge:
         check_obedience({"n": n, "n_ceiling": n_ceiling, "seed": seed, "batch_size": batch_size,
                          "classifier": self.classifier})
         self.cache_dir, self.n, self.n_ceiling, self.seed, self.batch_size = cache_dir, n, n_ceiling, seed, batch_size
+        self.read = read
         self.model: AttributeClassifier | None = None
         self.ceiling: dict | None = None
 
@@ -377,10 +313,11 @@ class Judge:
             f"; first the classifier trains, once for this data set: {self.classifier.get('max_train')} real images x "
             f"{self.classifier.get('epochs')} epochs, then cached")
         log.info("Attribute-conditional %s%s.", self.cost(len(names)), first)
-        self.model, record = cached_classifier(self.data_config, self.cache_dir, self.classifier, device)
+        self.model, record = cached_classifier(self.data_config, self.cache_dir, self.classifier, device,
+                                               read=self.read)
         self.names, self.judge_names, self.device = list(names), record["attr_names"], device
         judge_columns(self.names, self.judge_names)  # a classifier of another data set fails here
-        test_set, _ = labelled_split(self.data_config, "test", self.n_ceiling, self.seed)
+        test_set, _ = labelled_split(self.read, self.data_config, "test", self.n_ceiling, self.seed)
         self.ceiling = judge_accuracy(self.classify, _loader(test_set, self.batch_size, 0, False),
                                       self.names, self.judge_names)
         # Label rows to ask for when the model keeps no table of its training split (an older
