@@ -79,7 +79,7 @@ class PlainModelSummary(ModelSummary):
 
     @staticmethod
     def summarize(summary_data, total_parameters, trainable_parameters, model_size, total_training_modes,
-                  total_flops, **summarize_kwargs) -> None:
+                  **summarize_kwargs) -> None:  # summarize_kwargs: total_flops among them
         columns = [column for column in summary_data if column[0] != "FLOPs"]
         log.info("\n%s", summary_table(columns, total_parameters, trainable_parameters, model_size,
                                        total_training_modes))
