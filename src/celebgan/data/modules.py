@@ -17,8 +17,8 @@ from lightning import LightningDataModule
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from celebgan.data.batches import (ArrayFaces, EpochLoader, batch_loader, loader_workers, seeded_subset,
-                              to_model_input, worker_init_fn)
+from celebgan.data.batches import (ArrayFaces, EpochLoader, ResumableLoader, batch_loader, loader_workers,
+                                   seeded_subset, to_model_input, worker_init_fn)
 from celebgan.data.celeba import (check_split, face_transform, find_layout, hash_files, list_images, read_image,
                                   say_large)
 from celebgan.devices import has_cuda
@@ -162,6 +162,7 @@ class FaceDataModule(LightningDataModule):
         self.pin_memory, self.on_device = pin_memory, on_device
         self.train_set: Dataset | None = None
         self._device_images: torch.Tensor | None = None
+        self._resumable: ResumableLoader | None = None  # the training loader, which counts the batches taken
 
     def build_dataset(self) -> Dataset:
         raise NotImplementedError
@@ -210,7 +211,7 @@ class FaceDataModule(LightningDataModule):
             # (benchmarks/throughput.py, "prepared loader" rows: about 2.5x more images/s).
             loader = batch_loader(self.train_set, self.batch_size, num_workers=0,
                                   pin_memory=self.pin_memory and has_cuda() and not self.on_device)
-            loader.batches_done = self._batches_done
+            self._resumable = loader
             return loader
         return EpochLoader(
             self.train_set, batch_size=self.batch_size, shuffle=True,
@@ -223,10 +224,10 @@ class FaceDataModule(LightningDataModule):
     def _rank(self) -> int:
         return self.trainer.global_rank if self.trainer else 0
 
-    def _batches_done(self) -> int:
-        return self.trainer.fit_loop.epoch_loop.batch_progress.current.completed if self.trainer else 0
-
     def on_after_batch_transfer(self, batch, dataloader_idx: int = 0):
+        # Once per batch the loop hands to training_step (a prefetched batch is not transferred yet).
+        if self._resumable is not None:
+            self._resumable.took_batch()
         images, attrs = batch
         if images.dim() == 1:  # on_device: the batch's indices into the array kept on this device
             images = self.device_images(images.device).index_select(0, images).permute(0, 3, 1, 2)

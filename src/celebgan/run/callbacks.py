@@ -9,7 +9,7 @@ from pathlib import Path
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelSummary
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities.model_summary.model_summary import _format_summary_table
+from lightning.pytorch.utilities.model_summary import get_human_readable_count
 from lightning.pytorch.utilities.seed import isolate_rng
 import torch
 from torch import nn
@@ -74,15 +74,33 @@ class SampleGrid(Callback):
 
 class PlainModelSummary(ModelSummary):
     """Lightning's model summary table without its FLOPs column and total, which Lightning counts
-    only for a module with an example input (0 everywhere here)."""
+    only for a module with an example input (0 everywhere here). The table is drawn here, from
+    what Lightning hands `summarize` (its public override), in Lightning's own layout."""
 
     @staticmethod
     def summarize(summary_data, total_parameters, trainable_parameters, model_size, total_training_modes,
-                  total_flops, **summarize_kwargs) -> None:
+                  **summarize_kwargs) -> None:  # summarize_kwargs: total_flops among them
         columns = [column for column in summary_data if column[0] != "FLOPs"]
-        table = _format_summary_table(total_parameters, trainable_parameters, model_size, total_training_modes,
-                                      total_flops, *columns)
-        log.info("\n%s", table.rsplit("\n", 1)[0])  # its last line is the total of FLOPs
+        log.info("\n%s", summary_table(columns, total_parameters, trainable_parameters, model_size,
+                                       total_training_modes))
+
+
+def summary_table(columns: list[tuple[str, list[str]]], total_parameters: int, trainable_parameters: int,
+                  model_size: float, training_modes: dict[str, int]) -> str:
+    """The model summary: one row per layer under `columns` (header, cells), then the parameter
+    counts, the size in MB and how many modules are in train and in eval mode."""
+    widths = [max([len(header), *(len(str(cell)) for cell in cells)]) for header, cells in columns]
+    rule = "-" * (sum(widths) + 3 * (len(columns) + 1))
+    rows = [" | ".join(f"{header:<{w}}" for (header, _), w in zip(columns, widths)), rule]
+    rows += [" | ".join(f"{str(cells[i]):<{w}}" for (_, cells), w in zip(columns, widths))
+             for i in range(len(columns[0][1]) if columns else 0)]
+    totals = [(get_human_readable_count(trainable_parameters), "Trainable params"),
+              (get_human_readable_count(total_parameters - trainable_parameters), "Non-trainable params"),
+              (get_human_readable_count(total_parameters), "Total params"),
+              (f"{model_size:,.3f}", "Total estimated model params size (MB)"),
+              (training_modes["train"], "Modules in train mode"),
+              (training_modes["eval"], "Modules in eval mode")]
+    return "\n".join([*rows, rule, *(f"{value!s:<10}{what}" for value, what in totals)])
 
 
 class QualityMetrics(Callback):

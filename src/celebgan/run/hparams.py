@@ -12,6 +12,7 @@ from tensorboard.plugins.hparams import api_pb2, metadata
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData, SessionEndInfo, SessionStartInfo
 
 from celebgan.data.modules import dataset_name
+from celebgan.run.lightning_compat import event_writer
 
 
 class TensorBoard(TensorBoardLogger):
@@ -177,7 +178,7 @@ def log_hparams(logger: Logger, config: Mapping[str, Any], choices: Mapping[str,
     row = run_hparams(config, choices, swept)
     logger.log_hyperparams(row)  # hparams.yaml only: the logger's default_hp_metric is off
     if isinstance(logger, TensorBoardLogger):
-        writer = logger.experiment._get_file_writer()
+        writer = event_writer(logger)
         writer.add_summary(experiment(row, varied_columns(swept), final_metrics(config)))
         writer.add_summary(session_start(row))
         writer.flush()
@@ -191,5 +192,5 @@ class SessionEnd(Callback):
         for logger in trainer.loggers if trainer.is_global_zero else []:
             if isinstance(logger, TensorBoardLogger):
                 end = SessionEndInfo(status=api_pb2.STATUS_SUCCESS, end_time_secs=time.time())
-                logger.experiment._get_file_writer().add_summary(
+                event_writer(logger).add_summary(
                     _summary(metadata.SESSION_END_INFO_TAG, HParamsPluginData(session_end_info=end)))

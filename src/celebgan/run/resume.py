@@ -16,6 +16,8 @@ from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from celebgan.run import startup
+from celebgan.run.lightning_compat import (epochs_completed, fit_loop_state, lightning_owns_sigusr1,
+                                           lightning_stop_handler, settle_epoch_end)
 from celebgan.run.checkpoint import CONFIG_KEY, RESUME_HINT, as_given, read_checkpoint, run_dir
 from celebgan.errors import UserError
 from celebgan.gan.module import conditional_config
@@ -224,7 +226,7 @@ class ResumePosition(Callback):
     the data order of the one after it) and counted one epoch too many."""
 
     def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict) -> None:
-        fit_loop = checkpoint.get("loops", {}).get("fit_loop")
+        fit_loop = fit_loop_state(checkpoint)
         if fit_loop is None:
             return
         settle_epoch_end(fit_loop)
@@ -233,38 +235,16 @@ class ResumePosition(Callback):
 def check_epochs(path: str, max_epochs: int | None) -> None:
     """A checkpoint that has trained more epochs than trainer.max_epochs leaves nothing to train: one
     error before the run starts (Lightning's own check comes after the logger wrote to the run)."""
-    fit_loop = read_checkpoint(path, arg="resume", hint=RESUME_HINT).get("loops", {}).get("fit_loop")
+    fit_loop = fit_loop_state(read_checkpoint(path, arg="resume", hint=RESUME_HINT))
     if max_epochs in (None, -1) or fit_loop is None:
         return
     fit_loop = copy.deepcopy(fit_loop)
     settle_epoch_end(fit_loop)
-    epochs = fit_loop["epoch_progress"]["current"]["completed"]
+    epochs = epochs_completed(fit_loop)
     if epochs > max_epochs:
         raise UserError(f"resume={path!r} has trained {epochs} epochs, more than trainer.max_epochs="
                         f"{max_epochs}: nothing is left to train. Resume with trainer.max_epochs above "
                         f"{epochs} to train further.")
-
-
-def settle_epoch_end(fit_loop: dict) -> None:
-    """Rewrites Lightning's fit-loop state (a checkpoint's loops.fit_loop) in place when it was saved
-    at an epoch's end (the epoch processed; completed too when a signal stopped the run there): an
-    epoch whose batches all ran is completed, and the next one starts at its first batch; one that
-    max_steps cut short becomes unprocessed again, so it continues from its next batch and is
-    counted once, when it ends. A checkpoint written mid-epoch is left as it is."""
-    epochs, batches = fit_loop["epoch_progress"], fit_loop["epoch_loop.batch_progress"]
-    processed = [epochs[k]["processed"] == epochs[k]["started"] for k in ("total", "current")]
-    completed = [epochs[k]["completed"] == epochs[k]["processed"] for k in ("total", "current")]
-    if not all(processed):
-        return
-    if batches["is_last_batch"]:  # also completed: a signal during an epoch's last batch saves there
-        for k in ("total", "current"):
-            epochs[k]["completed"] = epochs[k]["processed"]
-        batches["current"] = dict.fromkeys(batches["current"], 0)
-        batches["is_last_batch"] = False
-        fit_loop.get("state_dict", {}).pop("combined_loader", None)  # its position is the ended epoch's
-    elif not any(completed):
-        for k in ("total", "current"):
-            epochs[k]["processed"] -= 1
 
 
 def _rng_state() -> dict:
@@ -323,11 +303,10 @@ class SaveOnSignal(Callback):
         self.signum = None
         if threading.current_thread() is not threading.main_thread():
             return
-        # After Lightning registered its handlers: a SIGUSR1 handler here means its SLURM plugin's.
-        if signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL:
+        if not lightning_owns_sigusr1():
             self._replace(signal.SIGUSR1, _as_sigterm)
-        lightning_sigterm = signal.getsignal(signal.SIGTERM)
-        if callable(lightning_sigterm):
+        lightning_sigterm = lightning_stop_handler()
+        if lightning_sigterm is not None:
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGXCPU):
                 self._replace(signum, partial(self._on_stop_signal, lightning_sigterm))
 
