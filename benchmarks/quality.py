@@ -333,6 +333,12 @@ def cell(stat: tuple[float, float | None]) -> str:
     return f"{mean:.2f}" if spread is None else f"{mean:.2f} +- {spread:.2f}"
 
 
+def section_heading(overrides: list[str]) -> str:
+    """The table's RESULTS.md heading: a probe with --override gets a section of its own, so that it
+    never replaces the presets' table (nor another probe's)."""
+    return f"{SECTION}: {' '.join(sorted(overrides))}" if overrides else SECTION
+
+
 def write_table(args, rows, budget, kid_subset: int, extractor_name: str, seconds: float, runs: int) -> None:
     """The whole section, generated: nothing in it is hand-written, so a rebuild keeps nothing stale.
     runs: the runs trained (and checkpoints measured) by this invocation; the rest came from records."""
@@ -345,7 +351,7 @@ def write_table(args, rows, budget, kid_subset: int, extractor_name: str, second
     cost = f"rebuilt from {records} records, no training" if not runs else \
         f"{runs} run(s) trained or measured and {records} read from records, {seconds / 60:.0f} min in all"
     lines = [
-        SECTION, "",
+        section_heading(args.override), "",
         f"Table written {datetime.date.today()} on {platform.node() or 'unknown host'} ({os.cpu_count()} CPUs, "
         f"{platform.processor() or platform.machine()}"
         f"{', ' + torch.cuda.get_device_name() if torch.cuda.is_available() else ', no GPU'}), torch {torch.__version__}: "

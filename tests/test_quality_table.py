@@ -34,8 +34,8 @@ def record(fid: float, seed: int | None, where: dict, minutes: float = 4.0) -> d
     return {"fid": fid, "kid": fid / 1000, "minutes": minutes, "seed": seed} | where
 
 
-def args_for(results, variants):
-    return SimpleNamespace(n_eval=1000, seeds=3, img_size=32, override=[], quick=False, write=False,
+def args_for(results, variants, override=()):
+    return SimpleNamespace(n_eval=1000, seeds=3, img_size=32, override=list(override), quick=False, write=False,
                            results=results, variants=variants)
 
 
@@ -101,3 +101,20 @@ def test_a_preset_row_needs_records():
     assert quality.variant_row("rpgan", one, [4.0], 3)["name"] == "rpgan (1 of 3 seeds)"
     assert quality.variant_row("rpgan", one * 3, [1.0, 2.0, 3.0], 3)["name"] == "rpgan"
     assert not hasattr(quality, "previous_rows")  # rows are never read back from the published table
+
+
+def test_a_probe_with_overrides_writes_its_own_section_and_leaves_the_presets_table(tmp_path):
+    results = tmp_path / "RESULTS.md"
+    results.write_text(PUBLISHED)
+    rows = rows_of({"high_lr": [record(f, s, SLOW) for s, f in enumerate((33.0, 33.4, 31.8))]}, SLOW)
+    wide = ["model.discriminator.ndf=64", "model.d_optimizer.lr=2e-3"]
+    quality.write_table(args_for(results, ["high_lr"], wide), rows, (10000, 30, 32), 1000, "features", 3.0, 0)
+    text = results.read_text()
+    assert "| vanilla \u2020 | 3.4 | 64.40 +- 2.15 |" in text  # the presets' table is untouched
+    heading = f"{quality.SECTION}: model.d_optimizer.lr=2e-3 model.discriminator.ndf=64"
+    assert text.count(heading + "\n") == 1 and "| high_lr | 4.0 | 32.73 +- 0.83 |" in text.split(heading)[1]
+    # The same probe again replaces its own section; the overrides' order does not matter.
+    quality.write_table(args_for(results, ["high_lr"], wide[::-1]), rows, (10000, 30, 32), 1000, "features", 3.0, 0)
+    again = results.read_text()
+    assert again.count(heading + "\n") == 1 and again.count("| high_lr | 4.0 |") == 1
+    assert "| vanilla \u2020 | 3.4 | 64.40 +- 2.15 |" in again
