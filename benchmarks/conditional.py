@@ -76,8 +76,8 @@ GRID = ROOT / "docs" / "conditional_toggle.png"
 UNCONDITIONAL = "high_lr"  # the recommended unconditional preset, the demo's
 # Attribute sets of the per-condition FID: a common attribute, a rare one, and a pair.
 CONDITIONS = ["Smiling=1", "Eyeglasses=1", "Blond_Hair=1,Smiling=0"]
-# The judge: celebgan.evaluate's and training's (conf/metrics/obedience/default.yaml), read from there.
-CLASSIFIER = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "metrics" / "obedience" / "default.yaml").classifier)
+# The judge: celebgan.evaluate's and training's (conf/metrics/classifier/default.yaml), read from there.
+CLASSIFIER = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "metrics" / "classifier" / "default.yaml"))
 QUICK_CLASSIFIER = {"max_train": 256, "max_eval": 128, "epochs": 1, "batch_size": 64, "lr": 2e-3, "width": 8}
 
 

@@ -1,6 +1,6 @@
 """The judge of obedience: the attribute classifier's balanced accuracy per attribute on held-out real
 faces (the test split) and its training time, with celebgan.evaluate's settings
-(conf/metrics/obedience/default.yaml, its classifier), on the synthetic faces at the demo's 32px.
+(conf/metrics/classifier/default.yaml), on the synthetic faces at the demo's 32px.
 
     OMP_NUM_THREADS=1 python benchmarks/judge.py                 # prints the table
     OMP_NUM_THREADS=1 python benchmarks/judge.py --write         # and puts it in benchmarks/RESULTS.md
@@ -36,13 +36,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--img-size", type=int, default=32)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="a classifier setting other than conf/metrics/obedience/default.yaml's (e.g. epochs=2)")
+                        help="a classifier setting other than conf/metrics/classifier/default.yaml's (e.g. epochs=2)")
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
     parser.add_argument("--write", action="store_true", help="write the section into --results")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)))
-    settings = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "metrics" / "obedience" / "default.yaml").classifier)
+    settings = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "metrics" / "classifier" / "default.yaml"))
     for item in args.set:
         key, _, value = item.partition("=")
         settings[key] = type(settings[key])(float(value)) if key in settings else value
