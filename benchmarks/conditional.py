@@ -55,13 +55,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality  # noqa: E402  (compose_run, run_key, the high_lr records)
 
 from celebgan.data.modules import SyntheticDataModule  # noqa: E402
-from celebgan.gan.images import conditions, independent_conditions  # noqa: E402
+from celebgan.gan.images import conditions  # noqa: E402
 from celebgan.gan.labels import LabelTable  # noqa: E402
 from celebgan.metrics.feature_cache import RealFeatureCache  # noqa: E402
 from celebgan.metrics.features import InceptionFeatures, RandomFeatures  # noqa: E402
-from celebgan.metrics.judge import RECIPE_VERSION, cached_classifier  # noqa: E402
-from celebgan.metrics.obedience import (consistent_obedience, in_model_order, judge_accuracy,  # noqa: E402
-                                        matching, obedience)
+from celebgan.metrics.judge import RECIPE_VERSION, Judge  # noqa: E402
+from celebgan.metrics.obedience import in_model_order, matching  # noqa: E402
 from celebgan.metrics.registry import calc_metrics  # noqa: E402
 from celebgan.run.checkpoint import load_gan, real_subset  # noqa: E402
 from celebgan.sample import write_toggle  # noqa: E402
@@ -173,52 +172,40 @@ def main() -> None:
           f"once: {n + args.n_condition * len(args.conditions):,} real images through {extractor.name}.", flush=True)
     real_cache: dict = {}
 
-    def real_features(config: dict) -> dict:
+    def real_features(config: dict, names: list[str]) -> dict:
         """The real sides, once per benchmark: held-out faces for FID/KID (quality.py's, cached), the
-        judge and its ceiling, and each condition's matching real faces with their label sets."""
+        judge (celebgan-evaluate's and training's Judge) with its ceiling, and each condition's matching
+        real faces with their label sets."""
         if real_cache:
             return real_cache
         data = SyntheticDataModule(num_images=n, img_size=args.img_size, batch_size=64)
         real_cache["all"] = RealFeatureCache(cache).get(data, "test", n, extractor, batch_size=50, device=device)
-        judge, record = cached_classifier(config["data"], cache, classifier, device, read=real_subset)
+        # Seed 1: the latents, label rows and held-out faces the records were measured with.
+        judge = Judge(data_config=config["data"], cache_dir=cache, classifier=classifier, n=args.n_obey,
+                      n_ceiling=args.n_ceiling, seed=1, read=real_subset)
+        judge.prepare(names, device)
         pool, data_names = real_subset(config, "test", max(args.n_ceiling, 20 * args.n_condition), seed=1)
         images = torch.stack([pool[i][0] for i in range(len(pool))])
         labels = torch.stack([torch.as_tensor(pool[i][1]) for i in range(len(pool))])
-        classify = lambda x: judge(x.to(device))  # noqa: E731
-        ceiling = judge_accuracy(classify, zip(images[:args.n_ceiling].split(256), labels[:args.n_ceiling].split(256)),
-                                 data_names, record["attr_names"])
         per_condition = []
         for condition in args.conditions:
             keep = matching(labels, data_names, condition).nonzero().flatten()[:args.n_condition]
             feats = torch.cat([extractor(b.to(device)).float().cpu() for b in images[keep].split(50)]) \
                 if len(keep) else torch.empty(0)
             per_condition.append({"condition": condition, "labels": labels[keep], "features": feats})
-        real_cache.update(judge=judge, judge_names=record["attr_names"], data_names=data_names, ceiling=ceiling,
-                          labels=labels,
-                          per_condition=per_condition, classify=classify)
+        real_cache.update(judge=judge, data_names=data_names, per_condition=per_condition)
         return real_cache
 
     def measure(gan, config: dict) -> dict:
-        real = real_features(config)
+        real = real_features(config, gan.attr_names)
         # Asked for n training label rows at once (conditions), from latents drawn at once: the faces of the records.
         z = torch.randn(n, gan.generator.nz, 1, 1, generator=torch.Generator().manual_seed(0))
         fake = features_of(gan, extractor, z, conditions(gan, n, seed=0), device)
-        scores = calc_metrics(["fid", "kid"], real=real["all"], fake=fake, kid_subset_size=1000, kid_subsets=100)
-        scores |= {"ceiling": real["ceiling"]}
-        obey_z = torch.randn(args.n_obey, gan.generator.nz, 1, 1, generator=torch.Generator().manual_seed(1))
-
-        # Training label rows that have (lack) the attribute; a checkpoint without its table: held-out ones.
-        table = gan.label_table or LabelTable.from_labels(in_model_order(real["labels"], real["data_names"],
-                                                                         gan.attr_names))
-
-        def asked(column: int, value: float):
-            generator = torch.Generator().manual_seed(2 + 2 * column + int(value))
-            return table.draw(args.n_obey, {column: value}, generator)
-        scores["obedience"] = consistent_obedience(lambda zb, yb: gan.sample(zb, yb), real["classify"], gan.attr_names,
-                                                   real["judge_names"], obey_z, asked)
-        scores["obedience_independent"] = obedience(lambda zb, yb: gan.sample(zb, yb), real["classify"],
-                                                    gan.attr_names, real["judge_names"], obey_z,
-                                                    independent_conditions(gan, args.n_obey, seed=1))
+        scores = calc_metrics(["fid", "kid", "obedience"], real=real["all"], fake=fake, gan=gan, judge=real["judge"],
+                              kid_subset_size=1000, kid_subsets=100)
+        obeyed = scores.pop("obedience")
+        scores |= {"ceiling": obeyed["ceiling"], "obedience": {k: obeyed[k] for k in ("per_attribute", "mean")},
+                   "obedience_independent": obeyed["independent"]}
         scores["per_condition"] = []
         for k, cond in enumerate(real["per_condition"]):
             m = len(cond["labels"])

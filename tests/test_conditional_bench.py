@@ -4,8 +4,14 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from conftest import TESTS_DIR, cli_env
 from PIL import Image
+from test_atomic import load_script
+
+from celebgan.metrics.judge import Judge
+from celebgan.metrics.registry import calc_metrics
+from celebgan.run.checkpoint import load_gan, real_subset
 
 
 @pytest.mark.integration  # a process that trains both conditional presets (tiny): about 20 s on 2 cores
@@ -33,3 +39,11 @@ def test_the_conditional_benchmark_keeps_records_checkpoints_grid_and_its_result
     assert list(record["obedience"]["per_attribute"]) == list(record["ceiling"]["per_attribute"])
     assert list(record["obedience_independent"]["per_attribute"]) == list(record["ceiling"]["per_attribute"])
     assert len(record["obedience"]["per_attribute"]) == 8 and len(record["per_condition"]) == 3
+    # Obedience is the Judge's, the one celebgan-evaluate and training use (metrics.registry's
+    # "obedience"): measured again on the kept checkpoint, it gives the record's numbers.
+    gan, config = load_gan(tmp_path / "runs" / "projection_seed0" / "checkpoints" / "last.ckpt")
+    judge = Judge(data_config=config["data"], cache_dir=tmp_path / "cache", classifier=load_script("conditional")
+                  .QUICK_CLASSIFIER, n=8, n_ceiling=64, seed=1, read=real_subset)
+    again = calc_metrics(["obedience"], real=torch.zeros(1, 1), gan=gan, judge=judge)["obedience"]
+    assert again["per_attribute"] == record["obedience"]["per_attribute"]
+    assert again["independent"] == record["obedience_independent"] and again["ceiling"] == record["ceiling"]
