@@ -38,6 +38,17 @@ TINY = [
 TINY.append("metrics=none")  # Inception runs at a few img/s on a CPU; metric tests turn it on
 
 
+def pytest_configure(config):
+    # A suite started under nohup (or from a job that ignores SIGHUP) would hand its runs a SIGHUP
+    # that is ignored, and a run keeps an ignored signal ignored (as nohup means it to). The runs
+    # the tests start get SIGHUP's default: a handler here is reset to the default in every child
+    # process, and it keeps this process as deaf to a hang-up as it was.
+    import signal
+
+    if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, lambda signum, frame: None)
+
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     # One thread, as the command-line runs of the tests have (cli_env): the same float sums in

@@ -1,5 +1,6 @@
 """QualityMetrics in training: every_n_epochs > 1, and 2-process DDP, with RandomFeatures in place
 of Inception (metrics=random)."""
+import math
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -10,7 +11,8 @@ from conftest import RANDOM_METRICS, random_features
 from events import scalars
 
 from celebgan.gan.module import GAN
-from celebgan.run.callbacks import QualityMetrics, epochs_to_run
+from celebgan.gan import clock
+from celebgan.run.callbacks import QualityMetrics
 from celebgan.run.checkpoint import load_gan
 from celebgan.metrics.features import RandomFeatures, generator_features
 from celebgan.metrics.scores import FeatureDistances
@@ -24,10 +26,17 @@ def test_epochs_to_run_counts_training_steps_per_epoch(n_dis):
     # trainer.max_steps=30 training steps, 8 batches an epoch: 4 epochs (the FID cost announced
     # before training counts 4 evaluations), whatever the optimizer steps Lightning counts.
     trainer = SimpleNamespace(max_epochs=100, max_steps=GAN.optimizer_steps(30, n_dis), current_epoch=0,
-                              num_training_batches=8, lightning_module=SimpleNamespace(n_dis=n_dis))
-    assert epochs_to_run(trainer) == 4
-    assert epochs_to_run(SimpleNamespace(**{**vars(trainer), "max_epochs": 3})) == 3
-    assert epochs_to_run(SimpleNamespace(**{**vars(trainer), "current_epoch": 1})) == 3
+                              num_training_batches=8)
+    assert clock.epochs_to_run(trainer, n_dis) == 4
+    assert clock.epochs_to_run(SimpleNamespace(**{**vars(trainer), "max_epochs": 3}), n_dis) == 3
+    assert clock.epochs_to_run(SimpleNamespace(**{**vars(trainer), "current_epoch": 1}), n_dis) == 3
+    # Before the Trainer has its training data, the epoch's steps come from the caller.
+    unknown = SimpleNamespace(**{**vars(trainer), "num_training_batches": math.inf})
+    assert clock.epochs_to_run(unknown, n_dis, per_epoch=8) == 4
+    # The run's length in training steps: max_steps' or max_epochs', whichever ends it first.
+    assert clock.run_steps(trainer, n_dis) == 30
+    assert clock.run_steps(SimpleNamespace(**{**vars(trainer), "max_epochs": 3}), n_dis) == 24
+    assert clock.run_steps(SimpleNamespace(**{**vars(unknown), "max_steps": -1}), n_dis) is None
 
 
 def test_optimizer_steps_and_training_steps_invert_each_other():

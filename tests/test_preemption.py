@@ -3,6 +3,7 @@ resume=auto then continues it exactly, mid-epoch too. A stop sent to the whole p
 (scancel, Ctrl-C in a terminal) reaches the DataLoader workers as well."""
 import os
 import pty
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -137,6 +138,20 @@ def test_a_closed_terminal_saves_last_ckpt_and_the_log_says_so(tmp_path):
     log = (stopped / "train.log").read_text()
     assert "Stopped by SIGHUP after training step 6 (epoch 2)" in log and "resume=auto" in log
     assert not (stopped / "run.lock").exists()
+
+
+@pytest.mark.integration
+def test_a_run_started_under_nohup_keeps_training_through_a_hang_up(tmp_path):
+    # nohup starts a command with SIGHUP ignored so that it outlives its terminal: a SIGHUP at step 6
+    # (the terminal closing) changes nothing, and the run trains all its 12 steps.
+    run = tmp_path / "run"
+    done = subprocess.run(cli_cmd("trainer.max_epochs=3", f"hydra.run.dir={run}", *SIGNAL_AT_STEP_6,
+                                  "+callbacks.signal.signum=SIGHUP"), cwd=tmp_path, env=cli_env(), capture_output=True,
+                          text=True, timeout=300, preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    assert done.returncode == 0, done.stdout + done.stderr
+    log = (run / "train.log").read_text()
+    assert "SIGHUP is ignored in this process" in log and "Stopped" not in log
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 24
 
 
 def starting_cmd(runs: Path, name: str, signum: str, at: str = "build") -> list[str]:

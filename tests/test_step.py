@@ -44,6 +44,7 @@ def test_bf16_and_fp32_steps_agree(make_cfg):
 
 
 @pytest.mark.slow  # compiles G and D with inductor: about a minute on 2 CPU cores
+@pytest.mark.integration  # inductor starts the C++ compiler
 def test_compiled_and_eager_steps_agree(make_cfg):
     cfg = make_cfg("data.num_images=16")
     L.seed_everything(0)

@@ -12,6 +12,7 @@ from lightning import LightningModule
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from celebgan.gan import clock
 from celebgan.gan.augment import DiffAugment
 from celebgan.errors import UserError, check_number, check_whole
 from celebgan.gan.labels import LabelTable
@@ -226,22 +227,12 @@ class GAN(LightningModule):
 
     @property
     def steps_done(self) -> int:
-        """Training steps (real batches) completed so far in the run."""
-        return self.training_steps(self.trainer.global_step, self.n_dis)
+        """Training steps (real batches) completed so far in the run: the run's clock (gan.clock)."""
+        return clock.training_steps(self.trainer.global_step, self.n_dis)
 
-    # Lightning's global_step and max_steps count optimizer steps: one D step per training step (a
-    # real batch) plus a G step on every n_dis-th, so after b training steps it is b + b // n_dis.
-    # These two are the only conversions between the counts; everything else calls them.
-    @staticmethod
-    def optimizer_steps(steps: int, n_dis: int) -> int:
-        """Lightning's global_step after `steps` training steps: what trainer.max_steps must be for
-        the run to stop after exactly that many real batches."""
-        return steps + steps // n_dis
-
-    @staticmethod
-    def training_steps(optimizer_steps: int, n_dis: int) -> int:
-        """The training steps behind Lightning's `optimizer_steps`: optimizer_steps' exact inverse."""
-        return optimizer_steps - optimizer_steps // (n_dis + 1)
+    # Lightning's global_step and max_steps count optimizer steps; gan.clock holds the conversions.
+    optimizer_steps = staticmethod(clock.optimizer_steps)
+    training_steps = staticmethod(clock.training_steps)
 
     @property
     def img_size(self) -> int:
@@ -328,7 +319,7 @@ class GAN(LightningModule):
     def run_length(self) -> int:
         """The training steps the run ends after, known once the Trainer has its training data."""
         self.trainer.estimated_stepping_batches  # noqa: B018  sets up the training data: batches per epoch
-        steps = run_steps(self.trainer, self.n_dis)
+        steps = clock.run_steps(self.trainer, self.n_dis)
         if steps is None:
             raise UserError("lr_schedule=linear decays to 0 over the run, but neither trainer.max_steps nor "
                             "trainer.max_epochs limits it: set one, or model.lr_scheduler.total_iters (training steps).")
@@ -439,7 +430,7 @@ class GAN(LightningModule):
                 g_opt.step()
             # Batches are equal (drop_last); the EMA advances by the images of the n_dis steps.
             batch_images = real.size(0) * self.trainer.world_size
-            self.update_ema(batch_images * self.n_dis, images_seen=(step + 1) * batch_images)
+            self.update_ema(clock.images(self.n_dis, batch_images), images_seen=clock.images(step + 1, batch_images))
             logs["train/g_loss"] = g_loss.detach()
             logs["train/D_G_z2"] = torch.sigmoid(g_fake_logits.detach()).mean()
 
@@ -508,15 +499,3 @@ class GAN(LightningModule):
         # BatchNorm running statistics are copied, not averaged: they describe the live G.
         for b_ema, b in zip(self.generator_ema.buffers(), self.generator.buffers()):
             b_ema.copy_(b)
-
-
-def run_steps(trainer, n_dis: int) -> int | None:
-    """The training steps the whole run ends after (trainer.max_steps or max_epochs, whichever
-    comes first), or None when neither limits it."""
-    limits = []
-    if trainer.max_steps not in (None, -1):
-        limits.append(GAN.training_steps(trainer.max_steps, n_dis))
-    per_epoch = trainer.num_training_batches
-    if trainer.max_epochs not in (None, -1) and per_epoch not in (None, math.inf):
-        limits.append(trainer.max_epochs * int(per_epoch))
-    return min(limits) if limits else None

@@ -1,7 +1,6 @@
 """Training callbacks: progress grids from the fixed latents, FID/KID during training, and one log
 line per epoch."""
 import logging
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +15,7 @@ from torch import nn
 
 from celebgan.errors import UserError
 from celebgan.gan.images import caption, save_png, to_grid
-from celebgan.gan.module import GAN, run_steps
+from celebgan.gan import clock
 from celebgan.io import format_duration, remove_stale_temporaries
 from celebgan.metrics.feature_cache import RealFeatureCache
 from celebgan.metrics.features import generated_per_second
@@ -169,7 +168,8 @@ class QualityMetrics(Callback):
                                     batch_size=min(self.batch_size, self.n_samples))
         scores = scores_seconds(getattr(self.extractor, "num_features", 2048), device=pl_module.device,
                                 kid_subset_size=min(self.kid_subset_size, self.n_samples), kid_subsets=self.kid_subsets)
-        evaluations = epochs_to_run(trainer) // self.every_n_epochs
+        per_epoch = clock.steps_per_epoch(trainer) or len(trainer.datamodule.train_dataloader())
+        evaluations = clock.epochs_to_run(trainer, pl_module.n_dis, per_epoch) // self.every_n_epochs
         cached = self.cache.has(trainer.datamodule, self.real_split, self.n_real, self.extractor)
         real = 0 if cached else (self.n_real or 0)
         total = (real + evaluations * self.n_samples) / rate + evaluations * scores
@@ -233,19 +233,6 @@ class QualityMetrics(Callback):
         self.real, self.judge = None, None
 
 
-def epochs_to_run(trainer: Trainer) -> int:
-    """The epochs this fit will end, as far as max_epochs and max_steps tell before it starts."""
-    max_epochs = trainer.max_epochs if trainer.max_epochs not in (None, -1) else math.inf
-    if trainer.max_steps not in (None, -1):
-        per_epoch = trainer.num_training_batches
-        if per_epoch in (None, 0, math.inf):
-            per_epoch = len(trainer.datamodule.train_dataloader())
-        # Lightning's max_steps counts optimizer steps; an epoch is per_epoch training steps (batches).
-        steps = GAN.training_steps(trainer.max_steps, trainer.lightning_module.n_dis)
-        max_epochs = min(max_epochs, math.ceil(steps / max(per_epoch, 1)))
-    return int(max(max_epochs - trainer.current_epoch, 1)) if max_epochs != math.inf else 1
-
-
 class EpochLog(Callback):
     """One log line per epoch (rank 0): the epoch's mean losses and D outputs, its images and time.
     The line reaches train.log and the console, where it replaces the progress bar when the
@@ -280,11 +267,11 @@ class EpochLog(Callback):
         now = time.monotonic()
         if now - self.last_line < self.every_n_seconds:
             return
-        step, total = pl_module.steps_done, run_steps(trainer, pl_module.n_dis)
+        step, total = pl_module.steps_done, clock.run_steps(trainer, pl_module.n_dis)
         speed = (step - self.last_step) * self.images_per_step / max(now - self.last_line, 1e-9)
         of_total = f"/{total:,}" if total else ""
         log.info("epoch %d%s  step %s%s  %.1f kimg  %.0f img/s%s", trainer.current_epoch + 1, self._of_epochs(trainer),
-                 f"{step:,}", of_total, step * self.images_per_step / 1000, speed, self._eta(pl_module, total, now))
+                 f"{step:,}", of_total, clock.images(step, self.images_per_step) / 1000, speed, self._eta(pl_module, total, now))
         self.last_line, self.last_step = now, step
 
     @staticmethod
@@ -313,4 +300,4 @@ class EpochLog(Callback):
         last = "" if trainer.max_epochs in (None, -1) else f"/{trainer.max_epochs}"
         now = time.monotonic()
         log.info("epoch %d%s  step %d  %s  (%s)%s", trainer.current_epoch + 1, last, pl_module.steps_done,
-                 values, format_duration(now - self.start), self._eta(pl_module, run_steps(trainer, pl_module.n_dis), now))
+                 values, format_duration(now - self.start), self._eta(pl_module, clock.run_steps(trainer, pl_module.n_dis), now))

@@ -308,6 +308,12 @@ class SaveOnSignal(Callback):
         lightning_sigterm = lightning_stop_handler()
         if lightning_sigterm is not None:
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGXCPU):
+                # A signal the process was started ignoring stays ignored: `nohup` ignores SIGHUP so
+                # that a run outlives its terminal, and a background job may ignore SIGINT.
+                if signum != signal.SIGTERM and signal.getsignal(signum) is signal.SIG_IGN:
+                    log.info("%s is ignored in this process (as nohup sets it): it will not stop the run.",
+                             signal.Signals(signum).name)
+                    continue
                 self._replace(signum, partial(self._on_stop_signal, lightning_sigterm))
 
     def _replace(self, signum: int, handler) -> None:
