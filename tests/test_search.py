@@ -1,12 +1,18 @@
 """search=optuna: an Optuna search over learning rates, betas and the R1 strength, each trial
 returning its final FID to the sweeper."""
+import re
 import subprocess
 from pathlib import Path
 
+import hydra
 import pytest
 import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from conftest import RANDOM_METRICS, cli_cmd, cli_env
 from events import hparams, scalars
+
+from celebgan.train import preflight
 
 SEARCHED = ["model.g_optimizer.lr", "model.d_optimizer.lr", "model.g_optimizer.betas.0",
             "model.d_optimizer.betas.0", "model.penalties.r1.gamma"]
@@ -49,3 +55,40 @@ def test_two_trial_search_minimises_the_final_fid(tmp_path):
     fids = [final_fid(t) for t in trials]
     assert results["best_value"] == min(fids)  # what train returned is what the sweeper minimised
     assert results["best_params"] == {k: float(v) for k, v in sampled[fids.index(min(fids))].items()}
+
+
+def searched_values(spec: str) -> list[str]:
+    """The values a search=recipe parameter's extremes take: each of a choice's options, or an
+    interval's two ends (tag(log, ...) or not)."""
+    spec = re.sub(r"^tag\(log,\s*(.*)\)$", r"\1", spec.strip())
+    if spec.startswith("interval("):
+        return [v.strip() for v in spec[len("interval("):-1].split(",")]
+    assert spec.startswith("choice("), spec
+    return [v.strip() for v in re.findall(r"\[[^\]]*\]|[^,\[\]]+", spec[len("choice("):-1]) if v.strip()]
+
+
+def test_every_value_the_recipe_search_can_sample_builds_a_model(tmp_path):
+    # search=recipe's space: each choice's option and each interval's ends compose with the search's
+    # own budget and build the GAN, so no trial fails on a value the sampler drew.
+    from celebgan.conf import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        hydra_cfg = compose(config_name="config", overrides=["search=recipe"], return_hydra_config=True)
+        params = OmegaConf.to_container(hydra_cfg.hydra.sweeper.params)
+        assert set(params) >= {"lr_schedule", "model.ema_half_life", "model.ema_rampup", "model.g_optimizer.betas.0",
+                               "model.d_optimizer.lr", "model.penalties.r1.gamma", "model.augment",
+                               "data.batch_size", "model.generator.nz", "model.d_loss.real_label",
+                               "model.instance_noise"}
+        for key, spec in params.items():
+            for value in searched_values(spec):
+                cfg = compose(config_name="config", overrides=["search=recipe", f"{key}={value}"])
+                assert cfg.trainer.max_epochs == 10 and cfg.metrics.every_n_epochs == 10  # FID once, at the end
+                preflight(cfg)
+                gan = hydra.utils.instantiate(cfg.model)
+                assert list(gan.penalties) == ["r1"]  # lazy R1 always on; its gamma is searched
+                if key == "lr_schedule":
+                    assert (cfg.model.lr_scheduler is None) == (value == "constant")
+                elif isinstance(chosen := OmegaConf.select(cfg, key), (int, float)):
+                    assert chosen == pytest.approx(float(value)), key
+                else:  # a list: model.augment
+                    assert str(list(chosen)).replace(" ", "").replace("'", "") == value.replace(" ", ""), key
