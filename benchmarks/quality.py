@@ -333,10 +333,17 @@ def cell(stat: tuple[float, float | None]) -> str:
     return f"{mean:.2f}" if spread is None else f"{mean:.2f} +- {spread:.2f}"
 
 
-def section_heading(overrides: list[str]) -> str:
-    """The table's RESULTS.md heading: a probe with --override gets a section of its own, so that it
-    never replaces the presets' table (nor another probe's)."""
-    return f"{SECTION}: {' '.join(sorted(overrides))}" if overrides else SECTION
+def section_heading(args) -> str:
+    """The table's RESULTS.md heading: another image size or budget (the 64px block), or a probe with
+    --override, gets a section of its own, so that it never replaces the presets' table at the demo's
+    budget (nor another block's or probe's)."""
+    parts = [f"{args.img_size}px"] if args.img_size != 32 else []
+    budget = [f"{value} {name}" for name, value in (("faces", getattr(args, "num_images", None)),
+                                                     ("epochs", getattr(args, "epochs", None)),
+                                                     ("batch", getattr(args, "batch_size", None))) if value]
+    parts += [" x ".join(budget)] if budget else []
+    parts += [" ".join(sorted(args.override))] if args.override else []
+    return f"{SECTION}: {', '.join(parts)}" if parts else SECTION
 
 
 def write_table(args, rows, budget, kid_subset: int, extractor_name: str, seconds: float, runs: int) -> None:
@@ -351,7 +358,7 @@ def write_table(args, rows, budget, kid_subset: int, extractor_name: str, second
     cost = f"rebuilt from {records} records, no training" if not runs else \
         f"{runs} run(s) trained or measured and {records} read from records, {seconds / 60:.0f} min in all"
     lines = [
-        section_heading(args.override), "",
+        section_heading(args), "",
         f"Table written {datetime.date.today()} on {platform.node() or 'unknown host'} ({os.cpu_count()} CPUs, "
         f"{platform.processor() or platform.machine()}"
         f"{', ' + torch.cuda.get_device_name() if torch.cuda.is_available() else ', no GPU'}), torch {torch.__version__}: "

@@ -118,3 +118,18 @@ def test_a_probe_with_overrides_writes_its_own_section_and_leaves_the_presets_ta
     again = results.read_text()
     assert again.count(heading + "\n") == 1 and again.count("| high_lr | 4.0 |") == 1
     assert "| vanilla \u2020 | 3.4 | 64.40 +- 2.15 |" in again
+
+
+def test_another_image_size_or_budget_writes_its_own_section(tmp_path):
+    # The 64px block (--img-size 64 --epochs 15) leaves the demo-budget presets' table as it is.
+    results = tmp_path / "RESULTS.md"
+    results.write_text(PUBLISHED)
+    rows = rows_of({"vanilla": [record(f, s, SLOW) for s, f in enumerate((90.0, 92.0, 94.0))]}, SLOW)
+    block = args_for(results, ["vanilla"])
+    block.img_size, block.epochs = 64, 15
+    quality.write_table(block, rows, (10000, 15, 32), 1000, "features", 3.0, 0)
+    text = results.read_text()
+    assert "| vanilla \u2020 | 3.4 | 64.40 +- 2.15 |" in text  # the presets' table is untouched
+    heading = f"{quality.SECTION}: 64px, 15 epochs"
+    assert text.count(heading + "\n") == 1 and "| vanilla | 4.0 | 92.00 +- 2.00 |" in text.split(heading)[1]
+    assert quality.section_heading(args_for(results, ["vanilla"])) == quality.SECTION
