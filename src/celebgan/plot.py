@@ -76,7 +76,7 @@ def _fmt(v: float) -> str:
 
 
 def draw_panel(draw: ImageDraw.ImageDraw, top: int, title: str, y_range, series, smoothing: float,
-               font, x_max: int) -> None:
+               font, x_max: int, x_label: str = "training step (batch)") -> None:
     x0, x1, y0, y1 = LEFT, WIDTH - RIGHT, top + TOP, top + HEIGHT_PER_PANEL - BOTTOM
     values = [v for _, _, _, points in series for _, v in points]
     lo, hi = y_range or (min(values), max(values))
@@ -95,7 +95,7 @@ def draw_panel(draw: ImageDraw.ImageDraw, top: int, title: str, y_range, series,
         x = px(s, lo)[0]
         draw.line([(x, y1), (x, y1 + 4)], fill="black")
         draw.text((x, y1 + 6), f"{s:.0f}", fill="black", font=font, anchor="ma")
-    draw.text(((x0 + x1) / 2, y1 + 20), "training step (batch)", fill="black", font=font, anchor="ma")
+    draw.text(((x0 + x1) / 2, y1 + 20), x_label, fill="black", font=font, anchor="ma")
     draw.rectangle([x0, y0, x1, y1], outline="black")
     for i, (_, label, colour, points) in enumerate(series):
         steps = [s for s, _ in points]
