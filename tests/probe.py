@@ -12,7 +12,7 @@ from lightning import Callback
 class Probe(Callback):
     def __init__(self, *, dirpath: str, block_at_epoch: int = -1):
         self.dirpath, self.block_at_epoch = Path(dirpath), block_at_epoch
-        self.batch_sums, self.d_loss = [], []
+        self.batch_sums, self.d_loss, self.rng_at_first_step = [], [], None
 
     def on_train_epoch_start(self, trainer, pl_module):
         if trainer.current_epoch == self.block_at_epoch:
@@ -20,6 +20,8 @@ class Probe(Callback):
             time.sleep(600)  # the test kills the process here
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.rng_at_first_step is None:  # read, not drawn from: the run's streams stay as they are
+            self.rng_at_first_step = torch.get_rng_state()
         self.batch_sums.append(float(batch[0].double().sum()))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
@@ -31,7 +33,7 @@ class Probe(Callback):
         params = {n for n, _ in pl_module.named_parameters()}
         fid = trainer.callback_metrics.get("metrics/fid")
         torch.save({"state_dict": state, "params": sorted(params), "batch_sums": self.batch_sums,
-                    "d_loss": self.d_loss, "world_size": trainer.world_size,
+                    "d_loss": self.d_loss, "world_size": trainer.world_size, "rng_at_first_step": self.rng_at_first_step,
                     "fid": None if fid is None else float(fid)},
                    self.dirpath / f"rank{trainer.global_rank}.pt")
 

@@ -41,12 +41,19 @@ def test_two_process_ddp_one_run_folder_same_weights_reduced_metrics(ddp_run):
     assert len(r0["batch_sums"]) == len(r1["batch_sums"]) == 2 * 4
     assert not set(r0["batch_sums"]) & set(r1["batch_sums"])
 
+    # Each rank drew its own latents and noise (rank 0 the stream a single process draws): the same
+    # stream on both would repeat every fake of the global batch once per rank.
+    assert not torch.equal(r0["rng_at_first_step"], r1["rng_at_first_step"])
+
     # Gradients were averaged: every parameter (G, D, EMA) is bit-identical on both ranks, as are
     # the fixed latents; the checkpoint holds the same weights.
     assert r0["params"] == r1["params"] and len(r0["params"]) > 10
     for name in r0["params"]:
         assert torch.equal(r0["state_dict"][name], r1["state_dict"][name]), name
     assert torch.equal(r0["state_dict"]["fixed_z"], r1["state_dict"]["fixed_z"])
+    # So are G's BatchNorm statistics (averaged over the ranks' latents), which its samples read.
+    g_stats = [k for k in r0["state_dict"] if k.startswith(("generator.", "generator_ema.")) and "running_" in k]
+    assert g_stats and all(torch.equal(r0["state_dict"][k], r1["state_dict"][k]) for k in g_stats)
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 2 * 2 * 4
     for name in r0["params"]:
@@ -144,6 +151,6 @@ def test_a_killed_rank_ends_the_run_with_one_line_and_resume_equals_the_uninterr
         for name, value in s["state_dict"].items():
             # Not rank 1's BatchNorm statistics of D: each rank's own, and read by nothing (D runs in
             # training mode only); the checkpoint holds rank 0's, which DDP's first forward copies
-            # to every rank.
+            # to every rank. G's are averaged over the ranks at every step: the same on each.
             if rank == 0 or not (name.startswith("discriminator.") and "running_" in name):
                 assert torch.equal(value, r["state_dict"][name]), (rank, name)

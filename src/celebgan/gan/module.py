@@ -325,6 +325,16 @@ class GAN(LightningModule):
                             "trainer.max_epochs limits it: set one, or model.lr_scheduler.total_iters (training steps).")
         return steps
 
+    def on_fit_start(self) -> None:
+        # Every DDP process starts from the run's one seed (seed_everything), so each would draw the
+        # same latents, instance noise and augmentations: the global batch of fakes would be one
+        # process's batch repeated world_size times. Each rank but 0 (which draws what a single
+        # process draws) takes a stream of its own, derived from the seed. A resumed run gets each
+        # rank's stream back from its checkpoint instead (run.resume.RNGState).
+        trainer = self.trainer
+        if trainer.world_size > 1 and trainer.global_rank > 0 and trainer.ckpt_path is None:
+            torch.manual_seed((torch.initial_seed() * 1_000_003 + trainer.global_rank) % 2**63)
+
     def on_train_epoch_start(self) -> None:
         self.epoch_totals = {}
 
@@ -409,6 +419,9 @@ class GAN(LightningModule):
             self.clip(d_opt)
             d_opt.step()
 
+        # G's BatchNorm statistics, over each rank's own latents; after G's backward, which reads them.
+        if not g_step:
+            self.average_buffers(self.generator)
         # Optimize generator, on every n_dis-th step: the same fakes, scored by the updated D.
         if g_step:
             with self.toggled_optimizer(g_opt):
@@ -430,6 +443,7 @@ class GAN(LightningModule):
                 g_opt.step()
             # Batches are equal (drop_last); the EMA advances by the images of the n_dis steps.
             batch_images = real.size(0) * self.trainer.world_size
+            self.average_buffers(self.generator)
             self.update_ema(clock.images(self.n_dis, batch_images), images_seen=clock.images(step + 1, batch_images))
             logs["train/g_loss"] = g_loss.detach()
             logs["train/D_G_z2"] = torch.sigmoid(g_fake_logits.detach()).mean()
@@ -485,6 +499,23 @@ class GAN(LightningModule):
         flat /= world_size
         for g, avg in zip(grads, flat.split([g.numel() for g in grads])):
             g.copy_(avg.view_as(g))
+
+    @torch.no_grad()
+    def average_buffers(self, network: nn.Module) -> None:
+        """Average `network`'s floating-point buffers (BatchNorm's running statistics) over the
+        processes, so that every rank holds the ones the checkpoint keeps (rank 0's) and samples as
+        it does; a no-op on one process."""
+        world_size = self.trainer.world_size
+        if world_size == 1 or not dist.is_available() or not dist.is_initialized():
+            return
+        buffers = [b for b in network.buffers() if b.is_floating_point()]
+        if not buffers:
+            return
+        flat = torch.cat([b.reshape(-1) for b in buffers])
+        dist.all_reduce(flat)
+        flat /= world_size
+        for b, avg in zip(buffers, flat.split([b.numel() for b in buffers])):
+            b.copy_(avg.view_as(b))
 
     @torch.no_grad()
     def update_ema(self, batch_images: int, images_seen: int) -> None:
