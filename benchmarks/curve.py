@@ -98,7 +98,11 @@ def run_curve(cfg, points: list[int], measure, *, log=print) -> list[dict]:
     images_per_epoch = (cfg.data.num_images // cfg.data.batch_size) * cfg.data.batch_size
     curve = []
     for epochs in points:
-        gan, _ = load_gan(snapshot(run, epochs))
+        # The last point, when --every does not divide the epochs: the run's last.ckpt, its end.
+        path = snapshot(run, epochs)
+        if not path.is_file() and epochs == cfg.trainer.max_epochs:
+            path = run / "checkpoints" / "last.ckpt"
+        gan, _ = load_gan(path)
         curve.append({"epochs": epochs, "kimg": epochs * images_per_epoch / 1000} | measure(gan))
         log(f"  {epochs} epochs ({curve[-1]['kimg']:.4g} kimg): FID {curve[-1]['fid']:.2f}")
     return curve

@@ -40,3 +40,6 @@ def test_a_run_keeps_a_snapshot_per_point_resumes_and_trains_once(tmp_path):
     again = curve.run_curve(cfg(4), [2, 4], measure, log=lines.append)  # finished: measured, not trained
     assert again == points and curve.snapshot(run, 4).stat().st_mtime_ns == stamp
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 3
+    # Resumed to 5 epochs, which 2 does not divide: the last point is the run's end, its last.ckpt.
+    longer = curve.run_curve(cfg(5), [2, 4, 5], measure, log=lines.append)
+    assert longer[:2] == points and longer[2]["epochs"] == 5 and longer[2]["fid"] != points[1]["fid"]
