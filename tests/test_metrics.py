@@ -15,6 +15,7 @@ from conftest import RANDOM_METRICS
 from events import scalars
 from torchmetrics.image.fid import FrechetInceptionDistance
 
+from celebgan.data import prepared
 from celebgan.data.modules import CelebADataModule, SyntheticDataModule
 from celebgan.errors import UserError
 from celebgan.metrics.feature_cache import RealFeatureCache
@@ -128,7 +129,7 @@ def test_real_feature_cache_is_reused_then_invalidated_when_synthetic_data_chang
     assert not [p for p in (tmp_path / "cache").iterdir() if ".tmp" in p.name]
 
 
-def test_real_feature_cache_is_invalidated_when_a_celeba_image_changes(tmp_path, celeba_root):
+def test_real_feature_cache_is_invalidated_when_a_celeba_image_changes(tmp_path, celeba_root, monkeypatch):
     from PIL import Image
 
     cache, net = RealFeatureCache(tmp_path / "cache"), CountingFeatures()
@@ -144,6 +145,10 @@ def test_real_feature_cache_is_invalidated_when_a_celeba_image_changes(tmp_path,
     changed = cache.get(dm, "test", None, net, batch_size=2)
     assert net.images_seen == 6
     assert not torch.allclose(first, changed)
+    # The same files decoded another way (a new version of the decoding): computed again too.
+    monkeypatch.setattr("celebgan.data.prepared.FORMAT_VERSION", prepared.FORMAT_VERSION + 1)
+    cache.get(dm, "test", None, net, batch_size=2)
+    assert net.images_seen == 9
 
 
 def test_a_corrupt_cache_file_is_recomputed(tmp_path):

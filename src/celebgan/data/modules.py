@@ -26,6 +26,7 @@ from celebgan.errors import UserError, check_whole
 from celebgan.io import atomic_write, format_duration
 from celebgan.gan.networks import num_stages
 from celebgan.gan.labels import LabelTable
+from celebgan.data import prepared
 from celebgan.data.prepared import build, check_prepared, record_path, source_of
 from celebgan.data.synthetic import ATTR_NAMES as SYNTHETIC_ATTR_NAMES
 from celebgan.data.synthetic import RENDERER_VERSION, SPLIT_IDS, render_faces
@@ -313,8 +314,11 @@ class CelebADataModule(FaceDataModule):
         # Names, sizes and modification times of the whole split: an added, removed or rewritten
         # image changes the subset or its pixels, and so the statistics.
         h = hash_files(files, relative_to=self.root)
+        # And how they are decoded (crop, resize filter, EXIF orientation, transparency): the
+        # prepared format's version, which a change to the decoding bumps.
         return {"dataset": "celeba", "split": split, "crop": self.crop, "img_size": self.img_size,
-                "num_images": len(keep), "split_size": len(files), "files_sha256": h.hexdigest()}
+                "num_images": len(keep), "split_size": len(files), "files_sha256": h.hexdigest(),
+                "decoding": prepared.FORMAT_VERSION}
 
 
 class SyntheticDataModule(FaceDataModule):
