@@ -56,7 +56,6 @@ import quality  # noqa: E402  (compose_run, run_key, the high_lr records)
 
 from celebgan.data.modules import SyntheticDataModule  # noqa: E402
 from celebgan.gan.images import conditions  # noqa: E402
-from celebgan.gan.labels import LabelTable  # noqa: E402
 from celebgan.metrics.feature_cache import RealFeatureCache  # noqa: E402
 from celebgan.metrics.features import InceptionFeatures, RandomFeatures  # noqa: E402
 from celebgan.metrics.judge import RECIPE_VERSION, Judge  # noqa: E402

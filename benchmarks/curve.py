@@ -14,9 +14,9 @@ normalisation against vanilla, say) catches up.
     python benchmarks/curve.py --quick                                    # plumbing only, not a result
 
 Cost per preset and seed on a CPU: the training (three demos) plus one measurement per point (1,000
-images through Inception, 3-6 min at a CPU's 3-6 images/s). A run's folder (outputs/curve/PRESET_seedN,
-its last.ckpt and snapshots/) stays until its record is complete: an interrupted run resumes its
-training (resume=auto) or measures the points it had not, and a finished one trains nothing again.
+images through Inception, 3-6 min at a CPU's 3-6 images/s). A run's folder (outputs/curve/PRESET_seedN_KEY,
+its last.ckpt, snapshots/ and the points measured so far) stays until its record is complete: an interrupted run resumes its
+training or measures only the points it had not, and a finished one trains nothing again.
 
 Records: benchmarks/curve_runs/PRESET_seedN_KEY.json, every point of one run (epochs, images, FID,
 KID), keyed as quality.py keys its runs plus the points. Plot: docs/fid_curve.png (the mean over
@@ -47,8 +47,10 @@ from celebgan.io import atomic_write  # noqa: E402
 from celebgan.metrics.feature_cache import RealFeatureCache  # noqa: E402
 from celebgan.metrics.features import InceptionFeatures  # noqa: E402
 from celebgan.plot import HEIGHT_PER_PANEL, WIDTH, draw_panel  # noqa: E402
+from celebgan.gan import clock  # noqa: E402
 from celebgan.run.checkpoint import load_gan  # noqa: E402
-from celebgan.train import train  # noqa: E402
+from celebgan.run.lightning_compat import epochs_completed, fit_loop_state, settle_epoch_end  # noqa: E402
+from celebgan.train import processes, train  # noqa: E402
 from results import write_section  # noqa: E402
 
 ROOT = quality.ROOT
@@ -80,13 +82,31 @@ def snapshot(run: Path, epochs: int) -> Path:
 
 
 def trained_epochs(run: Path) -> int:
+    """The epochs the run's last.ckpt has completed (one a stop signal wrote mid-epoch counts the
+    epochs before it), 0 without one."""
     last = run / "checkpoints" / "last.ckpt"
-    return int(torch.load(last, map_location="cpu", weights_only=True)["epoch"]) + 1 if last.is_file() else 0
+    if not last.is_file():
+        return 0
+    fit_loop = fit_loop_state(torch.load(last, map_location="cpu", weights_only=True))
+    if fit_loop is None:
+        return 0
+    settle_epoch_end(fit_loop)
+    return epochs_completed(fit_loop)
+
+
+def point_checkpoint(run: Path, epochs: int, max_epochs: int) -> Path:
+    """The weights after `epochs`: their snapshot, or for the run's end when --every does not divide
+    the epochs, the run's last.ckpt (written at that epoch's end)."""
+    path = snapshot(run, epochs)
+    if path.is_file() or epochs != max_epochs:
+        return path
+    return run / "checkpoints" / "last.ckpt"
 
 
 def run_curve(cfg, points: list[int], measure, *, log=print) -> list[dict]:
-    """Train cfg (resuming its folder's last.ckpt if it has one), then measure each point's snapshot:
-    [{"epochs", "kimg", "fid", "kid", ...}]. measure(gan) -> {"fid", "kid", ...}."""
+    """Train cfg (resuming its folder's last.ckpt if it has one), then measure each point's weights:
+    [{"epochs", "kimg", "fid", "kid", ...}]. measure(gan) -> {"fid", "kid", ...}. Each point is kept in
+    the run folder (points.json) as it is measured, so an interrupted run measures only the rest."""
     run = Path(cfg.paths.output_dir)
     done = trained_epochs(run)
     if done < cfg.trainer.max_epochs:
@@ -95,17 +115,23 @@ def run_curve(cfg, points: list[int], measure, *, log=print) -> list[dict]:
                 cfg.resume = str(run / "checkpoints" / "last.ckpt")
             log(f"  resuming {run.name} after epoch {done}")
         train(cfg)
-    images_per_epoch = (cfg.data.num_images // cfg.data.batch_size) * cfg.data.batch_size
-    curve = []
+    missing = [e for e in points if not point_checkpoint(run, e, cfg.trainer.max_epochs).is_file()]
+    if missing:
+        raise RuntimeError(f"{run} has no weights for epochs {missing}: remove the folder to train it again")
+    kept = run / "points.json"
+    measured = {p["epochs"]: p for p in json.loads(kept.read_text())} if kept.is_file() else {}
+    step_images = cfg.data.batch_size * processes(cfg.trainer)
     for epochs in points:
-        # The last point, when --every does not divide the epochs: the run's last.ckpt, its end.
-        path = snapshot(run, epochs)
-        if not path.is_file() and epochs == cfg.trainer.max_epochs:
-            path = run / "checkpoints" / "last.ckpt"
+        if epochs in measured:
+            continue
+        path = point_checkpoint(run, epochs, cfg.trainer.max_epochs)
         gan, _ = load_gan(path)
-        curve.append({"epochs": epochs, "kimg": epochs * images_per_epoch / 1000} | measure(gan))
-        log(f"  {epochs} epochs ({curve[-1]['kimg']:.4g} kimg): FID {curve[-1]['fid']:.2f}")
-    return curve
+        steps = clock.training_steps(torch.load(path, map_location="cpu", weights_only=True)["global_step"], gan.n_dis)
+        measured[epochs] = {"epochs": epochs, "kimg": clock.images(steps, step_images) / 1000} | measure(gan)
+        with atomic_write(kept) as tmp:
+            tmp.write_text(json.dumps(sorted(measured.values(), key=lambda p: p["epochs"]), indent=1) + "\n")
+        log(f"  {epochs} epochs ({measured[epochs]['kimg']:.4g} kimg): FID {measured[epochs]['fid']:.2f}")
+    return [measured[e] for e in points]
 
 
 def mean_curve(runs: list[dict]) -> list[tuple[float, float, float | None]]:
@@ -235,16 +261,18 @@ def main() -> None:
     for variant in args.variants:
         results[variant] = []
         for seed in range(args.seeds):
-            if args.only_seeds and seed not in args.only_seeds and not args.cached_only:
-                continue
-            cfg = with_snapshots(quality.compose_run(variant, seed, qargs, args.out_dir), args.every)
+            cfg = quality.compose_run(variant, seed, qargs, args.out_dir)
             key = quality.run_key(variant, cfg, qargs, n, extractor.name) + f" every={args.every}"
-            record = args.runs_dir / f"{variant}_seed{seed}_{hashlib.sha1(key.encode()).hexdigest()[:12]}.json"
-            if record.is_file() and not args.quick:
+            name = f"{variant}_seed{seed}_{hashlib.sha1(key.encode()).hexdigest()[:12]}"
+            record = args.runs_dir / f"{name}.json"
+            if record.is_file() and not args.quick:  # another process's seeds too: the table has every record
                 results[variant].append(json.loads(record.read_text()))
                 continue
-            if args.cached_only:
+            if args.cached_only or (args.only_seeds and seed not in args.only_seeds):
                 continue
+            with open_dict(cfg):  # the folder is the record's: another budget or --every is another run
+                cfg.paths.output_dir = str(args.out_dir / name)
+            cfg = with_snapshots(cfg, args.every)
             print(f"{variant} seed {seed}: {args.epochs} epochs, measured at {points}", flush=True)
             if args.quick:
                 shutil.rmtree(cfg.paths.output_dir, ignore_errors=True)

@@ -337,10 +337,12 @@ def section_heading(args) -> str:
     """The table's RESULTS.md heading: another image size or budget (the 64px block), or a probe with
     --override, gets a section of its own, so that it never replaces the presets' table at the demo's
     budget (nor another block's or probe's)."""
-    parts = [f"{args.img_size}px"] if args.img_size != 32 else []
-    budget = [f"{value} {name}" for name, value in (("faces", getattr(args, "num_images", None)),
-                                                     ("epochs", getattr(args, "epochs", None)),
-                                                     ("batch", getattr(args, "batch_size", None))) if value]
+    demo = OmegaConf.load(CONFIG_DIR / "experiment" / "demo.yaml")
+    parts = [f"{args.img_size}px"] if args.img_size != demo.data.img_size else []
+    budget = [f"{value} {name}" for name, value, default in (
+        ("faces", getattr(args, "num_images", None), demo.data.num_images),
+        ("epochs", getattr(args, "epochs", None), demo.trainer.max_epochs),
+        ("batch", getattr(args, "batch_size", None), demo.data.batch_size)) if value and value != default]
     parts += [" x ".join(budget)] if budget else []
     parts += [" ".join(sorted(args.override))] if args.override else []
     return f"{SECTION}: {', '.join(parts)}" if parts else SECTION

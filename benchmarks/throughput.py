@@ -285,6 +285,8 @@ def celebgan_loop(work: Path, batch: int, warmup: int, steps: int, bf16: bool, *
     from hydra import compose, initialize_config_dir
     from lightning.pytorch.loggers import TensorBoardLogger
 
+    from celebgan.gan import clock
+
     overrides = ["data=synthetic", f"data.batch_size={batch}", "data.img_size=64", "data.num_images=256"]
     if gpu:
         overrides.append("model.compile=true")
@@ -312,7 +314,8 @@ def celebgan_loop(work: Path, batch: int, warmup: int, steps: int, bf16: bool, *
     # The project's trainer settings, minus checkpoints and the progress bar (the plain loop has
     # neither). On a GPU, logging every step would add a host sync per step: log every 100 there.
     trainer = L.Trainer(accelerator="gpu" if gpu else "cpu", devices=1, precision="bf16-mixed" if bf16 else "32-true",
-                        max_steps=2 * (warmup + steps), logger=TensorBoardLogger(str(work / "tb")),
+                        max_steps=clock.optimizer_steps(warmup + steps, model.n_dis),
+                        logger=TensorBoardLogger(str(work / "tb")),
                         log_every_n_steps=100 if gpu else cfg.trainer.log_every_n_steps, benchmark=True,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         callbacks=[Stamp()])

@@ -42,10 +42,13 @@ def pytest_configure(config):
     # A suite started under nohup (or from a job that ignores SIGHUP) would hand its runs a SIGHUP
     # that is ignored, and a run keeps an ignored signal ignored (as nohup means it to). The runs
     # the tests start get SIGHUP's default: a handler here is reset to the default in every child
-    # process, and it keeps this process as deaf to a hang-up as it was.
+    # process, and it keeps this process as deaf to a hang-up as it was. Only in a process that runs
+    # tests: an xdist controller keeps SIG_IGN, so that its workers start ignoring it too.
     import signal
 
-    if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN:
+    controller = config.getoption("numprocesses", default=None) not in (None, 0) and \
+        not os.environ.get("PYTEST_XDIST_WORKER")
+    if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN and not controller:
         signal.signal(signal.SIGHUP, lambda signum, frame: None)
 
 

@@ -26,7 +26,10 @@ def test_a_run_keeps_a_snapshot_per_point_resumes_and_trains_once(tmp_path):
     def cfg(epochs: int):
         return curve.with_snapshots(compose_config([*TINY, f"trainer.max_epochs={epochs}"], run), 2)
 
+    calls = []
+
     def measure(gan):  # a stand-in for FID: the EMA generator's weights, which training moves
+        calls.append(gan)
         return {"fid": float(sum(p.double().sum() for p in gan.generator_ema.parameters()))}
 
     lines = []
@@ -37,9 +40,11 @@ def test_a_run_keeps_a_snapshot_per_point_resumes_and_trains_once(tmp_path):
     assert [p["epochs"] for p in points] == [2, 4] and [p["kimg"] for p in points] == [0.128, 0.256]
     assert points[0]["fid"] != points[1]["fid"]
     stamp = curve.snapshot(run, 4).stat().st_mtime_ns
-    again = curve.run_curve(cfg(4), [2, 4], measure, log=lines.append)  # finished: measured, not trained
-    assert again == points and curve.snapshot(run, 4).stat().st_mtime_ns == stamp
+    measured = len(calls)
+    again = curve.run_curve(cfg(4), [2, 4], measure, log=lines.append)  # finished: neither trained nor measured
+    assert again == points and curve.snapshot(run, 4).stat().st_mtime_ns == stamp and len(calls) == measured
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 3
     # Resumed to 5 epochs, which 2 does not divide: the last point is the run's end, its last.ckpt.
     longer = curve.run_curve(cfg(5), [2, 4, 5], measure, log=lines.append)
     assert longer[:2] == points and longer[2]["epochs"] == 5 and longer[2]["fid"] != points[1]["fid"]
+    assert len(calls) == measured + 1 and longer[2]["kimg"] == 0.32  # only the new point, at 5 x 64 images

@@ -133,3 +133,6 @@ def test_another_image_size_or_budget_writes_its_own_section(tmp_path):
     heading = f"{quality.SECTION}: 64px, 15 epochs"
     assert text.count(heading + "\n") == 1 and "| vanilla | 4.0 | 92.00 +- 2.00 |" in text.split(heading)[1]
     assert quality.section_heading(args_for(results, ["vanilla"])) == quality.SECTION
+    demo_budget = args_for(results, ["vanilla"])  # the demo's own budget, named: the presets' section
+    demo_budget.num_images, demo_budget.epochs, demo_budget.batch_size = 10000, 30, 32
+    assert quality.section_heading(demo_budget) == quality.SECTION

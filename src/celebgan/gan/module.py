@@ -325,16 +325,6 @@ class GAN(LightningModule):
                             "trainer.max_epochs limits it: set one, or model.lr_scheduler.total_iters (training steps).")
         return steps
 
-    def on_fit_start(self) -> None:
-        # Every DDP process starts from the run's one seed (seed_everything), so each would draw the
-        # same latents, instance noise and augmentations: the global batch of fakes would be one
-        # process's batch repeated world_size times. Each rank but 0 (which draws what a single
-        # process draws) takes a stream of its own, derived from the seed. A resumed run gets each
-        # rank's stream back from its checkpoint instead (run.resume.RNGState).
-        trainer = self.trainer
-        if trainer.world_size > 1 and trainer.global_rank > 0 and trainer.ckpt_path is None:
-            torch.manual_seed((torch.initial_seed() * 1_000_003 + trainer.global_rank) % 2**63)
-
     def on_train_epoch_start(self) -> None:
         self.epoch_totals = {}
 
@@ -504,9 +494,13 @@ class GAN(LightningModule):
     def average_buffers(self, network: nn.Module) -> None:
         """Average `network`'s floating-point buffers (BatchNorm's running statistics) over the
         processes, so that every rank holds the ones the checkpoint keeps (rank 0's) and samples as
-        it does; a no-op on one process."""
+        it does. The mean of the ranks' running variances leaves out the spread between the ranks'
+        batch means: close to the global batch's variance, not equal to it. A no-op on one process,
+        and under SyncBatchNorm (trainer.sync_batchnorm), whose statistics are the global batch's."""
         world_size = self.trainer.world_size
         if world_size == 1 or not dist.is_available() or not dist.is_initialized():
+            return
+        if any(isinstance(m, nn.SyncBatchNorm) for m in network.modules()):
             return
         buffers = [b for b in network.buffers() if b.is_floating_point()]
         if not buffers:

@@ -168,7 +168,9 @@ class QualityMetrics(Callback):
                                     batch_size=min(self.batch_size, self.n_samples))
         scores = scores_seconds(getattr(self.extractor, "num_features", 2048), device=pl_module.device,
                                 kid_subset_size=min(self.kid_subset_size, self.n_samples), kid_subsets=self.kid_subsets)
-        per_epoch = clock.steps_per_epoch(trainer) or len(trainer.datamodule.train_dataloader())
+        # An epoch's steps, before the Trainer has its training data: only max_steps needs them.
+        per_epoch = None if trainer.max_steps in (None, -1) else \
+            clock.steps_per_epoch(trainer) or len(trainer.datamodule.train_dataloader())
         evaluations = clock.epochs_to_run(trainer, pl_module.n_dis, per_epoch) // self.every_n_epochs
         cached = self.cache.has(trainer.datamodule, self.real_split, self.n_real, self.extractor)
         real = 0 if cached else (self.n_real or 0)

@@ -191,7 +191,20 @@ def resuming_message(ckpt_path: str, run: Path) -> str:
 class RNGState(Callback):
     """Saves every process's torch, CUDA, numpy and Python RNG states in each checkpoint and restores
     them on resume, so the latents, flips and the DataLoader's shuffling continue as if the run had
-    never stopped. Lightning restores weights, optimizers, scaler and loops, but not these."""
+    never stopped. Lightning restores weights, optimizers, scaler and loops, but not these.
+
+    Every DDP process starts from the run's one seed (seed_everything), so each would draw the same
+    latents, instance noise and augmentations: the global batch of fakes would be one process's
+    batch repeated world_size times. So each rank but 0 (which draws what a single process draws)
+    takes a stream of its own, derived from the seed, whenever it has none from a checkpoint: a fresh
+    run, a resume with another number of processes, or a checkpoint whose ranks shared one stream."""
+
+    def __init__(self):
+        self.restored = False  # this rank's own states came back from the checkpoint
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.world_size > 1 and trainer.global_rank > 0 and not self.restored:
+            torch.manual_seed((torch.initial_seed() * 1_000_003 + trainer.global_rank) % 2**63)
 
     def state_dict(self) -> dict:
         # Lightning asks every rank for this state (rank 0 then writes it), so gathering is safe here.
@@ -213,6 +226,9 @@ class RNGState(Callback):
                         "restart (weights and optimizers are restored exactly).", len(ranks), world_size)
             return
         _set_rng_state(ranks[rank])
+        # One stream shared by every rank (a checkpoint of a run that started them all from one seed)
+        # is not this rank's own: on_fit_start gives it one.
+        self.restored = world_size == 1 or not all(torch.equal(r["torch"], ranks[0]["torch"]) for r in ranks[1:])
 
 
 class ResumePosition(Callback):
