@@ -39,17 +39,22 @@ TINY.append("metrics=none")  # Inception runs at a few img/s on a CPU; metric te
 
 
 def pytest_configure(config):
-    # A suite started under nohup (or from a job that ignores SIGHUP) would hand its runs a SIGHUP
-    # that is ignored, and a run keeps an ignored signal ignored (as nohup means it to). The runs
-    # the tests start get SIGHUP's default: a handler here is reset to the default in every child
-    # process, and it keeps this process as deaf to a hang-up as it was. Only in a process that runs
-    # tests: an xdist controller keeps SIG_IGN, so that its workers start ignoring it too.
+    # A suite started under nohup, or as a background job of a script (which ignores SIGINT), would
+    # hand its runs a SIGHUP or SIGINT that is ignored, and a run keeps an ignored signal ignored (as
+    # nohup means it to). The runs the tests start get the signals' defaults: a handler set here is
+    # reset to the default in every child process. SIGHUP's handler keeps this process as deaf to a
+    # hang-up as it was; SIGINT gets Python's own. Only in a process that runs tests: an xdist
+    # controller keeps what it was given, and its workers start with it.
     import signal
 
     controller = config.getoption("numprocesses", default=None) not in (None, 0) and \
         not os.environ.get("PYTEST_XDIST_WORKER")
-    if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN and not controller:
+    if controller:
+        return
+    if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN:
         signal.signal(signal.SIGHUP, lambda signum, frame: None)
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)

@@ -325,10 +325,10 @@ class SaveOnSignal(Callback):
         if lightning_sigterm is not None:
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGXCPU):
                 # A signal the process was started ignoring stays ignored: `nohup` ignores SIGHUP so
-                # that a run outlives its terminal, and a background job may ignore SIGINT.
+                # that a run outlives its terminal, and a script's background job ignores SIGINT.
                 if signum != signal.SIGTERM and signal.getsignal(signum) is signal.SIG_IGN:
-                    log.info("%s is ignored in this process (as nohup sets it): it will not stop the run.",
-                             signal.Signals(signum).name)
+                    log.info("%s is ignored in this process (nohup ignores SIGHUP, a script's background job "
+                             "SIGINT): it will not stop the run.", signal.Signals(signum).name)
                     continue
                 self._replace(signum, partial(self._on_stop_signal, lightning_sigterm))
 
