@@ -20,6 +20,7 @@ from each seed, and its EMA generator is measured three ways:
 
     OMP_NUM_THREADS=1 python benchmarks/conditional.py    # projection and acgan, 3 seeds (see below)
     python benchmarks/conditional.py --presets projection --seeds 1
+    OMP_NUM_THREADS=1 python benchmarks/conditional.py --presets projection --only-seeds 0 2   # and 1 beside it
     python benchmarks/conditional.py --cached-only        # the tables from the records alone
     python benchmarks/conditional.py --remeasure          # measure the kept checkpoints again (no training)
     python benchmarks/conditional.py --quick              # plumbing only, not a result
@@ -115,6 +116,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", default=PRESETS, help=f"conditional presets (default: {PRESETS})")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--only-seeds", type=int, nargs="+",
+                        help="of the seeds, train only these; the others' records are read (two processes side by side "
+                             "split the seeds)")
     parser.add_argument("--n-eval", type=int, default=1000, help="generated and held-out real images per FID/KID")
     parser.add_argument("--n-obey", type=int, default=500, help="faces per attribute and side for obedience")
     parser.add_argument("--n-ceiling", type=int, default=2000, help="held-out real faces the judge's ceiling is measured on")
@@ -233,9 +237,10 @@ def main() -> None:
             record = runs_dir / f"{preset}_seed{seed}_{key}.json"
             run = Path(cfg.paths.output_dir)
             ckpt = run / "checkpoints" / "last.ckpt"
-            if record.is_file() and not args.remeasure and (args.cached_only or not args.quick):
+            cached = args.cached_only or bool(args.only_seeds and seed not in args.only_seeds)
+            if record.is_file() and not args.remeasure and (cached or not args.quick):
                 result = json.loads(record.read_text())
-            elif args.cached_only or (args.remeasure and not ckpt.is_file()):
+            elif cached or (args.remeasure and not ckpt.is_file()):
                 if args.remeasure:
                     print(f"{preset} seed {seed}: no checkpoint at {shown(ckpt)} to measure again; skipped", flush=True)
                 continue

@@ -19,7 +19,8 @@ from celebgan.errors import UserError
 from celebgan.gan.images import latents
 from celebgan.gan.losses import attribute_bce
 from celebgan.gan.module import attribute_kwargs, conditional_config
-from celebgan.gan.networks import ACGANDiscriminator, ConditionalGenerator, ProjectionDiscriminator
+from celebgan.gan.networks import (ACGANDiscriminator, ConditionalBatchNorm2d, ConditionalGenerator,
+                                   ProjectionDiscriminator)
 from celebgan.run.checkpoint import load_gan
 from celebgan.train import train
 
@@ -147,6 +148,36 @@ def test_conditional_networks_shapes_and_labels():
         with pytest.raises(UserError, match=f"num_attrs={unset}.*data.attributes"):
             ConditionalGenerator(num_attrs=unset, img_size=16)
 
+
+
+def test_conditional_batchnorm_carries_the_labels_to_every_resolution():
+    torch.manual_seed(0)
+    plain = ConditionalGenerator(num_attrs=3, img_size=16, nz=8, ngf=4)
+    torch.manual_seed(0)
+    g = ConditionalGenerator(num_attrs=3, img_size=16, nz=8, ngf=4, conditional_bn=True)
+    cbn = [m for m in g.modules() if isinstance(m, ConditionalBatchNorm2d)]
+    assert len(cbn) == sum(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules()) == 2
+    # From one seed, every parameter the two share is equal (the BatchNorms' gamma and beta too), and
+    # the labels' offsets start at zero: G with conditional BatchNorm starts as the plain one.
+    for name, weight in plain.state_dict().items():
+        if name in g.state_dict():
+            assert torch.equal(g.state_dict()[name], weight), name
+    z, labels = torch.randn(4, 8, 1, 1), torch.tensor([[0, 0, 0], [1, 0, 0], [0, 1, 1], [1, 1, 1]]).float()
+    with torch.no_grad():
+        assert torch.allclose(g(z, labels), plain(z, labels), atol=1e-6)
+        g.embed.weight.zero_()  # the labels now reach G through the BatchNorms alone
+        g.embed.bias.zero_()
+        g.eval()
+        same = g(z.repeat(1, 1, 1, 1), labels)
+        assert torch.allclose(same[0], g(z[:1], labels[1:2])[0], atol=1e-6)  # zero offsets: labels ignored
+        for layer in cbn:
+            layer.embed_weight.normal_(0, 0.5)
+            layer.embed_bias.normal_(0, 0.5)
+        shifted = g(z[:1].repeat(4, 1, 1, 1), labels)
+    assert all(not torch.allclose(shifted[0], shifted[i]) for i in (1, 2, 3))
+    out = g.train()(z, labels)
+    out.square().mean().backward()
+    assert all(layer.embed_weight.grad.abs().sum() > 0 for layer in cbn)
 
 # --- the training step -----------------------------------------------------------------------------
 

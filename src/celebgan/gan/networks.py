@@ -67,18 +67,29 @@ class ConditionalGenerator(Generator):
 
     The labels' embedding, an affine map of the multi-hot vector (a learned (embed_dim,) vector,
     plus one more for each attribute present), is concatenated to z: the cGAN/DCGAN-era
-    conditioning. Chosen over conditional BatchNorm because it is one extra linear map in front of
-    DCGAN's unchanged G, so conditional and unconditional runs differ in the conditioning alone,
-    and it reads multi-hot labels as they are. num_attrs: A, the data's chosen attributes (data.attributes), filled in
-    when the model is built for its data (celebgan.train, checkpoint.load_gan).
+    conditioning, one extra linear map in front of DCGAN's unchanged G, so conditional and
+    unconditional runs differ in the conditioning alone. conditional_bn=True also makes every hidden
+    BatchNorm conditional (ConditionalBatchNorm2d), the generator of the projection discriminator's
+    paper (Miyato & Koyama 2018): the labels then reach every resolution, not only the 4x4 input.
+    num_attrs: A, the data's chosen attributes (data.attributes), filled in when the model is built
+    for its data (celebgan.train, checkpoint.load_gan).
     """
 
-    def __init__(self, *, num_attrs: int, embed_dim: int = 32, embed_std: float = 0.02, img_size: int = 64,
-                 nz: int = 100, ngf: int = 64, nc: int = 3):
+    def __init__(self, *, num_attrs: int, embed_dim: int = 32, embed_std: float = 0.02, conditional_bn: bool = False,
+                 img_size: int = 64, nz: int = 100, ngf: int = 64, nc: int = 3):
         check_num_attrs("A conditional generator", num_attrs)
         check_whole("model.generator.embed_dim", embed_dim, 1)
         check_number("model.generator.embed_std", embed_std, 0)
+        if not isinstance(conditional_bn, bool):
+            raise UserError(f"model.generator.conditional_bn must be true or false (got {conditional_bn!r})")
         super().__init__(img_size=img_size, nz=nz + embed_dim, ngf=ngf, nc=nc)
+        if conditional_bn:  # after the paper's init of the unconditional layers, so theirs is unchanged
+            for i, layer in enumerate(self.main):
+                if isinstance(layer, nn.BatchNorm2d):
+                    self.main[i] = ConditionalBatchNorm2d(layer.num_features, num_attrs)
+                    with torch.no_grad():  # gamma and beta keep the paper's init, drawn above
+                        self.main[i].weight.copy_(layer.weight)
+                        self.main[i].bias.copy_(layer.bias)
         self.nz, self.num_attrs = nz, num_attrs  # nz: the latent's size, as callers draw it
         # e(y) = W y + b. The bias gives the label vector of all zeros (none of the attributes) a learned
         # vector of its own, as every other one has, rather than the origin, where z alone drives G.
@@ -96,7 +107,34 @@ class ConditionalGenerator(Generator):
                              "GAN.draw_labels(n) draws them from the data's frequencies")
         z = z.reshape(len(z), self.nz)
         embedded = self.embed(labels.to(self.embed.weight.dtype))  # (B, embed_dim)
-        return super().forward(torch.cat([z, embedded], dim=1))
+        x = torch.cat([z, embedded], dim=1)[:, :, None, None]
+        for layer in self.main:
+            x = layer(x, labels) if isinstance(layer, ConditionalBatchNorm2d) else layer(x)
+        return x
+
+
+class ConditionalBatchNorm2d(nn.Module):
+    """BatchNorm whose scale and shift depend on the labels (de Vries et al. 2017; Miyato & Koyama
+    2018's G): x_hat * (gamma + W_g y) + (beta + W_b y), for multi-hot labels y (B, A). gamma and beta
+    are BatchNorm's own (ConditionalGenerator gives them the paper's init); W_g and W_b (C, A) start at zero, so
+    the layer starts as the unconditional BatchNorm and each attribute present learns its own
+    offsets. The statistics are the batch's, shared by all label sets (an affine-free BatchNorm2d,
+    which DDP's SyncBatchNorm conversion and the G-statistics averaging see as any other)."""
+
+    def __init__(self, num_features: int, num_attrs: int):
+        super().__init__()
+        self.norm = nn.BatchNorm2d(num_features, affine=False)
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+        # Zeros drawn from no generator: the layers around keep the init they have without it.
+        self.embed_weight = nn.Parameter(torch.zeros(num_features, num_attrs))
+        self.embed_bias = nn.Parameter(torch.zeros(num_features, num_attrs))
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        y = labels.to(x.dtype)
+        scale = self.weight + y @ self.embed_weight.T  # (B, C)
+        shift = self.bias + y @ self.embed_bias.T
+        return self.norm(x) * scale[:, :, None, None] + shift[:, :, None, None]
 
 
 class Gain(nn.Module):
