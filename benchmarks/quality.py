@@ -127,8 +127,20 @@ def provenance() -> dict:
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
     return {"date": str(datetime.date.today()), "commit": commit, "host": platform.node() or "unknown",
-            "cpus": os.cpu_count(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpus": os.cpu_count(), "cpu_model": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+
+
+def cpu_model() -> str | None:
+    """The processor's name as the OS gives it (/proc/cpuinfo's "model name", else platform's): VMs
+    of one host name can sit on different processors, and their speeds differ several times."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return " ".join(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return platform.processor() or None
 
 
 def save_record(path: Path, result: dict) -> None:
@@ -162,12 +174,12 @@ def variant_row(variant: str, results: list[dict], minutes: list[float], num_see
     return summarise(variant + seeds, f"{statistics.mean(minutes):.1f}", results) | {"variant": True}
 
 
-PROVENANCE = ("host", "cpus", "cpu_capability", "gpu", "commit", "date")
+PROVENANCE = ("host", "cpus", "cpu_model", "cpu_capability", "gpu", "commit", "date")
 
 
 def machines(rows: list[dict]) -> str:
-    """Which rows were made where: the rows' results grouped by their records' host, CPUs, CPU
-    capability, GPU, commit and date (older records say no CPU capability)."""
+    """Which rows were made where: the rows' results grouped by their records' host, CPUs, processor,
+    CPU capability, GPU, commit and date (older records name no processor, the oldest no capability)."""
     groups: dict[tuple, list[str]] = {}
     for row in rows:
         where: dict[tuple, list] = {}
@@ -178,9 +190,10 @@ def machines(rows: list[dict]) -> str:
                 f" (seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, sorted(seeds)))})"
             groups.setdefault(key, []).append(row["name"] + part)
     lines = []
-    for (host, cpus, capability, gpu, commit, date), names in groups.items():
+    for (host, cpus, model, capability, gpu, commit, date), names in groups.items():
         lines.append(f"{', '.join(names)}: {date} at commit {commit} on {host or 'an unnamed host'} "
-                     f"({cpus} CPUs, {f'CPU capability {capability}' if capability else 'CPU capability not recorded'}, "
+                     f"({cpus} CPUs, {f'{model}, ' if model else ''}"
+                     f"{f'CPU capability {capability}' if capability else 'CPU capability not recorded'}, "
                      f"{gpu or 'no GPU'}).")
     return ("Machines (from the records): " + " ".join(lines) + ' "train (min)" is the wall time on the '
             "machine that trained the run, under whatever else ran there: it differs by machine and load, "

@@ -84,6 +84,15 @@ def test_the_machines_paragraph_groups_rows_by_where_and_when_they_were_trained(
     # Another commit on the same machine is another group.
     later = quality.machines(rows_of({"high_lr": [record(41.0, 0, SLOW | {"commit": "abc1234"})]}, SLOW))
     assert "high_lr (1 of 3 seeds): 2026-11-30 at commit abc1234" in later and "real vs real (valid split): 2026-11-30 at commit 4211fab" in later
+    # One host name on another processor is another machine, and the paragraph names the processor.
+    moved = quality.machines(rows_of({"high_lr": [record(41.0, 0, SLOW | {"cpu_model": "AMD EPYC 9B14"})]}, SLOW))
+    assert "high_lr (1 of 3 seeds): 2026-11-30 at commit 4211fab on vm (2 CPUs, AMD EPYC 9B14, CPU capability AVX2" in moved
+    assert "real vs real (valid split): 2026-11-30 at commit 4211fab on vm (2 CPUs, CPU capability AVX2" in moved
+
+
+def test_the_processor_is_read_from_the_os():
+    model = quality.cpu_model()
+    assert isinstance(model, str) and model.strip() == model and "  " not in model and "model name" not in model
 
 
 def test_a_run_that_trained_says_its_time_and_what_came_from_records(tmp_path):
