@@ -75,6 +75,20 @@ def test_resume_with_an_lr_schedule_continues_its_learning_rates(make_cfg, tmp_p
             assert [e.value for e in scalars(run_dir, tag)] == pytest.approx([lr0 * f for f in factors])
 
 
+
+def test_a_linear_schedule_made_longer_on_resume_says_where_it_ended(make_cfg, tmp_path, caplog):
+    # LinearLR to 0 over the 1-epoch run it began as; resumed with 2 epochs it keeps that schedule.
+    run = ["lr_schedule=linear", "model=ttur"]
+    first = tmp_path / "first"
+    train(in_dir(make_cfg(*run, "trainer.max_epochs=1"), first))
+    assert "lr_schedule=linear reached" not in caplog.text  # a run as long as it began is not warned
+    per_epoch = STEPS_PER_EPOCH // 2
+    train(in_dir(make_cfg(*run, "trainer.max_epochs=2", f"resume={first / 'checkpoints' / 'last.ckpt'}"),
+                 tmp_path / "second"))
+    assert (f"lr_schedule=linear reached its end factor (0 of each learning rate) at training step {per_epoch:,}, "
+            f"the length this run began with, and stays there until it ends at step {2 * per_epoch:,}") in caplog.text
+    assert [e.value for e in scalars(first, "train/lr_g")][-per_epoch:] == [0.0] * per_epoch
+
 def make_auto_runs(make_cfg, runs: Path, *, good: bool) -> None:
     """runs/older: a finished 1-epoch run; runs/newer: the same run, newer, with its last.ckpt cut
     short (a copy truncated mid-file). good=False truncates the older one's too."""

@@ -2,6 +2,7 @@
 import copy
 import functools
 import inspect
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
@@ -17,6 +18,8 @@ from celebgan.gan.augment import DiffAugment
 from celebgan.errors import UserError, check_number, check_whole
 from celebgan.gan.labels import LabelTable
 from celebgan.gan.losses import attribute_bce, d_bce, g_nonsaturating
+
+log = logging.getLogger(__name__)
 
 # The checkpoint's key of a conditional GAN's label table (LabelTable.to_plain: plain tensors).
 TABLE_KEY = "celebgan_label_table"
@@ -324,6 +327,21 @@ class GAN(LightningModule):
             raise UserError("lr_schedule=linear decays to 0 over the run, but neither trainer.max_steps nor "
                             "trainer.max_epochs limits it: set one, or model.lr_scheduler.total_iters (training steps).")
         return steps
+
+    def on_train_start(self) -> None:
+        # A run resumed with a longer length keeps the schedule it began with (its checkpoint's): say
+        # where a LinearLR ends, so that no one trains on at a learning rate of 0 without knowing.
+        for scheduler in self.lr_schedulers() or []:
+            if isinstance(scheduler, torch.optim.lr_scheduler.LinearLR) and self.trainer.is_global_zero:
+                self.trainer.estimated_stepping_batches  # noqa: B018  the batches per epoch, as run_length reads them
+                end, length = scheduler.total_iters, clock.run_steps(self.trainer, self.n_dis)
+                if length is not None and length > end:
+                    log.warning(
+                        f"lr_schedule=linear reached its end factor ({scheduler.end_factor:g} of each learning rate) "
+                        f"at training step {end:,}, the length this run began with, and stays there until it ends "
+                        f"at step {length:,}: a resumed run keeps its schedule. To decay over the longer run, start "
+                        f"it afresh with that length (or set model.lr_scheduler.total_iters).")
+                break  # one per optimizer, all alike
 
     def on_train_epoch_start(self) -> None:
         self.epoch_totals = {}
