@@ -107,9 +107,10 @@ def test_train_refuses_a_name_before_it_trains(tmp_path):
 
 # --- the networks and the AC-GAN loss by hand ------------------------------------------------------
 
-def test_projection_logit_by_hand():
-    # psi(phi(x)) + y . (E h(x)), h = phi(x) summed over its 4x4 positions.
-    d = ProjectionDiscriminator(num_attrs=2, img_size=16, ndf=1, batch_norm=False)  # C = 2
+@pytest.mark.parametrize("coding", ["binary", "signed"])
+def test_projection_logit_by_hand(coding):
+    # psi(phi(x)) + s . (E h(x)), h = phi(x) summed over its 4x4 positions; s = y (binary) or 2y - 1 (signed).
+    d = ProjectionDiscriminator(num_attrs=2, img_size=16, ndf=1, batch_norm=False, label_coding=coding)  # C = 2
     psi = nn.Conv2d(2, 1, 4, 1, 0, bias=False)
     d.main = nn.Sequential(nn.Identity(), psi)  # phi(x) = x: the features are given
     with torch.no_grad():
@@ -118,8 +119,17 @@ def test_projection_logit_by_hand():
     x = torch.stack([torch.ones(4, 4), torch.full((4, 4), 0.5)])[None].repeat(3, 1, 1, 1)  # h = (16, 8)
     labels = torch.tensor([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]])
     psi_value = 0.1 * (16 + 8)
-    expected = [psi_value, psi_value + (1 * 16 + 3 * 8), psi_value + (1 * 16 + 3 * 8) + (2 * 16 + 4 * 8)]
+    e0, e1 = 1 * 16 + 3 * 8, 2 * 16 + 4 * 8  # <E_0, h>, <E_1, h>
+    if coding == "binary":  # absent attributes add nothing
+        expected = [psi_value, psi_value + e0, psi_value + e0 + e1]
+    else:  # absent attributes subtract theirs
+        expected = [psi_value - e0 - e1, psi_value + e0 - e1, psi_value + e0 + e1]
     torch.testing.assert_close(d(x, labels), torch.tensor(expected))
+
+
+def test_projection_refuses_an_unknown_label_coding():
+    with pytest.raises(UserError, match="label_coding='onehot' is not one of signed, binary"):
+        ProjectionDiscriminator(num_attrs=2, img_size=16, ndf=1, label_coding="onehot")
 
 
 def test_attribute_bce_by_hand():

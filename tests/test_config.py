@@ -78,7 +78,8 @@ HIGH_LR = PRESETS["high_lr"]
 CONDITIONAL_G = {"generator._target_": "celebgan.gan.networks.ConditionalGenerator",
                  "generator.embed_dim": 32, "generator.embed_std": 0.02}
 PRESETS["projection"] = {**HIGH_LR, **CONDITIONAL_G, "generator.conditional_bn": True,
-                         "discriminator._target_": "celebgan.gan.networks.ProjectionDiscriminator"}
+                         "discriminator._target_": "celebgan.gan.networks.ProjectionDiscriminator",
+                         "discriminator.label_coding": "signed"}
 PRESETS["acgan"] = {**HIGH_LR, **CONDITIONAL_G, "generator.conditional_bn": False, "aux_weight": 1.0,
                     "discriminator._target_": "celebgan.gan.networks.ACGANDiscriminator"}
 

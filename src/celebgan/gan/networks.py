@@ -219,22 +219,37 @@ class ProjectionDiscriminator(Discriminator):
     """(image (B, nc, S, S), labels (B, A) in {0, 1}) -> logit (B,), conditioned by projection
     (Miyato & Koyama 2018):
 
-        logit = psi(phi(x)) + sum_a y_a <E_a, h(x)>  =  psi(phi(x)) + y . (E h(x))
+        logit = psi(phi(x)) + sum_a s_a <E_a, h(x)>  =  psi(phi(x)) + s . (E h(x))
 
     phi(x): D's (B, C, 4, 4) features before its last 4x4 conv; psi: that conv (DCGAN's own head,
     unchanged); h(x): phi(x) summed over its 4x4 positions (B, C), the paper's global sum pooling;
-    E: (A, C), one learned vector per attribute, so each attribute present adds the inner product of
-    its vector with the features. Spectrally normalised with the convs when spectral_norm is on.
+    E: (A, C), one learned vector per attribute. Spectrally normalised with the convs when
+    spectral_norm is on.
+
+    label_coding: what s is. "binary": s = y, so an attribute adds its inner product when present
+    and nothing when absent (the paper's one-hot projection read per attribute). "signed": s = 2y - 1,
+    so every attribute adds +<E_a, h> when present and -<E_a, h> when absent: each sample trains
+    every E_a, not only the samples that have attribute a, which matters for rare attributes (a
+    fringe on one face in seven). Both span the same functions (the difference is a constant vector
+    that psi can absorb); they train differently.
     """
+
+    LABEL_CODINGS = ("signed", "binary")
 
     def __init__(self, *, num_attrs: int, img_size: int = 64, ndf: int = 64, nc: int = 3,
                  spectral_norm: bool = False, batch_norm: bool = True, dropout: float = 0.0,
-                 slope: float = 0.2, stride1_convs: bool = False, sn_gain: float = 1.0):
+                 slope: float = 0.2, stride1_convs: bool = False, sn_gain: float = 1.0,
+                 label_coding: str = "signed"):
         check_num_attrs("A projection discriminator", num_attrs)
+        if label_coding not in self.LABEL_CODINGS:
+            raise UserError(f"model.discriminator.label_coding={label_coding!r} is not one of "
+                            f"{', '.join(self.LABEL_CODINGS)}: signed (every attribute adds +/- its "
+                            "projection) or binary (only the attributes present add theirs).")
         super().__init__(img_size=img_size, ndf=ndf, nc=nc, spectral_norm=spectral_norm,
                          batch_norm=batch_norm, dropout=dropout, slope=slope, stride1_convs=stride1_convs,
                          sn_gain=sn_gain)
         self.num_attrs = num_attrs
+        self.label_coding = label_coding
         width = self.main[-1].in_channels
         embed = nn.Linear(num_attrs, width, bias=False)  # weight (C, A): column a is E_a
         nn.init.normal_(embed.weight, 0.0, 0.02)
@@ -245,7 +260,10 @@ class ProjectionDiscriminator(Discriminator):
             raise ValueError("a projection discriminator needs labels (B, num_attrs) with the images")
         features = self.main[:-1](x)  # phi(x): (B, C, 4, 4)
         logits = self.main[-1](features).flatten()  # psi(phi(x)): (B,)
-        projected = self.embed(labels.to(features.dtype))  # E^T y: (B, C)
+        codes = labels.to(features.dtype)
+        if self.label_coding == "signed":
+            codes = 2 * codes - 1
+        projected = self.embed(codes)  # E^T s: (B, C)
         return logits + (projected * features.sum((2, 3))).sum(1)
 
 
