@@ -346,17 +346,22 @@ def cell(stat: tuple[float, float | None]) -> str:
     return f"{mean:.2f}" if spread is None else f"{mean:.2f} +- {spread:.2f}"
 
 
-def section_heading(args) -> str:
-    """The table's RESULTS.md heading: another image size or budget (the 64px block), or a probe with
-    --override, gets a section of its own, so that it never replaces the presets' table at the demo's
-    budget (nor another block's or probe's)."""
+def off_demo(args) -> list[str]:
+    """What of the image size and budget differs from the demo's (experiment=demo): [] at its budget."""
     demo = OmegaConf.load(CONFIG_DIR / "experiment" / "demo.yaml")
     parts = [f"{args.img_size}px"] if args.img_size != demo.data.img_size else []
     budget = [f"{value} {name}" for name, value, default in (
         ("faces", getattr(args, "num_images", None), demo.data.num_images),
         ("epochs", getattr(args, "epochs", None), demo.trainer.max_epochs),
         ("batch", getattr(args, "batch_size", None), demo.data.batch_size)) if value and value != default]
-    parts += [" x ".join(budget)] if budget else []
+    return parts + ([" x ".join(budget)] if budget else [])
+
+
+def section_heading(args) -> str:
+    """The table's RESULTS.md heading: another image size or budget (the 64px block), or a probe with
+    --override, gets a section of its own, so that it never replaces the presets' table at the demo's
+    budget (nor another block's or probe's)."""
+    parts = off_demo(args)
     parts += [" ".join(sorted(args.override))] if args.override else []
     return f"{SECTION}: {', '.join(parts)}" if parts else SECTION
 
@@ -380,7 +385,8 @@ def write_table(args, rows, budget, kid_subset: int, extractor_name: str, second
         f"{'QUICK SMOKE RUN, NOT A RESULT, ' if args.quick else ''}{cost}.",
         f"Command: `python benchmarks/quality.py {' '.join(sys.argv[1:])}`".rstrip(), "",
         f"Each variant trained from seeds 0..{args.seeds - 1} on {num_images} synthetic {args.img_size}px faces "
-        f"for {epochs} epochs (batch {batch}: the demo's budget unless overridden{'; ' + ' '.join(args.override) if args.override else ''}); "
+        f"for {epochs} epochs (batch {batch}{'' if off_demo(args) else ': the demo budget'}"
+        f"{'; ' + ' '.join(args.override) if args.override else ''}); "
         f"FID and KID ({kid_subset}-image subsets) of {n} EMA-generator images against {n} held-out real images "
         f"(split=test), features of {extractor_name}. Variant rows: mean +- standard deviation over seeds; "
         f"anchor rows: one measurement. FIDs of {n} images are biased upwards: compare rows, not with published numbers. "
