@@ -319,10 +319,15 @@ class GAN(LightningModule):
             make = functools.partial(make, total_iters=self.run_length() if self._trainer is not None else 1)
         return optimizers, [make(opt) for opt in optimizers]
 
-    def run_length(self) -> int:
-        """The training steps the run ends after, known once the Trainer has its training data."""
+    def known_length(self) -> int | None:
+        """The training steps the run ends after (None: nothing limits it), known once the Trainer
+        has its training data."""
         self.trainer.estimated_stepping_batches  # noqa: B018  sets up the training data: batches per epoch
-        steps = clock.run_steps(self.trainer, self.n_dis)
+        return clock.run_steps(self.trainer, self.n_dis)
+
+    def run_length(self) -> int:
+        """The training steps the run ends after; an error where nothing limits it."""
+        steps = self.known_length()
         if steps is None:
             raise UserError("lr_schedule=linear decays to 0 over the run, but neither trainer.max_steps nor "
                             "trainer.max_epochs limits it: set one, or model.lr_scheduler.total_iters (training steps).")
@@ -333,8 +338,7 @@ class GAN(LightningModule):
         # where a LinearLR ends, so that no one trains on at a learning rate of 0 without knowing.
         for scheduler in self.lr_schedulers() or []:
             if isinstance(scheduler, torch.optim.lr_scheduler.LinearLR) and self.trainer.is_global_zero:
-                self.trainer.estimated_stepping_batches  # noqa: B018  the batches per epoch, as run_length reads them
-                end, length = scheduler.total_iters, clock.run_steps(self.trainer, self.n_dis)
+                end, length = scheduler.total_iters, self.known_length()
                 if length is not None and length > end:
                     log.warning(
                         f"lr_schedule=linear reached its end factor ({scheduler.end_factor:g} of each learning rate) "

@@ -230,8 +230,8 @@ class ProjectionDiscriminator(Discriminator):
     and nothing when absent (the paper's one-hot projection read per attribute). "signed": s = 2y - 1,
     so every attribute adds +<E_a, h> when present and -<E_a, h> when absent: each sample trains
     every E_a, not only the samples that have attribute a, which matters for rare attributes (a
-    fringe on one face in seven). Both span the same functions (the difference is a constant vector
-    that psi can absorb); they train differently.
+    fringe on one synthetic face in five). Both span the same functions (the difference is a
+    constant vector that psi can absorb); they train differently.
     """
 
     LABEL_CODINGS = ("signed", "binary")
