@@ -107,6 +107,13 @@ def test_paper_defaults(tmp_path):
     assert {id(p) for p in g_opt.param_groups[0]["params"]} == {id(p) for p in gan.generator.parameters()}
 
 
+def test_integer_betas_from_a_command_line_build_adam(tmp_path):
+    cfg = compose_config(["model.g_optimizer.betas.0=0", "model.d_optimizer.betas=[0,0.99]"], tmp_path)
+    g_opt, d_opt = hydra.utils.instantiate(cfg.model).configure_optimizers()
+    assert tuple(g_opt.defaults["betas"]) == (0.0, 0.999) and tuple(d_opt.defaults["betas"]) == (0.0, 0.99)
+    assert all(isinstance(b, float) for opt in (g_opt, d_opt) for b in opt.defaults["betas"])
+
+
 def test_machine_dependent_defaults_resolve_in_the_config(tmp_path, monkeypatch):
     # metrics=auto measures on a GPU only; trainer.precision's default is bf16-mixed on a CUDA GPU with bf16.
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

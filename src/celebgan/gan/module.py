@@ -303,7 +303,10 @@ class GAN(LightningModule):
         optimizers = []
         for key, make, network in (("g_optimizer", self.g_optimizer, self.generator),
                                    ("d_optimizer", self.d_optimizer, self.discriminator)):
-            check_optimizer_settings(key, getattr(make, "keywords", {}))
+            settings = getattr(make, "keywords", {})
+            check_optimizer_settings(key, settings)
+            if "betas" in settings:  # torch's Adam wants both floats; `betas.0=0` on a command line is an int
+                make = functools.partial(make, betas=tuple(float(b) for b in settings["betas"]))
             try:  # torch checks the other settings here: the first moment they are seen
                 optimizers.append(make(network.parameters()))
             except (ValueError, TypeError) as err:
