@@ -68,6 +68,19 @@ def test_max_steps_counts_training_steps_not_optimizer_steps(make_cfg, caplog):
     assert ckpt["global_step"] == 6 + 3  # 6 D steps, a G step on every 2nd
 
 
+def test_a_callback_set_to_null_is_turned_off(make_cfg):
+    from celebgan.run.callbacks import SampleGrid
+    from celebgan.train import build
+
+    def kinds(*overrides):
+        return {type(c).__name__ for c in build(make_cfg(*overrides)).callbacks}
+
+    every = kinds()
+    assert "SampleGrid" in every and "ModelCheckpoint" in every
+    assert kinds("callbacks.sample_grid=null") == every - {SampleGrid.__name__}
+    assert not {"SampleGrid", "ModelCheckpoint", "NonFiniteGuard"} & kinds("callbacks=[]")
+
+
 @pytest.mark.integration
 def test_multirun_gives_each_job_its_own_run_folder_named_by_the_swept_keys_alone(tmp_path):
     sweep = tmp_path / "sweep"

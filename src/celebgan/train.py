@@ -331,7 +331,8 @@ def build(cfg: DictConfig, *, callbacks: Sequence[L.Callback] = ()) -> Built:
         model.use_label_table(datamodule.label_table())
     model.configure_optimizers()  # built once now: a bad optimizer setting fails before the run folder fills
     config = ran(cfg, datamodule.attr_names if conditional else None)
-    built = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
+    # `callbacks.NAME=null` turns one callback off, as Hydra users write it; `callbacks=[]` all of them.
+    built = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     # The guards first: at an epoch's end they stop a diverged run before its grid is drawn.
     built.sort(key=lambda c: not isinstance(c, (NonFiniteGuard, DivergenceWatch)))
     # The look of what trainer.enable_progress_bar and enable_model_summary turn on: tqdm's bar and
