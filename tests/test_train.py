@@ -68,6 +68,17 @@ def test_max_steps_counts_training_steps_not_optimizer_steps(make_cfg, caplog):
     assert ckpt["global_step"] == 6 + 3  # 6 D steps, a G step on every 2nd
 
 
+@pytest.mark.parametrize("model", ["vanilla", "projection"])
+def test_a_bad_model_setting_is_reported_before_the_data_is_read(make_cfg, tmp_path, model):
+    # The data's own mistake would be reported when it is read; the model's comes first.
+    from celebgan.errors import UserError
+
+    cfg = make_cfg(f"model={model}", "model.generator.ngf=0", "data.split=bogus")  # bad data too
+    with pytest.raises(UserError, match="model.generator.ngf=0 must be a whole number >= 1"):
+        train(cfg)
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_callback_set_to_null_is_turned_off(make_cfg):
     from celebgan.run.callbacks import SampleGrid
     from celebgan.train import build
