@@ -169,11 +169,19 @@ def draw(curves: dict[str, list[tuple]], floor: float | None, path: Path, n_eval
         image.save(tmp, format="png")
 
 
+def section_heading(args) -> str:
+    """RESULTS.md's heading for this set of presets and length: the default pair at 90 epochs keeps
+    the plain one, any other set its own section beside it (a high_lr curve does not replace it)."""
+    if list(args.variants) == ["vanilla", "spectral"] and args.epochs == 90:
+        return SECTION
+    return f"{SECTION}: {', '.join(args.variants)}, {args.epochs} epochs"
+
+
 def write_table(args, results: dict[str, list[dict]], floor: float | None, extractor_name: str) -> str:
     """The section: per preset, its mean FID +- spread at each point, and where each preset overtakes
     the first named one."""
     measured = {v: rs for v, rs in results.items() if rs}
-    lines = [SECTION, "",
+    lines = [section_heading(args), "",
              f"Command: `python benchmarks/curve.py {' '.join(sys.argv[1:])}`".rstrip(), "",
              f"Each preset trained with the demo's settings ({args.img_size}px, its widths, {args.num_images} synthetic faces, "
              f"batch {args.batch_size}) for {args.epochs} epochs, from seeds {sorted({r['seed'] for rs in measured.values() for r in rs})}; "

@@ -20,6 +20,20 @@ def test_a_preset_overtakes_from_the_point_it_stays_below():
     assert curve.overtakes(first, [(k, f - 1, None) for k, f, _ in first]) == 100
 
 
+def test_another_set_of_presets_gets_its_own_results_section(tmp_path):
+    from argparse import Namespace
+
+    args = Namespace(img_size=32, num_images=10000, batch_size=32, every=15, n_eval=1000,
+                     runs_dir=tmp_path / "runs", plot=tmp_path / "fid_curve.png")
+    run = {"seed": 0, "curve": [{"epochs": 15, "kimg": 150.0, "fid": 90.0}, {"epochs": 30, "kimg": 300.0, "fid": 60.0}]}
+    results = tmp_path / "RESULTS.md"
+    for variants, epochs in ((["vanilla", "spectral"], 90), (["high_lr"], 60), (["vanilla", "spectral"], 90)):
+        args.variants, args.epochs = variants, epochs
+        curve.write_section(results, curve.write_table(args, {v: [run] for v in variants}, 13.9, "features"))
+    headings = [line for line in results.read_text().splitlines() if line.startswith("## ")]
+    assert headings == [curve.SECTION, f"{curve.SECTION}: high_lr, 60 epochs"]
+
+
 def test_a_run_keeps_a_snapshot_per_point_resumes_and_trains_once(tmp_path):
     run = tmp_path / "run"
 
