@@ -55,6 +55,7 @@ from results import write_section  # noqa: E402
 
 ROOT = quality.ROOT
 SECTION = "## FID against images (benchmarks/curve.py)"
+DEFAULT_VARIANTS, DEFAULT_EPOCHS = ["vanilla", "spectral"], 90  # the plain section's curve
 RUNS_DIR = ROOT / "benchmarks" / "curve_runs"
 OUT_DIR = ROOT / "outputs" / "curve"
 PLOT = ROOT / "docs" / "fid_curve.png"
@@ -172,7 +173,7 @@ def draw(curves: dict[str, list[tuple]], floor: float | None, path: Path, n_eval
 def section_heading(args) -> str:
     """RESULTS.md's heading for this set of presets and length: the default pair at 90 epochs keeps
     the plain one, any other set its own section beside it (a high_lr curve does not replace it)."""
-    if list(args.variants) == ["vanilla", "spectral"] and args.epochs == 90:
+    if list(args.variants) == DEFAULT_VARIANTS and args.epochs == DEFAULT_EPOCHS:
         return SECTION
     return f"{SECTION}: {', '.join(args.variants)}, {args.epochs} epochs"
 
@@ -219,11 +220,11 @@ def shown(path: Path) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variants", nargs="+", default=["vanilla", "spectral"],
+    parser.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS,
                         help="presets; the first is the one the others are compared with")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--only-seeds", type=int, nargs="+", help="of the seeds, run only these")
-    parser.add_argument("--epochs", type=int, default=90, help="epochs of the demo's 10,000 faces (90: 3x its budget)")
+    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help="epochs of the demo's 10,000 faces (90: 3x its budget)")
     parser.add_argument("--every", type=int, default=15, help="measure every this many epochs")
     parser.add_argument("--n-eval", type=int, default=1000)
     parser.add_argument("--override", action="append", default=[], help="a Hydra override for every run")

@@ -343,7 +343,6 @@ def build(cfg: DictConfig, *, callbacks: Sequence[L.Callback] = ()) -> Built:
     model = instantiate(cfg.model, **attribute_kwargs(cfg.model, datamodule.attr_names, datamodule.attr_frequencies()))
     if conditional:  # the label rows the unnamed attributes of a request are drawn from
         model.use_label_table(datamodule.label_table())
-    model.configure_optimizers()  # built once now: a bad optimizer setting fails before the run folder fills
     config = ran(cfg, datamodule.attr_names if conditional else None)
     # `callbacks.NAME=null` turns one callback off, as Hydra users write it; `callbacks=[]` all of them.
     built = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
