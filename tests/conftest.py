@@ -17,6 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 from PIL import Image
 
+import forkserver
 from celebgan.conf import CONFIG_DIR
 
 CONF_DIR = str(CONFIG_DIR)
@@ -174,6 +175,12 @@ def cli_env() -> dict:
     env["PYTHONPATH"] = os.pathsep.join([src, str(TESTS_DIR), env.get("PYTHONPATH", "")])
     env["OMP_NUM_THREADS"] = "1"
     return env
+
+
+# Command lines of the project run forked from one interpreter per test process that has imported
+# the libraries already (tests/forkserver.py says what is served and what starts a process);
+# CELEBGAN_TEST_FORKSERVER=0 starts every one as a process.
+forkserver.install(cli_env)
 
 
 def cli_cmd(*overrides: str) -> list[str]:

@@ -189,3 +189,26 @@ def test_no_progress_line_once_a_stop_signal_arrived(caplog):
         module.steps_done = 5
         log_cb.on_train_batch_end(trainer, module, None, batch, 0)
     assert said == 1 and len(progress_lines(caplog)) == 1
+
+
+def test_lightnings_lines_reach_the_runs_handlers_once_whichever_was_imported_first(monkeypatch):
+    # Imported before logging was set up (a notebook, a script importing lightning first), Lightning
+    # gives lightning.pytorch and lightning.fabric handlers of their own and stops their lines from
+    # passing on to the root's: the run's log file would get none of them.
+    import io
+
+    from celebgan.train import lightning_logs_once
+
+    names = ("lightning", "lightning.pytorch", "lightning.fabric")
+    for name in names:
+        logger = logging.getLogger(name)
+        monkeypatch.setattr(logger, "handlers", [logging.StreamHandler(io.StringIO())])
+        monkeypatch.setattr(logger, "propagate", False)
+    seen = io.StringIO()
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [logging.StreamHandler(seen)])
+    lightning_logs_once()
+    logging.getLogger("lightning.fabric.utilities.seed").info("Seed set to 42")
+    logging.getLogger("lightning.pytorch.trainer").info("a Trainer line")
+    assert seen.getvalue() == "Seed set to 42\na Trainer line\n"
+    assert all(not logging.getLogger(name).handlers for name in names)

@@ -66,14 +66,18 @@ def check_precision(precision, accelerator: str) -> None:
 
 def lightning_logs_once() -> None:
     """Lightning's lines go through the handlers Hydra set up (the console and the job's log file)
-    alone: imported after them, Lightning's package logger adds a console handler of its own, which
-    would print each of its lines a second time ("INFO: Seed set to 42")."""
-    import lightning  # noqa: F401  (the import adds the handler)
+    alone. Imported after them, Lightning's package logger adds a console handler of its own, which
+    would print each of its lines a second time ("INFO: Seed set to 42"); imported before them (a
+    notebook, a script that imports lightning first), lightning.pytorch's and lightning.fabric's
+    loggers get one each too and stop passing their lines on, so that none reached the log file."""
+    import lightning  # noqa: F401  (the import adds the handlers)
 
-    package = logging.getLogger("lightning")
     if logging.getLogger().hasHandlers():
-        for handler in list(package.handlers):
-            package.removeHandler(handler)
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+            logger = logging.getLogger(name)
+            for handler in list(logger.handlers):
+                logger.removeHandler(handler)
+            logger.propagate = True
 
 
 def check_optimized_metric(cfg: DictConfig) -> None:
