@@ -2,26 +2,27 @@
 
 A test that runs `python -m celebgan.train ...` pays 4-5 CPU-s of imports (torch, then Lightning,
 which imports torchmetrics, torchvision and torch._dynamo) before the command's own work: about half
-of what make test costs. Each test process (an xdist worker) therefore starts one server, which
+of what make test cost. Each test process (an xdist worker) therefore starts one server, which
 imports those libraries once and, for each such command, forks a process that becomes it: its own
 pid, argv (sys.argv and sys.orig_argv), environment, working directory, sys.path (from its
-PYTHONPATH, as the interpreter builds it), standard streams, signal dispositions, session
-(start_new_session) and exit status, with atexit, thread joins and stream flushes as a process that
-ends has them. subprocess.Popen drives it as any child: poll, wait, communicate, timeouts,
-send_signal, kill, killpg.
+PYTHONPATH, as the interpreter builds it), standard streams and pass_fds, signal dispositions,
+session (start_new_session) and exit status, with atexit, thread joins and stream flushes as a
+process that ends has them. subprocess.Popen drives it as any child: poll, wait, communicate,
+timeouts, send_signal, kill, killpg. tests/test_forkserver.py compares the two.
 
-Only what is the same either way is served: `python -m celebgan.X` or `python /abs/path/script.py`
-inside the checkout, with an environment that differs from the server's only in what is read as a
-command runs (PYTHONPATH, CELEBGAN_* settings, Lightning's seed, pytest's PYTEST_CURRENT_TEST: a
-library reads the rest as it is imported), and with no preexec_fn, pass_fds, user, group, umask or shell. Anything else starts a
-real process, as does every command when CELEBGAN_TEST_FORKSERVER=0. CELEBGAN_TEST_FORKSERVER_LOG=FILE
-appends a line for each command: served, or why it started as a process.
+Only what is the same either way is served: `python -c CODE`, `python -m celebgan.X`, or
+`python /abs/path/script.py` inside the checkout; with an environment that differs from the
+server's only in what is read as a command runs (PYTHONPATH, CELEBGAN_* settings, Lightning's seed,
+TMPDIR, pytest's PYTEST_CURRENT_TEST: a library reads the rest as it is imported); and with no
+preexec_fn, user, group, umask or shell. Anything else starts a real process, as does every command
+inside `real()` or when CELEBGAN_TEST_FORKSERVER=0. CELEBGAN_TEST_FORKSERVER_LOG=FILE appends a
+line for each command: served, or why it started as a process.
 
-What differs from a fresh interpreter, and why it does not matter here: the hash seed is the
-server's (not a new one per command); modules imported by the server are not imported again, so
-an import-time line would be printed once, not per command (the server checks that importing prints
-nothing, and stands down otherwise); and a traceback of an uncaught exception shows the server's
-frames above the command's.
+What differs from a new interpreter: sys.modules holds the libraries already (a test of what a
+command imports starts a real process); the hash seed is the server's, not a new one per command;
+an import-time line would be printed by the server alone (the server checks that its imports print
+nothing and stands down otherwise); a traceback of an uncaught exception shows the server's frames
+above the command's; and the process's parent is a supervisor, not the test.
 
 The server runs `serve`; tests use `install`, which makes subprocess.Popen this module's Popen.
 """
@@ -82,8 +83,8 @@ def serve(path: str) -> None:
         if listener not in readable:
             continue
         conn, _ = listener.accept()
-        message, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
-        if message and len(fds) == 3 and os.fork() == 0:
+        message, fds, _, _ = socket.recv_fds(conn, 1 << 20, 256)
+        if message and len(fds) >= 3 and os.fork() == 0:
             listener.close()
             _supervise(conn, json.loads(message), fds, sys_path)
         conn.close()
@@ -154,15 +155,24 @@ def _become(request: dict, fds: list[int], sys_path: list[str], started_w: int) 
             signal.signal(signum, handler)
         except (OSError, ValueError):
             pass
-    for target, fd in enumerate(fds):
-        os.dup2(fd, target)
+    import fcntl
+
+    # Its standard streams and pass_fds at their numbers, and nothing else open (close_fds).
+    # Moved out of the way first: a received copy may sit at a number that one of them takes.
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 1000) for fd in fds]
     for fd in fds:
-        if fd > 2:
-            os.close(fd)
+        os.close(fd)
+    for target, fd in zip([0, 1, 2, *request["pass_fds"]], high):
+        os.dup2(fd, target)
+    for fd in high:
+        os.close(fd)
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
-    first = request["cwd"] if request["module"] else os.path.dirname(os.path.realpath(request["script"]))
+    if request["code"] is not None:
+        first = ""  # -c: the current directory, as it is whenever an import looks
+    else:
+        first = request["cwd"] if request["module"] else os.path.dirname(os.path.realpath(request["script"]))
     seen, path = set(), []
     for entry in [*_python_path(request["env"].get("PYTHONPATH", ""), request["cwd"]), *sys_path]:
         if entry not in seen:
@@ -170,7 +180,8 @@ def _become(request: dict, fds: list[int], sys_path: list[str], started_w: int) 
             path.append(entry)
     sys.path[:] = [first, *path]
     sys.orig_argv = list(request["orig_argv"])
-    sys.argv = ["-m" if request["module"] else request["script"], *request["args"]]
+    sys.argv = ["-c" if request["code"] is not None else "-m" if request["module"] else request["script"],
+                *request["args"]]
     _new_streams()
     import importlib
     import tempfile
@@ -182,7 +193,14 @@ def _become(request: dict, fds: list[int], sys_path: list[str], started_w: int) 
     os.close(started_w)
     import runpy
 
-    if request["module"]:
+    if request["code"] is not None:  # as `python -c` runs it: in a __main__ of its own
+        import types
+
+        main = types.ModuleType("__main__")
+        main.__loader__ = sys.modules["__main__"].__loader__
+        sys.modules["__main__"] = main
+        exec(compile(request["code"], "<string>", "exec"), main.__dict__)
+    elif request["module"]:
         runpy._run_module_as_main(request["module"], alter_argv=True)  # what `python -m` calls
     else:
         runpy.run_path(request["script"], run_name="__main__")
@@ -278,9 +296,9 @@ def _request(args, executable, preexec_fn, close_fds, pass_fds, cwd, env, shell,
     """What to ask the server to run, or None and why a real process is the faithful one."""
     if os.environ.get("CELEBGAN_TEST_FORKSERVER", "1") == "0" or _real:
         return None, "asked for processes"
-    if (shell or executable is not None or preexec_fn is not None or not close_fds or pass_fds or not restore_signals
+    if (shell or executable is not None or preexec_fn is not None or not close_fds or not restore_signals
             or gid is not None or gids is not None or uid is not None or umask >= 0 or process_group not in (-1, None)):
-        return None, "a launch option a fork cannot honour (shell, executable, preexec_fn, pass_fds, ...)"
+        return None, "a launch option a fork cannot honour (shell, executable, preexec_fn, user, group, ...)"
     if not isinstance(args, (list, tuple)) or len(args) < 2:
         return None, "not a Python command"
     args = [os.fspath(a) for a in args]
@@ -289,14 +307,16 @@ def _request(args, executable, preexec_fn, close_fds, pass_fds, cwd, env, shell,
     cwd = os.path.abspath(os.fspath(cwd)) if cwd is not None else os.getcwd()
     if not os.path.isdir(cwd):
         return None, "no such working directory"  # the real Popen raises what it should
-    module = script = None
-    if args[1] == "-m" and len(args) > 2 and args[2].startswith(MODULES):
+    module = script = code = None
+    if args[1] == "-c" and len(args) > 2:
+        code, rest = args[2], args[3:]
+    elif args[1] == "-m" and len(args) > 2 and args[2].startswith(MODULES):
         module, rest = args[2], args[3:]
     elif (args[1].endswith(".py") and os.path.isabs(args[1]) and os.path.isfile(args[1])
           and os.path.realpath(args[1]).startswith(REPO + os.sep)):
         script, rest = args[1], args[2:]
     else:
-        return None, "not a celebgan module or a script of the checkout given by its absolute path"
+        return None, "not -c, a celebgan module, or a script of the checkout given by its absolute path"
     env = dict(os.environ if env is None else {os.fsdecode(k): os.fsdecode(v) for k, v in env.items()})
     if not _start():
         return None, _server.get("off", "the server has ended")
@@ -307,7 +327,7 @@ def _request(args, executable, preexec_fn, close_fds, pass_fds, cwd, env, shell,
 
     ignored = [int(s) for s in signal.valid_signals() if s not in (signal.SIGKILL, signal.SIGSTOP)
                and signal.getsignal(s) is signal.SIG_IGN]
-    return {"module": module, "script": script, "args": rest, "orig_argv": args, "cwd": cwd, "env": env,
+    return {"module": module, "script": script, "code": code, "args": rest, "pass_fds": sorted(map(int, pass_fds)), "orig_argv": args, "cwd": cwd, "env": env,
             "new_session": bool(start_new_session), "ignored": ignored}, "served"
 
 
@@ -337,7 +357,7 @@ class Popen(subprocess.Popen):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         sock.connect(_server["path"])
         streams = [p2cread if p2cread != -1 else 0, c2pwrite if c2pwrite != -1 else 1,
-                   errwrite if errwrite != -1 else 2]
+                   errwrite if errwrite != -1 else 2, *request["pass_fds"]]
         socket.send_fds(sock, [json.dumps(request).encode()], streams)
         reply = sock.recv(_STATUS.size)
         if len(reply) != _STATUS.size:

@@ -1,5 +1,5 @@
 """What a command sees of its process, printed as JSON, for tests/test_forkserver.py. Run as
-`python -m process_probe [ACTION]` or `python /abs/path/process_probe.py [ACTION]`; ACTION ends it:
+`python -m process_probe [ACTION]`, `python /abs/path/process_probe.py [ACTION]` or from `python -c`; ACTION ends it:
 exit:N, raise, interrupt, sleep, or echo (stdin to stdout)."""
 import atexit
 import json
@@ -33,7 +33,7 @@ def report() -> dict:
         "own_session": os.getsid(0) == os.getpid(), "own_group": os.getpgrp() == os.getpid(),
         "fds": sorted(int(f) for f in os.listdir("/proc/self/fd")),
         "streams": [stream(s) for s in (sys.stdin, sys.stdout, sys.stderr)],
-        "main": [__main__.__name__, __main__.__file__, getattr(__main__.__spec__, "name", None)],
+        "main": [__main__.__name__, getattr(__main__, "__file__", None), getattr(__main__.__spec__, "name", None)],
         "flags": str(sys.flags), "threads": threading.active_count(), "numpy": float(np.random.random()),
     }
 

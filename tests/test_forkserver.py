@@ -14,7 +14,8 @@ from conftest import TESTS_DIR, cli_env
 import forkserver
 
 PROBE = str(TESTS_DIR / "process_probe.py")
-FORMS = {"module": [sys.executable, "-m", "process_probe"], "script": [sys.executable, PROBE]}
+FORMS = {"module": [sys.executable, "-m", "process_probe"], "script": [sys.executable, PROBE],
+         "code": [sys.executable, "-c", "import runpy; runpy.run_module('process_probe', run_name='__main__')"]}
 
 
 def both(cmd: list[str], **kwargs) -> tuple[subprocess.CompletedProcess, subprocess.CompletedProcess]:
@@ -83,7 +84,6 @@ def test_a_served_command_is_signalled_killed_and_timed_out_like_a_child(tmp_pat
 @pytest.mark.integration
 def test_what_the_server_cannot_run_faithfully_starts_as_a_process(tmp_path):
     cases = {
-        "-c": ([sys.executable, "-c", "pass"], {}),
         "interpreter option": ([sys.executable, "-X", "dev", "-m", "process_probe", "exit:0"], {}),
         "another module": ([sys.executable, "-m", "json.tool", "--help"], {}),
         "a thread setting": ([*FORMS["module"], "exit:0"], {"env": {**cli_env(), "OMP_NUM_THREADS": "2"}}),
@@ -99,3 +99,21 @@ def test_what_the_server_cannot_run_faithfully_starts_as_a_process(tmp_path):
         assert not forkserver.served(process), name
     process = subprocess.Popen([*FORMS["module"], "exit:0"], env=cli_env(), stdout=subprocess.DEVNULL)
     assert process.wait(timeout=120) == 0 and forkserver.served(process)
+
+
+@pytest.mark.integration
+def test_dash_c_and_pass_fds_are_served_as_a_new_process_has_them(tmp_path):
+    code = "import os, sys; os.write(int(sys.argv[1]), b'through the passed fd'); print(sys.argv, sys.path[0] == '')"
+    results = []
+    for serve in (False, True):
+        read, write = os.pipe()
+        os.set_inheritable(write, False)  # pass_fds makes it the child's
+        with forkserver.real() if not serve else open(os.devnull):
+            process = subprocess.Popen([sys.executable, "-c", code, str(write)], env=cli_env(), pass_fds=(write,),
+                                       stdout=subprocess.PIPE, text=True)
+        os.close(write)
+        out = process.communicate(timeout=120)[0]
+        assert forkserver.served(process) == serve
+        results.append((process.returncode, out, os.read(read, 100)))
+        os.close(read)
+    assert results[0] == results[1] == (0, f"['-c', '{write}'] True\n", b"through the passed fd")
