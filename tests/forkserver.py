@@ -31,6 +31,7 @@ import errno
 import json
 import os
 import select
+import shutil
 import socket
 import struct
 import subprocess
@@ -251,26 +252,27 @@ def _start() -> bool:
     if "process" in _server:
         return _server["process"].poll() is None
     env = _server_env[0]()
-    folder = tempfile.mkdtemp(prefix="celebgan-forkserver-")
+    # A socket's path has at most 107 bytes: a short folder, whatever TMPDIR says.
+    folder = tempfile.mkdtemp(prefix="celebgan-forkserver-", dir="/tmp" if os.path.isdir("/tmp") else None)
     path = os.path.join(folder, "socket")
     process = _RealPopen([sys.executable, "-c", f"import forkserver; forkserver.serve({path!r})"],
                          env={**env, "PYTHONPATH": os.pathsep.join([os.path.dirname(os.path.abspath(__file__)),
                                                                     env.get("PYTHONPATH", "")])},
                          cwd=folder, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    said = process.stdout.readline().decode(errors="replace")
-    rest = said.split()
-    if not said.startswith(READY) or process.poll() is not None:
-        said += process.stdout.read(2000).decode(errors="replace") if process.poll() is not None else ""
-        process.kill()
+    ready = select.select([process.stdout], [], [], 300)[0]
+    said = process.stdout.readline().decode(errors="replace") if ready else ""
+    if not said.startswith(READY):
         _server["off"] = f"the server did not start cleanly: {said[:500]!r}"
-    elif rest[-1] not in ("1", "2", "3"):
-        _server["off"] = f"the server runs {rest[-1]} threads after its imports"
+    elif said.split()[-1] not in ("1", "2", "3"):  # torch and Lightning start two at import
+        _server["off"] = f"the server runs {said.split()[-1]} threads after its imports"
     if "off" in _server:
         warnings.warn(f"tests/forkserver.py: every command starts as a process ({_server['off']})")
         process.kill()
+        process.communicate()
+        shutil.rmtree(folder, ignore_errors=True)
         return False
     process.stdout.close()
-    _server.update(process=process, path=path, env=_without_own(env))
+    _server.update(process=process, path=path, folder=folder, env=_without_own(env))
     import atexit
 
     atexit.register(_stop)
@@ -285,6 +287,7 @@ def _stop() -> None:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
+        shutil.rmtree(_server.pop("folder"), ignore_errors=True)
 
 
 def _without_own(env: dict) -> dict:

@@ -13,7 +13,17 @@ from conftest import TESTS_DIR, cli_env
 
 import forkserver
 
+pytestmark = pytest.mark.skipif(os.environ.get("CELEBGAN_TEST_FORKSERVER") == "0",
+                                reason="CELEBGAN_TEST_FORKSERVER=0: every command starts as a process")
 PROBE = str(TESTS_DIR / "process_probe.py")
+
+
+@pytest.fixture(autouse=True)
+def _server_up():
+    # A machine where the server cannot start (it stands down with a warning, and every command
+    # starts as a process) has nothing to compare.
+    if not forkserver._start():
+        pytest.skip(f"the fork server stood down: {forkserver._server.get('off')}")
 FORMS = {"module": [sys.executable, "-m", "process_probe"], "script": [sys.executable, PROBE],
          "code": [sys.executable, "-c", "import runpy; runpy.run_module('process_probe', run_name='__main__')"]}
 

@@ -20,7 +20,6 @@ from celebgan.data.modules import CelebADataModule, ImageFiles
 from celebgan.errors import UserError
 from conftest import TESTS_DIR, cli_env, make_celeba
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
 def build_files(prepared_dir: Path) -> list[str]:
@@ -145,7 +144,7 @@ def test_a_killed_build_leaves_no_half_file_in_place(tmp_path):
         "p.decode = lambda *a: (time.sleep(0.2), decode(*a))[1]\n"
         f"p.prepare({str(root)!r}, 'train', 'full', 16, {str(out)!r}, workers=1, progress=False)\n"
     )
-    child = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": SRC})
+    child = subprocess.Popen([sys.executable, "-c", script], env=cli_env())
     deadline = time.monotonic() + 120
     while not any(".tmp" in p.name for p in out.glob("*")) and time.monotonic() < deadline:
         assert child.poll() is None, "the build ended before it could be killed"
