@@ -6,24 +6,27 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from conftest import TESTS_DIR, cli_env
 
 import forkserver
 
-pytestmark = pytest.mark.skipif(os.environ.get("CELEBGAN_TEST_FORKSERVER") == "0",
-                                reason="CELEBGAN_TEST_FORKSERVER=0: every command starts as a process")
 PROBE = str(TESTS_DIR / "process_probe.py")
 
 
 @pytest.fixture(autouse=True)
-def _server_up():
-    # A machine where the server cannot start (it stands down with a warning, and every command
-    # starts as a process) has nothing to compare.
+def _server_up(request):
+    # Nothing to compare with every command a process, or on a machine where the server cannot start
+    # (it stands down with a warning, and every command starts as a process).
+    if request.node.get_closest_marker("integration") is None:
+        return
+    if os.environ.get("CELEBGAN_TEST_FORKSERVER") == "0":
+        pytest.skip("CELEBGAN_TEST_FORKSERVER=0: every command starts as a process")
     if not forkserver._start():
         pytest.skip(f"the fork server stood down: {forkserver._server.get('off')}")
+
+
 FORMS = {"module": [sys.executable, "-m", "process_probe"], "script": [sys.executable, PROBE],
          "code": [sys.executable, "-c", "import runpy; runpy.run_module('process_probe', run_name='__main__')"]}
 
@@ -127,3 +130,11 @@ def test_dash_c_and_pass_fds_are_served_as_a_new_process_has_them(tmp_path):
         results.append((process.returncode, out, os.read(read, 100)))
         os.close(read)
     assert results[0] == results[1] == (0, f"['-c', '{write}'] True\n", b"through the passed fd")
+
+
+def test_a_test_not_marked_integration_cannot_start_a_process_served_or_not():
+    # conftest's guard patches whatever subprocess.Popen is: the served subclass included.
+    assert subprocess.Popen is forkserver.Popen
+    for cmd in ([sys.executable, "-m", "celebgan.train", "--help"], [sys.executable, "-c", "pass"], ["true"]):
+        with pytest.raises(AssertionError, match="not marked @pytest.mark.integration"):
+            subprocess.run(cmd, env=cli_env(), capture_output=True)
