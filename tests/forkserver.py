@@ -272,7 +272,7 @@ def _start() -> bool:
         shutil.rmtree(folder, ignore_errors=True)
         return False
     process.stdout.close()
-    _server.update(process=process, path=path, folder=folder, env=_without_own(env))
+    _server.update(process=process, path=path, env=_without_own(env))
     import atexit
 
     atexit.register(_stop)
@@ -287,7 +287,7 @@ def _stop() -> None:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
-        shutil.rmtree(_server.pop("folder"), ignore_errors=True)
+        shutil.rmtree(os.path.dirname(_server["path"]), ignore_errors=True)
 
 
 def _without_own(env: dict) -> dict:
@@ -297,7 +297,7 @@ def _without_own(env: dict) -> dict:
 def _request(args, executable, preexec_fn, close_fds, pass_fds, cwd, env, shell, restore_signals,
              gid, gids, uid, umask, start_new_session, process_group) -> tuple[dict | None, str]:
     """What to ask the server to run, or None and why a real process is the faithful one."""
-    if os.environ.get("CELEBGAN_TEST_FORKSERVER", "1") == "0" or _real:
+    if switched_off() or _real:
         return None, "asked for processes"
     if (shell or executable is not None or preexec_fn is not None or not close_fds or not restore_signals
             or gid is not None or gids is not None or uid is not None or umask >= 0 or process_group not in (-1, None)):
@@ -330,8 +330,9 @@ def _request(args, executable, preexec_fn, close_fds, pass_fds, cwd, env, shell,
 
     ignored = [int(s) for s in signal.valid_signals() if s not in (signal.SIGKILL, signal.SIGSTOP)
                and signal.getsignal(s) is signal.SIG_IGN]
-    return {"module": module, "script": script, "code": code, "args": rest, "pass_fds": sorted(map(int, pass_fds)), "orig_argv": args, "cwd": cwd, "env": env,
-            "new_session": bool(start_new_session), "ignored": ignored}, "served"
+    return {"module": module, "script": script, "code": code, "args": rest, "orig_argv": args, "cwd": cwd,
+            "env": env, "pass_fds": sorted(map(int, pass_fds)), "new_session": bool(start_new_session),
+            "ignored": ignored}, "served"
 
 
 def _log(args, how: str) -> None:
@@ -345,6 +346,7 @@ class Popen(subprocess.Popen):
     """subprocess.Popen whose servable commands are forked by the server (see the module's docstring)."""
 
     _served = None  # the supervisor's socket while the command runs
+    _was_served = False
 
     def _execute_child(self, args, executable, preexec_fn, close_fds, pass_fds, cwd, env, startupinfo,
                        creationflags, shell, p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite,
@@ -422,4 +424,9 @@ def install(env) -> None:
 
 def served(process: subprocess.Popen) -> bool:
     """Whether the server forked this command (rather than a real process starting)."""
-    return isinstance(process, Popen) and process.__dict__.get("_was_served", False)
+    return isinstance(process, Popen) and process._was_served
+
+
+def switched_off() -> bool:
+    """CELEBGAN_TEST_FORKSERVER=0: every command starts as a process."""
+    return os.environ.get("CELEBGAN_TEST_FORKSERVER", "1") == "0"

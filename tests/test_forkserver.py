@@ -21,7 +21,7 @@ def _server_up(request):
     # (it stands down with a warning, and every command starts as a process).
     if request.node.get_closest_marker("integration") is None:
         return
-    if os.environ.get("CELEBGAN_TEST_FORKSERVER") == "0":
+    if forkserver.switched_off():
         pytest.skip("CELEBGAN_TEST_FORKSERVER=0: every command starts as a process")
     if not forkserver._start():
         pytest.skip(f"the fork server stood down: {forkserver._server.get('off')}")
@@ -37,7 +37,8 @@ def both(cmd: list[str], **kwargs) -> tuple[subprocess.CompletedProcess, subproc
     with forkserver.real():
         started = subprocess.run(cmd, **kwargs)
     given = kwargs.get("input")
-    process = subprocess.Popen(cmd, **{k: v for k, v in kwargs.items() if k not in ("capture_output", "timeout", "input")},
+    launch = {k: v for k, v in kwargs.items() if k not in ("capture_output", "timeout", "input")}
+    process = subprocess.Popen(cmd, **launch,
                                stdin=subprocess.PIPE if given is not None else None,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = process.communicate(given, timeout=kwargs["timeout"])

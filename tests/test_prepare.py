@@ -21,7 +21,6 @@ from celebgan.errors import UserError
 from conftest import TESTS_DIR, cli_env, make_celeba
 
 
-
 def build_files(prepared_dir: Path) -> list[str]:
     return sorted(p.name for p in prepared_dir.iterdir())
 
