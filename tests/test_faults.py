@@ -1,7 +1,7 @@
 """Faults and bad input: each gives one clear message and loses nothing already written."""
 import errno
+import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import cli_cmd, cli_env, copy_run, make_celeba
+import mount_namespace
+from conftest import TINY_CLI, cli_env, copy_run, make_celeba
 
 from celebgan.run.checkpoint import AtomicCheckpointIO
 from celebgan.errors import UserError
@@ -188,23 +189,26 @@ def test_gpu_requested_without_one(make_cfg):
 
 # --- the disk -------------------------------------------------------------------------------------
 
-def in_namespace(shell: str, tmp_path: Path) -> tuple[int, str]:
-    """Runs `shell` as root of a new user and mount namespace (`unshare -rm`), where it may mount a
-    small tmpfs or a read-only view of a folder without touching the machine's mounts."""
-    if shutil.which("unshare") is None or subprocess.run(["unshare", "-rm", "true"]).returncode != 0:
-        pytest.skip("needs unshare -rm (user namespaces)")
-    result = subprocess.run(["unshare", "-rm", "sh", "-c", shell], cwd=tmp_path, env=cli_env(),
+def in_namespace(tmp_path: Path, module: str, args: list[str], **spec) -> tuple[int, str]:
+    """Runs `python -m module *args` as root of a new user and mount namespace (tests/mount_namespace.py,
+    as `unshare -rm` would), where spec mounts a small tmpfs or a read-only view of a folder for it
+    alone without touching the machine's mounts."""
+    (tmp_path / "namespace.json").write_text(json.dumps({"module": module, "args": args, **spec}))
+    result = subprocess.run([sys.executable, "-c", "import mount_namespace; mount_namespace.main()",
+                             str(tmp_path / "namespace.json")], cwd=tmp_path, env=cli_env(),
                             capture_output=True, text=True, timeout=300)
-    return result.returncode, result.stdout + result.stderr
+    out = result.stdout + result.stderr
+    if result.returncode == mount_namespace.NO_NAMESPACES and "no user namespaces" in out:
+        pytest.skip(f"needs user namespaces: {out.strip()}")
+    return result.returncode, out
 
 
 @pytest.mark.integration
 def test_prepare_into_a_read_only_folder_says_to_set_prepared_dir(tmp_path):
     root = tmp_path / "celeba_root"
     make_celeba(root, per_split=2)
-    code, out = in_namespace(
-        f"mount --bind {root} {root} && mount -o remount,bind,ro {root} && "
-        f"{sys.executable} -m celebgan.prepare data=celeba32 data.root={root} workers=1", tmp_path)
+    code, out = in_namespace(tmp_path, "celebgan.prepare", ["data=celeba32", f"data.root={root}", "workers=1"],
+                             read_only=[str(root)])
     assert code == 2 and "Traceback" not in out, out
     assert "Read-only file system" in out and "data.prepared_dir=" in out
 
@@ -225,10 +229,10 @@ def test_full_disk_while_writing_the_grid_is_one_message_and_leaves_no_temporary
     # The samples folder on a full 8 KB tmpfs: the epoch's grid (about 3 KB) cannot be written.
     small = tmp_path / "small"
     small.mkdir()
-    train_cmd = " ".join(cli_cmd(f"hydra.run.dir={tmp_path / 'run'}", f"callbacks.sample_grid.dirpath={small}/samples"))
-    code, out = in_namespace(f"mount -t tmpfs -o size=8k tmpfs {small} && mkdir {small}/samples && "
-                             f"head -c 8192 /dev/zero > {small}/filler; {train_cmd}; code=$?; "
-                             f"ls -a {small}/samples; exit $code", tmp_path)
+    code, out = in_namespace(tmp_path, "celebgan.train",
+                             [*TINY_CLI, f"hydra.run.dir={tmp_path / 'run'}", f"callbacks.sample_grid.dirpath={small}/samples"],
+                             tmpfs=[[str(small), "8k"]], mkdir=[f"{small}/samples"], fill=[[f"{small}/filler", 8192]],
+                             list=f"{small}/samples")
     assert code == 2 and "Traceback" not in out, out
     assert "Could not write" in out and "epoch_0001.png" in out and "No space left on device" in out
     assert ".epoch_0001.png.tmp" not in out  # the listing of the samples folder
@@ -240,12 +244,11 @@ def test_full_disk_while_checkpointing_from_the_command_line_is_one_message(tmp_
     # copy beside it does not, and torch.save fails mid-file with its RuntimeErrors.
     small = tmp_path / "small"
     small.mkdir()
-    train_cmd = " ".join(cli_cmd("trainer.max_epochs=2", f"hydra.run.dir={tmp_path / 'run'}",
-                                 f"callbacks.model_checkpoint.dirpath={small}/checkpoints"))
-    code, out = in_namespace(f"mount -t tmpfs -o size=800k tmpfs {small} && {train_cmd}; code=$?; "
-                             f"ls -a {small}/checkpoints; {sys.executable} -c \"import torch; "
-                             f"print('epoch', torch.load('{small}/checkpoints/last.ckpt')['epoch'])\"; exit $code",
-                             tmp_path)
+    code, out = in_namespace(tmp_path, "celebgan.train",
+                             [*TINY_CLI, "trainer.max_epochs=2", f"hydra.run.dir={tmp_path / 'run'}",
+                              f"callbacks.model_checkpoint.dirpath={small}/checkpoints"],
+                             tmpfs=[[str(small), "800k"]], list=f"{small}/checkpoints",
+                             epoch_of=f"{small}/checkpoints/last.ckpt")
     assert code == 2 and "Traceback" not in out and "During handling" not in out, out
     assert out.count("Could not write") == 1 and "last.ckpt: the write stopped" in out and "resume=auto" in out
     assert ".last.ckpt.tmp" not in out and "epoch 0" in out  # no temporary; the previous checkpoint loads

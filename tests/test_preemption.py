@@ -144,10 +144,16 @@ def test_a_closed_terminal_saves_last_ckpt_and_the_log_says_so(tmp_path):
 def test_a_run_started_under_nohup_keeps_training_through_a_hang_up(tmp_path):
     # nohup starts a command with SIGHUP ignored so that it outlives its terminal: a SIGHUP at step 6
     # (the terminal closing) changes nothing, and the run trains all its 12 steps.
+    # As nohup does: SIGHUP ignored where the command starts, which the command inherits (a new
+    # process across exec, a served one from the disposition its request carries).
     run = tmp_path / "run"
-    done = subprocess.run(cli_cmd("trainer.max_epochs=3", f"hydra.run.dir={run}", *SIGNAL_AT_STEP_6,
-                                  "+callbacks.signal.signum=SIGHUP"), cwd=tmp_path, env=cli_env(), capture_output=True,
-                          text=True, timeout=300, preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        done = subprocess.run(cli_cmd("trainer.max_epochs=3", f"hydra.run.dir={run}", *SIGNAL_AT_STEP_6,
+                                      "+callbacks.signal.signum=SIGHUP"), cwd=tmp_path, env=cli_env(),
+                              capture_output=True, text=True, timeout=300)
+    finally:
+        signal.signal(signal.SIGHUP, previous)
     assert done.returncode == 0, done.stdout + done.stderr
     log = (run / "train.log").read_text()
     assert "SIGHUP is ignored in this process" in log and "Stopped" not in log
