@@ -1,5 +1,6 @@
 """Shared fixtures: composed Hydra configs for tiny CPU runs, the trained runs a session shares, and
 a miniature CelebA tree."""
+import copy
 import os
 import shutil
 import subprocess
@@ -65,10 +66,20 @@ def _one_thread():
     torch.set_num_threads(1)
 
 
+_composed: dict[tuple, DictConfig] = {}
+
+
 def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
-    """The config `python -m celebgan.train *overrides` would run, writing into output_dir."""
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
+    """The config `python -m celebgan.train *overrides` would run, writing into output_dir.
+
+    Hydra composes each command line once per test process (from the working directory and
+    sys.path it was given: what a composed config can depend on, since its interpolations resolve
+    when read); every call gets its own copy."""
+    key = (tuple(overrides), os.getcwd(), tuple(sys.path))
+    if key not in _composed:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            _composed[key] = compose(config_name="config", overrides=overrides)
+    cfg = copy.deepcopy(_composed[key])
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
     return cfg

@@ -172,7 +172,7 @@ def test_each_user_mistake_is_one_message_and_exit_status_2(tmp_path):
     assert not list(tmp_path.glob("runs/*/checkpoints/*.ckpt"))
     assert not list(tmp_path.rglob("prepared")) and not list(tmp_path.rglob(".*.tmp*"))  # nor prepared
     assert not list(tmp_path.glob("runs/*")) and not (tmp_path / "outputs").exists()
-    print(f"{len(cases)} command lines in {seconds:.1f} s, "
+    print(f"{len(cases)} command lines in {seconds:.1f} s (sum {sum(r['seconds'] for r in results):.1f}), "
           f"slowest {max(r['seconds'] for r in results):.1f} s")
 
 

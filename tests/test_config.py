@@ -190,3 +190,21 @@ def test_a_constructor_default_agrees_with_every_yaml_that_sets_it():
     drifted = [line for where, lines in disagree.items() if where not in agree for line in lines]
     assert not drifted, "\n".join(drifted)
 
+
+
+def test_no_shipped_config_sets_hydra_mode():
+    # tests/cli_runner.py answers Hydra.get_mode's question itself (None) where the command line
+    # does not name hydra.mode: exact only while no config of the package sets it.
+    import yaml
+
+    setting = []
+    for path in sorted(CONFIG_DIR.rglob("*.yaml")):
+        node = yaml.safe_load(path.read_text()) or {}
+        package = path.relative_to(CONFIG_DIR).parts
+        if package[0] == "hydra" and len(package) == 2:  # conf/hydra/X.yaml is the hydra node itself
+            hydra_node = node
+        else:
+            hydra_node = node.get("hydra", {}) if isinstance(node, dict) else {}
+        if isinstance(hydra_node, dict) and "mode" in hydra_node:
+            setting.append(str(path.relative_to(CONFIG_DIR)))
+    assert len(list(CONFIG_DIR.rglob("*.yaml"))) > 20 and not setting, setting
