@@ -2,7 +2,8 @@
 would run it (its own argv, stdout and stderr, exit status), so that a table of command lines
 costs one interpreter start. Usage: python cli_runner.py CASES.json RESULTS.json, where CASES is
 a list of {"module", "args", "cwd"} (and "env": variables set, or unset by null, for that case alone) and RESULTS gets
-{"code", "output", "seconds"} for each."""
+{"code", "output", "seconds"} for each. Hydra composes each command's config as it would for that
+command line, at less cost (tests/composing.py)."""
 import contextlib
 import io
 import json
@@ -13,25 +14,12 @@ import sys
 import time
 import traceback
 
-from hydra._internal.hydra import Hydra
 from hydra.core.global_hydra import GlobalHydra
 
-_get_mode = Hydra.get_mode
+from composing import answer_get_mode_where_nothing_sets_it, parse_shipped_config_files_once
 
-
-def _mode_where_nothing_sets_it(self, config_name, overrides):
-    """Hydra composes each command's whole config twice: first in Hydra.get_mode, only to read
-    hydra.mode (None unless a config or the command line sets it; get_mode also answers None to any
-    error), then for the run itself. No shipped config sets hydra.mode (test_config checks), so
-    where the command line does not either, get_mode's answer is None without composing: the runner
-    gives that answer and saves half of every command's composition, which is most of a table of
-    mistakes' time. A command line that names hydra.mode gets Hydra's own get_mode."""
-    if any("hydra.mode" in override for override in overrides):
-        return _get_mode(self, config_name, overrides)
-    return None
-
-
-Hydra.get_mode = _mode_where_nothing_sets_it
+answer_get_mode_where_nothing_sets_it()
+parse_shipped_config_files_once()
 
 
 def run(module: str, args: list[str], cwd: str, env: dict | None = None) -> dict:

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, open_dict
 from PIL import Image
 
 import forkserver
+from composing import parse_shipped_config_files_once
 from celebgan.conf import CONFIG_DIR
 
 CONF_DIR = str(CONFIG_DIR)
@@ -66,40 +67,7 @@ def _one_thread():
     torch.set_num_threads(1)
 
 
-def _parse_shipped_config_files_once() -> None:
-    """In the test processes (not in the command lines they start, which compose as a user's do),
-    Hydra reads and parses each YAML file of the package's config and of Hydra's own once: about a
-    third of each composition, and the files do not change during a session. Hydra mutates what a
-    source loads, so each load gets a copy. Where Hydra lacks these classes, nothing changes."""
-    try:
-        from hydra._internal.sources_registry import SourcesRegistry
-        from hydra.core.plugins import Plugins
-
-        Plugins.instance()  # the first scan imports Hydra's plugin modules anew: these are its classes
-        FileConfigSource = SourcesRegistry.instance().resolve("file")
-        ImportlibResourcesConfigSource = SourcesRegistry.instance().resolve("pkg")
-    except (ImportError, AttributeError, ValueError):
-        return
-    parsed = {}
-
-    def once(load, shipped):
-        def load_config(self, config_path):
-            if not shipped(self):
-                return load(self, config_path)
-            key = (type(self), self.path, config_path)
-            if key not in parsed:
-                parsed[key] = load(self, config_path)
-            return copy.deepcopy(parsed[key])
-
-        return load_config
-
-    FileConfigSource.load_config = once(FileConfigSource.load_config,
-                                        lambda source: Path(source.path).resolve() == CONFIG_DIR.resolve())
-    ImportlibResourcesConfigSource.load_config = once(ImportlibResourcesConfigSource.load_config,
-                                                      lambda source: source.path in ("hydra.conf", "celebgan.conf"))
-
-
-_parse_shipped_config_files_once()
+parse_shipped_config_files_once()
 _composed: dict[tuple, DictConfig] = {}
 
 

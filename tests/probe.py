@@ -178,10 +178,11 @@ class SignalWhileStarting(Callback):
 
 class DeleteRunAt(Callback):
     """Deletes the run folder `dirpath` at the end of training step `step`, as `rm -rf RUN` from
-    another shell would while the run trains (file=true: `dirpath` is one file, `rm RUN/run.lock`)."""
+    another shell would while the run trains (file=true: `dirpath` is one file, `rm RUN/run.lock`;
+    remake=true: an empty folder is made at once under the name, as a logger's late write would)."""
 
-    def __init__(self, *, step: int, dirpath: str, file: bool = False):
-        self.step, self.dirpath, self.file = step, dirpath, file
+    def __init__(self, *, step: int, dirpath: str, file: bool = False, remake: bool = False):
+        self.step, self.dirpath, self.file, self.remake = step, dirpath, file, remake
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         import os
@@ -191,6 +192,8 @@ class DeleteRunAt(Callback):
             os.remove(self.dirpath)
         elif pl_module.steps_done == self.step:
             shutil.rmtree(self.dirpath)
+            if self.remake:
+                os.mkdir(self.dirpath)
 
 
 class HangUpAt(Callback):

@@ -193,8 +193,8 @@ def test_a_constructor_default_agrees_with_every_yaml_that_sets_it():
 
 
 def test_no_shipped_config_sets_hydra_mode():
-    # tests/cli_runner.py answers Hydra.get_mode's question itself (None) where the command line
-    # does not name hydra.mode: exact only while no config of the package sets it.
+    # tests/cli_runner.py answers Hydra.get_mode's question itself (None, tests/composing.py) where
+    # the command line does not name hydra.mode: exact only while no config of the package sets it.
     import yaml
 
     setting = []

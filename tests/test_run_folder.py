@@ -61,6 +61,17 @@ def test_a_run_whose_folder_is_deleted_stops_at_once_and_recreates_nothing(make_
     assert not run.exists()  # epoch 1's grid and checkpoint (step 4) were never written into a new one
 
 
+def test_a_deleted_run_folder_made_anew_at_once_is_still_the_deleted_one(make_cfg, tmp_path):
+    # A late write (TensorBoard's writer thread) can make the folder again before the run looks; the
+    # file system may give the new folder the deleted one's inode number, unless the run holds it.
+    run = tmp_path / "run"
+    cfg = make_cfg("trainer.max_epochs=2", "trainer.log_every_n_steps=50", *delete_at(run, 3),
+                   "+callbacks.delete.remake=true")
+    with pytest.raises(UserError, match=rf"The run folder {run} was deleted while the run trained \(after training "
+                                        r"step 3\)"):
+        train(cfg)
+
+
 @pytest.mark.integration
 def test_a_run_folder_deleted_while_training_ends_in_one_message(tmp_path):
     run = tmp_path / "runs" / "deleted"

@@ -389,9 +389,11 @@ def ran(cfg: DictConfig, attr_names: Sequence[str] | None) -> dict:
 
 
 @contextmanager
-def stops_explained(trainer: L.Trainer, model: GAN, run_dir: Path) -> Iterator[None]:
+def stops_explained(trainer: L.Trainer, model: GAN, run_dir: Path,
+                    folder_id: tuple[int, int] | None = None) -> Iterator[None]:
     """The ways a fit ends that are no bug, each one line and its exit status, not a traceback: the run
-    folder deleted, a stop signal (last.ckpt saved), a DDP peer that died."""
+    folder deleted (folder_id: RunFolderWatch's, which tells a folder made anew from the run's), a stop
+    signal (last.ckpt saved), a DDP peer that died."""
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from celebgan.run import resume
@@ -402,7 +404,7 @@ def stops_explained(trainer: L.Trainer, model: GAN, run_dir: Path) -> Iterator[N
     except (SIGTERMException, Exception) as err:
         if not isinstance(err, SIGTERMException) and lock.lost(run_dir):
             # RunFolderWatch's stop, or the write that found it first (TensorBoard's writer): one message.
-            raise folder_deleted(run_dir, model.steps_done) from err
+            raise folder_deleted(run_dir, model.steps_done, folder_id) from err
         if resume.stopped_by_signal(trainer, err):
             # resume.SaveOnSignal saved last.ckpt; not finished, so not status 0: 128 + the signal's number
             if trainer.is_global_zero:
@@ -427,8 +429,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     from celebgan.run.hparams import log_hparams
 
     preflight(cfg)
-    with session(cfg) as run:
-        datamodule, model, _, trainer, logger, config = build(run.cfg, callbacks=[RunFolderWatch(run.run_dir)])
+    with session(cfg) as run, RunFolderWatch(run.run_dir) as watch:
+        datamodule, model, _, trainer, logger, config = build(run.cfg, callbacks=[watch])
         if run.saved is not None:
             resume.check_attributes(run.ckpt_path, run.saved, config)
         for folder in {c.dirpath for c in trainer.checkpoint_callbacks if getattr(c, "dirpath", None)}:
@@ -437,7 +439,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             log_hparams(logger, config, group_choices(), swept_keys())
         log.info("Run directory: %s", run.run_dir)
         startup.hand_over()
-        with stops_explained(trainer, model, run.run_dir):
+        with stops_explained(trainer, model, run.run_dir, watch.folder_id):
             trainer.fit(model, datamodule=datamodule, ckpt_path=run.ckpt_path, weights_only=True)
         if trainer.is_global_zero:
             log.info("%s", summary(trainer, run.run_dir))

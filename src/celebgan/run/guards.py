@@ -253,11 +253,26 @@ class RunFolderWatch(Callback):
 
     def __init__(self, run_dir: Path):
         self.run_dir = run_dir
-        self.folder_id = identity(run_dir) if run_dir.is_dir() else None
+        self.folder_id = None
+        # The folder stays open while the run trains: a folder made anew under its name after an
+        # `rm -rf` (a logger's late write) cannot be given its inode, so the two never look the same.
+        self._held = None
+        if run_dir.is_dir():
+            self._held = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY)
+            stat = os.fstat(self._held)
+            self.folder_id = stat.st_dev, stat.st_ino
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx) -> None:
         if lock.lost(self.run_dir):
             raise folder_deleted(self.run_dir, pl_module.steps_done, self.folder_id)
+
+    def __enter__(self) -> "RunFolderWatch":
+        return self
+
+    def __exit__(self, *exc) -> None:  # after the run's stop is explained: the folder is let go
+        if self._held is not None:
+            os.close(self._held)
+            self._held = None
 
 
 def identity(path: Path) -> tuple[int, int]:
