@@ -185,13 +185,22 @@ class DeleteRunAt(Callback):
         self.step, self.dirpath, self.file, self.remake = step, dirpath, file, remake
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        import errno
         import os
         import shutil
 
         if pl_module.steps_done == self.step and self.file:
             os.remove(self.dirpath)
         elif pl_module.steps_done == self.step:
-            shutil.rmtree(self.dirpath)
+            # TensorBoard's writer thread appends by opening its file anew: between rmtree emptying the
+            # folder and removing it, the file can come back (ENOTEMPTY), and `rm -rf` is run again.
+            for attempt in range(100):
+                try:
+                    shutil.rmtree(self.dirpath)
+                    break
+                except OSError as err:
+                    if err.errno != errno.ENOTEMPTY or attempt == 99:
+                        raise
             if self.remake:
                 os.mkdir(self.dirpath)
 
