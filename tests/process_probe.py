@@ -47,9 +47,12 @@ if __name__ == "__main__":
         print(os.getpid(), flush=True)
         time.sleep(300)
     atexit.register(lambda: print("atexit ran", flush=True))
-    done = threading.Thread(target=lambda: (time.sleep(0.3), print("thread joined")))
+    # A non-daemon thread that prints after the report, whatever the report costs on a loaded machine
+    reported = threading.Event()
+    done = threading.Thread(target=lambda: (reported.wait(), time.sleep(0.3), print("thread joined")))
     done.start()
     print(json.dumps(report()))
+    reported.set()
     if action.startswith("exit:"):
         sys.exit(int(action[5:]))
     if action == "raise":

@@ -258,9 +258,13 @@ class RunFolderWatch(Callback):
         # `rm -rf` (a logger's late write) cannot be given its inode, so the two never look the same.
         self._held = None
         if run_dir.is_dir():
-            self._held = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY)
-            stat = os.fstat(self._held)
-            self.folder_id = stat.st_dev, stat.st_ino
+            try:
+                self._held = os.open(run_dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+            except OSError:  # a system that opens no folders (Windows): the name's inode, unheld
+                self.folder_id = identity(run_dir)
+            else:
+                stat = os.fstat(self._held)
+                self.folder_id = stat.st_dev, stat.st_ino
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx) -> None:
         if lock.lost(self.run_dir):
