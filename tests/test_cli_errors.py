@@ -5,14 +5,11 @@ The command lines run one after another in a single interpreter (tests/cli_runne
 as `python -m MODULE ARGS` would): starting Python with torch and Lightning once per case would
 cost more than the cases themselves."""
 import errno
-import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import TESTS_DIR, TINY, TINY_CLI, cli_env, compose_config, make_celeba
+from conftest import TINY, TINY_CLI, compose_config, make_celeba, run_commands
 
 from celebgan.train import train
 
@@ -149,12 +146,10 @@ def run_table(tmp: Path) -> tuple[list, list, float]:
         if module == TRAIN:  # the tiny run's settings; data.num_images exists for synthetic data only
             tiny = [o for o in TINY_CLI if "data=celeba32" not in args or not o.startswith("data.num_images")]
             args = [*tiny, *args, f"hydra.run.dir={tmp / 'runs' / str(i)}"]
-        runs.append({"module": module, "args": args, "cwd": str(tmp)})
-    (tmp / "cases.json").write_text(json.dumps(runs))
+        runs.append((module, args))
     start = time.perf_counter()
-    subprocess.run([sys.executable, str(TESTS_DIR / "cli_runner.py"), str(tmp / "cases.json"), str(tmp / "results.json")],
-                   env=cli_env(), check=True, timeout=600)
-    return cases, json.loads((tmp / "results.json").read_text()), time.perf_counter() - start
+    results = run_commands(runs, tmp)
+    return cases, results, time.perf_counter() - start
 
 
 @pytest.mark.integration
@@ -172,7 +167,7 @@ def test_each_user_mistake_is_one_message_and_exit_status_2(tmp_path):
     assert not list(tmp_path.glob("runs/*/checkpoints/*.ckpt"))
     assert not list(tmp_path.rglob("prepared")) and not list(tmp_path.rglob(".*.tmp*"))  # nor prepared
     assert not list(tmp_path.glob("runs/*")) and not (tmp_path / "outputs").exists()
-    print(f"{len(cases)} command lines in {seconds:.1f} s (sum {sum(r['seconds'] for r in results):.1f}), "
+    print(f"{len(cases)} command lines in {seconds:.1f} s, "
           f"slowest {max(r['seconds'] for r in results):.1f} s")
 
 

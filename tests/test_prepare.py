@@ -18,7 +18,7 @@ from celebgan.data.batches import ArrayFaces
 from celebgan.data.celeba import face_transform, list_images
 from celebgan.data.modules import CelebADataModule, ImageFiles
 from celebgan.errors import UserError
-from conftest import TESTS_DIR, cli_env, make_celeba
+from conftest import cli_env, make_celeba, run_commands
 
 
 def build_files(prepared_dir: Path) -> list[str]:
@@ -164,8 +164,8 @@ def test_prepare_command(celeba_root, tmp_path):
     out, work = tmp_path / "prepared", tmp_path / "work"
     work.mkdir()
     args = ["data=celeba32", f"data.root={celeba_root}", "data.img_size=16", f"data.prepared_dir={out}", "workers=1"]
-    first, again, forced, missing, help_ = run_commands(work, [
-        args, args, [*args, "force=true"], [*args, f"data.root={tmp_path / 'nowhere'}"], ["--help"]])
+    first, again, forced, missing, help_ = run_commands([("celebgan.prepare", a) for a in [
+        args, args, [*args, "force=true"], [*args, f"data.root={tmp_path / 'nowhere'}"], ["--help"]]], work)
     assert first["code"] == again["code"] == forced["code"] == 0, first["output"] + again["output"]
     meta = json.loads((out / "celeba_train_full_16.json").read_text())
     assert meta["num_images"] == 3 and meta["img_size"] == 16
@@ -173,16 +173,6 @@ def test_prepare_command(celeba_root, tmp_path):
     assert missing["code"] == 2 and "not found" in missing["output"] and "Traceback" not in missing["output"]
     assert help_["code"] == 0 and all(key in help_["output"] for key in ("workers: 0", "force: false", "prepared_dir"))
     assert list(work.iterdir()) == []  # no Hydra folder, no log
-
-
-def run_commands(cwd: Path, argvs: list[list[str]]) -> list[dict]:
-    """`python -m celebgan.prepare ARGS` for each ARGS, in one interpreter (tests/cli_runner.py)."""
-    cases = cwd.parent / "cases.json"
-    cases.write_text(json.dumps([{"module": "celebgan.prepare", "args": a, "cwd": str(cwd)} for a in argvs]))
-    results = cwd.parent / "results.json"
-    subprocess.run([sys.executable, str(TESTS_DIR / "cli_runner.py"), str(cases), str(results)],
-                   env=cli_env(), check=True, timeout=600)
-    return json.loads(results.read_text())
 
 
 @pytest.mark.integration
